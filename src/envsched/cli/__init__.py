@@ -1,0 +1,1 @@
+"""Command-line front ends: `envsched` (admins, shims) and `chos` (users)."""

@@ -1,0 +1,154 @@
+"""`chos`: the user's command (list, which, set, run, shell; CHOS-compatible `CHOS=x chos`)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+from ..enter import enter_and_exec
+from ..errors import UsageError
+from ..exitcodes import ExitCode
+from ..identity import current_user
+from ..names import LOCAL, NAME_RULE, is_valid_name, show
+from ..resolve import Decision, allowed_names, check_name, resolve
+from ..service import JobContext, RequestRefused, plan_for_job, request_for
+from .common import describe_decision, format_steps, parser, policy_from, run_main, say, split_command
+
+SUBCOMMANDS = ("list", "which", "set", "run", "shell", "-h", "--help")
+
+
+def _ctx(args: argparse.Namespace, option: Optional[str] = None) -> JobContext:
+    return JobContext(user=current_user(), option=option, chos_var=os.environ.get("CHOS") or None,
+                      partition=getattr(args, "partition", None), account=getattr(args, "account", None))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    policy = policy_from(args)
+    ctx = _ctx(args)
+    req = request_for(policy, ctx)
+    allowed = allowed_names(policy, req)
+    outcome = resolve(policy, req)
+    current = outcome.name if isinstance(outcome, Decision) else None
+    for name in allowed:
+        env = policy.get(name)
+        marks = ("*" if name == policy.site.default else " ") + (">" if name == current else " ")
+        text = env.description if env else "the host OS, no switch"
+        print(f"{marks} {name:<16} {text}")
+    print("(* site default, > what your jobs get now; see `chos which`)")
+    return ExitCode.OK
+
+
+def cmd_which(args: argparse.Namespace) -> int:
+    policy = policy_from(args)
+    ctx = _ctx(args)
+    outcome = resolve(policy, request_for(policy, ctx))
+    if isinstance(outcome, Decision):
+        print(f"your jobs get {describe_decision(outcome)}")
+        if outcome.warning:
+            print(f"warning: {outcome.warning}")
+        code = ExitCode.OK
+    else:
+        print(outcome.message())
+        code = ExitCode.REFUSED
+    print("\n".join(format_steps(outcome.steps)))
+    return code
+
+
+def cmd_set(args: argparse.Namespace) -> int:
+    policy = policy_from(args)
+    user = current_user()
+    if not is_valid_name(args.name):
+        raise UsageError(f"{show(args.name)} is not a valid environment name ({NAME_RULE})")
+    outcome = check_name(policy, request_for(policy, JobContext(user, read_user_file=False)),
+                         "chos set", args.name)
+    if not isinstance(outcome, Decision):
+        raise RequestRefused(outcome.message())
+    path = os.path.join(user.home, policy.site.user_file)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        os.write(fd, (args.name + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)                  # replaces a symlink itself, never writes through it
+    print(f"{path}: {args.name} (your next jobs and logins use it)")
+    return ExitCode.OK
+
+
+def _run(args: argparse.Namespace, name: Optional[str], command: List[str]) -> int:
+    policy = policy_from(args)
+    ctx = _ctx(args, option=name)
+    decision, plan = plan_for_job(policy, ctx)
+    if decision.warning:
+        say("warning: " + decision.warning)
+    if not command:
+        shell = os.environ.get("SHELL") or ctx.user.shell
+        command = [shell, "-l"]
+        if decision.environment is not None and not _exists_in(decision.environment.path, shell):
+            command = ["/bin/sh", "-l"]
+    enter_and_exec(plan, ctx.user, command, unprivileged=os.geteuid() != 0)
+    return ExitCode.INTERNAL
+
+
+def _exists_in(root: str, path: str) -> bool:
+    return os.path.lexists(os.path.join(root, path.lstrip("/")))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    command = split_command(args.command)
+    if not command:
+        raise UsageError("run: no command given (use `chos shell NAME` for a shell)")
+    return _run(args, args.name, command)
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    return _run(args, args.name, [])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = parser("chos", "Choose the Linux environment your jobs and shells run in.\n"
+               "CHOS compatibility: `CHOS=NAME chos [CMD...]` runs CMD (or a login shell) in NAME.")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    s = sub.add_parser("list", help="environments you may use")
+    s.add_argument("--partition")
+    s.add_argument("--account")
+    s.set_defaults(func=cmd_list)
+    s = sub.add_parser("which", help="what a job of yours would get, and why")
+    s.add_argument("--partition")
+    s.add_argument("--account")
+    s.set_defaults(func=cmd_which)
+    s = sub.add_parser("set", help="write your choice to ~/.chos")
+    s.add_argument("name")
+    s.set_defaults(func=cmd_set)
+    s = sub.add_parser("run", help="run a command in an environment")
+    s.add_argument("name")
+    s.add_argument("command", nargs=argparse.REMAINDER)
+    s.set_defaults(func=cmd_run)
+    s = sub.add_parser("shell", help="a login shell in an environment")
+    s.add_argument("name")
+    s.set_defaults(func=cmd_shell)
+    for sp in sub.choices.values():
+        sp.add_argument("--policy", metavar="FILE", default=argparse.SUPPRESS,
+                        help="site policy (default /etc/envsched/policy.toml)")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    policy_args: List[str] = []
+    rest = list(argv)
+    if len(rest) >= 2 and rest[0] == "--policy":
+        policy_args, rest = rest[:2], rest[2:]
+    if not rest or rest[0] not in SUBCOMMANDS:
+        # CHOS compatibility: `chos [CMD...]` in $CHOS (or what ~/.chos / the site gives)
+        p = parser("chos", "CHOS compatibility mode")
+        p.add_argument("command", nargs=argparse.REMAINDER)
+        return run_main(lambda a: _run(a, os.environ.get("CHOS") or None, split_command(a.command)),
+                        p, policy_args + rest)
+    return run_main(lambda a: a.func(a), build_parser(), policy_args + rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

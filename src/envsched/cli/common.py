@@ -1,0 +1,75 @@
+"""What both commands share: --policy, error reporting, exit codes."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, List, Optional
+
+from ..errors import EnvschedError
+from ..exitcodes import ExitCode, describe
+from ..policy import Policy, load_policy
+from ..resolve import Decision, Step
+
+PREFIX = "envsched: "
+
+
+def say(message: str) -> None:
+    """One line to the user on stderr, always prefixed."""
+    sys.stderr.write(PREFIX + message.replace("\n", " ") + "\n")
+    sys.stderr.flush()
+
+
+def add_policy_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", metavar="FILE",
+                   help="site policy (default /etc/envsched/policy.toml)")
+
+
+def parser(prog: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="exit codes:\n" + describe())
+    add_policy_arg(p)
+    return p
+
+
+def policy_from(args: argparse.Namespace) -> Policy:
+    return load_policy(getattr(args, "policy", None))
+
+
+def run_main(handler: Callable[[argparse.Namespace], int], p: argparse.ArgumentParser,
+             argv: Optional[List[str]] = None) -> int:
+    args = p.parse_args(argv)
+    try:
+        return int(handler(args))
+    except EnvschedError as e:
+        say(e.message)
+        return int(e.code)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return int(ExitCode.OK)
+    except Exception as e:  # noqa: BLE001 - a bug must still exit with a defined code
+        say(f"internal error: {type(e).__name__}: {e}")
+        if os.environ.get("ENVSCHED_DEBUG"):
+            raise
+        return int(ExitCode.INTERNAL)
+
+
+def format_steps(steps: "tuple[Step, ...]") -> List[str]:
+    width = max((len(s.source) for s in steps), default=10)
+    out = []
+    for s in steps:
+        value = "-" if s.value is None else (repr(s.value) if s.value else "''")
+        out.append(f"  {s.source:<{width}}  {value:<20} {s.note}")
+    return out
+
+
+def describe_decision(d: Decision) -> str:
+    where = "host OS" if d.environment is None else d.environment.path
+    return f"{d.name} ({where}), chosen by {d.source}"
+
+
+def split_command(argv: List[str]) -> List[str]:
+    """argparse.REMAINDER keeps a leading '--'; drop it."""
+    return argv[1:] if argv and argv[0] == "--" else argv

@@ -1,0 +1,215 @@
+"""`envsched`: the admin and shim command (check, explain, exec, prepare/join/release/gc)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import List, Optional
+
+from .. import trees
+from ..enter import enter_and_exec
+from ..errors import NotPermitted, PolicyError, UsageError
+from ..exitcodes import ExitCode
+from ..identity import lookup_user
+from ..pin import PinStore
+from ..service import JobContext, plan_for_job
+from .common import (describe_decision, format_steps, parser, policy_from, run_main, say,
+                     split_command)
+
+
+def _job_args(p: argparse.ArgumentParser, user_required: bool = True) -> None:
+    p.add_argument("--user", required=user_required, help="job user (name or uid)")
+    p.add_argument("--request", metavar="NAME", help="explicit request (the job's option)")
+    p.add_argument("--chos-var", metavar="NAME",
+                   help="the job's CHOS variable (default: CHOS from this command's environment)")
+    p.add_argument("--partition", help="partition or queue")
+    p.add_argument("--account")
+    p.add_argument("--job", help="scheduler job id (for the admin log)")
+    p.add_argument("--cwd", help="working directory to keep (default: current)")
+    p.add_argument("--no-user-file", action="store_true", help="do not read ~/.chos")
+
+
+def _ctx(args: argparse.Namespace) -> JobContext:
+    chos_var = args.chos_var if args.chos_var is not None else os.environ.get("CHOS")
+    return JobContext(user=lookup_user(args.user), option=args.request, chos_var=chos_var,
+                      account=args.account, partition=args.partition, cwd=args.cwd, job=args.job,
+                      read_user_file=not args.no_user_file)
+
+
+def _require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise NotPermitted(f"{what} needs root")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        policy = policy_from(args)
+    except PolicyError as e:
+        print(e.message)
+        return ExitCode.POLICY_INVALID
+    found: List[str] = []
+    for name in policy.names():
+        env = policy.environments[name]
+        found += [f"{policy.source}: environments.{name}: {p}" for p in trees.problems(env, deep=True)]
+    for m in policy.site.shared:
+        if m.required and not os.path.exists(m.source):
+            found.append(f"{policy.source}: site.shared: required path missing on this host: {m.source}")
+    for line in found:
+        print(line)
+    if found:
+        return ExitCode.CHECK_FAILED
+    print(f"{policy.source}: ok ({len(policy.environments)} environments, default {policy.site.default})")
+    return ExitCode.OK
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    policy = policy_from(args)
+    ctx = _ctx(args)
+    decision, plan = plan_for_job(policy, ctx)
+    if args.json:
+        print(json.dumps({"environment": decision.name, "source": decision.source,
+                          "warning": decision.warning,
+                          "steps": [s.__dict__ for s in decision.steps],
+                          "plan": json.loads(plan.to_json())}, indent=1))
+        return ExitCode.OK
+    print(f"user {ctx.user.name} gets {describe_decision(decision)}")
+    if decision.warning:
+        print(f"warning: {decision.warning}")
+    print("precedence:")
+    print("\n".join(format_steps(decision.steps)))
+    print("plan:")
+    for op in plan.ops:
+        print("  " + " ".join(f"{k}={v}" for k, v in op.items()))
+    return ExitCode.OK
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    _require_root("envsched exec")
+    command = split_command(args.command)
+    if not command:
+        raise UsageError("exec: no command given")
+    policy = policy_from(args)
+    ctx = _ctx(args)
+    decision, plan = plan_for_job(policy, ctx)
+    if decision.warning:
+        say("warning: " + decision.warning)
+    enter_and_exec(plan, ctx.user, command, cwd=args.cwd)
+    return ExitCode.INTERNAL  # not reached: enter_and_exec execs or raises
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    _require_root("envsched prepare")
+    policy = policy_from(args)
+    ctx = _ctx(args)
+    decision, plan = plan_for_job(policy, ctx)
+    if decision.warning:
+        say("warning: " + decision.warning)
+    owner = args.owner_pid if args.owner_pid else os.getppid()
+    store = PinStore(policy.site.run_dir)
+    meta = store.prepare(args.key, plan, ctx.user, owner)
+    print(json.dumps({**meta.__dict__, "mnt": os.path.join(store.path(args.key), "mnt")}))
+    return ExitCode.OK
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    _require_root("envsched join")
+    command = split_command(args.command)
+    if not command:
+        raise UsageError("join: no command given")
+    policy = policy_from(args)
+    store = PinStore(policy.site.run_dir)
+    user = lookup_user(args.user) if args.user else lookup_user(store.meta(args.key).uid)
+    store.join_and_exec(args.key, user, command, cwd=args.cwd)
+    return ExitCode.INTERNAL
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    _require_root("envsched release")
+    policy = policy_from(args)
+    if not PinStore(policy.site.run_dir).release(args.key):
+        say(f"no pin {args.key} on this node (nothing to release)")
+    return ExitCode.OK
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    _require_root("envsched gc")
+    policy = policy_from(args)
+    for key in PinStore(policy.site.run_dir).gc():
+        print(f"released {key}")
+    return ExitCode.OK
+
+
+def cmd_pins(args: argparse.Namespace) -> int:
+    policy = policy_from(args)
+    for entry in PinStore(policy.site.run_dir).list():
+        print(json.dumps(entry))
+    return ExitCode.OK
+
+
+def cmd_import_chos(args: argparse.Namespace) -> int:
+    from ..policy.chos_import import import_chos
+    sys.stdout.write(import_chos(args.file))
+    return ExitCode.OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = parser("envsched", "Site policy, decisions and environment entry for batch jobs.")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("check", help="validate the policy and every environment tree")
+    s.set_defaults(func=cmd_check)
+
+    s = sub.add_parser("explain", help="the decision and the plan for a user, without entering")
+    _job_args(s)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_explain)
+
+    s = sub.add_parser("exec", help="root: resolve, enter, drop to the user, exec CMD")
+    _job_args(s)
+    s.add_argument("command", nargs=argparse.REMAINDER)
+    s.set_defaults(func=cmd_exec)
+
+    s = sub.add_parser("prepare", help="root: build a view once and pin it under a key")
+    _job_args(s)
+    s.add_argument("--key", required=True, help="pin name, e.g. slurm-1234")
+    s.add_argument("--owner-pid", type=int, help="the pin is stale once this process is gone "
+                   "(default: the caller)")
+    s.set_defaults(func=cmd_prepare)
+
+    s = sub.add_parser("join", help="root: join a pinned view, drop to its user, exec CMD")
+    s.add_argument("--key", required=True)
+    s.add_argument("--user", help="must be the pin's user (default: the pin's user)")
+    s.add_argument("--cwd")
+    s.add_argument("command", nargs=argparse.REMAINDER)
+    s.set_defaults(func=cmd_join)
+
+    s = sub.add_parser("release", help="root: unpin a view and remove its pin")
+    s.add_argument("--key", required=True)
+    s.set_defaults(func=cmd_release)
+
+    s = sub.add_parser("gc", help="root: release pins whose owner process is gone")
+    s.set_defaults(func=cmd_gc)
+
+    s = sub.add_parser("pins", help="list the pins on this node")
+    s.set_defaults(func=cmd_pins)
+
+    s = sub.add_parser("policy", help="policy tools")
+    psub = s.add_subparsers(dest="policy_cmd", required=True, metavar="COMMAND")
+    i = psub.add_parser("import-chos", help="print a policy equivalent to a CHOS /etc/chos")
+    i.add_argument("file", nargs="?", default="/etc/chos")
+    i.set_defaults(func=cmd_import_chos)
+    for sp in (sub.choices.values()):
+        if not any(a.dest == "policy" for a in sp._actions):
+            sp.add_argument("--policy", metavar="FILE", default=argparse.SUPPRESS,
+                            help="site policy (default /etc/envsched/policy.toml)")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = build_parser()
+    return run_main(lambda a: a.func(a), p, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

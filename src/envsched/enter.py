@@ -1,0 +1,85 @@
+"""Entering: what every process does once it stands in the view, then exec.
+
+Form (1), enter-and-exec: build the view in this process, then `finish_and_exec`.
+Form (2), join: setns into a pinned view (pin.py), then `finish_and_exec`.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, List, MutableMapping, Optional, Sequence
+
+from . import linux
+from .errors import EnvschedError, SetupError
+from .exitcodes import ExitCode
+from .identity import UserInfo, drop_privileges
+from .plan import Plan
+from .view import build_view
+
+
+def apply_env_ops(plan: Plan, environ: MutableMapping[str, str]) -> None:
+    for op in plan.process_ops:
+        if op["op"] != "env":
+            continue
+        name, value, action = op["name"], op["value"], op["action"]
+        old = environ.get(name, "")
+        if action == "set":
+            environ[name] = value
+        elif action == "prepend":
+            environ[name] = value + (":" + old if old else "")
+        elif action == "append":
+            environ[name] = (old + ":" if old else "") + value
+        elif action == "unset":
+            environ.pop(name, None)
+
+
+def chdir_first(candidates: Sequence[str]) -> str:
+    """chdir to the first candidate that exists in the view (caller's cwd, $HOME, /)."""
+    for path in candidates:
+        if path and path.startswith("/"):
+            try:
+                os.chdir(path)
+                return path
+            except OSError:
+                continue
+    raise SetupError("no usable working directory in the view")
+
+
+def chdir_candidates(plan: Plan, cwd: Optional[str]) -> List[str]:
+    planned: List[str] = next((op["candidates"] for op in plan.process_ops if op["op"] == "chdir"), ["/"])
+    return ([cwd] if cwd else []) + planned
+
+
+def finish_and_exec(plan: Plan, user: UserInfo, argv: Sequence[str], cwd: Optional[str] = None,
+                    environ: Optional[Dict[str, str]] = None) -> "NoReturn":  # type: ignore[name-defined]
+    """In the view: drop to the user, chdir, apply env ops, no_new_privs, exec. Never returns."""
+    env = dict(os.environ if environ is None else environ)
+    if os.geteuid() == 0 and user.uid != 0 or os.getuid() != user.uid:
+        env.update({"HOME": user.home, "USER": user.name, "LOGNAME": user.name})
+    drop_privileges(user)
+    # chdir after dropping: the user's own permissions decide which directory is usable
+    chdir_first(chdir_candidates(plan, cwd))
+    apply_env_ops(plan, env)
+    linux.set_no_new_privs()
+    try:
+        os.execvpe(argv[0], list(argv), env)
+    except FileNotFoundError:
+        raise EnvschedError(f"{argv[0]}: command not found in environment {plan.environment}",
+                            code=ExitCode.NOT_FOUND) from None
+    except OSError as e:
+        raise EnvschedError(f"{argv[0]}: cannot execute in environment {plan.environment}: {e.strerror}",
+                            code=ExitCode.EXEC_FAILED) from None
+
+
+def enter_and_exec(plan: Plan, user: UserInfo, argv: Sequence[str], cwd: Optional[str] = None,
+                   unprivileged: bool = False) -> "NoReturn":  # type: ignore[name-defined]
+    cwd = cwd or _getcwd()
+    if plan.mount_ops:
+        build_view(plan, unprivileged=unprivileged)
+    finish_and_exec(plan, user, argv, cwd)
+
+
+def _getcwd() -> Optional[str]:
+    try:
+        return os.getcwd()
+    except OSError:
+        return None

@@ -1,0 +1,55 @@
+"""Errors that carry a user-safe line, the admin detail, and the exit code."""
+from __future__ import annotations
+
+from typing import Optional
+
+from .exitcodes import ExitCode
+
+
+class EnvschedError(Exception):
+    """Base error. `message` is safe to show the user (one line); `detail` is for the admin log."""
+
+    code: ExitCode = ExitCode.INTERNAL
+
+    def __init__(self, message: str, detail: Optional[str] = None,
+                 code: Optional[ExitCode] = None) -> None:
+        super().__init__(message)
+        self.message = message.replace("\n", " ")
+        self.detail = detail
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(EnvschedError):
+    code = ExitCode.USAGE
+
+
+class PolicyError(EnvschedError):
+    """The policy file is unreadable, untrusted or invalid. Message: `file[:line]: key: problem`."""
+    code = ExitCode.POLICY_INVALID
+
+
+class RequestError(EnvschedError):
+    """A request value (option, CHOS, ~/.chos) is malformed or unreadable."""
+    code = ExitCode.REFUSED
+
+
+class EnvironmentBroken(EnvschedError):
+    """The chosen environment exists in the policy but its tree/image cannot be used."""
+    code = ExitCode.ENV_BROKEN
+
+
+class SetupError(EnvschedError):
+    """A syscall failed while building or joining a view: names the operation and errno."""
+    code = ExitCode.SETUP_FAILED
+
+
+class NotPermitted(EnvschedError):
+    code = ExitCode.NOT_PERMITTED
+
+
+class NoSuchUser(EnvschedError):
+    code = ExitCode.NO_USER

@@ -1,0 +1,112 @@
+"""Thin ctypes wrappers for the namespace syscalls (os.unshare/os.setns are 3.12+).
+
+Every failure raises SetupError naming the operation, its arguments and errno.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+from typing import Optional
+
+from .errors import SetupError
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+MS_SLAVE = 0x80000
+MS_RELATIME = 0x200000
+
+MNT_DETACH = 0x2
+PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
+
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+SYS_mount_setattr = 442   # x86_64 and aarch64 share the new syscall numbers
+SYS_pivot_root = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, 155)
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.syscall.restype = ctypes.c_long
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def _b(path: Optional[str]) -> Optional[bytes]:
+    return None if path is None else os.fsencode(path)
+
+
+def _fail(op: str) -> SetupError:
+    err = ctypes.get_errno()
+    return SetupError(f"{op} failed: {os.strerror(err)} ({errno.errorcode.get(err, err)})",
+                      code=None)
+
+
+def errno_of(e: SetupError) -> str:
+    return e.message.rsplit("(", 1)[-1].rstrip(")")
+
+
+def mount(source: Optional[str], target: str, fstype: Optional[str], flags: int,
+          data: Optional[str] = None) -> None:
+    if _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)) != 0:
+        raise _fail(f"mount({source!r}, {target!r}, {fstype!r}, 0x{flags:x})")
+
+
+def umount2(target: str, flags: int = MNT_DETACH) -> None:
+    if _libc.umount2(_b(target), flags) != 0:
+        raise _fail(f"umount2({target!r})")
+
+
+def unshare(flags: int) -> None:
+    if _libc.unshare(flags) != 0:
+        raise _fail(f"unshare(0x{flags:x})")
+
+
+def setns(fd: int, nstype: int) -> None:
+    if _libc.setns(fd, nstype) != 0:
+        raise _fail(f"setns({nstype:#x})")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    if _libc.syscall(SYS_pivot_root, _b(new_root), _b(put_old)) != 0:
+        raise _fail(f"pivot_root({new_root!r}, {put_old!r})")
+
+
+def mount_setattr(path: str, set_flags: int, recursive: bool) -> None:
+    """Add MOUNT_ATTR_* flags to a mount (and its submounts), never clearing any (kernel >= 5.12)."""
+    attr = _MountAttr(set_flags, 0, 0, 0)
+    flags = AT_RECURSIVE if recursive else 0
+    if _libc.syscall(SYS_mount_setattr, AT_FDCWD, _b(path), flags, ctypes.byref(attr),
+                     ctypes.sizeof(attr)) != 0:
+        raise _fail(f"mount_setattr({path!r}, 0x{set_flags:x}{', recursive' if recursive else ''})")
+
+
+def set_no_new_privs() -> None:
+    if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise _fail("prctl(PR_SET_NO_NEW_PRIVS)")
+
+
+def no_new_privs() -> bool:
+    return _libc.prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1

@@ -1,0 +1,234 @@
+"""Prepare-and-pin: build a view once, keep it alive under <run_dir>/pins/<key>/, let any
+number of tasks join it with setns + chdir, release it, and collect pins whose owner died.
+
+  <run_dir>/               root, 0711
+  <run_dir>/pins/<key>/    root, 0700
+      mnt                  bind mount of the view's /proc/<pid>/ns/mnt (keeps it alive)
+      plan.json            the plan (process ops are replayed by every joiner)
+      meta.json            environment, user, uid, owner pid + start time, creation time
+
+The bind of the namespace file is made by the parent, which stays in the host's mount
+namespace: on this kernel the bind fails with EINVAL when done from another namespace.
+"""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Optional, Sequence
+
+from . import linux
+from .enter import finish_and_exec
+from .errors import EnvschedError, NotPermitted, SetupError, UsageError
+from .exitcodes import ExitCode
+from .identity import UserInfo
+from .names import NAME_RULE, is_valid_name
+from .plan import Plan
+from .view import build_view
+
+
+@dataclass(frozen=True)
+class PinMeta:
+    key: str
+    environment: str
+    user: str
+    uid: int
+    owner_pid: int
+    owner_start: Optional[int]
+    created: float
+
+
+def process_start(pid: int) -> Optional[int]:
+    """Start time (clock ticks since boot) of a live process, None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return int(data[data.rindex(b")") + 2:].split()[19])
+
+
+def _secure_dir(path: str, mode: int) -> None:
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise SetupError(f"{path}: must be a directory owned by root and not writable by others")
+    os.chmod(path, mode)
+
+
+class PinStore:
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = run_dir
+        self.pins = os.path.join(run_dir, "pins")
+
+    def path(self, key: str) -> str:
+        if not is_valid_name(key):
+            raise UsageError(f"invalid pin key {key!r} ({NAME_RULE})")
+        return os.path.join(self.pins, key)
+
+    def keys(self) -> List[str]:
+        try:
+            return sorted(k for k in os.listdir(self.pins) if is_valid_name(k))
+        except FileNotFoundError:
+            return []
+
+    def meta(self, key: str) -> PinMeta:
+        with open(os.path.join(self.path(key), "meta.json")) as f:
+            return PinMeta(**json.load(f))
+
+    def plan(self, key: str) -> Plan:
+        with open(os.path.join(self.path(key), "plan.json")) as f:
+            return Plan.from_json(f.read())
+
+    # -- prepare ---------------------------------------------------------------------------
+    def prepare(self, key: str, plan: Plan, user: UserInfo, owner_pid: int) -> PinMeta:
+        if os.geteuid() != 0:
+            raise NotPermitted("prepare needs root (use `chos run` for an unprivileged view)")
+        pin = self.path(key)
+        _secure_dir(self.run_dir, 0o711)
+        _secure_dir(self.pins, 0o700)
+        try:
+            os.mkdir(pin, 0o700)
+        except FileExistsError:
+            raise UsageError(f"pin {key} exists already (release it first)") from None
+        try:
+            self._build_and_pin(pin, plan)
+            meta = PinMeta(key, plan.environment, user.name, user.uid, owner_pid,
+                           process_start(owner_pid), time.time())
+            _write_file(os.path.join(pin, "plan.json"), plan.to_json())
+            _write_file(os.path.join(pin, "meta.json"), json.dumps(asdict(meta)))
+            return meta
+        except BaseException:
+            self.release(key)
+            raise
+
+    def _build_and_pin(self, pin: str, plan: Plan) -> None:
+        ready_r, ready_w = os.pipe()
+        done_r, done_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:                                    # child: build the view, report, wait
+            os.close(ready_r)
+            os.close(done_w)
+            try:
+                if plan.mount_ops:
+                    build_view(plan)
+                os.write(ready_w, b'{"ok": true}')
+            except EnvschedError as e:
+                os.write(ready_w, json.dumps({"ok": False, "message": e.message,
+                                              "code": int(e.code), "type": type(e).__name__}).encode())
+            except BaseException as e:  # noqa: BLE001 - the parent must hear about anything
+                os.write(ready_w, json.dumps({"ok": False, "message": f"internal error: {e!r}",
+                                              "code": int(ExitCode.INTERNAL), "type": "internal"}).encode())
+            os.close(ready_w)
+            os.read(done_r, 1)                          # parent has pinned (or given up)
+            os._exit(0)
+        os.close(ready_w)
+        os.close(done_r)
+        try:
+            report = json.loads(_read_all(ready_r) or b'{"ok": false, "message": "view builder died", "code": 70}')
+            if not report["ok"]:
+                raise EnvschedError(report["message"], code=ExitCode(report["code"]))
+            target = os.path.join(pin, "mnt")
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+            linux.mount(f"/proc/{pid}/ns/mnt", target, None, linux.MS_BIND)
+        finally:
+            os.close(ready_r)
+            os.close(done_w)                            # releases the child
+            os.waitpid(pid, 0)
+
+    # -- join ----------------------------------------------------------------------------
+    def join_and_exec(self, key: str, user: UserInfo, argv: Sequence[str],
+                      cwd: Optional[str] = None) -> "NoReturn":  # type: ignore[name-defined]
+        if os.geteuid() != 0:
+            raise NotPermitted("join needs root (the scheduler shims join for their tasks)")
+        pin = self.path(key)
+        try:
+            meta, plan = self.meta(key), self.plan(key)
+            fd = os.open(os.path.join(pin, "mnt"), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise SetupError(f"no pin {key} on this node") from None
+        if meta.uid != user.uid:
+            os.close(fd)
+            raise NotPermitted(f"pin {key} was prepared for {meta.user}, not {user.name}")
+        if cwd is None:
+            try:
+                cwd = os.getcwd()
+            except OSError:
+                cwd = None
+        linux.setns(fd, linux.CLONE_NEWNS)              # also moves our root and cwd to the view's
+        os.close(fd)
+        finish_and_exec(plan, user, argv, cwd)
+
+    # -- release and gc ------------------------------------------------------------------
+    def release(self, key: str) -> bool:
+        """Unpin (the view dies with its last process), remove the pin. False if there was none."""
+        pin = self.path(key)
+        if not os.path.isdir(pin):
+            return False
+        target = os.path.join(pin, "mnt")
+        if os.path.ismount(target) or _is_nsfs(target):
+            linux.umount2(target, linux.MNT_DETACH)
+        for name in ("mnt", "plan.json", "meta.json"):
+            try:
+                os.unlink(os.path.join(pin, name))
+            except FileNotFoundError:
+                pass
+        os.rmdir(pin)
+        return True
+
+    def stale(self) -> List[str]:
+        """Pins whose owner process is gone (or was replaced by another with the same pid)."""
+        out = []
+        for key in self.keys():
+            try:
+                meta = self.meta(key)
+            except (OSError, ValueError, TypeError):
+                out.append(key)                         # half-made pin: nothing owns it
+                continue
+            if process_start(meta.owner_pid) != meta.owner_start or meta.owner_start is None:
+                out.append(key)
+        return out
+
+    def gc(self) -> List[str]:
+        removed = []
+        for key in self.stale():
+            if self.release(key):
+                removed.append(key)
+        return removed
+
+    def list(self) -> List[Dict[str, object]]:
+        out = []
+        for key in self.keys():
+            try:
+                out.append(asdict(self.meta(key)))
+            except (OSError, ValueError, TypeError):
+                out.append({"key": key, "broken": True})
+        return out
+
+
+def _is_nsfs(path: str) -> bool:
+    try:
+        with open("/proc/self/mountinfo") as f:
+            return any(line.split()[4] == path for line in f)
+    except OSError:
+        return False
+
+
+def _write_file(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def _read_all(fd: int) -> bytes:
+    data = b""
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return data
+        data += chunk

@@ -1,0 +1,113 @@
+"""The plan: what entering an environment does, as plain data.
+
+A plan is an ordered list of operations of a few kinds, JSON-serialisable so a C shim or
+another process can apply or inspect it (`envsched explain --json`). Building it is pure:
+no file system access. The mount operations run in a new mount namespace staged as:
+
+  /oldroot   the host's root (sources with root "host" are read from here)
+  /image     the environment's image, when kind = "image"  (root "image")
+  /newroot   a tmpfs that becomes the view's "/" (targets are relative to it)
+
+Operation kinds:
+  env_dir   {root, name}                  a top-level directory of the environment: bound
+                                          read-only, or re-created as a symlink if it is one
+  bind      {root, source, target, required, recursive}
+  remount   {target, ro, nosuid, nodev, recursive}   flags a bind only gets on a remount
+  pivot_root {}                           the view becomes "/", staging and host detached
+  chdir     {candidates}                  first that exists in the view
+  env       {action, name, value}         set | prepend | append | unset
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional
+
+from .identity import UserInfo
+from .names import LOCAL
+from .policy.model import Environment, Mount, Policy
+
+PLAN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    environment: str
+    kind: str                          # "local" | "tree" | "image"
+    source: str                        # path of the tree or image ("" for local)
+    ops: List[Dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def mount_ops(self) -> List[Dict[str, Any]]:
+        """The part applied once per view (up to and including pivot_root)."""
+        out = []
+        for op in self.ops:
+            out.append(op)
+            if op["op"] == "pivot_root":
+                break
+        return out if self.kind != LOCAL else []
+
+    @property
+    def process_ops(self) -> List[Dict[str, Any]]:
+        """The part applied by every process entering the view (chdir, env)."""
+        return [op for op in self.ops if op["op"] in ("chdir", "env")]
+
+    def to_json(self) -> str:
+        return json.dumps({"version": PLAN_VERSION, **asdict(self)}, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Plan":
+        data = json.loads(text)
+        if data.pop("version", None) != PLAN_VERSION:
+            raise ValueError("unsupported plan version")
+        return cls(**data)
+
+
+def _bind(m: Mount, root: str = "host") -> List[Dict[str, Any]]:
+    dev = m.target == "/dev" or m.target.startswith("/dev/")
+    return [
+        {"op": "bind", "root": root, "source": m.source, "target": m.target,
+         "required": m.required, "recursive": True},
+        {"op": "remount", "target": m.target, "ro": not m.writable, "nosuid": True,
+         "nodev": not dev, "recursive": False, "required": m.required},
+    ]
+
+
+def env_ops(env: Optional[Environment], name: str) -> List[Dict[str, Any]]:
+    ops: List[Dict[str, Any]] = []
+    if env is not None:
+        for action in ("set", "prepend", "append"):
+            for var, value in getattr(env.env, action).items():
+                ops.append({"op": "env", "action": action, "name": var, "value": value})
+        for var in env.env.unset:
+            ops.append({"op": "env", "action": "unset", "name": var, "value": None})
+    ops.append({"op": "env", "action": "set", "name": "CHOS", "value": name})
+    return ops
+
+
+def build_plan(policy: Policy, name: str, env: Optional[Environment], user: UserInfo,
+               cwd: str) -> Plan:
+    """The full plan for `env` (None = the host OS) for `user` starting in `cwd`."""
+    tail = [{"op": "chdir", "candidates": [cwd, user.home, "/"]}] + env_ops(env, name)
+    if env is None:
+        return Plan(LOCAL, LOCAL, "", tail)
+    site = policy.site
+    root = "image" if env.kind == "image" else "host"
+    ops: List[Dict[str, Any]] = []
+    for d in env.dirs:
+        ops.append({"op": "env_dir", "root": root, "name": d})
+    for m in site.shared:
+        ops += _bind(m)
+    for path in site.identity_files:
+        ops += _bind(Mount(path, path, writable=False, required=False))
+    for m in env.binds:
+        ops += _bind(m)
+    if site.local_root:
+        ops.append({"op": "bind", "root": "host", "source": "/", "target": site.local_root,
+                    "required": True, "recursive": True})
+        ops.append({"op": "remount", "target": site.local_root, "ro": True, "nosuid": True,
+                    "nodev": True, "recursive": True, "required": True})
+    ops.append({"op": "remount", "target": "/", "ro": True, "nosuid": True, "nodev": True,
+                "recursive": False, "required": True})
+    ops.append({"op": "pivot_root"})
+    return Plan(env.name, env.kind, env.path, ops + tail)

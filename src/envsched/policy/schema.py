@@ -1,0 +1,262 @@
+"""Validate the raw TOML data of a site policy and build the typed Policy.
+
+Two passes, as reframe does: first the shape (unknown keys and wrong types are errors),
+then the meaning (names, absolute paths, references to environments). Every problem is one
+`PolicyError` line: `file[:line]: key.path: problem: value`.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from ..errors import PolicyError
+from ..names import LOCAL, NAME_RULE, is_valid_name, show
+from .locate import line_of
+from .model import (DEFAULT_DIRS, DEFAULT_IDENTITY, DEFAULT_RUN_DIR, DEFAULT_SHARED, Defaults,
+                    EnvOps, Environment, Mount, Policy, Site)
+
+KeyPath = Tuple[object, ...]
+
+SITE_KEYS = {"default", "on_error", "user_file", "shared", "identity_files", "local_root",
+             "allow_local", "run_dir", "log_file", "user_file_timeout"}
+DEFAULTS_KEYS = {"groups", "partitions", "queues", "accounts"}
+ENV_KEYS = {"path", "kind", "description", "enabled", "dirs", "binds", "env", "allow_users",
+            "allow_groups", "allow_accounts", "allow_partitions", "deny_users", "deny_groups"}
+ENV_OPS_KEYS = {"set", "prepend", "append", "unset"}
+MOUNT_KEYS = {"path", "source", "target", "mode", "required"}
+TOP_KEYS = {"site", "defaults", "environments"}
+KINDS = ("tree", "image")
+ON_ERROR = ("closed", "default")
+MODES = ("ro", "rw")
+VAR_RE_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+class _Checker:
+    """Carries the file name and raw text so every error can name file, line and key."""
+
+    def __init__(self, source: str, text: str) -> None:
+        self.source = source
+        self.text = text
+
+    def fail(self, path: KeyPath, problem: str, value: Any = None) -> PolicyError:
+        key = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in path)
+        key = key.replace(".[", "[")
+        line = line_of(self.text, path) if self.text else None
+        where = f"{self.source}:{line}" if line else self.source
+        tail = f": {show(value, 60)}" if value is not None else ""
+        return PolicyError(f"{where}: {key}: {problem}{tail}")
+
+    # -- shape ---------------------------------------------------------------------------
+    def table(self, data: Any, path: KeyPath, allowed: set) -> Mapping[str, Any]:
+        if not isinstance(data, dict):
+            raise self.fail(path, "must be a table", data)
+        for key in data:
+            if key not in allowed:
+                raise self.fail(path + (key,), "unknown key (allowed: %s)" % ", ".join(sorted(allowed)))
+        return data
+
+    def string(self, data: Any, path: KeyPath) -> str:
+        if not isinstance(data, str):
+            raise self.fail(path, "must be a string", data)
+        if "\0" in data or "\n" in data:
+            raise self.fail(path, "must not contain NUL or newline", data)
+        return data
+
+    def boolean(self, data: Any, path: KeyPath) -> bool:
+        if not isinstance(data, bool):
+            raise self.fail(path, "must be true or false", data)
+        return data
+
+    def number(self, data: Any, path: KeyPath) -> float:
+        if isinstance(data, bool) or not isinstance(data, (int, float)) or data <= 0:
+            raise self.fail(path, "must be a positive number", data)
+        return float(data)
+
+    def strings(self, data: Any, path: KeyPath, item: Optional[Callable[[Any, KeyPath], str]] = None
+                ) -> Tuple[str, ...]:
+        if not isinstance(data, list):
+            raise self.fail(path, "must be a list of strings", data)
+        check = item or self.string
+        out = tuple(check(v, path + (i,)) for i, v in enumerate(data))
+        for i, v in enumerate(out):
+            if v in out[:i]:
+                raise self.fail(path + (i,), "duplicate entry", v)
+        return out
+
+    def mapping(self, data: Any, path: KeyPath, value: Callable[[Any, KeyPath], str]) -> Dict[str, str]:
+        if not isinstance(data, dict):
+            raise self.fail(path, "must be a table of strings", data)
+        return {k: value(v, path + (k,)) for k, v in data.items()}
+
+    # -- meaning -------------------------------------------------------------------------
+    def abspath(self, data: Any, path: KeyPath) -> str:
+        value = self.string(data, path)
+        if not value.startswith("/"):
+            raise self.fail(path, "not an absolute path", value)
+        parts = value.split("/")
+        if ".." in parts or "." in parts[1:]:
+            raise self.fail(path, "must not contain '.' or '..' components", value)
+        return os.path.normpath(value) if value != "/" else "/"
+
+    def env_name(self, data: Any, path: KeyPath, allow_local: bool = True) -> str:
+        value = self.string(data, path)
+        if not is_valid_name(value):
+            raise self.fail(path, f"not a valid environment name ({NAME_RULE})", value)
+        if value == LOCAL and not allow_local:
+            raise self.fail(path, "'local' is reserved for the host OS", value)
+        return value
+
+    def dirname(self, data: Any, path: KeyPath) -> str:
+        value = self.string(data, path)
+        if not value or "/" in value or value in (".", "..") or not is_valid_name(value):
+            raise self.fail(path, "must be a top-level directory name like 'usr'", value)
+        return value
+
+    def varname(self, data: Any, path: KeyPath) -> str:
+        value = self.string(data, path)
+        if not value or value[0].isdigit() or not set(value) <= VAR_RE_CHARS:
+            raise self.fail(path, "not a valid environment variable name", value)
+        return value
+
+    def one_of(self, data: Any, path: KeyPath, choices: Sequence[str]) -> str:
+        value = self.string(data, path)
+        if value not in choices:
+            raise self.fail(path, "must be one of " + ", ".join(choices), value)
+        return value
+
+
+def _mount(c: _Checker, data: Any, path: KeyPath, source_key: str, default_mode: str) -> Mount:
+    """A shared path ("/home" or {path=..., mode=..., required=...}) or an extra bind."""
+    if isinstance(data, str):
+        p = c.abspath(data, path)
+        return Mount(p, p, writable=(default_mode == "rw"))
+    table = c.table(data, path, MOUNT_KEYS - ({"path"} if source_key == "source" else {"source"}))
+    if source_key not in table:
+        raise c.fail(path + (source_key,), "missing")
+    source = c.abspath(table[source_key], path + (source_key,))
+    target = c.abspath(table.get("target", source), path + ("target",))
+    if target == "/":
+        raise c.fail(path + ("target",), "cannot replace the view's root", target)
+    mode = c.one_of(table.get("mode", default_mode), path + ("mode",), MODES)
+    required = c.boolean(table.get("required", True), path + ("required",))
+    return Mount(source, target, writable=(mode == "rw"), required=required)
+
+
+def _env_ops(c: _Checker, data: Any, path: KeyPath) -> EnvOps:
+    t = c.table(data, path, ENV_OPS_KEYS)
+    ops = {}
+    for key in ("set", "prepend", "append"):
+        raw = t.get(key, {})
+        if not isinstance(raw, dict):
+            raise c.fail(path + (key,), "must be a table of NAME = \"value\"", raw)
+        ops[key] = {c.varname(k, path + (key, k)): c.string(v, path + (key, k)) for k, v in raw.items()}
+    unset = c.strings(t.get("unset", []), path + ("unset",), c.varname)
+    if any(k in ("CHOS",) for d in ops.values() for k in d) or "CHOS" in unset:
+        raise c.fail(path, "CHOS is set by envsched itself and cannot be changed here")
+    return EnvOps(set=ops["set"], prepend=ops["prepend"], append=ops["append"], unset=unset)
+
+
+def _environment(c: _Checker, name: str, data: Any) -> Environment:
+    path: KeyPath = ("environments", name)
+    if not is_valid_name(name):
+        raise c.fail(path, f"not a valid environment name ({NAME_RULE})", name)
+    if name == LOCAL:
+        raise c.fail(path, "'local' is reserved for the host OS and cannot be defined")
+    t = c.table(data, path, ENV_KEYS)
+    if "path" not in t:
+        raise c.fail(path + ("path",), "missing (the environment's tree or image)")
+    root = c.abspath(t["path"], path + ("path",))
+    if root == "/":
+        raise c.fail(path + ("path",), "the host root is the 'local' environment", root)
+    dirs = c.strings(t.get("dirs", list(DEFAULT_DIRS)), path + ("dirs",), c.dirname)
+    binds = tuple(_mount(c, b, path + ("binds", i), "source", "ro")
+                  for i, b in enumerate(_list(c, t.get("binds", []), path + ("binds",))))
+    names = lambda key: c.strings(t.get(key, []), path + (key,))  # noqa: E731
+    return Environment(
+        name=name, path=root,
+        kind=c.one_of(t.get("kind", "tree"), path + ("kind",), KINDS),
+        description=c.string(t.get("description", ""), path + ("description",)),
+        enabled=c.boolean(t.get("enabled", True), path + ("enabled",)),
+        dirs=dirs, binds=binds,
+        env=_env_ops(c, t.get("env", {}), path + ("env",)),
+        allow_users=names("allow_users"), allow_groups=names("allow_groups"),
+        allow_accounts=names("allow_accounts"), allow_partitions=names("allow_partitions"),
+        deny_users=names("deny_users"), deny_groups=names("deny_groups"),
+    )
+
+
+def _list(c: _Checker, data: Any, path: KeyPath) -> List[Any]:
+    if not isinstance(data, list):
+        raise c.fail(path, "must be a list", data)
+    return data
+
+
+def _site(c: _Checker, data: Any) -> Site:
+    t = c.table(data, ("site",), SITE_KEYS)
+    p: KeyPath = ("site",)
+    user_file = c.string(t.get("user_file", ".chos"), p + ("user_file",))
+    if not user_file or "/" in user_file or user_file in (".", ".."):
+        raise c.fail(p + ("user_file",), "must be a file name in the home directory", user_file)
+    shared = tuple(_mount(c, s, p + ("shared", i), "path", "rw")
+                   for i, s in enumerate(_list(c, t.get("shared", list(DEFAULT_SHARED)), p + ("shared",))))
+    identity = c.strings(t.get("identity_files", list(DEFAULT_IDENTITY)), p + ("identity_files",), c.abspath)
+    local_root = c.string(t.get("local_root", "/local"), p + ("local_root",))
+    if local_root:
+        local_root = c.abspath(local_root, p + ("local_root",))
+    return Site(
+        default=c.env_name(t.get("default", LOCAL), p + ("default",)),
+        on_error=c.one_of(t.get("on_error", "closed"), p + ("on_error",), ON_ERROR),
+        user_file=user_file, shared=shared, identity_files=identity, local_root=local_root,
+        allow_local=c.boolean(t.get("allow_local", True), p + ("allow_local",)),
+        run_dir=c.abspath(t.get("run_dir", DEFAULT_RUN_DIR), p + ("run_dir",)),
+        log_file=(c.abspath(t["log_file"], p + ("log_file",)) if t.get("log_file") else ""),
+        user_file_timeout=c.number(t.get("user_file_timeout", 10), p + ("user_file_timeout",)),
+    )
+
+
+def _defaults(c: _Checker, data: Any) -> Defaults:
+    t = c.table(data, ("defaults",), DEFAULTS_KEYS)
+    m = lambda key: c.mapping(t.get(key, {}), ("defaults", key), c.env_name)  # noqa: E731
+    partitions = dict(m("partitions"))
+    for queue, env in m("queues").items():      # a queue is Grid Engine's / Torque's partition
+        if queue in partitions:
+            raise c.fail(("defaults", "queues", queue), "also listed under defaults.partitions")
+        partitions[queue] = env
+    return Defaults(partitions=partitions, groups=m("groups"), accounts=m("accounts"))
+
+
+def build_policy(data: Mapping[str, Any], source: str, text: str = "") -> Policy:
+    """Shape and meaning checks on parsed TOML; returns the Policy or raises PolicyError."""
+    c = _Checker(source, text)
+    c.table(dict(data), (), TOP_KEYS) if data else None
+    site = _site(c, data.get("site", {}))
+    defaults = _defaults(c, data.get("defaults", {}))
+    envs_raw = data.get("environments", {})
+    if not isinstance(envs_raw, dict):
+        raise c.fail(("environments",), "must be a table of environments", envs_raw)
+    environments = {name: _environment(c, name, v) for name, v in envs_raw.items()}
+    _check_references(c, site, defaults, environments)
+    return Policy(source=source, site=site, defaults=defaults, environments=environments)
+
+
+def _check_references(c: _Checker, site: Site, defaults: Defaults,
+                      environments: Mapping[str, Environment]) -> None:
+    def known(name: str, path: KeyPath) -> None:
+        if name == LOCAL:
+            if not site.allow_local:
+                raise c.fail(path, "'local' is used but site.allow_local is false", name)
+            return
+        if name not in environments:
+            raise c.fail(path, "no such environment (defined: %s)" % (", ".join(sorted(environments)) or "none"), name)
+
+    known(site.default, ("site", "default"))
+    for key, table in (("partitions", defaults.partitions), ("groups", defaults.groups),
+                       ("accounts", defaults.accounts)):
+        for k, v in table.items():
+            known(v, ("defaults", key, k))
+    targets = [m.target for m in site.shared]
+    for i, t in enumerate(targets):
+        if t in targets[:i]:
+            raise c.fail(("site", "shared", i), "duplicate target", t)
+    if site.local_root and site.local_root in targets:
+        raise c.fail(("site", "local_root"), "also listed in site.shared", site.local_root)

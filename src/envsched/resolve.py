@@ -1,0 +1,160 @@
+"""Decide which environment a job gets: a pure function of the policy and the request.
+
+Precedence: explicit option > the job's CHOS variable > ~/.chos > partition/queue default >
+account default > group default > site default. The first source that says something
+decides; a bad value there is refused, never skipped over (a user who asked for sl5 must not
+silently get deb12). With `site.on_error = "default"`, a refused or broken request falls back
+to the site default, with a warning the user sees.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple, Union
+
+from .names import LOCAL, NAME_RULE, is_valid_name, show
+from .policy.model import Environment, Policy
+from .userfile import UserFile
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything a shim gathers about a job (all optional but the user)."""
+    user: str
+    groups: Tuple[str, ...] = ()
+    account: Optional[str] = None
+    partition: Optional[str] = None
+    option: Optional[str] = None          # --chos=NAME / -l chos=NAME
+    chos_var: Optional[str] = None        # the job's CHOS variable
+    user_file: Optional[UserFile] = None  # ~/.chos, read as the user
+
+
+@dataclass(frozen=True)
+class Step:
+    source: str          # "option", "CHOS variable", "~/.chos", "partition default", ...
+    value: Optional[str]
+    note: str            # "chosen", "not set", ...
+
+
+@dataclass(frozen=True)
+class Decision:
+    name: str                             # environment name, or "local"
+    source: str                           # which step chose it
+    environment: Optional[Environment]    # None for the host OS
+    steps: Tuple[Step, ...] = ()
+    warning: Optional[str] = None         # set when on_error=default replaced a refused request
+
+    @property
+    def is_local(self) -> bool:
+        return self.environment is None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    requested: str                        # what was asked, already escaped for display
+    source: str
+    reason: str
+    allowed: Tuple[str, ...] = ()
+    steps: Tuple[Step, ...] = field(default=())
+
+    def message(self) -> str:
+        allowed = ", ".join(self.allowed) if self.allowed else "none"
+        return (f"environment {self.requested} ({self.source}) refused: {self.reason}; "
+                f"allowed for you: {allowed}")
+
+
+Outcome = Union[Decision, Refusal]
+
+
+def denial_reason(env: Environment, req: Request) -> Optional[str]:
+    """Why this user/job may not use `env`, or None if allowed."""
+    if not env.enabled:
+        return "disabled by the site"
+    if req.user in env.deny_users:
+        return f"user {req.user} is denied"
+    denied = [g for g in req.groups if g in env.deny_groups]
+    if denied:
+        return f"group {denied[0]} is denied"
+    if env.allow_users or env.allow_groups:
+        if req.user not in env.allow_users and not any(g in env.allow_groups for g in req.groups):
+            return "restricted to other users or groups"
+    if env.allow_accounts and req.account not in env.allow_accounts:
+        return f"not allowed for account {req.account or '(none)'}"
+    if env.allow_partitions and req.partition not in env.allow_partitions:
+        return f"not allowed in partition {req.partition or '(none)'}"
+    return None
+
+
+def allowed_names(policy: Policy, req: Request) -> Tuple[str, ...]:
+    names = [n for n in policy.names() if denial_reason(policy.environments[n], req) is None]
+    if policy.site.allow_local:
+        names.append(LOCAL)
+    return tuple(names)
+
+
+def _candidates(policy: Policy, req: Request) -> List[Tuple[str, Optional[str], Optional[str]]]:
+    """(source, value, error) in precedence order; value None = this source says nothing."""
+    uf = req.user_file
+    out: List[Tuple[str, Optional[str], Optional[str]]] = [
+        ("option", req.option or None, None),
+        ("CHOS variable", req.chos_var or None, None),
+    ]
+    label = "~/" + policy.site.user_file
+    if uf is None or not uf.present:
+        out.append((label, None, None))
+    elif uf.error:
+        out.append((label, "", f"{label} {uf.error}"))
+    elif uf.value == "":
+        out.append((label, "", f"{label} is empty"))
+    else:
+        out.append((label, uf.value, None))
+    d = policy.defaults
+    out.append(("partition default", d.partitions.get(req.partition or "", None), None))
+    out.append(("account default", d.accounts.get(req.account or "", None), None))
+    group = next((g for g in d.groups if g in req.groups), None)
+    out.append((f"group default ({group})" if group else "group default",
+                d.groups.get(group) if group else None, None))
+    out.append(("site default", policy.site.default, None))
+    return out
+
+
+def check_name(policy: Policy, req: Request, source: str, value: str, error: Optional[str] = None) -> Outcome:
+    """Is `value` (from `source`) a usable environment for this request?"""
+    allowed = allowed_names(policy, req)
+    if error:
+        return Refusal(show(value) if value else "from " + source.split()[0], source, error, allowed)
+    if not is_valid_name(value):
+        return Refusal(show(value), source, f"not a valid name ({NAME_RULE})", allowed)
+    if value == LOCAL:
+        if not policy.site.allow_local:
+            return Refusal(show(value), source, "the host OS is not offered at this site", allowed)
+        return Decision(LOCAL, source, None)
+    env = policy.get(value)
+    if env is None:
+        return Refusal(show(value), source, "no such environment at this site", allowed)
+    why = denial_reason(env, req)
+    if why:
+        return Refusal(show(value), source, why, allowed)
+    return Decision(value, source, env)
+
+
+def resolve(policy: Policy, req: Request) -> Outcome:
+    steps: List[Step] = []
+    outcome: Optional[Outcome] = None
+    for source, value, error in _candidates(policy, req):
+        if outcome is not None:
+            steps.append(Step(source, value, "overridden" if value is not None else "not set"))
+            continue
+        if value is None:
+            steps.append(Step(source, None, "not set"))
+            continue
+        outcome = check_name(policy, req, source, value, error)
+        steps.append(Step(source, value, "chosen" if isinstance(outcome, Decision) else "refused"))
+    assert outcome is not None  # the site default always says something
+    if isinstance(outcome, Refusal) and policy.site.on_error == "default" and outcome.source != "site default":
+        fallback = check_name(policy, req, "site default", policy.site.default, None)
+        if isinstance(fallback, Decision):
+            return Decision(fallback.name, "site default (on_error)", fallback.environment, tuple(steps),
+                            warning=outcome.message() + f"; using the site default {policy.site.default}")
+    if isinstance(outcome, Decision):
+        return Decision(outcome.name, outcome.source, outcome.environment, tuple(steps))
+    return Refusal(outcome.requested, outcome.source, outcome.reason, outcome.allowed, tuple(steps))

@@ -1,0 +1,103 @@
+"""The one entry point every shim and command uses: from a job's request to a checked plan.
+
+    ctx = JobContext(user=lookup_user("alice"), option="sl6", job="1234")
+    decision, plan = plan_for_job(policy, ctx)      # or raises EnvschedError (refused/broken)
+"""
+from __future__ import annotations
+
+import os
+import syslog
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+from . import audit, trees
+from .errors import EnvironmentBroken, EnvschedError
+from .exitcodes import ExitCode
+from .identity import UserInfo
+from .plan import Plan, build_plan
+from .policy.model import Policy
+from .resolve import Decision, Refusal, Request, resolve, check_name
+from .userfile import UserFile, read_user_file
+
+
+class RequestRefused(EnvschedError):
+    code = ExitCode.REFUSED
+
+
+@dataclass(frozen=True)
+class JobContext:
+    user: UserInfo
+    option: Optional[str] = None
+    chos_var: Optional[str] = None
+    account: Optional[str] = None
+    partition: Optional[str] = None
+    cwd: Optional[str] = None
+    job: Optional[str] = None           # scheduler job id, for the admin log
+    read_user_file: bool = True
+    user_file: Optional[UserFile] = None  # already read by the caller (e.g. a shim as the user)
+
+
+def request_for(policy: Policy, ctx: JobContext) -> Request:
+    uf = ctx.user_file
+    if uf is None and ctx.read_user_file and not ctx.option and not ctx.chos_var:
+        uf = read_user_file(ctx.user, policy.site.user_file, policy.site.user_file_timeout)
+    return Request(user=ctx.user.name, groups=ctx.user.groups, account=ctx.account,
+                   partition=ctx.partition, option=ctx.option, chos_var=ctx.chos_var, user_file=uf)
+
+
+def decide(policy: Policy, ctx: JobContext) -> Decision:
+    """Resolve, or raise RequestRefused with the one line the user sees."""
+    audit.configure(policy.site.log_file)
+    outcome = resolve(policy, request_for(policy, ctx))
+    if isinstance(outcome, Refusal):
+        audit.log("refused", syslog.LOG_WARNING, job=ctx.job, user=ctx.user.name,
+                  env=outcome.requested, source=outcome.source, reason=outcome.reason,
+                  policy=policy.source)
+        raise RequestRefused(outcome.message())
+    if outcome.warning:
+        audit.log("fallback", syslog.LOG_WARNING, job=ctx.job, user=ctx.user.name,
+                  env=outcome.name, reason=outcome.warning, policy=policy.source)
+    return outcome
+
+
+def plan_for_job(policy: Policy, ctx: JobContext) -> Tuple[Decision, Plan]:
+    """Decide, check the chosen tree (fail closed, or fall back per site.on_error), plan."""
+    decision = decide(policy, ctx)
+    if decision.environment is not None:
+        try:
+            trees.require_usable(decision.environment)
+        except EnvironmentBroken as e:
+            audit.log("broken", syslog.LOG_ERR, job=ctx.job, user=ctx.user.name, env=decision.name,
+                      reason=e.detail or e.message, policy=policy.source)
+            fallback = _fallback(policy, ctx, decision, e)
+            if fallback is None:
+                raise
+            decision = fallback
+    cwd = ctx.cwd or _cwd()
+    plan = build_plan(policy, decision.name, decision.environment, ctx.user, cwd or ctx.user.home)
+    audit.log("decided", job=ctx.job, user=ctx.user.name, env=decision.name, source=decision.source,
+              path=plan.source or "/")
+    return decision, plan
+
+
+def _fallback(policy: Policy, ctx: JobContext, decision: Decision, err: EnvironmentBroken
+              ) -> Optional[Decision]:
+    site = policy.site
+    if site.on_error != "default" or decision.name == site.default:
+        return None
+    req = request_for(policy, JobContext(ctx.user, account=ctx.account, partition=ctx.partition,
+                                         read_user_file=False))
+    outcome = check_name(policy, req, "site default (on_error)", site.default)
+    if not isinstance(outcome, Decision):
+        return None
+    if outcome.environment is not None and trees.problems(outcome.environment):
+        return None
+    return Decision(outcome.name, outcome.source, outcome.environment, decision.steps,
+                    warning=f"{err.message}; using the site default {site.default}")
+
+
+def _cwd() -> Optional[str]:
+    try:
+        return os.getcwd()
+    except OSError:
+        return None

@@ -1,0 +1,110 @@
+"""Read the user's `~/.chos` safely.
+
+Root never opens a user's file as root: a child process drops to the user (so root-squashed
+NFS homes work and the user's own permissions apply), opens the file with O_NOFOLLOW and
+O_NONBLOCK (a FIFO cannot hang us), requires a regular file owned by the user of at most
+256 bytes, and sends back the first line. The parent waits with a timeout (a hung NFS
+server cannot hang a job start). The content is only ever a *name*, checked by the caller.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import stat
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from .identity import UserInfo
+
+MAX_BYTES = 256
+
+
+@dataclass(frozen=True)
+class UserFile:
+    """Outcome of reading ~/.chos: `value` (first line, stripped), or `error`, or neither (absent)."""
+    path: str
+    value: Optional[str] = None
+    error: Optional[str] = None
+
+    @property
+    def present(self) -> bool:
+        return self.value is not None or self.error is not None
+
+
+def _read_as_current(path: str, uid: int) -> UserFile:
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return UserFile(path)
+    except OSError as e:
+        if e.errno == 40:  # ELOOP: the final component is a symlink
+            return UserFile(path, error="is a symbolic link (not followed)")
+        if e.errno == 20:  # ENOTDIR: the home directory is not a directory
+            return UserFile(path)
+        return UserFile(path, error=f"cannot open: {e.strerror}")
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return UserFile(path, error="is not a regular file")
+        if st.st_uid != uid:
+            return UserFile(path, error=f"is owned by uid {st.st_uid}, not by you")
+        if st.st_size > MAX_BYTES:
+            return UserFile(path, error=f"is larger than {MAX_BYTES} bytes")
+        data = os.read(fd, MAX_BYTES + 1)
+    except OSError as e:
+        return UserFile(path, error=f"cannot read: {e.strerror}")
+    finally:
+        os.close(fd)
+    if len(data) > MAX_BYTES:
+        return UserFile(path, error=f"is larger than {MAX_BYTES} bytes")
+    first = data.split(b"\n", 1)[0].strip(b" \t\r")
+    try:
+        text = first.decode("ascii")
+    except UnicodeDecodeError:
+        return UserFile(path, error="first line is not plain ASCII")
+    return UserFile(path, value=text)
+
+
+def read_user_file(user: UserInfo, filename: str = ".chos", timeout: float = 10.0) -> UserFile:
+    """The first line of ~user/filename, read with the user's privileges."""
+    path = os.path.join(user.home, filename)
+    if os.geteuid() != 0:
+        if os.geteuid() != user.uid:
+            return UserFile(path, error="cannot be read for another user without root")
+        return _read_as_current(path, user.uid)
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: become the user for good, read, report, exit
+        try:
+            os.close(rfd)
+            os.setgroups(list(user.gids))
+            os.setresgid(user.gid, user.gid, user.gid)
+            os.setresuid(user.uid, user.uid, user.uid)
+            result = _read_as_current(path, user.uid)
+            os.write(wfd, json.dumps(result.__dict__).encode())
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    os.close(wfd)
+    try:
+        data = b""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([rfd], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                return UserFile(path, error=f"could not be read within {timeout:g} s")
+            chunk = os.read(rfd, 4096)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(rfd)
+        os.waitpid(pid, 0)
+    if not data:
+        return UserFile(path, error="could not be read (reader failed)")
+    return UserFile(**json.loads(data))

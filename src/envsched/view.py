@@ -1,0 +1,200 @@
+"""Build a view in the calling process: the privileged syscall sequence, written down.
+
+The caller must be single-threaded (a threaded process cannot change mount namespace) and
+have imported everything it needs: after step 7 the host's files are gone.
+
+  1. unshare(CLONE_NEWNS)          (+ CLONE_NEWUSER and id maps on the unprivileged path)
+  2. make every mount a slave      nothing we mount propagates back to the host
+  3. tmpfs staging root            mounted over SCRATCH, a directory every host has
+  4. pivot_root into the staging   the host root is now /oldroot; sources are read there
+  5. tmpfs /newroot                the view's own "/", mountpoints created on demand
+  6. the plan's ops                env dirs, shared paths, identity files, binds, remounts
+  7. pivot_root into /newroot and detach the staging root (and the host root with it)
+
+Mount targets are created inside /newroot one component at a time with lstat: a target
+that would cross a symbolic link is refused, so no bind can land outside the view.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from typing import Any, Dict
+
+from . import linux
+from .errors import EnvironmentBroken, SetupError
+from .plan import Plan
+
+SCRATCH = "/tmp"          # staging mountpoint; hidden only inside our own namespace
+OLD = "/oldroot"
+NEW = "/newroot"
+IMAGE = "/image"
+ATTR = {"ro": linux.MOUNT_ATTR_RDONLY, "nosuid": linux.MOUNT_ATTR_NOSUID, "nodev": linux.MOUNT_ATTR_NODEV}
+
+
+def _write(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    except OSError as e:
+        raise SetupError(f"writing {path!r} failed: {e.strerror} (errno {e.errno})") from e
+    finally:
+        os.close(fd)
+
+
+def unshare_mount_ns(unprivileged: bool) -> None:
+    """Step 1. Unprivileged: a user namespace mapping only the caller's uid/gid to themselves."""
+    if not unprivileged:
+        linux.unshare(linux.CLONE_NEWNS)
+        return
+    uid, gid = os.getuid(), os.getgid()
+    linux.unshare(linux.CLONE_NEWUSER | linux.CLONE_NEWNS)
+    _write("/proc/self/setgroups", "deny")
+    _write("/proc/self/uid_map", f"{uid} {uid} 1\n")
+    _write("/proc/self/gid_map", f"{gid} {gid} 1\n")
+
+
+def _mkdir(path: str) -> None:
+    try:
+        os.mkdir(path, 0o755)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise SetupError(f"mkdir({path!r}) failed: {e.strerror} (errno {e.errno})") from e
+
+
+def _target(rel: str, want_dir: bool, create: bool = True) -> str:
+    """/newroot + rel, creating missing components, refusing symlinks on the way."""
+    parts = [p for p in rel.split("/") if p]
+    path = NEW
+    for i, part in enumerate(parts):
+        path = f"{path}/{part}"
+        last = i == len(parts) - 1
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            if not create:
+                raise
+            if last and not want_dir:
+                try:
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
+                except OSError as e:
+                    raise SetupError(f"creating mountpoint {rel!r} failed: {e.strerror} (errno {e.errno})") from e
+            else:
+                _mkdir(path)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            raise EnvironmentBroken(f"mount target {rel!r} crosses a symbolic link in the view ({path[len(NEW):]})")
+        if not last and not stat.S_ISDIR(st.st_mode):
+            raise EnvironmentBroken(f"mount target {rel!r}: {path[len(NEW):]} is not a directory")
+        if last and stat.S_ISDIR(st.st_mode) != want_dir:
+            raise EnvironmentBroken(f"mount target {rel!r} is a {'file' if want_dir else 'directory'}"
+                                    f" in the view but the source is not")
+    return path
+
+
+def _source(plan: Plan, root: str, path: str) -> str:
+    base = IMAGE if root == "image" else OLD
+    return base + (path if path != "/" else "")
+
+
+def _op_env_dir(plan: Plan, op: Dict[str, Any]) -> None:
+    base = IMAGE if op["root"] == "image" else OLD + plan.source
+    source = f"{base}/{op['name']}"
+    try:
+        st = os.lstat(source)
+    except FileNotFoundError:
+        return                                            # e.g. no lib32 in this tree
+    if stat.S_ISLNK(st.st_mode):                          # merged /usr: bin -> usr/bin
+        os.symlink(os.readlink(source), f"{NEW}/{op['name']}")
+        return
+    target = _target("/" + op["name"], want_dir=True)
+    linux.mount(source, target, None, linux.MS_BIND | linux.MS_REC)
+    linux.mount_setattr(target, ATTR["ro"] | ATTR["nosuid"] | ATTR["nodev"], recursive=True)
+
+
+def _op_bind(plan: Plan, op: Dict[str, Any], skipped: set) -> None:
+    source = _source(plan, op["root"], op["source"])
+    try:
+        st = os.stat(source)
+    except OSError as e:
+        if op["required"]:
+            raise SetupError(f"required path {op['source']} is not available on this host: {e.strerror}") from e
+        skipped.add(op["target"])
+        return
+    try:
+        target = _target(op["target"], want_dir=stat.S_ISDIR(st.st_mode))
+    except (SetupError, FileNotFoundError):
+        if op["required"]:
+            raise
+        skipped.add(op["target"])                          # e.g. /etc/hosts absent from a tree
+        return
+    flags = linux.MS_BIND | (linux.MS_REC if op["recursive"] else 0)
+    linux.mount(source, target, None, flags)
+
+
+def _op_remount(op: Dict[str, Any], skipped: set) -> None:
+    if op["target"] in skipped:
+        return
+    attrs = sum(ATTR[k] for k in ("ro", "nosuid", "nodev") if op.get(k))
+    target = NEW + (op["target"] if op["target"] != "/" else "")
+    if attrs:
+        linux.mount_setattr(target, attrs, recursive=op["recursive"])
+
+
+def _mount_image(plan: Plan) -> None:
+    """Kind "image": a squashfs file (loop, read-only) or an unpacked image directory."""
+    target = SCRATCH + IMAGE                   # becomes /image after step 4
+    _mkdir(target)
+    source = plan.source
+    if os.path.isdir(source):
+        linux.mount(source, target, None, linux.MS_BIND | linux.MS_REC)
+        linux.mount_setattr(target, ATTR["ro"] | ATTR["nosuid"] | ATTR["nodev"], recursive=True)
+        return
+    if os.geteuid() != 0:
+        raise SetupError(f"image {plan.source} needs the privileged path (loop mount)")
+    # util-linux sets up the loop device (autoclear) and mounts; nosuid,nodev,ro from the start
+    result = subprocess.run(["/bin/mount", "-t", "squashfs", "-o", "loop,ro,nosuid,nodev", source, target],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+    if result.returncode != 0:
+        raise EnvironmentBroken(f"image {plan.source} cannot be mounted: "
+                                f"{result.stdout.decode(errors='replace').strip()}")
+
+
+def build_view(plan: Plan, unprivileged: bool = False) -> None:
+    """Steps 1-7 in the calling process. On return, "/" is the view."""
+    # 1. a mount namespace of our own (and a user namespace when unprivileged)
+    unshare_mount_ns(unprivileged)
+    # 2. slave, recursively: our mounts never reach the host; host mounts still reach us
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
+    # 3. staging tmpfs over SCRATCH (the host's SCRATCH stays reachable via /oldroot below)
+    linux.mount("envsched-staging", SCRATCH, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=0700")
+    os.chdir(SCRATCH)
+    for d in (OLD[1:], NEW[1:]):
+        _mkdir(d)
+    if plan.kind == "image":
+        _mount_image(plan)          # while the host's /bin/mount is still reachable
+    # 4. pivot into the staging root; the host root moves to /oldroot
+    linux.pivot_root(".", OLD[1:])
+    os.chdir("/")
+    # 5. the view's root: a tmpfs of its own (made read-only by the plan once populated)
+    linux.mount("envsched-view", NEW, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=0755")
+    # 6. the plan's mount ops, in order
+    skipped: set = set()
+    for op in plan.mount_ops:
+        kind = op["op"]
+        if kind == "env_dir":
+            _op_env_dir(plan, op)
+        elif kind == "bind":
+            _op_bind(plan, op, skipped)
+        elif kind == "remount":
+            _op_remount(op, skipped)
+        elif kind == "pivot_root":
+            # 7. the view becomes "/": pivot_root(".", ".") stacks the staging root on top,
+            #    and detaching it takes /oldroot (the host) and /image with it
+            os.chdir(NEW)
+            linux.pivot_root(".", ".")
+            linux.umount2(".", linux.MNT_DETACH)
+            os.chdir("/")
+        else:
+            raise SetupError(f"unknown plan operation {kind!r}")
