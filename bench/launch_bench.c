@@ -1,19 +1,25 @@
 /*
  * launch_bench: per-launch wall time of a short program (/bin/true) started in different ways.
  *
- *   launch_bench [-n N] [-w WARMUP] [-b BASE[,BASE2]] [-q] CASE [:: CASE ...]
+ *   launch_bench [-n N] [-w WARMUP] [-s SEED] [-b BASE[,BASE2]] [-q] CASE [:: CASE ...]
  *   launch_bench prepare TREE STAGE PINFILE
  *   launch_bench release PINFILE
  *
  * A CASE is `[LABEL=]MODE ARGS...`; the cases are run round-robin (one launch of each case per
- * round, WARMUP unrecorded rounds first) so that drift on a noisy machine hits all cases alike.
+ * round, WARMUP unrecorded rounds first) so that drift on a noisy machine hits all cases alike,
+ * in an order shuffled every round (PRNG seeded with SEED, default 1; -s 0 keeps the command-line
+ * order): a launch is measurably slower right after a different, heavier one (for instance after
+ * the host's dynamically linked /bin/true), and a fixed order would bias the ratios.
  * Every launch is timed in the parent from just before fork() to just after waitpid() returns:
  *
  *   bare PATH [ARGV0]          fork -> execv(PATH) -> wait
  *   cmd PROG [ARGS...]         fork -> execvp(PROG, ARGS) -> wait (bwrap, envsched's CLI, ...)
  *   chroot TREE [PROG [ARGS]]  fork -> chroot(TREE), chdir("/") -> execv(PROG) -> wait
- *   join PINFILE [PROG [ARGS]] fork -> open(PINFILE), setns(CLONE_NEWNS), close, chdir("/")
+ *   join PINFILE [PROG [ARGS]] fork -> open(PINFILE, O_CLOEXEC), setns(CLONE_NEWNS), chdir("/")
  *                              -> execv(PROG) -> wait          (what a per-task C shim does)
+ *   join-fd PINFILE [PROG [ARGS]]
+ *                              the same, but PINFILE is opened once by the parent before the
+ *                              first fork and inherited (a shim opening it in slurmstepd)
  *   enter TREE STAGE [PROG [ARGS]]
  *                              fork -> build a fresh view (see build_view) -> execv(PROG) -> wait
  *
@@ -26,9 +32,11 @@
  * the view outlives the child and `join PINFILE` lands in it.  `release` detaches that bind mount,
  * which drops the last reference to the namespace.
  *
- * Output: a table (median, p10, p90, min, max in microseconds and ratios to the BASE cases), the
- * median duration of each step of each case, and machine-readable lines
+ * Output: a table (median, p10, p90, min, max in microseconds; ratio of medians to each BASE
+ * case and the median of the per-round paired difference to it), the median duration of each step
+ * of each case, and machine-readable lines
  *   RESULT label n median p10 p90 min max
+ *   PAIRED label base median p10 p90      (per-round launch time minus the base's, µs)
  *   STEP label step median p10 p90
  *
  * Build: cc -O2 -Wall -Wextra -o launch_bench launch_bench.c   (Linux, glibc; run as root)
@@ -101,11 +109,12 @@ static void __attribute__((noreturn)) die(const char *op, const char *arg)
 static void __attribute__((noreturn)) usage(void)
 {
     fprintf(stderr,
-            "usage: %s [-n N] [-w WARMUP] [-b BASE[,BASE2]] [-q] CASE [:: CASE ...]\n"
+            "usage: %s [-n N] [-w WARMUP] [-s SEED] [-b BASE[,BASE2]] [-q] CASE [:: CASE ...]\n"
             "       CASE = [LABEL=]bare PATH [ARGV0]\n"
             "            | [LABEL=]cmd PROG [ARGS...]\n"
             "            | [LABEL=]chroot TREE [PROG [ARGS...]]\n"
             "            | [LABEL=]join PINFILE [PROG [ARGS...]]\n"
+            "            | [LABEL=]join-fd PINFILE [PROG [ARGS...]]\n"
             "            | [LABEL=]enter TREE STAGE [PROG [ARGS...]]\n"
             "       %s prepare TREE STAGE PINFILE\n"
             "       %s release PINFILE\n",
@@ -214,12 +223,13 @@ static void build_view(const char *tree, const char *stage, struct record *r)
 
 /* ---------------------------------------------------------------- cases */
 
-enum mode { M_BARE, M_CMD, M_CHROOT, M_JOIN, M_ENTER };
+enum mode { M_BARE, M_CMD, M_CHROOT, M_JOIN, M_JOIN_FD, M_ENTER };
 
 struct bench_case {
     char label[MAX_LABEL];
     enum mode mode;
     const char *tree, *stage, *pin; /* per mode */
+    int pin_fd;                     /* join-fd: opened by the parent */
     const char *path;               /* what is exec'd */
     char **argv;                    /* its argv (NULL-terminated) */
     int nsteps;                     /* child-side steps, including the fork and exec..reaped */
@@ -245,7 +255,8 @@ static void parse_case(struct bench_case *c, char **args, int n)
 {
     static const char *const none[] = {NULL};
     static const char *const chroot_steps[] = {"chroot", "chdir", NULL};
-    static const char *const join_steps[] = {"open", "setns", "close", "chdir", NULL};
+    static const char *const join_steps[] = {"open", "setns", "chdir", NULL};
+    static const char *const join_fd_steps[] = {"setns", "chdir", NULL};
     static const char *const enter_steps[] = {"unshare", "rslave", "tmpfs", "mkdir+symlink",
                                               "bind-usr", "bind-etc", "bind-proc", "bind-dev",
                                               "bind-tmp", "pivot_root", "detach-old", "chdir", NULL};
@@ -285,6 +296,10 @@ static void parse_case(struct bench_case *c, char **args, int n)
         c->mode = M_JOIN;
         fixed = 2;
         set_steps(c, join_steps);
+    } else if (strcmp(modename, "join-fd") == 0) {
+        c->mode = M_JOIN_FD;
+        fixed = 2;
+        set_steps(c, join_fd_steps);
     } else if (strcmp(modename, "enter") == 0) {
         c->mode = M_ENTER;
         fixed = 3;
@@ -295,10 +310,15 @@ static void parse_case(struct bench_case *c, char **args, int n)
     }
     if (n < fixed)
         usage();
-    if (c->mode == M_JOIN)
+    if (c->mode == M_JOIN || c->mode == M_JOIN_FD)
         c->pin = args[1];
     else
         c->tree = args[1];
+    if (c->mode == M_JOIN_FD) {
+        c->pin_fd = open(c->pin, O_RDONLY | O_CLOEXEC);
+        if (c->pin_fd < 0)
+            die("open", c->pin);
+    }
     if (c->mode == M_ENTER)
         c->stage = args[2];
     if (n > fixed) {
@@ -326,16 +346,19 @@ static void __attribute__((noreturn)) run_child(const struct bench_case *c, stru
             child_fail("chdir", "/");
         mark(r);
         break;
-    case M_JOIN: {
-        /* What the per-task shim does in the already-forked task: open the pin, join, chdir. */
-        int fd = open(c->pin, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            child_fail("open", c->pin);
-        mark(r);
+    case M_JOIN:
+    case M_JOIN_FD: {
+        /* What the per-task shim does in the already-forked task: open the pin, join, chdir.
+         * The fd is O_CLOEXEC: exec closes it, no close() needed. */
+        int fd = c->pin_fd;
+        if (c->mode == M_JOIN) {
+            fd = open(c->pin, O_RDONLY | O_CLOEXEC);
+            if (fd < 0)
+                child_fail("open", c->pin);
+            mark(r);
+        }
         if (setns(fd, CLONE_NEWNS) != 0)
             child_fail("setns(CLONE_NEWNS)", c->pin);
-        mark(r);
-        close(fd);
         mark(r);
         /* setns moved root and cwd to the namespace's root; a shim would chdir to the job cwd. */
         if (chdir("/") != 0)
@@ -495,14 +518,16 @@ static int release(const char *pin)
 int main(int argc, char **argv)
 {
     int n = 500, warmup = 20, quiet = 0, opt;
+    unsigned long long seed = 1;
     char *bases = NULL;
     struct bench_case cases[MAX_CASES];
     int ncases = 0;
 
-    while ((opt = getopt(argc, argv, "+n:w:b:q")) != -1) {
+    while ((opt = getopt(argc, argv, "+n:w:s:b:q")) != -1) {
         switch (opt) {
         case 'n': n = atoi(optarg); break;
         case 'w': warmup = atoi(optarg); break;
+        case 's': seed = strtoull(optarg, NULL, 0); break;
         case 'b': bases = optarg; break;
         case 'q': quiet = 1; break;
         default: usage();
@@ -549,10 +574,20 @@ int main(int argc, char **argv)
         die("mmap", NULL);
     fflush(stdout);
 
-    /* Round-robin: warm-up rounds, then n recorded rounds. */
+    /* Round-robin: warm-up rounds, then n recorded rounds, each in a freshly shuffled order
+     * (Fisher-Yates with xorshift64; seed 0 = command-line order). */
+    int order[MAX_CASES];
+    unsigned long long x = seed;
+    for (int k = 0; k < ncases; k++)
+        order[k] = k;
     for (int round = -warmup; round < n; round++) {
-        for (int k = 0; k < ncases; k++) {
-            struct bench_case *c = &cases[k];
+        for (int k = ncases - 1; seed && k > 0; k--) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            int j = (int)(x % (unsigned long long)(k + 1)), t = order[k];
+            order[k] = order[j], order[j] = t;
+        }
+        for (int o = 0; o < ncases; o++) {
+            struct bench_case *c = &cases[order[o]];
             double us = launch(c, r);
             if (round < 0)
                 continue;
@@ -564,10 +599,8 @@ int main(int argc, char **argv)
     if (quiet)
         return 0;
 
-    /* Summaries. */
-    struct summary sum[MAX_CASES];
-    for (int k = 0; k < ncases; k++)
-        sum[k] = summarize(cases[k].total, n);
+    /* Summaries: parse the bases, take the paired per-round differences while the launch times
+     * are still in round order, then sort. */
 
     int base_idx[2] = {-1, -1}, nbase = 0;
     if (bases) {
@@ -583,22 +616,36 @@ int main(int argc, char **argv)
             nbase++;
         }
     }
-
-    printf("# %d recorded rounds (+%d warm-up), cases interleaved; per-launch wall time in µs,\n"
-           "# parent clock from before fork() to after waitpid()\n", n, warmup);
-    printf("%-16s %9s %9s %9s %9s %9s", "mode", "median", "p10", "p90", "min", "max");
+    struct summary sum[MAX_CASES], paired[MAX_CASES][2];
+    double *diff = malloc(sizeof(double) * n);
+    if (!diff)
+        die("malloc", NULL);
     for (int b = 0; b < nbase; b++)
-        printf("  %-14s", "ratio");
+        for (int k = 0; k < ncases; k++) {
+            for (int i = 0; i < n; i++)
+                diff[i] = cases[k].total[i] - cases[base_idx[b]].total[i];
+            paired[k][b] = summarize(diff, n);
+        }
+    for (int k = 0; k < ncases; k++)
+        sum[k] = summarize(cases[k].total, n);
+
+    printf("# %d recorded rounds (+%d warm-up), cases interleaved (%s); per-launch wall time in\n"
+           "# µs, parent clock from before fork() to after waitpid(); x BASE = ratio of medians,\n"
+           "# +- BASE = median of the per-round differences to BASE\n",
+           n, warmup, seed ? "order shuffled per round" : "fixed order");
+    printf("%-14s %8s %8s %8s %8s %8s", "mode", "median", "p10", "p90", "min", "max");
+    for (int b = 0; b < nbase; b++) {
+        char h1[64], h2[64];
+        snprintf(h1, sizeof h1, "x %s", cases[base_idx[b]].label);
+        snprintf(h2, sizeof h2, "+- %s", cases[base_idx[b]].label);
+        printf("  %11s %12s", h1, h2);
+    }
     printf("\n");
     for (int k = 0; k < ncases; k++) {
-        printf("%-16s %9.1f %9.1f %9.1f %9.1f %9.1f", cases[k].label, sum[k].median, sum[k].p10,
+        printf("%-14s %8.1f %8.1f %8.1f %8.1f %8.1f", cases[k].label, sum[k].median, sum[k].p10,
                sum[k].p90, sum[k].min, sum[k].max);
-        for (int b = 0; b < nbase; b++) {
-            char buf[64];
-            snprintf(buf, sizeof buf, "%.3fx %s", sum[k].median / sum[base_idx[b]].median,
-                     cases[base_idx[b]].label);
-            printf("  %-14s", buf);
-        }
+        for (int b = 0; b < nbase; b++)
+            printf("  %11.3f %+12.1f", sum[k].median / sum[base_idx[b]].median, paired[k][b].median);
         printf("\n");
     }
     printf("\n# step medians (µs); 'fork' = parent before fork() to child running,\n"
@@ -615,6 +662,9 @@ int main(int argc, char **argv)
     for (int k = 0; k < ncases; k++) {
         printf("RESULT %s %d %.1f %.1f %.1f %.1f %.1f\n", cases[k].label, n, sum[k].median, sum[k].p10,
                sum[k].p90, sum[k].min, sum[k].max);
+        for (int b = 0; b < nbase; b++)
+            printf("PAIRED %s %s %.1f %.1f %.1f\n", cases[k].label, cases[base_idx[b]].label,
+                   paired[k][b].median, paired[k][b].p10, paired[k][b].p90);
         for (int s = 0; s < cases[k].nsteps; s++) {
             /* already sorted by the loop above */
             const double *v = cases[k].step + (size_t)s * n;
@@ -625,7 +675,7 @@ int main(int argc, char **argv)
     /* say what was exec'd */
     printf("\n");
     for (int k = 0; k < ncases; k++) {
-        static const char *const mname[] = {"bare", "cmd", "chroot", "join", "enter"};
+        static const char *const mname[] = {"bare", "cmd", "chroot", "join", "join-fd", "enter"};
         printf("EXEC %s %s:", cases[k].label, mname[cases[k].mode]);
         if (cases[k].mode == M_BARE)
             printf(" %s argv0", cases[k].path);

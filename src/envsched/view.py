@@ -60,6 +60,10 @@ def _mkdir(path: str) -> None:
     except FileExistsError:
         pass
     except OSError as e:
+        if e.errno == 30 and path.startswith(NEW + "/"):   # EROFS: inside a read-only tree dir
+            raise EnvironmentBroken(
+                f"mount point {path[len(NEW):]} does not exist in the environment and its parent comes "
+                f"read-only from the tree: create the directory in the tree") from e
         raise SetupError(f"mkdir({path!r}) failed: {e.strerror} (errno {e.errno})") from e
 
 
@@ -79,6 +83,10 @@ def _target(rel: str, want_dir: bool, create: bool = True) -> str:
                 try:
                     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
                 except OSError as e:
+                    if e.errno == 30:
+                        raise EnvironmentBroken(
+                            f"mount point {rel} does not exist in the environment and its parent comes "
+                            f"read-only from the tree: create the file in the tree") from e
                     raise SetupError(f"creating mountpoint {rel!r} failed: {e.strerror} (errno {e.errno})") from e
             else:
                 _mkdir(path)
@@ -124,7 +132,7 @@ def _op_bind(plan: Plan, op: Dict[str, Any], skipped: set) -> None:
         return
     try:
         target = _target(op["target"], want_dir=stat.S_ISDIR(st.st_mode))
-    except (SetupError, FileNotFoundError):
+    except (SetupError, EnvironmentBroken, FileNotFoundError):
         if op["required"]:
             raise
         skipped.add(op["target"])                          # e.g. /etc/hosts absent from a tree

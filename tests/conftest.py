@@ -1,0 +1,151 @@
+"""Shared fixtures: real environment trees, trusted policy files, a real unprivileged user,
+and the host mount table guard that every namespace test runs under."""
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BUILD_MINI = REPO / "tests" / "envs" / "build-mini-env.sh"
+IS_ROOT = os.geteuid() == 0
+TEST_USER = "envsched-tu"
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root (CI runs as root)")
+
+
+def mount_table() -> List[str]:
+    """The host mount table, without the per-mount ids that a remount may renumber."""
+    with open("/proc/self/mountinfo") as f:
+        return sorted(" ".join(line.split()[2:]) for line in f)
+
+
+@dataclass
+class Site:
+    """A throwaway site: trusted directory, environment trees, a run dir for pins."""
+    root: Path
+    envs: Dict[str, Path]
+    run_dir: Path
+
+    def policy(self, body: str = "", site: str = "", name: str = "policy.toml") -> Path:
+        """Write a policy (mode 0644, root-owned dir) with the two mini environments."""
+        text = f"""
+[site]
+default = "deb12"
+run_dir = "{self.run_dir}"
+log_file = "{self.root}/envsched.log"
+{site}
+
+[environments.deb12]
+path = "{self.envs['deb12']}"
+description = "Debian 12 (mini)"
+
+[environments.deb13]
+path = "{self.envs['deb13']}"
+description = "Debian 13 (mini)"
+{body}
+"""
+        path = self.root / name
+        path.write_text(text)
+        path.chmod(0o644)
+        return path
+
+    def build_env(self, name: str, os_id: str, version: str) -> Path:
+        dest = self.root / "os" / name
+        subprocess.run([str(BUILD_MINI), str(dest), os_id, version, f"{os_id} {version} (mini)"],
+                       check=True, stdout=subprocess.DEVNULL)
+        return dest
+
+
+@pytest.fixture(scope="session")
+def site_dir() -> Site:
+    if not IS_ROOT:
+        pytest.skip("needs root (CI runs as root)")
+    root = Path(f"/run/envsched-tests-{uuid.uuid4().hex[:8]}")
+    root.mkdir(mode=0o755)
+    (root / "os").mkdir(mode=0o755)
+    site = Site(root, {}, root / "run")
+    site.envs["deb12"] = site.build_env("deb12-mini", "debian", "12")
+    site.envs["deb13"] = site.build_env("deb13-mini", "debian", "13")
+    yield site
+    subprocess.run(["umount", "-R", "-l", str(site.run_dir)], stderr=subprocess.DEVNULL)
+    shutil.rmtree(root)
+
+
+@pytest.fixture(scope="session")
+def test_user() -> pwd.struct_passwd:
+    """A real unprivileged user with a home directory, created for the session."""
+    if not IS_ROOT:
+        pytest.skip("needs root to create a user")
+    created = False
+    try:
+        pw = pwd.getpwnam(TEST_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", "--user-group", TEST_USER],
+                       check=True)
+        created = True
+        pw = pwd.getpwnam(TEST_USER)
+    yield pw
+    if created:
+        subprocess.run(["userdel", "--remove", TEST_USER], stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def home(test_user: pwd.struct_passwd) -> Path:
+    """The test user's home, emptied of ~/.chos before and after each test."""
+    h = Path(test_user.pw_dir)
+    for p in (h / ".chos",):
+        if p.is_symlink() or p.exists():
+            subprocess.run(["rm", "-rf", str(p)], check=True)
+    yield h
+    subprocess.run(["rm", "-rf", str(h / ".chos")], check=True)
+
+
+@pytest.fixture(autouse=True)
+def host_mounts_unchanged(request: pytest.FixtureRequest) -> None:
+    """Every test: the host mount table is exactly the same afterwards."""
+    before = mount_table()
+    yield
+    after = mount_table()
+    assert after == before, "host mount table changed:\n+ %s\n- %s" % (
+        sorted(set(after) - set(before)), sorted(set(before) - set(after)))
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_tool(tool: str, args: Sequence[str], user: Optional[str] = None, cwd: Optional[str] = None,
+             env: Optional[Dict[str, str]] = None, stdin: Optional[str] = None, timeout: float = 60) -> Result:
+    """Run `envsched`/`chos` from this checkout, as root or (via setpriv) as `user`."""
+    cmd = [sys.executable, "-m", f"envsched.cli.{tool}", *args]
+    base = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"}
+    if user is not None:
+        pw = pwd.getpwnam(user)
+        base.update(HOME=pw.pw_dir, USER=user, LOGNAME=user)
+        cmd = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--"] + cmd
+    base.update(env or {})
+    base["PYTHONPATH"] = str(REPO / "src")
+    p = subprocess.run(cmd, cwd=cwd or "/", env=base, input=stdin, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, timeout=timeout)
+    return Result(p.returncode, p.stdout, p.stderr)
+
+
+@pytest.fixture
+def envsched_cmd():
+    return lambda *a, **kw: run_tool("envsched", a, **kw)
+
+
+@pytest.fixture
+def chos_cmd():
+    return lambda *a, **kw: run_tool("chos", a, **kw)
