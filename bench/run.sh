@@ -1,14 +1,16 @@
 #!/bin/bash
 # Launch benchmark: per-launch wall time of /bin/true started
 #   bare (host /bin/true, and the test tree's busybox by its host path), chroot into the tree
-#   (in-process and via chroot(8)), joining a pinned view (open+setns+chdir in the forked child),
-#   a full C enter per launch (new mount ns, tmpfs root, 5 binds, pivot_root), bwrap with the same
-#   binds, python3 start-up, and envsched's own CLI if ENVSCHED_EXEC is set.
+#   (in-process and via chroot(8)), joining a pinned view (open+setns+chdir in the forked child;
+#   and with the pin opened once before the fork), a full C enter per launch (new mount ns, tmpfs
+#   root, 5 binds, pivot_root), bwrap with the same binds, python3 start-up, and envsched's own CLI
+#   if ENVSCHED_EXEC is set.  All cases run interleaved, in a shuffled order each round.
 #
 #   bash bench/run.sh [-n N] [-w WARMUP]          (root; `make bench` calls this)
 #
 # Environment:
 #   BENCH_N (500), BENCH_WARMUP (20)  recorded and warm-up rounds (every case once per round)
+#   BENCH_SEED (1)                    seed of the per-round shuffle (0: fixed order)
 #   ENVSCHED_BENCH_DIR                root-owned work dir, created and removed by this script
 #                                     (default /run/envsched-bench; not under /tmp)
 #   ENVSCHED_EXEC                     command prefix for a full enter through envsched, split on
@@ -27,6 +29,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
 N=${BENCH_N:-500}
 WARMUP=${BENCH_WARMUP:-20}
+SEED=${BENCH_SEED:-1}
 bench_dir=${ENVSCHED_BENCH_DIR:-/run/envsched-bench}
 
 while getopts "n:w:" opt; do
@@ -41,6 +44,7 @@ die() { echo "bench: $*" >&2; exit 1; }
 
 [[ $N =~ ^[0-9]+$ && $N -ge 1 ]] || die "N must be a positive integer (got '$N')"
 [[ $WARMUP =~ ^[0-9]+$ ]] || die "WARMUP must be a non-negative integer (got '$WARMUP')"
+[[ $SEED =~ ^[0-9]+$ ]] || die "BENCH_SEED must be a non-negative integer (got '$SEED')"
 [ "$(id -u)" = 0 ] || die "must run as root (mount namespaces, chroot, pinning)"
 # The work dir holds the tree, the staging mount point and the pin: root's own, outside /tmp.
 [[ $bench_dir =~ ^/[A-Za-z0-9._/-]+$ ]] || die "ENVSCHED_BENCH_DIR must be an absolute path of [A-Za-z0-9._/-]"
@@ -149,6 +153,7 @@ check() { # LABEL EXPECTED CMD...
 }
 check chroot "$want" "$B" -q -n 1 -w 0 chroot "$tree" /bin/cat /etc/envsched-mini-release
 check join "$want" "$B" -q -n 1 -w 0 join "$pin" /bin/cat /etc/envsched-mini-release
+check join-fd "$want" "$B" -q -n 1 -w 0 join-fd "$pin" /bin/cat /etc/envsched-mini-release
 check enter "$want" "$B" -q -n 1 -w 0 enter "$tree" "$stage" /bin/cat /etc/envsched-mini-release
 check bwrap "$want" "${bwrap_args[@]}" /bin/cat /etc/envsched-mini-release
 check bare-tree "" "$tree/usr/bin/true"
@@ -162,6 +167,7 @@ cases=(
     :: chroot=chroot "$tree"
     :: "chroot(8)=cmd" /usr/sbin/chroot "$tree" /bin/true
     :: join=join "$pin"
+    :: join-fd=join-fd "$pin"
     :: enter=enter "$tree" "$stage"
     :: bwrap=cmd "${bwrap_args[@]}" /bin/true
     :: python3-I-S=cmd /usr/bin/python3 -I -S -c ""
@@ -175,9 +181,9 @@ result=$out/result-$(date +%Y%m%d-%H%M%S).txt
 {
     echo "# envsched launch benchmark $(date -Is)"
     echo "# $(uname -srm), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')),"
-    echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg); N=$N warm-up=$WARMUP"
+    echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg); N=$N warm-up=$WARMUP seed=$SEED"
 } | tee "$result"
-"$B" -n "$N" -w "$WARMUP" -b bare-host,bare-tree "${cases[@]}" | tee -a "$result"
+"$B" -n "$N" -w "$WARMUP" -s "$SEED" -b bare-host,bare-tree "${cases[@]}" | tee -a "$result"
 echo "# load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$result"
 
 # ------------------------------------------------------------------ verdicts

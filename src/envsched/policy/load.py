@@ -38,6 +38,8 @@ def check_trusted_path(path: str, what: str = "policy") -> None:
         try:
             st = os.lstat(current)
         except OSError as e:
+            if current == real:
+                raise PolicyError(f"{path}: cannot open: {e.strerror}") from e
             raise PolicyError(f"{path}: cannot stat {current}: {e.strerror}") from e
         if st.st_uid != 0:
             raise PolicyError(f"{path}: {what} not trusted: {current} is owned by uid {st.st_uid}, not root")

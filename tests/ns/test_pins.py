@@ -1,0 +1,124 @@
+"""Prepare-and-pin, join, release and gc, for real."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from conftest import TEST_USER, mount_table
+
+pytestmark = pytest.mark.ns
+
+
+def _prepare(envsched_cmd, policy, key, *extra):
+    r = envsched_cmd("--policy", str(policy), "prepare", "--key", key, "--user", TEST_USER, *extra)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_prepare_join_release_leaves_nothing(site_dir, envsched_cmd, test_user, home):
+    policy = site_dir.policy()
+    before = mount_table()
+    meta = _prepare(envsched_cmd, policy, "job-1", "--request", "deb13", "--owner-pid", str(os.getpid()))
+    assert meta["environment"] == "deb13" and meta["uid"] == test_user.pw_uid
+    pin = site_dir.run_dir / "pins" / "job-1"
+    assert oct(pin.stat().st_mode & 0o777) == "0o700"
+    assert len(mount_table()) == len(before) + 1          # exactly one host mount: the pin
+    outputs = set()
+    for _ in range(3):                                      # many tasks join the same view
+        r = envsched_cmd("--policy", str(policy), "join", "--key", "job-1", "--cwd", str(home), "--",
+                         "sh", "-c", "head -1 /etc/os-release; echo $CHOS; pwd; id -u; readlink /proc/self/ns/mnt")
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[:4] == ['PRETTY_NAME="debian 13 (mini)"', "deb13", str(home), str(test_user.pw_uid)]
+        outputs.add(lines[4])
+    assert len(outputs) == 1                                # the same mount namespace every time
+    assert outputs != {os.readlink("/proc/self/ns/mnt")}
+    r = envsched_cmd("--policy", str(policy), "release", "--key", "job-1")
+    assert r.returncode == 0, r.stderr
+    assert not pin.exists()
+    assert mount_table() == before
+
+
+def test_join_refuses_other_user(site_dir, envsched_cmd, home):
+    policy = site_dir.policy()
+    _prepare(envsched_cmd, policy, "job-2", "--owner-pid", str(os.getpid()))
+    try:
+        r = envsched_cmd("--policy", str(policy), "join", "--key", "job-2", "--user", "root", "--", "id")
+        assert r.returncode == 73
+        assert r.stderr.strip() == f"envsched: pin job-2 was prepared for {TEST_USER}, not root"
+        assert r.stdout == ""
+    finally:
+        envsched_cmd("--policy", str(policy), "release", "--key", "job-2")
+
+
+def test_join_unknown_pin_fails_closed(site_dir, envsched_cmd, home):
+    policy = site_dir.policy()
+    r = envsched_cmd("--policy", str(policy), "join", "--key", "nope", "--user", TEST_USER, "--", "id")
+    assert r.returncode == 71
+    assert "no pin nope on this node" in r.stderr
+
+
+def test_prepare_twice_same_key_refused(site_dir, envsched_cmd, home):
+    policy = site_dir.policy()
+    _prepare(envsched_cmd, policy, "job-3", "--owner-pid", str(os.getpid()))
+    try:
+        r = envsched_cmd("--policy", str(policy), "prepare", "--key", "job-3", "--user", TEST_USER)
+        assert r.returncode == 64
+        assert "exists already" in r.stderr
+    finally:
+        envsched_cmd("--policy", str(policy), "release", "--key", "job-3")
+
+
+def test_prepare_failure_leaves_no_pin(site_dir, envsched_cmd, home):
+    policy = site_dir.policy(site='shared = [{ path = "/no/such/site/fs", required = true }]')
+    before = mount_table()
+    r = envsched_cmd("--policy", str(policy), "prepare", "--key", "job-4", "--user", TEST_USER)
+    assert r.returncode == 71
+    assert "required path /no/such/site/fs is not available on this host" in r.stderr
+    assert not (site_dir.run_dir / "pins" / "job-4").exists()
+    assert mount_table() == before
+
+
+def test_gc_releases_pin_after_owner_killed(site_dir, envsched_cmd, home):
+    policy = site_dir.policy()
+    before = mount_table()
+    owner = subprocess.Popen(["sleep", "600"])
+    survivor = subprocess.Popen(["sleep", "600"])
+    try:
+        _prepare(envsched_cmd, policy, "job-dead", "--owner-pid", str(owner.pid))
+        _prepare(envsched_cmd, policy, "job-alive", "--owner-pid", str(survivor.pid))
+        r = envsched_cmd("--policy", str(policy), "gc")
+        assert r.returncode == 0 and r.stdout == ""            # both owners alive: nothing to do
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+        r = envsched_cmd("--policy", str(policy), "gc")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines() == ["released job-dead"]
+        assert not (site_dir.run_dir / "pins" / "job-dead").exists()
+        assert (site_dir.run_dir / "pins" / "job-alive").exists()
+    finally:
+        survivor.kill()
+        survivor.wait()
+        owner.kill()
+        envsched_cmd("--policy", str(policy), "gc")
+    assert mount_table() == before
+
+
+def test_pinned_view_outlives_preparer_and_runs_joined_tasks_concurrently(site_dir, envsched_cmd, home):
+    policy = site_dir.policy()
+    _prepare(envsched_cmd, policy, "job-5", "--request", "deb12", "--owner-pid", str(os.getpid()))
+    try:
+        procs = [subprocess.Popen(
+            [sys.executable, "-m", "envsched.cli.envsched", "--policy", str(policy),
+             "join", "--key", "job-5", "--", "sh", "-c", "sleep 0.2; head -1 /etc/os-release"],
+            stdout=subprocess.PIPE, text=True, env={"PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+                                                    "PATH": "/usr/bin:/bin"}) for _ in range(4)]
+        outs = [p.communicate(timeout=30)[0] for p in procs]
+        assert all(o.strip() == 'PRETTY_NAME="debian 12 (mini)"' for o in outs), outs
+    finally:
+        envsched_cmd("--policy", str(policy), "release", "--key", "job-5")
