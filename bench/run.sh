@@ -148,7 +148,7 @@ want="debian 12"
 check() { # LABEL EXPECTED CMD...
     local label=$1 expected=$2 got
     shift 2
-    got=$("$@" 2>&1) || die "check $label failed: $got"
+    got=$("$@" 2>&1) || die "check $label failed (exit $?): ${got:-no output}"
     [ "$got" = "$expected" ] || die "check $label: expected '$expected', got '$got'"
 }
 check chroot "$want" "$B" -q -n 1 -w 0 chroot "$tree" /bin/cat /etc/envsched-mini-release
@@ -190,22 +190,31 @@ echo "# load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$result
 echo
 awk -v strict="${BENCH_STRICT:-0}" '
 $1 == "RESULT" { med[$2] = $4 }
+$1 == "PAIRED" { pd[$2, $3] = $4 }
 function verdict(ok) { return ok ? "MET" : "MISSED" }
 END {
     bh = med["bare-host"]; bt = med["bare-tree"]; missed = 0
-    printf "targets (medians; like-with-like baseline = bare exec of the tree busybox):\n"
-    ok = med["join"] <= 1.02 * bt; missed += !ok
-    printf "  join <= 1.02x bare:            %-6s join %.1f us = %.3fx bare-tree (%.1f us); %.3fx bare-host (%.1f us)\n",
-        verdict(ok), med["join"], med["join"] / bt, bt, med["join"] / bh, bh
-    d = med["enter"] - bt; ok = d <= 1000; missed += !ok
-    printf "  full C enter within 1 ms:      %-6s enter %.1f us = bare-tree + %.1f us; bare-host + %.1f us\n",
-        verdict(ok), med["enter"], d, med["enter"] - bh
+    printf "targets (medians; like-with-like baseline = bare exec of the tree busybox, bare-tree;\n"
+    printf "paired = median over rounds of (case - baseline) in the same round):\n"
+    # The issue defines the join target as a ratio of medians; the paired estimate
+    # (bare-tree + paired difference) / bare-tree is the steadier one on a noisy machine.
+    # Both are printed; BENCH_STRICT fails if either misses.
+    r = med["join"] / bt; rp = (bt + pd["join", "bare-tree"]) / bt
+    ok = r <= 1.02; okp = rp <= 1.02; missed += !ok + !okp
+    printf "  join <= 1.02x bare:          %-6s join %.1f us = %.3fx bare-tree (%.1f us)\n", verdict(ok), med["join"], r, bt
+    printf "                   paired:     %-6s bare-tree %+.1f us = %.3fx\n", verdict(okp), pd["join", "bare-tree"], rp
+    printf "                   for reference: %.3fx bare-host (%.1f us, host /bin/true); pin opened before fork (join-fd): %.3fx, paired %+.1f us\n",
+        med["join"] / bh, bh, med["join-fd"] / bt, pd["join-fd", "bare-tree"]
+    d = med["enter"] - bt; dp = pd["enter", "bare-tree"]
+    ok = d <= 1000; okp = dp <= 1000; missed += !ok + !okp
+    printf "  full C enter within 1 ms:    %-6s enter %.1f us = bare-tree + %.1f us (%.3fx)\n", verdict(ok), med["enter"], d, med["enter"] / bt
+    printf "                   paired:     %-6s bare-tree %+.1f us; bare-host + %.1f us\n", verdict(okp), dp, med["enter"] - bh
     if ("envsched-cli" in med) {
         d = med["envsched-cli"] - bt
-        printf "  envsched CLI (Python) enter:   %-6s %.1f us = bare-tree + %.1f us (python3 -I -S alone: %.1f us)\n",
-            verdict(d <= 1000), med["envsched-cli"], d, med["python3-I-S"]
+        printf "  envsched CLI (Python) enter: %-6s %.1f us = bare-tree + %.1f us, paired %+.1f (python3 -I -S alone: %.1f us)\n",
+            verdict(d <= 1000), med["envsched-cli"], d, pd["envsched-cli", "bare-tree"], med["python3-I-S"]
     } else {
-        printf "  envsched CLI (Python) enter:   not measured (set ENVSCHED_EXEC); python3 -I -S alone: %.1f us\n",
+        printf "  envsched CLI (Python) enter: not measured (set ENVSCHED_EXEC); python3 -I -S alone: %.1f us\n",
             med["python3-I-S"]
     }
     if (strict && missed) exit 2

@@ -1,0 +1,37 @@
+# envsched: `make demo` and `make test` on a fresh Debian 12 machine (as root).
+PYTHON   ?= /usr/bin/python3
+VENV     ?= .venv
+PY       := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: all deps venv test test-unit test-ns demo bench check-exitcodes clean
+
+all: venv
+
+deps:
+	bash scripts/install-deps.sh
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+venv: deps $(VENV)/.installed
+
+test: venv
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-unit: venv
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-ns: venv
+	$(PY) -m pytest tests -m ns $(PYTEST_ARGS)
+
+demo: venv
+	bash scripts/demo.sh
+
+bench: venv
+	bash bench/run.sh
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info bench/out .pytest_cache

@@ -1,0 +1,19 @@
+#!/bin/bash
+# Install what envsched's build, tests and demo need on Debian 12, only if missing.
+# Usage: scripts/install-deps.sh [extra-debian-packages...]
+set -euo pipefail
+packages=(busybox-static squashfs-tools bubblewrap python3-venv util-linux gcc make libc6-dev passwd "$@")
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "install-deps: need root to install: ${missing[*]}" >&2
+        exit 1
+    fi
+    echo "install-deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
