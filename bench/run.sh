@@ -18,6 +18,10 @@
 #                                     "/usr/bin/python3 -m envsched.cli.envsched --policy P exec
 #                                      --user root --request deb12 --"
 #                                     The tree built here is $ENVSCHED_BENCH_DIR/tree.
+#                                     ENVSCHED_EXEC=auto: write a one-environment policy for that
+#                                     tree ($ENVSCHED_BENCH_DIR/policy.toml, environment "deb12")
+#                                     and use /usr/bin/python3 -m envsched.cli.envsched from this
+#                                     checkout (PYTHONPATH=<repo>/src) with exec --user root.
 #   BENCH_STRICT=1                    exit 2 if a target is missed (default: report only)
 #   CC (cc)
 #
@@ -139,7 +143,12 @@ bwrap_args=(bwrap --ro-bind "$tree/usr" /usr --symlink usr/bin /bin --symlink us
     --symlink usr/sbin /sbin --ro-bind "$tree/etc" /etc --bind /proc /proc --dev-bind /dev /dev
     --bind /tmp /tmp)
 envsched_prefix=()
-if [ -n "${ENVSCHED_EXEC:-}" ]; then
+if [ "${ENVSCHED_EXEC:-}" = auto ]; then
+    printf '[site]\ndefault = "deb12"\n\n[environments.deb12]\npath = "%s"\n' "$tree" >"$bench_dir/policy.toml"
+    export PYTHONPATH=$repo/src${PYTHONPATH:+:$PYTHONPATH}
+    envsched_prefix=(/usr/bin/python3 -m envsched.cli.envsched --policy "$bench_dir/policy.toml"
+        exec --user root --request deb12 --)
+elif [ -n "${ENVSCHED_EXEC:-}" ]; then
     read -r -a envsched_prefix <<<"$ENVSCHED_EXEC"
 fi
 
@@ -159,6 +168,9 @@ check bwrap "$want" "${bwrap_args[@]}" /bin/cat /etc/envsched-mini-release
 check bare-tree "" "$tree/usr/bin/true"
 if [ ${#envsched_prefix[@]} -gt 0 ]; then
     check envsched "" "${envsched_prefix[@]}" /bin/true
+    if [ "${ENVSCHED_EXEC:-}" = auto ]; then
+        check envsched "$want" "${envsched_prefix[@]}" /bin/cat /etc/envsched-mini-release
+    fi
 fi
 
 cases=(

@@ -28,6 +28,8 @@ from .names import NAME_RULE, is_valid_name
 from .plan import Plan
 from .view import build_view
 
+HALF_MADE_GRACE = 60.0   # seconds a pin without meta.json may be mid-prepare before gc takes it
+
 
 @dataclass(frozen=True)
 class PinMeta:
@@ -188,8 +190,9 @@ class PinStore:
             try:
                 meta = self.meta(key)
             except (OSError, ValueError, TypeError):
-                out.append(key)                         # half-made pin: nothing owns it
-                continue
+                if _age(self.path(key)) > HALF_MADE_GRACE:
+                    out.append(key)                     # half-made and old: nothing owns it
+                continue                                # half-made and young: being prepared
             if process_start(meta.owner_pid) != meta.owner_start or meta.owner_start is None:
                 out.append(key)
         return out
@@ -209,6 +212,13 @@ class PinStore:
             except (OSError, ValueError, TypeError):
                 out.append({"key": key, "broken": True})
         return out
+
+
+def _age(path: str) -> float:
+    try:
+        return time.time() - os.lstat(path).st_mtime
+    except OSError:
+        return 0.0
 
 
 def _is_nsfs(path: str) -> bool:

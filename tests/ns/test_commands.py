@@ -1,0 +1,133 @@
+"""The user and admin commands, run for real as root and as an unprivileged user."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from conftest import TEST_USER
+
+pytestmark = pytest.mark.ns
+
+
+def test_chos_list_marks_default_and_current(site_dir, chos_cmd, home):
+    (home / ".chos").write_text("deb13\n")
+    os.chown(home / ".chos", *_ids(home))
+    r = chos_cmd("--policy", str(site_dir.policy()), "list", user=TEST_USER)
+    assert r.returncode == 0, r.stderr
+    rows = [l.split(None, 1) if l[0] != " " else [" "] + l.split(None, 1) for l in r.stdout.splitlines()[:3]]
+    assert r.stdout.splitlines()[:3] == [
+        "*  deb12            Debian 12 (mini)",
+        " > deb13            Debian 13 (mini)",
+        "   local            the host OS, no switch",
+    ], rows
+
+
+def test_chos_which_shows_each_step(site_dir, chos_cmd, home):
+    r = chos_cmd("--policy", str(site_dir.policy()), "which", user=TEST_USER, env={"CHOS": "deb13"})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"your jobs get deb13 ({site_dir.envs['deb13']}), chosen by CHOS variable"
+    assert lines[1].split() == ["option", "-", "not", "set"]
+    assert lines[2].split() == ["CHOS", "variable", "'deb13'", "chosen"]
+    assert lines[-1].split() == ["site", "default", "'deb12'", "overridden"]
+
+
+def test_chos_which_refused_exit_code(site_dir, chos_cmd, home):
+    r = chos_cmd("--policy", str(site_dir.policy()), "which", user=TEST_USER, env={"CHOS": "sl5"})
+    assert r.returncode == 77
+    assert r.stdout.splitlines()[0] == ("environment 'sl5' (CHOS variable) refused: no such environment "
+                                        "at this site; allowed for you: deb12, deb13, local")
+
+
+def test_chos_set_writes_file_and_replaces_symlink(site_dir, chos_cmd, home):
+    target = home / "precious"
+    target.write_text("keep me\n")
+    os.chown(target, *_ids(home))
+    os.symlink(target, home / ".chos")
+    os.lchown(home / ".chos", *_ids(home))
+    r = chos_cmd("--policy", str(site_dir.policy()), "set", "deb13", user=TEST_USER)
+    assert r.returncode == 0, r.stderr
+    assert not (home / ".chos").is_symlink()
+    assert (home / ".chos").read_text() == "deb13\n"
+    assert target.read_text() == "keep me\n"
+    assert (home / ".chos").stat().st_uid == _ids(home)[0]
+    target.unlink()
+
+
+@pytest.mark.parametrize("name,needle", [("sl5", "no such environment"), ("../x", "not a valid environment name")])
+def test_chos_set_refuses(site_dir, chos_cmd, home, name, needle):
+    r = chos_cmd("--policy", str(site_dir.policy()), "set", name, user=TEST_USER)
+    assert r.returncode in (64, 77)
+    assert needle in r.stderr
+    assert not (home / ".chos").exists()
+
+
+def test_envsched_check_ok_and_problems(site_dir, envsched_cmd, home):
+    r = envsched_cmd("--policy", str(site_dir.policy()), "check")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip().endswith("ok (2 environments, default deb12)")
+    bad = site_dir.policy(name="check-bad.toml", body='[environments.ghost]\npath = "/os/ghost"\n')
+    os.chmod(site_dir.envs["deb13"] / "etc", 0o775)
+    try:
+        r = envsched_cmd("--policy", str(bad), "check")
+    finally:
+        os.chmod(site_dir.envs["deb13"] / "etc", 0o755)
+    assert r.returncode == 1
+    assert r.stdout.splitlines() == [
+        f"{bad}: environments.deb13: {site_dir.envs['deb13']}/etc: writable by group or others (mode 0775)",
+        f"{bad}: environments.ghost: /os/ghost: No such file or directory",
+    ]
+
+
+def test_envsched_check_invalid_policy(site_dir, envsched_cmd, home):
+    p = site_dir.root / "invalid.toml"
+    p.write_text('[site]\ndefault = "nope"\n')
+    r = envsched_cmd("--policy", str(p), "check")
+    assert r.returncode == 78
+    assert r.stdout.strip() == f"{p}:2: site.default: no such environment (defined: none): 'nope'"
+
+
+def test_explain_json_is_the_plan(site_dir, envsched_cmd, home):
+    r = envsched_cmd("--policy", str(site_dir.policy()), "explain", "--user", TEST_USER,
+                     "--partition", "debug", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["environment"] == "deb12" and data["source"] == "site default"
+    ops = [op["op"] for op in data["plan"]["ops"]]
+    assert ops.index("pivot_root") < ops.index("chdir")
+    assert data["plan"]["ops"][-1] == {"op": "env", "action": "set", "name": "CHOS", "value": "deb12"}
+
+
+def test_explain_partition_and_group_defaults(site_dir, envsched_cmd, home):
+    policy = site_dir.policy(name="defaults.toml", body=f"""
+[defaults]
+partitions = {{ legacy = "deb12" }}
+groups = {{ {TEST_USER} = "deb13" }}
+""")
+    r = envsched_cmd("--policy", str(policy), "explain", "--user", TEST_USER, "--json")
+    assert json.loads(r.stdout)["source"] == f"group default ({TEST_USER})"
+    assert json.loads(r.stdout)["environment"] == "deb13"
+    r = envsched_cmd("--policy", str(policy), "explain", "--user", TEST_USER, "--partition", "legacy", "--json")
+    assert (json.loads(r.stdout)["environment"], json.loads(r.stdout)["source"]) == ("deb12", "partition default")
+
+
+def test_import_chos_command(site_dir, envsched_cmd, home):
+    chos = site_dir.root / "chos"
+    chos.write_text(f"# CHOS config\n%SHELLS\nlocal:/\ndeb12:{site_dir.envs['deb12']}\n")
+    chos.chmod(0o644)
+    r = envsched_cmd("policy", "import-chos", str(chos))
+    assert r.returncode == 0, r.stderr
+    out = site_dir.root / "imported.toml"
+    out.write_text(r.stdout)
+    out.chmod(0o644)
+    r = envsched_cmd("--policy", str(out), "exec", "--user", TEST_USER, "--request", "deb12", "--",
+                     "head", "-1", "/etc/os-release")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == 'PRETTY_NAME="debian 12 (mini)"'
+
+
+def _ids(home):
+    st = home.stat()
+    return st.st_uid, st.st_gid
