@@ -53,7 +53,7 @@ def finish_and_exec(plan: Plan, user: UserInfo, argv: Sequence[str], cwd: Option
                     environ: Optional[Dict[str, str]] = None) -> "NoReturn":  # type: ignore[name-defined]
     """In the view: drop to the user, chdir, apply env ops, no_new_privs, exec. Never returns."""
     env = dict(os.environ if environ is None else environ)
-    if os.geteuid() == 0 and user.uid != 0 or os.getuid() != user.uid:
+    if os.getuid() != user.uid:                          # root starting a job for a user
         env.update({"HOME": user.home, "USER": user.name, "LOGNAME": user.name})
     drop_privileges(user)
     # chdir after dropping: the user's own permissions decide which directory is usable

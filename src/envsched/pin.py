@@ -1,8 +1,8 @@
-"""Prepare-and-pin: build a view once, keep it alive under <run_dir>/pins/<key>/, let any
+"""Prepare-and-pin: build a view once, keep it alive under <run_dir>/<key>/, let any
 number of tasks join it with setns + chdir, release it, and collect pins whose owner died.
 
-  <run_dir>/               root, 0711
-  <run_dir>/pins/<key>/    root, 0700
+  <run_dir>/               root, 0700
+  <run_dir>/<key>/         root, 0700
       mnt                  bind mount of the view's /proc/<pid>/ns/mnt (keeps it alive)
       plan.json            the plan (process ops are replayed by every joiner)
       meta.json            environment, user, uid, owner pid + start time, creation time
@@ -66,16 +66,15 @@ def _secure_dir(path: str, mode: int) -> None:
 class PinStore:
     def __init__(self, run_dir: str) -> None:
         self.run_dir = run_dir
-        self.pins = os.path.join(run_dir, "pins")
 
     def path(self, key: str) -> str:
         if not is_valid_name(key):
             raise UsageError(f"invalid pin key {key!r} ({NAME_RULE})")
-        return os.path.join(self.pins, key)
+        return os.path.join(self.run_dir, key)
 
     def keys(self) -> List[str]:
         try:
-            return sorted(k for k in os.listdir(self.pins) if is_valid_name(k))
+            return sorted(k for k in os.listdir(self.run_dir) if is_valid_name(k))
         except FileNotFoundError:
             return []
 
@@ -92,8 +91,7 @@ class PinStore:
         if os.geteuid() != 0:
             raise NotPermitted("prepare needs root (use `chos run` for an unprivileged view)")
         pin = self.path(key)
-        _secure_dir(self.run_dir, 0o711)
-        _secure_dir(self.pins, 0o700)
+        _secure_dir(self.run_dir, 0o700)
         try:
             os.mkdir(pin, 0o700)
         except FileExistsError:

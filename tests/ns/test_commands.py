@@ -131,3 +131,10 @@ def test_import_chos_command(site_dir, envsched_cmd, home):
 def _ids(home):
     st = home.stat()
     return st.st_uid, st.st_gid
+
+
+def test_chos_shell_is_a_login_shell_in_the_environment(site_dir, chos_cmd, home):
+    r = chos_cmd("--policy", str(site_dir.policy()), "shell", "deb13", user=TEST_USER, cwd=str(home),
+                 stdin='head -1 /etc/os-release; echo "CHOS=$CHOS"; exit 3\n')
+    assert r.returncode == 3, r.stderr
+    assert r.stdout.splitlines() == ['PRETTY_NAME="debian 13 (mini)"', "CHOS=deb13"]

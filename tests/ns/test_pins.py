@@ -25,7 +25,7 @@ def test_prepare_join_release_leaves_nothing(site_dir, envsched_cmd, test_user, 
     before = mount_table()
     meta = _prepare(envsched_cmd, policy, "job-1", "--request", "deb13", "--owner-pid", str(os.getpid()))
     assert meta["environment"] == "deb13" and meta["uid"] == test_user.pw_uid
-    pin = site_dir.run_dir / "pins" / "job-1"
+    pin = site_dir.run_dir / "job-1"
     assert oct(pin.stat().st_mode & 0o777) == "0o700"
     assert len(mount_table()) == len(before) + 1          # exactly one host mount: the pin
     outputs = set()
@@ -80,7 +80,7 @@ def test_prepare_failure_leaves_no_pin(site_dir, envsched_cmd, home):
     r = envsched_cmd("--policy", str(policy), "prepare", "--key", "job-4", "--user", TEST_USER)
     assert r.returncode == 71
     assert "required path /no/such/site/fs is not available on this host" in r.stderr
-    assert not (site_dir.run_dir / "pins" / "job-4").exists()
+    assert not (site_dir.run_dir / "job-4").exists()
     assert mount_table() == before
 
 
@@ -99,8 +99,8 @@ def test_gc_releases_pin_after_owner_killed(site_dir, envsched_cmd, home):
         r = envsched_cmd("--policy", str(policy), "gc")
         assert r.returncode == 0, r.stderr
         assert r.stdout.splitlines() == ["released job-dead"]
-        assert not (site_dir.run_dir / "pins" / "job-dead").exists()
-        assert (site_dir.run_dir / "pins" / "job-alive").exists()
+        assert not (site_dir.run_dir / "job-dead").exists()
+        assert (site_dir.run_dir / "job-alive").exists()
     finally:
         survivor.kill()
         survivor.wait()

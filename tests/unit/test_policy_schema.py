@@ -379,7 +379,21 @@ def test_line_of_direct():
 
 # -- shape: unknown keys ------------------------------------------------------------------
 
-def test_unknown_top_level_key():
+def test_unknown_top_level_table():
+    assert error("""\
+        [site]
+        default = "local"
+
+        [sitee]
+        default = "sl6"
+    """) == "policy.toml:4: sitee: unknown key (allowed: defaults, environments, site)"
+
+
+@pytest.mark.xfail(strict=True, reason="BUG (locator): locate.line_of only credits a table header "
+                   "whose key list equals a prefix of the error path; a header longer than the path "
+                   "([environment.sl6] for the unknown key 'environment') is ignored, so the message "
+                   "has no line although the key is introduced on line 4")
+def test_unknown_top_level_key_in_dotted_header():
     assert error("""\
         [site]
         default = "local"
@@ -481,14 +495,15 @@ def test_bind_table_without_source():
 # -- shape: wrong types -------------------------------------------------------------------
 
 @pytest.mark.parametrize("line,message", [
-    # tables
     ('site = "x"', "policy.toml:1: site: must be a table: 'x'"),
+    ("site = 1", "policy.toml:1: site: must be a table: '1'"),
     ("defaults = []", "policy.toml:1: defaults: must be a table: '[]'"),
     ("environments = 3", "policy.toml:1: environments: must be a table of environments: '3'"),
-    ('environments = ["sl6"]', "policy.toml:1: environments: must be a table of environments: \"['sl6']\""),
+    ('environments = ["sl6"]',
+     "policy.toml:1: environments: must be a table of environments: '[\\'sl6\\']'"),
 ])
 def test_top_level_wrong_types(line, message):
-    assert error(line + "\n") == message.replace("\"['sl6']\"", "'[\\'sl6\\']'")
+    assert error(line + "\n") == message
 
 
 @pytest.mark.parametrize("key,value,problem", [
@@ -603,17 +618,15 @@ def test_bind_wrong_types(item, message):
 
 
 @pytest.mark.parametrize("body,message", [
-    ('set = "A=1"', 'environments.x.env.set: must be a table of NAME = "value": \'A=1\''),
-    ('prepend = ["A"]', 'environments.x.env.prepend: must be a table of NAME = "value": "[\'A\']"'),
-    ("append = 1", 'environments.x.env.append: must be a table of NAME = "value": \'1\''),
+    ('set = "A=1"', "environments.x.env.set: must be a table of NAME = \"value\": 'A=1'"),
+    ('prepend = ["A"]', "environments.x.env.prepend: must be a table of NAME = \"value\": '[\\'A\\']'"),
+    ("append = 1", "environments.x.env.append: must be a table of NAME = \"value\": '1'"),
     ("set = { A = 1 }", "environments.x.env.set.A: must be a string: '1'"),
-    ("prepend = { PATH = [\"/a\"] }", "environments.x.env.prepend.PATH: must be a string: \"['/a']\""),
-    ("unset = \"A\"", "environments.x.env.unset: must be a list of strings: 'A'"),
+    ('prepend = { PATH = ["/a"] }', "environments.x.env.prepend.PATH: must be a string: '[\\'/a\\']'"),
+    ('unset = "A"', "environments.x.env.unset: must be a list of strings: 'A'"),
     ("unset = [1]", "environments.x.env.unset[0]: must be a string: '1'"),
 ])
 def test_env_ops_wrong_types(body, message):
-    # show() escapes quotes inside values, so normalise the expected list renderings
-    message = message.replace("\"['A']\"", "'[\\'A\\']'").replace("\"['/a']\"", "'[\\'/a\\']'")
     assert error(f'[environments.x]\npath = "/x"\n[environments.x.env]\n{body}\n') == \
         f"policy.toml:4: {message}"
 
@@ -707,7 +720,7 @@ def test_environment_path_double_slash_is_host_root():
     ('{ path = "/a", target = "/b/.." }',
      "site.shared[0].target: must not contain '.' or '..' components: '/b/..'"),
     ('{ path = "/a", target = "/" }', "site.shared[0].target: cannot replace the view's root: '/'"),
-    ('"/"', "site.shared[0].target: cannot replace the view's root: '/'"),
+    ('{ path = "/" }', "site.shared[0].target: cannot replace the view's root: '/'"),
 ])
 def test_shared_bad_paths(item, message):
     assert error(f"[site]\nshared = [{item}]\n") == f"policy.toml:2: {message}"
@@ -728,6 +741,19 @@ def test_bind_bad_paths(item, message):
     assert error(f'[environments.x]\npath = "/x"\nbinds = [{item}]\n') == f"policy.toml:3: {message}"
 
 
+@pytest.mark.parametrize("text,where", [
+    ('[site]\nshared = ["/proc", "/"]\n', "policy.toml:2: site.shared[1]"),
+    ('[environments.x]\npath = "/x"\nbinds = ["/"]\n', "policy.toml:3: environments.x.binds[0]"),
+])
+@pytest.mark.xfail(strict=True, reason="BUG: schema._mount checks `target == '/'` only for the table "
+                   "form; the plain-string form shared = [\"/\"] / binds = [\"/\"] is accepted as "
+                   "Mount('/', '/'), i.e. a bind of the host root over the view's root")
+def test_string_mount_cannot_be_root(text, where):
+    msg = error(text)
+    assert msg.startswith(where)
+    assert msg.endswith(": cannot replace the view's root: '/'")
+
+
 @pytest.mark.xfail(strict=True, reason="BUG: normpath keeps a leading '//', so a shared/bind target "
                    "of \"//\" slips past the \"cannot replace the view's root\" check")
 def test_shared_target_double_slash_is_root():
@@ -737,19 +763,18 @@ def test_shared_target_double_slash_is_root():
 
 # -- meaning: names -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("key,shown", [
-    ('"sl 6"', "sl 6"),
-    ('"../etc"', "../etc"),
-    ('"sl6é"', "sl6\\\\xe9"),
-    ('".hidden"', ".hidden"),
-    ('"-x"', "-x"),
-    ('""', ""),
-    ('a' * 65, "a" * 60 + "..."),
+@pytest.mark.parametrize("key,name,shown", [
+    ('"sl 6"', "sl 6", "'sl 6'"),
+    ('"../etc"', "../etc", "'../etc'"),
+    ('"sl6é"', "sl6é", "'sl6\\xe9'"),
+    ('".hidden"', ".hidden", "'.hidden'"),
+    ('"-x"', "-x", "'-x'"),
+    ('""', "", "''"),
+    ("a" * 65, "a" * 65, "'" + "a" * 60 + "...'"),
 ])
-def test_invalid_environment_name_as_table_key(key, shown):
-    msg = error(f"[environments.{key}]\npath = \"/x\"\n")
-    name = key.strip('"')
-    assert msg == f"policy.toml:1: environments.{name}: {BAD_NAME}: '{shown}'".replace("\\\\", "\\")
+def test_invalid_environment_name_as_table_key(key, name, shown):
+    assert error(f"[environments.{key}]\npath = \"/x\"\n") == \
+        f"policy.toml:1: environments.{name}: {BAD_NAME}: {shown}"
 
 
 def test_invalid_environment_name_65_chars_exact():
@@ -860,11 +885,10 @@ def test_local_while_allow_local_false_in_defaults(key):
         [defaults]
         {key} = {{ x = "local" }}
     """)
-    # queues are checked as partitions (see test_defaults_queue_reference_undefined)
-    shown_key = "partitions" if key == "queues" else key
-    assert msg.endswith(f"defaults.{shown_key}.x: 'local' is used but site.allow_local is false: 'local'")
-    if key != "queues":
-        assert msg.startswith("policy.toml:7: ")
+    if key == "queues":   # key path and line: see test_defaults_queue_reference_undefined
+        assert msg.endswith(".x: 'local' is used but site.allow_local is false: 'local'")
+    else:
+        assert msg == f"policy.toml:7: defaults.{key}.x: 'local' is used but site.allow_local is false: 'local'"
 
 
 def test_queue_also_under_partitions():
@@ -1069,11 +1093,12 @@ def test_source_is_used_verbatim_in_messages():
     '[site]\nuser_file = "a\\u0000b"\n',
     '[site]\ndefault = "\\u001b[2J"\n',
     '[environments."a\\nb"]\npath = "/x"\n',
-    '[environments.x]\npath = "/x\\u2028y"\nkind = 1\n',
+    '[site]\ndefault = "a\\u2028b\\u0085c"\n',
 ])
 def test_messages_are_one_line(text):
     msg = error(text)
     assert "\n" not in msg and "\0" not in msg and "\x1b" not in msg
+    assert msg.isprintable(), repr(msg)
 
 
 @pytest.mark.parametrize("text", [
