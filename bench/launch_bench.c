@@ -8,8 +8,8 @@
  * A CASE is `[LABEL=]MODE ARGS...`; the cases are run round-robin (one launch of each case per
  * round, WARMUP unrecorded rounds first) so that drift on a noisy machine hits all cases alike,
  * in an order shuffled every round (PRNG seeded with SEED, default 1; -s 0 keeps the command-line
- * order): a launch is measurably slower right after a different, heavier one (for instance after
- * the host's dynamically linked /bin/true), and a fixed order would bias the ratios.
+ * order): a launch is measurably slower right after a heavier one (+25% for the launch right
+ * after a python3 start-up, measured), and a fixed order would bias the ratios.
  * Every launch is timed in the parent from just before fork() to just after waitpid() returns:
  *
  *   bare PATH [ARGV0]          fork -> execv(PATH) -> wait
@@ -26,11 +26,14 @@
  * PROG defaults to /bin/true (inside the view or chroot: the tree's own /bin/true).  A launch whose
  * child does not exit 0 stops the benchmark (exit 1): a failing launch measures nothing.
  *
- * `prepare` builds the same view as `enter` in a forked child and, from the parent (which must be
- * in the host mount namespace: pinning from inside another mount namespace can fail with EINVAL),
- * bind-mounts /proc/CHILD/ns/mnt onto PINFILE (an existing regular file on a non-shared mount), so
- * the view outlives the child and `join PINFILE` lands in it.  `release` detaches that bind mount,
- * which drops the last reference to the namespace.
+ * `prepare` builds the same view as `enter` in a forked child and, from the parent, bind-mounts
+ * /proc/CHILD/ns/mnt onto PINFILE (an existing regular file), so the view outlives the child and
+ * `join PINFILE` lands in it.  `release` detaches that bind mount, which drops the last reference
+ * to the namespace.  Kernel rules met here (6.18): the bind fails with EINVAL if PINFILE is on a
+ * shared mount, or if the binding process is in a mount namespace newer than the pinned one (no
+ * reference loops); and a pin is not copied into mount namespaces created later (unshare or clone
+ * with CLONE_NEWNS skip it: there PINFILE is the plain empty file and setns fails with EINVAL).
+ * So pin from the host namespace, and join from processes in that same namespace.
  *
  * Output: a table (median, p10, p90, min, max in microseconds; ratio of medians to each BASE
  * case and the median of the per-round paired difference to it), the median duration of each step

@@ -11,6 +11,8 @@ import syslog
 import time
 from typing import Optional
 
+from .errors import one_line
+
 _log_file: Optional[str] = None
 _opened = False
 
@@ -21,7 +23,7 @@ def configure(log_file: Optional[str]) -> None:
 
 
 def _quote(value: object) -> str:
-    text = str(value).replace("\n", " ")
+    text = one_line(str(value))
     if text == "" or any(c in text for c in " \"'="):
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return text

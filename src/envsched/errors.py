@@ -6,6 +6,12 @@ from typing import Optional
 from .exitcodes import ExitCode
 
 
+def one_line(text: str) -> str:
+    """Newlines become spaces; any other non-printable character is shown escaped (\\x1b, \\u2028)."""
+    text = text.replace("\n", " ")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 class EnvschedError(Exception):
     """Base error. `message` is safe to show the user (one line); `detail` is for the admin log."""
 
@@ -14,7 +20,7 @@ class EnvschedError(Exception):
     def __init__(self, message: str, detail: Optional[str] = None,
                  code: Optional[ExitCode] = None) -> None:
         super().__init__(message)
-        self.message = message.replace("\n", " ")
+        self.message = one_line(message)
         self.detail = detail
         if code is not None:
             self.code = code

@@ -58,9 +58,13 @@ class Plan:
     @classmethod
     def from_json(cls, text: str) -> "Plan":
         data = json.loads(text)
-        if data.pop("version", None) != PLAN_VERSION:
-            raise ValueError("unsupported plan version")
-        return cls(**data)
+        version = data.pop("version", None)
+        if type(version) is not int or version != PLAN_VERSION:
+            raise ValueError(f"unsupported plan version {version!r}")
+        try:
+            return cls(**data)
+        except TypeError as e:
+            raise ValueError(f"malformed plan: {e}") from None
 
 
 def _bind(m: Mount, root: str = "host") -> List[Dict[str, Any]]:

@@ -78,9 +78,9 @@ def denial_reason(env: Environment, req: Request) -> Optional[str]:
         if req.user not in env.allow_users and not any(g in env.allow_groups for g in req.groups):
             return "restricted to other users or groups"
     if env.allow_accounts and req.account not in env.allow_accounts:
-        return f"not allowed for account {req.account or '(none)'}"
+        return f"not allowed for account {show(req.account) if req.account else '(none)'}"
     if env.allow_partitions and req.partition not in env.allow_partitions:
-        return f"not allowed in partition {req.partition or '(none)'}"
+        return f"not allowed in partition {show(req.partition) if req.partition else '(none)'}"
     return None
 
 

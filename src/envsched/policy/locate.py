@@ -29,8 +29,9 @@ def line_of(text: str, path: Sequence[object]) -> Optional[int]:
         head = _HEADER.match(line)
         if head:
             header = _split_dotted(head.group(1))
-            if header == keys[:len(header)] and len(header) > best_depth:
-                best, best_depth = number, len(header)
+            depth = min(len(header), len(keys))
+            if header[:depth] == keys[:depth] and depth > best_depth:
+                best, best_depth = number, depth
             continue
         key = _KEY.match(line)
         if not key:

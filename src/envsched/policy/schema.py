@@ -6,7 +6,7 @@ then the meaning (names, absolute paths, references to environments). Every prob
 """
 from __future__ import annotations
 
-import os
+import math
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import PolicyError
@@ -68,7 +68,7 @@ class _Checker:
         return data
 
     def number(self, data: Any, path: KeyPath) -> float:
-        if isinstance(data, bool) or not isinstance(data, (int, float)) or data <= 0:
+        if isinstance(data, bool) or not isinstance(data, (int, float)) or not math.isfinite(data) or data <= 0:
             raise self.fail(path, "must be a positive number", data)
         return float(data)
 
@@ -96,7 +96,7 @@ class _Checker:
         parts = value.split("/")
         if ".." in parts or "." in parts[1:]:
             raise self.fail(path, "must not contain '.' or '..' components", value)
-        return os.path.normpath(value) if value != "/" else "/"
+        return "/" + "/".join(p for p in parts if p)      # collapses '//' (normpath keeps a leading one)
 
     def env_name(self, data: Any, path: KeyPath, allow_local: bool = True) -> str:
         value = self.string(data, path)
@@ -129,6 +129,8 @@ def _mount(c: _Checker, data: Any, path: KeyPath, source_key: str, default_mode:
     """A shared path ("/home" or {path=..., mode=..., required=...}) or an extra bind."""
     if isinstance(data, str):
         p = c.abspath(data, path)
+        if p == "/":
+            raise c.fail(path, "cannot replace the view's root", data)
         return Mount(p, p, writable=(default_mode == "rw"))
     table = c.table(data, path, MOUNT_KEYS - ({"path"} if source_key == "source" else {"source"}))
     if source_key not in table:
@@ -209,14 +211,21 @@ def _site(c: _Checker, data: Any) -> Site:
         user_file=user_file, shared=shared, identity_files=identity, local_root=local_root,
         allow_local=c.boolean(t.get("allow_local", True), p + ("allow_local",)),
         run_dir=c.abspath(t.get("run_dir", DEFAULT_RUN_DIR), p + ("run_dir",)),
-        log_file=(c.abspath(t["log_file"], p + ("log_file",)) if t.get("log_file") else ""),
+        log_file=(c.abspath(t["log_file"], p + ("log_file",))
+                  if c.string(t.get("log_file", ""), p + ("log_file",)) else ""),
         user_file_timeout=c.number(t.get("user_file_timeout", 10), p + ("user_file_timeout",)),
     )
 
 
-def _defaults(c: _Checker, data: Any) -> Defaults:
+def _defaults(c: _Checker, data: Any, known: Callable[[str, KeyPath], None]) -> Defaults:
     t = c.table(data, ("defaults",), DEFAULTS_KEYS)
-    m = lambda key: c.mapping(t.get(key, {}), ("defaults", key), c.env_name)  # noqa: E731
+
+    def m(key: str) -> Dict[str, str]:
+        table = c.mapping(t.get(key, {}), ("defaults", key), c.env_name)
+        for k, v in table.items():
+            known(v, ("defaults", key, k))
+        return table
+
     partitions = dict(m("partitions"))
     for queue, env in m("queues").items():      # a queue is Grid Engine's / Torque's partition
         if queue in partitions:
@@ -230,17 +239,19 @@ def build_policy(data: Mapping[str, Any], source: str, text: str = "") -> Policy
     c = _Checker(source, text)
     c.table(dict(data), (), TOP_KEYS) if data else None
     site = _site(c, data.get("site", {}))
-    defaults = _defaults(c, data.get("defaults", {}))
     envs_raw = data.get("environments", {})
     if not isinstance(envs_raw, dict):
         raise c.fail(("environments",), "must be a table of environments", envs_raw)
     environments = {name: _environment(c, name, v) for name, v in envs_raw.items()}
-    _check_references(c, site, defaults, environments)
+    known = _reference_checker(c, site, environments)
+    known(site.default, ("site", "default"))
+    defaults = _defaults(c, data.get("defaults", {}), known)
+    _check_site_mounts(c, site)
     return Policy(source=source, site=site, defaults=defaults, environments=environments)
 
 
-def _check_references(c: _Checker, site: Site, defaults: Defaults,
-                      environments: Mapping[str, Environment]) -> None:
+def _reference_checker(c: _Checker, site: Site, environments: Mapping[str, Environment]
+                       ) -> Callable[[str, KeyPath], None]:
     def known(name: str, path: KeyPath) -> None:
         if name == LOCAL:
             if not site.allow_local:
@@ -248,12 +259,10 @@ def _check_references(c: _Checker, site: Site, defaults: Defaults,
             return
         if name not in environments:
             raise c.fail(path, "no such environment (defined: %s)" % (", ".join(sorted(environments)) or "none"), name)
+    return known
 
-    known(site.default, ("site", "default"))
-    for key, table in (("partitions", defaults.partitions), ("groups", defaults.groups),
-                       ("accounts", defaults.accounts)):
-        for k, v in table.items():
-            known(v, ("defaults", key, k))
+
+def _check_site_mounts(c: _Checker, site: Site) -> None:
     targets = [m.target for m in site.shared]
     for i, t in enumerate(targets):
         if t in targets[:i]:
