@@ -137,8 +137,11 @@ static void path_join(char *out, size_t size, const char *a, const char *b)
 
 static void rbind(const char *src, const char *dst, struct record *r)
 {
-    if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) != 0)
-        child_fail("mount(MS_BIND|MS_REC) onto", dst);
+    if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) != 0) {
+        char what[8300];
+        snprintf(what, sizeof what, "%s -> %s", src, dst);
+        child_fail("mount(MS_BIND|MS_REC)", what);
+    }
     mark(r);
 }
 
@@ -165,7 +168,7 @@ static void build_view(const char *tree, const char *stage, struct record *r)
 
     /* 3. An empty tmpfs as the new root, on the staging directory (visible only in this ns). */
     if (mount("envsched-view", stage, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") != 0)
-        child_fail("mount(tmpfs) onto", stage);
+        child_fail("mount(tmpfs)", stage);
     mark(r);
 
     /* 4. Mount points and the merged-/usr symlinks of the new root. */

@@ -114,8 +114,15 @@ cleanup() {
     mounts_after=$(cat /proc/self/mountinfo)
     if [ "$mounts_after" != "$mounts_before" ]; then
         echo "bench: FAIL: the host mount table (/proc/self/mountinfo) differs from before the run:" >&2
-        diff <(echo "$mounts_before") <(echo "$mounts_after") >&2
-        echo "bench: (if the differing lines are not envsched-bench's, something else mounted concurrently)" >&2
+        local changed
+        changed=$(diff <(echo "$mounts_before") <(echo "$mounts_after"))
+        echo "$changed" >&2
+        if grep -q -- " $bench_dir[/ ]" <<<"$changed"; then
+            echo "bench: lines above name $bench_dir: this run left the mount table changed" >&2
+        else
+            echo "bench: none of the lines above is under $bench_dir: another process probably" \
+                "mounted or unmounted concurrently (rerun when the machine is quiet)" >&2
+        fi
         rc=1
     else
         echo "host mount table unchanged ($(echo "$mounts_after" | wc -l) entries, identical to before)"

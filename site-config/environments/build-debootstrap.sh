@@ -376,3 +376,5 @@ echo "$prog: setuid/setgid bits removed: ${#suid_files[@]} files${suid_files:+ (
 echo "$prog: group/world write removed in view directories: ${#gw[@]} entries; non-root-owned entries there: $notroot"
 printf '%s: built %s (%s) in %dm%02ds, %d MiB, %d files\n' \
     "$prog" "$dest" "$pretty" $((elapsed / 60)) $((elapsed % 60)) $((size_kib / 1024)) "$files"
+[ "$no_check_gpg" -eq 0 ] ||
+    echo "$prog: WARNING: $dest was built WITHOUT verifying the $suite Release signature (--no-check-gpg)" >&2

@@ -6,7 +6,7 @@ Form (2), join: setns into a pinned view (pin.py), then `finish_and_exec`.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, MutableMapping, Optional, Sequence
+from typing import Dict, List, MutableMapping, NoReturn, Optional, Sequence
 
 from . import linux
 from .errors import EnvschedError, SetupError
@@ -50,7 +50,7 @@ def chdir_candidates(plan: Plan, cwd: Optional[str]) -> List[str]:
 
 
 def finish_and_exec(plan: Plan, user: UserInfo, argv: Sequence[str], cwd: Optional[str] = None,
-                    environ: Optional[Dict[str, str]] = None) -> "NoReturn":  # type: ignore[name-defined]
+                    environ: Optional[Dict[str, str]] = None) -> NoReturn:
     """In the view: drop to the user, chdir, apply env ops, no_new_privs, exec. Never returns."""
     env = dict(os.environ if environ is None else environ)
     if os.getuid() != user.uid:                          # root starting a job for a user
@@ -71,7 +71,7 @@ def finish_and_exec(plan: Plan, user: UserInfo, argv: Sequence[str], cwd: Option
 
 
 def enter_and_exec(plan: Plan, user: UserInfo, argv: Sequence[str], cwd: Optional[str] = None,
-                   unprivileged: bool = False) -> "NoReturn":  # type: ignore[name-defined]
+                   unprivileged: bool = False) -> NoReturn:
     cwd = cwd or _getcwd()
     if plan.mount_ops:
         build_view(plan, unprivileged=unprivileged)

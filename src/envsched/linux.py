@@ -5,7 +5,6 @@ Every failure raises SetupError naming the operation, its arguments and errno.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 from typing import Optional
@@ -40,7 +39,7 @@ MOUNT_ATTR_NODEV = 0x4
 SYS_mount_setattr = 442   # x86_64 and aarch64 share the new syscall numbers
 SYS_pivot_root = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, 155)
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)   # the process's own libc; ctypes.util costs ~10 ms of imports
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]

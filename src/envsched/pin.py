@@ -17,7 +17,7 @@ import os
 import stat
 import time
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, NoReturn, Optional, Sequence
 
 from . import linux
 from .enter import finish_and_exec
@@ -63,6 +63,36 @@ def _secure_dir(path: str, mode: int) -> None:
     os.chmod(path, mode)
 
 
+def _mount_of(path: str) -> Optional[List[str]]:
+    """The mountinfo fields of the mount that `path` lives on (longest mount point prefix)."""
+    best: Optional[List[str]] = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            point = fields[4].replace("\\040", " ")
+            if path == point or path.startswith(point.rstrip("/") + "/"):
+                if best is None or len(point) >= len(best[4]):
+                    best = fields
+    return best
+
+
+def make_private_if_shared(run_dir: str) -> bool:
+    """A namespace file cannot be bound onto a shared mount (EINVAL): on hosts where "/" or
+    /run is shared (systemd), give run_dir a private mount of its own, as `ip netns` does for
+    /run/netns. It stays for the node's lifetime; nothing is done where the mount is private.
+    """
+    fields = _mount_of(run_dir)
+    if fields is None:
+        return False
+    optional = fields[6:fields.index("-")]
+    if not any(f.startswith("shared:") for f in optional):
+        return False
+    if fields[4] != run_dir:
+        linux.mount(run_dir, run_dir, None, linux.MS_BIND)
+    linux.mount(None, run_dir, None, linux.MS_PRIVATE)
+    return True
+
+
 class PinStore:
     def __init__(self, run_dir: str) -> None:
         self.run_dir = run_dir
@@ -92,6 +122,7 @@ class PinStore:
             raise NotPermitted("prepare needs root (use `chos run` for an unprivileged view)")
         pin = self.path(key)
         _secure_dir(self.run_dir, 0o700)
+        make_private_if_shared(self.run_dir)
         try:
             os.mkdir(pin, 0o700)
         except FileExistsError:
@@ -143,7 +174,7 @@ class PinStore:
 
     # -- join ----------------------------------------------------------------------------
     def join_and_exec(self, key: str, user: UserInfo, argv: Sequence[str],
-                      cwd: Optional[str] = None) -> "NoReturn":  # type: ignore[name-defined]
+                      cwd: Optional[str] = None) -> NoReturn:
         if os.geteuid() != 0:
             raise NotPermitted("join needs root (the scheduler shims join for their tasks)")
         pin = self.path(key)

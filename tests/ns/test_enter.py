@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import signal
-import stat
 import subprocess
 
 import pytest

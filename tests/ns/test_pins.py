@@ -122,3 +122,23 @@ def test_pinned_view_outlives_preparer_and_runs_joined_tasks_concurrently(site_d
         assert all(o.strip() == 'PRETTY_NAME="debian 12 (mini)"' for o in outs), outs
     finally:
         envsched_cmd("--policy", str(policy), "release", "--key", "job-5")
+
+
+def test_pins_work_where_mounts_are_shared(site_dir, home, tmp_path):
+    """On systemd hosts "/" is a shared mount, where binding a namespace file fails with EINVAL.
+    Run prepare/join/release in a mount namespace whose mounts are all shared."""
+    policy = site_dir.policy(name="shared.toml")
+    envsched = f"{sys.executable} -m envsched.cli.envsched --policy {policy}"
+    script = f"""
+set -e
+grep -q 'shared:' /proc/self/mountinfo
+{envsched} prepare --key job-shared --user {TEST_USER} --request deb13 --owner-pid $$ >/dev/null
+grep ' {site_dir.run_dir} ' /proc/self/mountinfo | grep -vq 'shared:'
+{envsched} join --key job-shared -- head -1 /etc/os-release
+{envsched} release --key job-shared
+"""
+    r = subprocess.run(["unshare", "--mount", "--propagation", "shared", "--", "sh", "-c", script],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == 'PRETTY_NAME="debian 13 (mini)"'

@@ -10,7 +10,7 @@ from ..enter import enter_and_exec
 from ..errors import UsageError
 from ..exitcodes import ExitCode
 from ..identity import current_user
-from ..names import LOCAL, NAME_RULE, is_valid_name, show
+from ..names import NAME_RULE, is_valid_name, show
 from ..resolve import Decision, allowed_names, check_name, resolve
 from ..service import JobContext, RequestRefused, plan_for_job, request_for
 from .common import describe_decision, format_steps, parser, policy_from, run_main, say, split_command
