@@ -16,7 +16,7 @@ from .exitcodes import ExitCode
 from .identity import UserInfo
 from .plan import Plan, build_plan
 from .policy.model import Policy
-from .resolve import Decision, Refusal, Request, resolve, check_name
+from .resolve import Decision, Refusal, Request, check_name, resolve
 from .userfile import UserFile, read_user_file
 
 

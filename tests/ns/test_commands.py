@@ -25,12 +25,15 @@ def test_chos_list_marks_default_and_current(site_dir, chos_cmd, home):
 
 
 def test_chos_which_shows_each_step(site_dir, chos_cmd, home):
+    (home / ".chos").write_text("deb12\n")
+    os.chown(home / ".chos", *_ids(home))
     r = chos_cmd("--policy", str(site_dir.policy()), "which", user=TEST_USER, env={"CHOS": "deb13"})
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0] == f"your jobs get deb13 ({site_dir.envs['deb13']}), chosen by CHOS variable"
     assert lines[1].split() == ["option", "-", "not", "set"]
     assert lines[2].split() == ["CHOS", "variable", "'deb13'", "chosen"]
+    assert lines[3].split() == ["~/.chos", "'deb12'", "overridden"]
     assert lines[-1].split() == ["site", "default", "'deb12'", "overridden"]
 
 

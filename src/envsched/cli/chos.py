@@ -11,21 +11,30 @@ from ..errors import UsageError
 from ..exitcodes import ExitCode
 from ..identity import current_user
 from ..names import NAME_RULE, is_valid_name, show
+from ..policy import Policy
 from ..resolve import Decision, allowed_names, check_name, resolve
 from ..service import JobContext, RequestRefused, plan_for_job, request_for
+from ..userfile import read_user_file
 from .common import describe_decision, format_steps, parser, policy_from, run_main, say, split_command
 
 SUBCOMMANDS = ("list", "which", "set", "run", "shell", "-h", "--help")
 
 
-def _ctx(args: argparse.Namespace, option: Optional[str] = None) -> JobContext:
-    return JobContext(user=current_user(), option=option, chos_var=os.environ.get("CHOS") or None,
-                      partition=getattr(args, "partition", None), account=getattr(args, "account", None))
+def _ctx(args: argparse.Namespace, policy: Policy, option: Optional[str] = None,
+         show_all: bool = False) -> JobContext:
+    """The request as a job of mine would make it. `show_all` reads ~/.chos even when a higher
+    source decides, so `chos which` / `chos list` can show every step."""
+    user = current_user()
+    user_file = (read_user_file(user, policy.site.user_file, policy.site.user_file_timeout)
+                 if show_all else None)
+    return JobContext(user=user, option=option, chos_var=os.environ.get("CHOS") or None,
+                      partition=getattr(args, "partition", None), account=getattr(args, "account", None),
+                      user_file=user_file)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     policy = policy_from(args)
-    ctx = _ctx(args)
+    ctx = _ctx(args, policy, show_all=True)
     req = request_for(policy, ctx)
     allowed = allowed_names(policy, req)
     outcome = resolve(policy, req)
@@ -41,7 +50,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_which(args: argparse.Namespace) -> int:
     policy = policy_from(args)
-    ctx = _ctx(args)
+    ctx = _ctx(args, policy, show_all=True)
     outcome = resolve(policy, request_for(policy, ctx))
     if isinstance(outcome, Decision):
         print(f"your jobs get {describe_decision(outcome)}")
@@ -79,7 +88,7 @@ def cmd_set(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, name: Optional[str], command: List[str]) -> int:
     policy = policy_from(args)
-    ctx = _ctx(args, option=name)
+    ctx = _ctx(args, policy, option=name)
     decision, plan = plan_for_job(policy, ctx)
     if decision.warning:
         say("warning: " + decision.warning)

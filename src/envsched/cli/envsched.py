@@ -14,8 +14,7 @@ from ..exitcodes import ExitCode
 from ..identity import lookup_user
 from ..pin import PinStore
 from ..service import JobContext, plan_for_job
-from .common import (describe_decision, format_steps, parser, policy_from, run_main, say,
-                     split_command)
+from .common import describe_decision, format_steps, parser, policy_from, run_main, say, split_command
 
 
 def _job_args(p: argparse.ArgumentParser, user_required: bool = True) -> None:

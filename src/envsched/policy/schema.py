@@ -12,8 +12,18 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from ..errors import PolicyError
 from ..names import LOCAL, NAME_RULE, is_valid_name, show
 from .locate import line_of
-from .model import (DEFAULT_DIRS, DEFAULT_IDENTITY, DEFAULT_RUN_DIR, DEFAULT_SHARED, Defaults,
-                    EnvOps, Environment, Mount, Policy, Site)
+from .model import (
+    DEFAULT_DIRS,
+    DEFAULT_IDENTITY,
+    DEFAULT_RUN_DIR,
+    DEFAULT_SHARED,
+    Defaults,
+    Environment,
+    EnvOps,
+    Mount,
+    Policy,
+    Site,
+)
 
 KeyPath = Tuple[object, ...]
 
