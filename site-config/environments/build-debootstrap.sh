@@ -313,6 +313,7 @@ view_dirs=()
 for d in bin etc lib lib32 lib64 libx32 opt sbin usr; do
     [ -d "$root/$d" ] && [ ! -L "$root/$d" ] && view_dirs+=("$root/$d")
 done
+[ ${#view_dirs[@]} -gt 0 ] || die "built tree has none of bin etc lib* opt sbin usr"
 mapfile -d '' gw < <(find "${view_dirs[@]}" -xdev ! -type l \( -perm -g+w -o -perm -o+w \) -print0)
 for p in "${gw[@]}"; do chmod go-w "$p"; done
 notroot=$(find "${view_dirs[@]}" -xdev ! -uid 0 | wc -l)

@@ -73,7 +73,7 @@ def _bind(m: Mount, root: str = "host") -> List[Dict[str, Any]]:
         {"op": "bind", "root": root, "source": m.source, "target": m.target,
          "required": m.required, "recursive": True},
         {"op": "remount", "target": m.target, "ro": not m.writable, "nosuid": True,
-         "nodev": not dev, "recursive": False, "required": m.required},
+         "nodev": not dev, "recursive": True, "required": m.required},
     ]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import List
+from typing import List, Sequence
 
 from .errors import EnvironmentBroken
 from .policy.model import Environment
@@ -24,7 +24,7 @@ def _owner_mode_problem(path: str, st: os.stat_result) -> List[str]:
     return out
 
 
-def problems(env: Environment, deep: bool = False) -> List[str]:
+def problems(env: Environment, deep: bool = False, identity_files: Sequence[str] = ()) -> List[str]:
     """Every reason the environment cannot be used, one line each (empty = usable)."""
     try:
         st = os.stat(env.path)
@@ -55,11 +55,11 @@ def problems(env: Environment, deep: bool = False) -> List[str]:
     if found == 0:
         out.append(f"{env.path}: none of the environment's directories exist ({', '.join(env.dirs)})")
     if deep:
-        out += _deep_checks(env)
+        out += _deep_checks(env, identity_files)
     return out
 
 
-def _deep_checks(env: Environment) -> List[str]:
+def _deep_checks(env: Environment, identity_files: Sequence[str]) -> List[str]:
     """What `envsched check` adds: the view would actually work."""
     out = []
     root = env.path
@@ -67,12 +67,15 @@ def _deep_checks(env: Environment) -> List[str]:
         path = os.path.join(root, want)
         if not os.path.lexists(path):
             out.append(f"{path}: missing (the environment needs a shell and an os-release)")
-    etc = os.path.join(root, "etc")
-    if os.path.isdir(etc):
-        for name in ("passwd", "group", "hosts", "resolv.conf", "nsswitch.conf"):
-            p = os.path.join(etc, name)
-            if os.path.islink(p):
-                out.append(f"{p}: is a symbolic link; host identity files cannot be bound over it")
+    for host_path in identity_files:
+        top = host_path.strip("/").split("/", 1)[0]
+        if top not in env.dirs or not os.path.exists(host_path):
+            continue                      # the view's copy comes from the host or nowhere
+        p = os.path.join(root, host_path.lstrip("/"))
+        if os.path.islink(p):
+            out.append(f"{p}: is a symbolic link; the host's {host_path} cannot be bound over it")
+        elif not os.path.exists(p):
+            out.append(f"{p}: missing; the host's {host_path} cannot be bound (create an empty file)")
     return out
 
 

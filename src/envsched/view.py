@@ -101,13 +101,22 @@ def _target(rel: str, want_dir: bool, create: bool = True) -> str:
     return path
 
 
-def _source(plan: Plan, root: str, path: str) -> str:
+def _resolve_host_paths(plan: Plan) -> Dict[str, str]:
+    """Host sources with symlinks resolved while the host root is still "/": once it moves to
+    /oldroot, an absolute symlink (/var/run -> /run) would point into the staging root."""
+    paths = {plan.source} if plan.kind == "tree" else set()
+    paths |= {op["source"] for op in plan.mount_ops if op["op"] == "bind" and op["root"] == "host"}
+    return {p: os.path.realpath(p) for p in paths if p}
+
+
+def _source(resolved: Dict[str, str], root: str, path: str) -> str:
     base = IMAGE if root == "image" else OLD
+    path = resolved.get(path, path) if root == "host" else path
     return base + (path if path != "/" else "")
 
 
-def _op_env_dir(plan: Plan, op: Dict[str, Any]) -> None:
-    base = IMAGE if op["root"] == "image" else OLD + plan.source
+def _op_env_dir(plan: Plan, op: Dict[str, Any], resolved: Dict[str, str]) -> None:
+    base = IMAGE if op["root"] == "image" else OLD + resolved.get(plan.source, plan.source)
     source = f"{base}/{op['name']}"
     try:
         st = os.lstat(source)
@@ -121,8 +130,8 @@ def _op_env_dir(plan: Plan, op: Dict[str, Any]) -> None:
     linux.mount_setattr(target, ATTR["ro"] | ATTR["nosuid"] | ATTR["nodev"], recursive=True)
 
 
-def _op_bind(plan: Plan, op: Dict[str, Any], skipped: set) -> None:
-    source = _source(plan, op["root"], op["source"])
+def _op_bind(op: Dict[str, Any], skipped: set, resolved: Dict[str, str]) -> None:
+    source = _source(resolved, op["root"], op["source"])
     try:
         st = os.stat(source)
     except OSError as e:
@@ -154,7 +163,7 @@ def _mount_image(plan: Plan) -> None:
     """Kind "image": a squashfs file (loop, read-only) or an unpacked image directory."""
     target = SCRATCH + IMAGE                   # becomes /image after step 4
     _mkdir(target)
-    source = plan.source
+    source = os.path.realpath(plan.source)
     if os.path.isdir(source):
         linux.mount(source, target, None, linux.MS_BIND | linux.MS_REC)
         linux.mount_setattr(target, ATTR["ro"] | ATTR["nosuid"] | ATTR["nodev"], recursive=True)
@@ -171,6 +180,7 @@ def _mount_image(plan: Plan) -> None:
 
 def build_view(plan: Plan, unprivileged: bool = False) -> None:
     """Steps 1-7 in the calling process. On return, "/" is the view."""
+    resolved = _resolve_host_paths(plan)
     # 1. a mount namespace of our own (and a user namespace when unprivileged)
     unshare_mount_ns(unprivileged)
     # 2. slave, recursively: our mounts never reach the host; host mounts still reach us
@@ -192,9 +202,9 @@ def build_view(plan: Plan, unprivileged: bool = False) -> None:
     for op in plan.mount_ops:
         kind = op["op"]
         if kind == "env_dir":
-            _op_env_dir(plan, op)
+            _op_env_dir(plan, op, resolved)
         elif kind == "bind":
-            _op_bind(plan, op, skipped)
+            _op_bind(op, skipped, resolved)
         elif kind == "remount":
             _op_remount(op, skipped)
         elif kind == "pivot_root":

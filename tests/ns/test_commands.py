@@ -141,3 +141,34 @@ def test_chos_shell_is_a_login_shell_in_the_environment(site_dir, chos_cmd, home
                  stdin='head -1 /etc/os-release; echo "CHOS=$CHOS"; exit 3\n')
     assert r.returncode == 3, r.stderr
     assert r.stdout.splitlines() == ['PRETTY_NAME="debian 13 (mini)"', "CHOS=deb13"]
+
+
+def test_envsched_check_reports_missing_identity_file(site_dir, envsched_cmd, home):
+    hosts = site_dir.envs["deb12"] / "etc" / "hosts"
+    hosts.rename(hosts.with_suffix(".away"))
+    try:
+        r = envsched_cmd("--policy", str(site_dir.policy(name="idcheck.toml")), "check")
+    finally:
+        hosts.with_suffix(".away").rename(hosts)
+    assert r.returncode == 1
+    assert r.stdout.splitlines() == [f"{site_dir.root}/idcheck.toml: environments.deb12: {hosts}: missing; "
+                                     "the host's /etc/hosts cannot be bound (create an empty file)"]
+
+
+def test_absolute_symlinks_in_host_sources_resolve_on_the_host(site_dir, envsched_cmd, home):
+    # /srv-like site path reached through an absolute symlink, and a tree path through one too
+    data = site_dir.root / "sitefs"
+    data.mkdir(exist_ok=True)
+    (data / "marker").write_text("SITE-FS\n")
+    link = site_dir.root / "sitefs-link"
+    tree_link = site_dir.root / "deb13-link"
+    for l, t in ((link, data), (tree_link, site_dir.envs["deb13"])):
+        if l.is_symlink():
+            l.unlink()
+        l.symlink_to(t)
+    policy = site_dir.policy(name="symlinks.toml", site=f'shared = ["/proc", "/dev", {{ path = "{link}", target = "/site" }}]',
+                             body=f'[environments.linked]\npath = "{tree_link}"\n')
+    r = envsched_cmd("--policy", str(policy), "exec", "--user", TEST_USER, "--request", "linked", "--",
+                     "sh", "-c", "head -1 /etc/os-release; cat /site/marker")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ['PRETTY_NAME="debian 13 (mini)"', "SITE-FS"]

@@ -236,3 +236,10 @@ def test_exec_as_non_root_is_refused(site_dir, envsched_cmd, home):
     r = envsched_cmd("--policy", str(site_dir.policy()), "exec", "--user", TEST_USER, "--",
                      "sh", "-c", f"echo {MARK}", user=TEST_USER)
     _refused(r, 73, "envsched exec needs root")
+
+
+def test_policy_symlink_from_untrusted_dir(site_dir, envsched_cmd, home, tmp_path):
+    # the target is a good policy, but the link lives in /tmp where anyone could replace it
+    link = tmp_path / "policy.toml"
+    link.symlink_to(site_dir.policy())
+    _refused(_exec(envsched_cmd, link), 78, "not trusted", "writable by group or others")

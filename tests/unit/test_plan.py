@@ -65,7 +65,7 @@ def bind(source, target, required=True, root="host"):
             "recursive": True}
 
 
-def remount(target, ro, nodev=True, required=True, recursive=False):
+def remount(target, ro, nodev=True, required=True, recursive=True):
     return {"op": "remount", "target": target, "ro": ro, "nosuid": True, "nodev": nodev,
             "recursive": recursive, "required": required}
 
@@ -112,7 +112,7 @@ def test_tree_plan_full_op_order(sl6_plan):
         # the host, read-only and recursive
         bind("/", "/host"), remount("/host", ro=True, recursive=True),
         # the view's root
-        remount("/", ro=True),
+        remount("/", ro=True, recursive=False),
         {"op": "pivot_root"},
         {"op": "chdir", "candidates": ["/home/alice/run", "/home/alice", "/"]},
         {"op": "env", "action": "set", "name": "LANG", "value": "C"},
@@ -182,7 +182,7 @@ def test_no_local_root():
     plan = build_plan(p, "x", p.environments["x"], ALICE, "/w")
     assert plan.ops == [
         {"op": "env_dir", "root": "host", "name": "usr"},
-        remount("/", ro=True),
+        remount("/", ro=True, recursive=False),
         {"op": "pivot_root"},
         {"op": "chdir", "candidates": ["/w", "/home/alice", "/"]},
         {"op": "env", "action": "set", "name": "CHOS", "value": "x"},

@@ -50,7 +50,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     found: List[str] = []
     for name in policy.names():
         env = policy.environments[name]
-        found += [f"{policy.source}: environments.{name}: {p}" for p in trees.problems(env, deep=True)]
+        found += [f"{policy.source}: environments.{name}: {p}" for p in trees.problems(env, deep=True, identity_files=policy.site.identity_files)]
     for m in policy.site.shared:
         if m.required and not os.path.exists(m.source):
             found.append(f"{policy.source}: site.shared: required path missing on this host: {m.source}")

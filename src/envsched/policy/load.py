@@ -30,25 +30,29 @@ def default_policy_path() -> str:
 def check_trusted_path(path: str, what: str = "policy") -> None:
     """The file and every directory above it: owned by root, not writable by group or others.
 
-    Like OpenSSH's StrictModes, a world-writable sticky directory (/tmp) is not trusted either.
+    Both the path as given and the path after symlinks are checked, so a symlink kept in an
+    untrusted directory cannot redirect the load later. Like OpenSSH's StrictModes, a
+    world-writable sticky directory (/tmp) is not trusted either.
     """
+    given = os.path.abspath(path)
     real = os.path.realpath(path)
-    current = real
-    while True:
-        try:
-            st = os.lstat(current)
-        except OSError as e:
-            if current == real:
-                raise PolicyError(f"{path}: cannot open: {e.strerror}") from e
-            raise PolicyError(f"{path}: cannot stat {current}: {e.strerror}") from e
-        if st.st_uid != 0:
-            raise PolicyError(f"{path}: {what} not trusted: {current} is owned by uid {st.st_uid}, not root")
-        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            raise PolicyError(f"{path}: {what} not trusted: {current} is writable by group or others "
-                              f"(mode {stat.S_IMODE(st.st_mode):04o})")
-        if current == "/":
-            return
-        current = os.path.dirname(current)
+    for start in dict.fromkeys((given, real)):
+        current = start
+        while True:
+            try:
+                st = os.lstat(current)
+            except OSError as e:
+                if current == start:
+                    raise PolicyError(f"{path}: cannot open: {e.strerror}") from e
+                raise PolicyError(f"{path}: cannot stat {current}: {e.strerror}") from e
+            if st.st_uid != 0:
+                raise PolicyError(f"{path}: {what} not trusted: {current} is owned by uid {st.st_uid}, not root")
+            if not stat.S_ISLNK(st.st_mode) and st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                raise PolicyError(f"{path}: {what} not trusted: {current} is writable by group or others "
+                                  f"(mode {stat.S_IMODE(st.st_mode):04o})")
+            if current == "/":
+                break
+            current = os.path.dirname(current)
 
 
 def read_policy_text(path: str) -> str:
