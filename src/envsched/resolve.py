@@ -65,8 +65,9 @@ class Refusal:
 Outcome = Union[Decision, Refusal]
 
 
-def denial_reason(env: Environment, req: Request) -> Optional[str]:
-    """Why this user/job may not use `env`, or None if allowed."""
+def denial_reason(env: Environment, req: Request, identity_only: bool = False) -> Optional[str]:
+    """Why this user/job may not use `env`, or None if allowed. `identity_only` ignores the
+    account and partition rules (for a choice made outside any job, e.g. `chos set`)."""
     if not env.enabled:
         return "disabled by the site"
     if req.user in env.deny_users:
@@ -77,6 +78,8 @@ def denial_reason(env: Environment, req: Request) -> Optional[str]:
     if env.allow_users or env.allow_groups:
         if req.user not in env.allow_users and not any(g in env.allow_groups for g in req.groups):
             return "restricted to other users or groups"
+    if identity_only:
+        return None
     if env.allow_accounts and req.account not in env.allow_accounts:
         return f"not allowed for account {show(req.account) if req.account else '(none)'}"
     if env.allow_partitions and req.partition not in env.allow_partitions:
@@ -117,7 +120,8 @@ def _candidates(policy: Policy, req: Request) -> List[Tuple[str, Optional[str], 
     return out
 
 
-def check_name(policy: Policy, req: Request, source: str, value: str, error: Optional[str] = None) -> Outcome:
+def check_name(policy: Policy, req: Request, source: str, value: str, error: Optional[str] = None,
+               identity_only: bool = False) -> Outcome:
     """Is `value` (from `source`) a usable environment for this request?"""
     allowed = allowed_names(policy, req)
     if error:
@@ -131,7 +135,7 @@ def check_name(policy: Policy, req: Request, source: str, value: str, error: Opt
     env = policy.get(value)
     if env is None:
         return Refusal(show(value), source, "no such environment at this site", allowed)
-    why = denial_reason(env, req)
+    why = denial_reason(env, req, identity_only)
     if why:
         return Refusal(show(value), source, why, allowed)
     return Decision(value, source, env)

@@ -172,3 +172,60 @@ def test_absolute_symlinks_in_host_sources_resolve_on_the_host(site_dir, envsche
                      "sh", "-c", "head -1 /etc/os-release; cat /site/marker")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ['PRETTY_NAME="debian 13 (mini)"', "SITE-FS"]
+
+
+def test_explain_refusal_shows_steps(site_dir, envsched_cmd, home):
+    r = envsched_cmd("--policy", str(site_dir.policy()), "explain", "--user", TEST_USER, "--request", "sl5")
+    assert r.returncode == 77
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("environment 'sl5' (option) refused: no such environment")
+    assert lines[1] == "precedence:"
+    assert lines[2].split() == ["option", "'sl5'", "refused"]
+
+
+def test_join_unknown_pin_without_user(site_dir, envsched_cmd, home):
+    r = envsched_cmd("--policy", str(site_dir.policy()), "join", "--key", "ghost", "--", "true")
+    assert (r.returncode, r.stderr.strip()) == (71, "envsched: no pin ghost on this node")
+
+
+def test_pins_needs_root(site_dir, envsched_cmd, home):
+    r = envsched_cmd("--policy", str(site_dir.policy()), "pins", user=TEST_USER)
+    assert (r.returncode, r.stderr.strip()) == (73, "envsched: envsched pins needs root")
+
+
+def test_failures_after_pivot_reach_the_admin_log(site_dir, envsched_cmd, home):
+    policy = site_dir.policy(name="logfail.toml")
+    log = site_dir.root / "envsched.log"
+    r = envsched_cmd("--policy", str(policy), "exec", "--user", TEST_USER, "--request", "deb13",
+                     "--job", "777", "--", "/no/such/program")
+    assert r.returncode == 127
+    last = log.read_text().splitlines()[-1]
+    assert f"event=failed job=777 user={TEST_USER} env=deb13 step=exec code=127" in last
+    assert "/no/such/program: command not found in environment deb13" in last
+
+
+def test_prepare_release_and_gc_are_logged(site_dir, envsched_cmd, home):
+    policy = site_dir.policy(name="logpins.toml")
+    log = site_dir.root / "envsched.log"
+    r = envsched_cmd("--policy", str(policy), "prepare", "--key", "logged", "--user", TEST_USER,
+                     "--job", "778", "--owner-pid", str(os.getpid()))
+    assert r.returncode == 0, r.stderr
+    envsched_cmd("--policy", str(policy), "release", "--key", "logged")
+    tail = log.read_text().splitlines()[-2:]
+    assert f"event=prepared job=778 user={TEST_USER} env=deb12 key=logged owner={os.getpid()}" in tail[0]
+    assert "event=released key=logged" in tail[1]
+
+
+def test_partition_restricted_environment_set_and_run(site_dir, chos_cmd, home):
+    policy = site_dir.policy(name="legacy.toml", body=f"""
+[environments.legacy]
+path = "{site_dir.envs['deb12']}"
+allow_partitions = ["old"]
+""")
+    r = chos_cmd("--policy", str(policy), "set", "legacy", user=TEST_USER)
+    assert r.returncode == 0, r.stderr                      # a choice for later jobs in "old"
+    r = chos_cmd("--policy", str(policy), "run", "legacy", "--", "true", user=TEST_USER, cwd=str(home))
+    assert r.returncode == 77 and "not allowed in partition (none)" in r.stderr
+    r = chos_cmd("--policy", str(policy), "run", "--partition", "old", "legacy", "--", "sh", "-c", "echo $CHOS",
+                 user=TEST_USER, cwd=str(home))
+    assert (r.returncode, r.stdout.strip()) == (0, "legacy"), r.stderr

@@ -69,8 +69,9 @@ def cmd_set(args: argparse.Namespace) -> int:
     user = current_user()
     if not is_valid_name(args.name):
         raise UsageError(f"{show(args.name)} is not a valid environment name ({NAME_RULE})")
+    # who may use it is checked now; account/partition rules apply to each job later
     outcome = check_name(policy, request_for(policy, JobContext(user, read_user_file=False)),
-                         "chos set", args.name)
+                         "chos set", args.name, identity_only=True)
     if not isinstance(outcome, Decision):
         raise RequestRefused(outcome.message())
     path = os.path.join(user.home, policy.site.user_file)
@@ -132,10 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name")
     s.set_defaults(func=cmd_set)
     s = sub.add_parser("run", help="run a command in an environment")
+    s.add_argument("--partition", help="as a job in this partition/queue would")
+    s.add_argument("--account", help="as a job charged to this account would")
     s.add_argument("name")
     s.add_argument("command", nargs=argparse.REMAINDER)
     s.set_defaults(func=cmd_run)
     s = sub.add_parser("shell", help="a login shell in an environment")
+    s.add_argument("--partition", help="as a job in this partition/queue would")
+    s.add_argument("--account", help="as a job charged to this account would")
     s.add_argument("name")
     s.set_defaults(func=cmd_shell)
     for sp in sub.choices.values():

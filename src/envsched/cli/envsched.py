@@ -2,18 +2,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from typing import List, Optional
+import syslog
+from typing import Iterator, List, Optional
 
-from .. import trees
+from .. import audit, trees
 from ..enter import enter_and_exec
-from ..errors import NotPermitted, PolicyError, UsageError
+from ..errors import EnvschedError, NotPermitted, PolicyError, SetupError, UsageError
 from ..exitcodes import ExitCode
 from ..identity import lookup_user
 from ..pin import PinStore
-from ..service import JobContext, plan_for_job
+from ..plan import build_plan
+from ..resolve import Refusal, resolve
+from ..service import JobContext, plan_for_job, request_for
 from .common import describe_decision, format_steps, parser, policy_from, run_main, say, split_command
 
 
@@ -50,7 +54,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     found: List[str] = []
     for name in policy.names():
         env = policy.environments[name]
-        found += [f"{policy.source}: environments.{name}: {p}" for p in trees.problems(env, deep=True, identity_files=policy.site.identity_files)]
+        found += [f"{policy.source}: environments.{name}: {p}"
+                  for p in trees.problems(env, deep=True, identity_files=policy.site.identity_files)]
     for m in policy.site.shared:
         if m.required and not os.path.exists(m.source):
             found.append(f"{policy.source}: site.shared: required path missing on this host: {m.source}")
@@ -65,22 +70,33 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     policy = policy_from(args)
     ctx = _ctx(args)
-    decision, plan = plan_for_job(policy, ctx)
+    outcome = resolve(policy, request_for(policy, ctx))
+    if isinstance(outcome, Refusal):
+        if args.json:
+            print(json.dumps({"refused": outcome.message(), "steps": [s.__dict__ for s in outcome.steps]},
+                             indent=1))
+        else:
+            print(outcome.message())
+            print("precedence:")
+            print("\n".join(format_steps(outcome.steps)))
+        return ExitCode.REFUSED
+    problems = trees.problems(outcome.environment) if outcome.environment else []
+    plan = build_plan(policy, outcome.name, outcome.environment, ctx.user, ctx.cwd or ctx.user.home)
     if args.json:
-        print(json.dumps({"environment": decision.name, "source": decision.source,
-                          "warning": decision.warning,
-                          "steps": [s.__dict__ for s in decision.steps],
+        print(json.dumps({"environment": outcome.name, "source": outcome.source,
+                          "warning": outcome.warning, "problems": problems,
+                          "steps": [s.__dict__ for s in outcome.steps],
                           "plan": json.loads(plan.to_json())}, indent=1))
-        return ExitCode.OK
-    print(f"user {ctx.user.name} gets {describe_decision(decision)}")
-    if decision.warning:
-        print(f"warning: {decision.warning}")
+        return ExitCode.OK if not problems else ExitCode.ENV_BROKEN
+    print(f"user {ctx.user.name} gets {describe_decision(outcome)}")
+    for line in ([outcome.warning] if outcome.warning else []) + problems:
+        print(f"warning: {line}")
     print("precedence:")
-    print("\n".join(format_steps(decision.steps)))
+    print("\n".join(format_steps(outcome.steps)))
     print("plan:")
     for op in plan.ops:
         print("  " + " ".join(f"{k}={v}" for k, v in op.items()))
-    return ExitCode.OK
+    return ExitCode.OK if not problems else ExitCode.ENV_BROKEN
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
@@ -93,7 +109,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
     decision, plan = plan_for_job(policy, ctx)
     if decision.warning:
         say("warning: " + decision.warning)
-    enter_and_exec(plan, ctx.user, command, cwd=args.cwd)
+    with _logged_failure("exec", ctx, decision.name):
+        enter_and_exec(plan, ctx.user, command, cwd=args.cwd)
     return ExitCode.INTERNAL  # not reached: enter_and_exec execs or raises
 
 
@@ -106,7 +123,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         say("warning: " + decision.warning)
     owner = args.owner_pid if args.owner_pid else os.getppid()
     store = PinStore(policy.site.run_dir)
-    meta = store.prepare(args.key, plan, ctx.user, owner)
+    with _logged_failure("prepare", ctx, decision.name, key=args.key):
+        meta = store.prepare(args.key, plan, ctx.user, owner)
+    audit.log("prepared", job=ctx.job, user=ctx.user.name, env=decision.name, key=args.key,
+              owner=owner)
     print(json.dumps({**meta.__dict__, "mnt": os.path.join(store.path(args.key), "mnt")}))
     return ExitCode.OK
 
@@ -118,7 +138,10 @@ def cmd_join(args: argparse.Namespace) -> int:
         raise UsageError("join: no command given")
     policy = policy_from(args)
     store = PinStore(policy.site.run_dir)
-    user = lookup_user(args.user) if args.user else lookup_user(store.meta(args.key).uid)
+    try:
+        user = lookup_user(args.user) if args.user else lookup_user(store.meta(args.key).uid)
+    except FileNotFoundError:
+        raise SetupError(f"no pin {args.key} on this node") from None
     store.join_and_exec(args.key, user, command, cwd=args.cwd)
     return ExitCode.INTERNAL
 
@@ -126,20 +149,26 @@ def cmd_join(args: argparse.Namespace) -> int:
 def cmd_release(args: argparse.Namespace) -> int:
     _require_root("envsched release")
     policy = policy_from(args)
+    audit.configure(policy.site.log_file)
     if not PinStore(policy.site.run_dir).release(args.key):
         say(f"no pin {args.key} on this node (nothing to release)")
+    else:
+        audit.log("released", key=args.key)
     return ExitCode.OK
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
     _require_root("envsched gc")
     policy = policy_from(args)
+    audit.configure(policy.site.log_file)
     for key in PinStore(policy.site.run_dir).gc():
+        audit.log("released", key=key, reason="owner gone (gc)")
         print(f"released {key}")
     return ExitCode.OK
 
 
 def cmd_pins(args: argparse.Namespace) -> int:
+    _require_root("envsched pins")
     policy = policy_from(args)
     for entry in PinStore(policy.site.run_dir).list():
         print(json.dumps(entry))
@@ -150,6 +179,17 @@ def cmd_import_chos(args: argparse.Namespace) -> int:
     from ..policy.chos_import import import_chos
     sys.stdout.write(import_chos(args.file))
     return ExitCode.OK
+
+
+@contextlib.contextmanager
+def _logged_failure(what: str, ctx: JobContext, env: str, key: Optional[str] = None) -> Iterator[None]:
+    """Failures while building or entering a view go to the admin log before the user's line."""
+    try:
+        yield
+    except EnvschedError as e:
+        audit.log("failed", syslog.LOG_ERR, job=ctx.job, user=ctx.user.name, env=env, key=key,
+                  step=what, code=int(e.code), reason=e.detail or e.message)
+        raise
 
 
 def build_parser() -> argparse.ArgumentParser:
