@@ -20,6 +20,8 @@ venv: deps $(VENV)/.installed
 
 test: venv
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+	@if [ "$$(id -u)" -eq 0 ]; then echo "== unit tests again as an unprivileged user"; \
+	    bash scripts/test-unprivileged.sh $(PYTEST_ARGS); fi
 
 test-unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -123,12 +123,19 @@ def test_no_shells_section() -> None:
 
 
 def test_import_from_file(tmp_path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("as root, files under tmp_path (/tmp) are rightly not trusted")
-    path = tmp_path / "chos"
-    path.write_text(REALISTIC)
-    out = import_chos(str(path))
-    assert parse_policy_text(out, "x").environments["deb12"].path == "/export/os/debian12"
+    # as root, files under tmp_path (/tmp) are rightly not trusted: use a root-owned directory
+    base = f"/run/envsched-test-chos-{secrets.token_hex(6)}" if os.geteuid() == 0 else str(tmp_path)
+    os.makedirs(base, 0o755, exist_ok=True)
+    try:
+        path = os.path.join(base, "chos")
+        with open(path, "w") as f:
+            f.write(REALISTIC)
+        os.chmod(path, 0o644)
+        out = import_chos(path)
+        assert parse_policy_text(out, "x").environments["deb12"].path == "/export/os/debian12"
+    finally:
+        if base != str(tmp_path):
+            shutil.rmtree(base)
 
 
 def test_import_missing_file(tmp_path) -> None:
