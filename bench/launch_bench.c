@@ -178,8 +178,13 @@ static void build_view(const char *tree, const char *stage, struct record *r)
         if (mkdir(dst, 0755) != 0)
             child_fail("mkdir", dst);
     }
-    static const char *const links[][2] = {{"usr/bin", "bin"}, {"usr/lib", "lib"}, {"usr/sbin", "sbin"}};
+    /* lib64 (the dynamic loader's path) only where the tree has it: a debootstrap tree does. */
+    static const char *const links[][2] = {{"usr/bin", "bin"}, {"usr/lib", "lib"}, {"usr/sbin", "sbin"},
+                                           {"usr/lib64", "lib64"}};
     for (size_t i = 0; i < sizeof links / sizeof links[0]; i++) {
+        path_join(src, sizeof src, tree, links[i][0]);
+        if (i == 3 && access(src, F_OK) != 0)
+            continue;
         path_join(dst, sizeof dst, stage, links[i][1]);
         if (symlink(links[i][0], dst) != 0)
             child_fail("symlink", dst);

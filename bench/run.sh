@@ -13,6 +13,9 @@
 #   BENCH_SEED (1)                    seed of the per-round shuffle (0: fixed order)
 #   ENVSCHED_BENCH_DIR                root-owned work dir, created and removed by this script
 #                                     (default /run/envsched-bench; not under /tmp)
+#   BENCH_TREE                        use this (root-owned) tree instead of a fresh mini one, e.g.
+#                                     a debootstrap bookworm tree, whose /bin/true is the same
+#                                     coreutils binary as the host's (like-with-like with bare-host)
 #   ENVSCHED_EXEC                     command prefix for a full enter through envsched, split on
 #                                     white space (no quoting), /bin/true is appended, e.g.
 #                                     "/usr/bin/python3 -m envsched.cli.envsched --policy P exec
@@ -82,7 +85,7 @@ B=$out/launch_bench
 mkdir -m 0755 "$bench_dir" 2>/dev/null ||
     die "$bench_dir exists: another run is in progress, or a crashed run left it (check
        grep ' $bench_dir' /proc/self/mountinfo; umount what is listed, then rm -rf $bench_dir)"
-tree=$bench_dir/tree
+tree=${BENCH_TREE:-$bench_dir/tree}
 stage=$bench_dir/stage
 pindir=$bench_dir/pin
 pin=$pindir/mnt
@@ -133,7 +136,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ------------------------------------------------------------------ the tree, the pin
-"$repo/tests/envs/build-mini-env.sh" "$tree" debian 12 "Debian 12 mini (bench)" >/dev/null
+if [ -z "${BENCH_TREE:-}" ]; then
+    "$repo/tests/envs/build-mini-env.sh" "$tree" debian 12 "Debian 12 mini (bench)" >/dev/null
+fi
 mkdir -m 0700 "$stage" "$pindir"
 # A namespace pin on a shared mount would propagate to peer namespaces (util-linux refuses it):
 # give the pin its own private mount in that case (undone by cleanup).
@@ -147,7 +152,7 @@ touch "$pin"
 
 # ------------------------------------------------------------------ the cases
 bwrap_args=(bwrap --ro-bind "$tree/usr" /usr --symlink usr/bin /bin --symlink usr/lib /lib
-    --symlink usr/sbin /sbin --ro-bind "$tree/etc" /etc --bind /proc /proc --dev-bind /dev /dev
+    --symlink usr/sbin /sbin --symlink usr/lib64 /lib64 --ro-bind "$tree/etc" /etc --bind /proc /proc --dev-bind /dev /dev
     --bind /tmp /tmp)
 envsched_prefix=()
 if [ "${ENVSCHED_EXEC:-}" = auto ]; then
@@ -160,23 +165,24 @@ elif [ -n "${ENVSCHED_EXEC:-}" ]; then
 fi
 
 # Check once that every way in lands where it should before timing anything.
-want="debian 12"
+probe=/etc/os-release
+want=$(cat "$tree/usr/lib/os-release" 2>/dev/null || cat "$tree/etc/os-release")
 check() { # LABEL EXPECTED CMD...
     local label=$1 expected=$2 got
     shift 2
     got=$("$@" 2>&1) || die "check $label failed (exit $?): ${got:-no output}"
     [ "$got" = "$expected" ] || die "check $label: expected '$expected', got '$got'"
 }
-check chroot "$want" "$B" -q -n 1 -w 0 chroot "$tree" /bin/cat /etc/envsched-mini-release
-check join "$want" "$B" -q -n 1 -w 0 join "$pin" /bin/cat /etc/envsched-mini-release
-check join-fd "$want" "$B" -q -n 1 -w 0 join-fd "$pin" /bin/cat /etc/envsched-mini-release
-check enter "$want" "$B" -q -n 1 -w 0 enter "$tree" "$stage" /bin/cat /etc/envsched-mini-release
-check bwrap "$want" "${bwrap_args[@]}" /bin/cat /etc/envsched-mini-release
+check chroot "$want" "$B" -q -n 1 -w 0 chroot "$tree" /bin/cat $probe
+check join "$want" "$B" -q -n 1 -w 0 join "$pin" /bin/cat $probe
+check join-fd "$want" "$B" -q -n 1 -w 0 join-fd "$pin" /bin/cat $probe
+check enter "$want" "$B" -q -n 1 -w 0 enter "$tree" "$stage" /bin/cat $probe
+check bwrap "$want" "${bwrap_args[@]}" /bin/cat $probe
 check bare-tree "" "$tree/usr/bin/true"
 if [ ${#envsched_prefix[@]} -gt 0 ]; then
     check envsched "" "${envsched_prefix[@]}" /bin/true
     if [ "${ENVSCHED_EXEC:-}" = auto ]; then
-        check envsched "$want" "${envsched_prefix[@]}" /bin/cat /etc/envsched-mini-release
+        check envsched "$want" "${envsched_prefix[@]}" /bin/cat $probe
     fi
 fi
 
