@@ -117,9 +117,21 @@ class PinStore:
             return Plan.from_json(f.read())
 
     # -- prepare ---------------------------------------------------------------------------
+    def reusable(self, key: str, plan: Plan, user: UserInfo) -> Optional[PinMeta]:
+        """The existing pin `key`, if it holds the same view for the same user."""
+        try:
+            meta, old = self.meta(key), self.plan(key)
+        except (OSError, ValueError, TypeError):
+            return None
+        if meta.uid != user.uid or old.environment != plan.environment or old.mount_ops != plan.mount_ops:
+            return None
+        return meta
+
     def prepare(self, key: str, plan: Plan, user: UserInfo, owner_pid: int) -> PinMeta:
         if os.geteuid() != 0:
             raise NotPermitted("prepare needs root (use `chos run` for an unprivileged view)")
+        if not plan.mount_ops:
+            raise UsageError("the host OS (local) needs no pin: run the job as it is")
         pin = self.path(key)
         _secure_dir(self.run_dir, 0o700)
         make_private_if_shared(self.run_dir)

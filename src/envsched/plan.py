@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from .identity import UserInfo
 from .names import LOCAL
@@ -90,8 +90,12 @@ def env_ops(env: Optional[Environment], name: str) -> List[Dict[str, Any]]:
 
 
 def build_plan(policy: Policy, name: str, env: Optional[Environment], user: UserInfo,
-               cwd: str) -> Plan:
-    """The full plan for `env` (None = the host OS) for `user` starting in `cwd`."""
+               cwd: str, extra_binds: Sequence[Mount] = ()) -> Plan:
+    """The full plan for `env` (None = the host OS) for `user` starting in `cwd`.
+
+    `extra_binds` are paths a scheduler shim needs in every view it makes (e.g. Slurm's spool
+    directory holding the batch script); they come from the shim's root-owned configuration,
+    never from the job."""
     tail = [{"op": "chdir", "candidates": [cwd, user.home, "/"]}] + env_ops(env, name)
     if env is None:
         return Plan(LOCAL, LOCAL, "", tail)
@@ -104,7 +108,7 @@ def build_plan(policy: Policy, name: str, env: Optional[Environment], user: User
         ops += _bind(m)
     for path in site.identity_files:
         ops += _bind(Mount(path, path, writable=False, required=False))
-    for m in env.binds:
+    for m in tuple(env.binds) + tuple(extra_binds):
         ops += _bind(m)
     if site.local_root:
         ops.append({"op": "bind", "root": "host", "source": "/", "target": site.local_root,

@@ -15,7 +15,7 @@ from .errors import EnvironmentBroken, EnvschedError
 from .exitcodes import ExitCode
 from .identity import UserInfo
 from .plan import Plan, build_plan
-from .policy.model import Policy
+from .policy.model import Mount, Policy
 from .resolve import Decision, Refusal, Request, check_name, resolve
 from .userfile import UserFile, read_user_file
 
@@ -35,6 +35,7 @@ class JobContext:
     job: Optional[str] = None           # scheduler job id, for the admin log
     read_user_file: bool = True
     user_file: Optional[UserFile] = None  # already read by the caller (e.g. a shim as the user)
+    extra_binds: Tuple[Mount, ...] = ()   # shim-provided host paths (root callers only)
 
 
 def request_for(policy: Policy, ctx: JobContext) -> Request:
@@ -74,7 +75,8 @@ def plan_for_job(policy: Policy, ctx: JobContext) -> Tuple[Decision, Plan]:
                 raise
             decision = fallback
     cwd = ctx.cwd or _cwd()
-    plan = build_plan(policy, decision.name, decision.environment, ctx.user, cwd or ctx.user.home)
+    plan = build_plan(policy, decision.name, decision.environment, ctx.user, cwd or ctx.user.home,
+                      ctx.extra_binds)
     audit.log("decided", job=ctx.job, user=ctx.user.name, env=decision.name, source=decision.source,
               path=plan.source or "/")
     return decision, plan

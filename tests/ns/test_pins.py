@@ -142,3 +142,55 @@ grep ' {site_dir.run_dir} ' /proc/self/mountinfo | grep -vq 'shared:'
                        env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == 'PRETTY_NAME="debian 13 (mini)"'
+
+
+def test_prepare_reuse_and_fallback_key_for_a_step_with_another_env(site_dir, envsched_cmd, home):
+    policy = site_dir.policy(name="reuse.toml")
+    before = mount_table()
+    common = ("--policy", str(policy), "prepare", "--user", TEST_USER, "--owner-pid", str(os.getpid()),
+              "--key", "job-9", "--fallback-key", "job-9.1", "--reuse", "--format", "shim")
+    try:
+        first = envsched_cmd(*common, "--request", "deb12")
+        assert first.returncode == 0, first.stderr
+        lines = first.stdout.splitlines()
+        assert lines[:4] == ["environment deb12", "key job-9", f"pin {site_dir.run_dir}/job-9/mnt", "reused 0"]
+        assert "env set CHOS deb12" in lines and lines[-1] == f"home {home}"
+        again = envsched_cmd(*common, "--request", "deb12", "--cwd", "/")   # next step, same env
+        assert again.stdout.splitlines()[:4] == ["environment deb12", "key job-9",
+                                                  f"pin {site_dir.run_dir}/job-9/mnt", "reused 1"]
+        other = envsched_cmd(*common, "--request", "deb13")                 # a step asking for another env
+        assert other.stdout.splitlines()[:4] == ["environment deb13", "key job-9.1",
+                                                  f"pin {site_dir.run_dir}/job-9.1/mnt", "reused 0"]
+        assert len(mount_table()) == len(before) + 2
+        local = envsched_cmd(*common, "--request", "local")
+        assert local.stdout.splitlines()[:4] == ["environment local", "key -", "pin -", "reused 0"]
+    finally:
+        for key in ("job-9", "job-9.1"):
+            envsched_cmd("--policy", str(policy), "release", "--key", key)
+    assert mount_table() == before
+
+
+def test_prepare_extra_bind_from_the_shim(site_dir, envsched_cmd, home):
+    policy = site_dir.policy(name="bind.toml")
+    spool = site_dir.root / "spool" / "job42"
+    spool.mkdir(parents=True, exist_ok=True)
+    (spool / "slurm_script").write_text("#!/bin/sh\necho from-spool\n")
+    r = envsched_cmd("--policy", str(policy), "prepare", "--key", "job-42", "--user", TEST_USER,
+                     "--owner-pid", str(os.getpid()), "--bind", f"{spool}")
+    assert r.returncode == 0, r.stderr
+    try:
+        r = envsched_cmd("--policy", str(policy), "join", "--key", "job-42", "--", "sh", f"{spool}/slurm_script")
+        assert r.stdout.strip() == "from-spool", r.stderr
+    finally:
+        envsched_cmd("--policy", str(policy), "release", "--key", "job-42")
+
+
+def test_validate_for_submit_time(site_dir, envsched_cmd, home):
+    policy = site_dir.policy(name="validate.toml")
+    ok = envsched_cmd("--policy", str(policy), "validate", "--user", TEST_USER, "--request", "deb13", "--print",
+                      user=TEST_USER)
+    assert (ok.returncode, ok.stdout.strip(), ok.stderr) == (0, "deb13", "")
+    bad = envsched_cmd("--policy", str(policy), "validate", "--user", TEST_USER, "--request", "sl5", user=TEST_USER)
+    assert bad.returncode == 77
+    assert bad.stderr.strip() == ("envsched: environment 'sl5' (option) refused: no such environment at this site; "
+                                  "allowed for you: deb12, deb13, local")

@@ -16,8 +16,10 @@ from ..exitcodes import ExitCode
 from ..identity import lookup_user
 from ..pin import PinStore
 from ..plan import build_plan
+from ..policy.model import Mount
 from ..resolve import Refusal, resolve
 from ..service import JobContext, plan_for_job, request_for
+from ..shim import shim_lines
 from .common import describe_decision, format_steps, parser, policy_from, run_main, say, split_command
 
 
@@ -35,9 +37,12 @@ def _job_args(p: argparse.ArgumentParser, user_required: bool = True) -> None:
 
 def _ctx(args: argparse.Namespace) -> JobContext:
     chos_var = args.chos_var if args.chos_var is not None else os.environ.get("CHOS")
+    binds = tuple(getattr(args, "bind", ()))
+    if binds:
+        _require_root("--bind")
     return JobContext(user=lookup_user(args.user), option=args.request, chos_var=chos_var,
                       account=args.account, partition=args.partition, cwd=args.cwd, job=args.job,
-                      read_user_file=not args.no_user_file)
+                      read_user_file=not args.no_user_file, extra_binds=binds)
 
 
 def _require_root(what: str) -> None:
@@ -114,20 +119,73 @@ def cmd_exec(args: argparse.Namespace) -> int:
     return ExitCode.INTERNAL  # not reached: enter_and_exec execs or raises
 
 
+def _bind_arg(value: str) -> Mount:
+    """--bind SRC[:DST[:ro|rw]] (shim configuration, root only)."""
+    parts = value.split(":")
+    if not 1 <= len(parts) <= 3 or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+        raise argparse.ArgumentTypeError(f"expected SRC[:DST[:ro|rw]], got {value!r}")
+    src = parts[0]
+    dst = parts[1] if len(parts) > 1 and parts[1] else src
+    for p in (src, dst):
+        if not p.startswith("/") or ".." in p.split("/") or p == "/":
+            raise argparse.ArgumentTypeError(f"not an absolute path below /: {p!r}")
+    return Mount(src, dst, writable=len(parts) == 3 and parts[2] == "rw", required=True)
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     _require_root("envsched prepare")
     policy = policy_from(args)
     ctx = _ctx(args)
     decision, plan = plan_for_job(policy, ctx)
-    if decision.warning:
+    if decision.warning and args.format != "shim":
         say("warning: " + decision.warning)
     owner = args.owner_pid if args.owner_pid else os.getppid()
     store = PinStore(policy.site.run_dir)
-    with _logged_failure("prepare", ctx, decision.name, key=args.key):
-        meta = store.prepare(args.key, plan, ctx.user, owner)
-    audit.log("prepared", job=ctx.job, user=ctx.user.name, env=decision.name, key=args.key,
-              owner=owner)
-    print(json.dumps({**meta.__dict__, "mnt": os.path.join(store.path(args.key), "mnt")}))
+    key: Optional[str] = None
+    reused = False
+    if plan.mount_ops:
+        keys = [args.key] + ([args.fallback_key] if args.fallback_key else [])
+        for candidate in keys:
+            if args.reuse and store.reusable(candidate, plan, ctx.user):
+                key, reused = candidate, True
+                break
+            if not os.path.exists(store.path(candidate)):
+                key = candidate
+                break
+        if key is None:
+            raise UsageError(f"pin {' and '.join(keys)} exists already (release it first)"
+                             if len(keys) == 1 else
+                             f"pins {' and '.join(keys)} exist already with other views (release first)")
+        if not reused:
+            with _logged_failure("prepare", ctx, decision.name, key=key):
+                store.prepare(key, plan, ctx.user, owner)
+            audit.log("prepared", job=ctx.job, user=ctx.user.name, env=decision.name, key=key, owner=owner)
+    pin = os.path.join(store.path(key), "mnt") if key else None
+    if args.format == "shim":
+        print("\n".join(shim_lines(decision, plan, key, pin, reused, ctx.user.home)))
+    else:
+        print(json.dumps({"environment": decision.name, "key": key, "mnt": pin, "reused": reused,
+                          "user": ctx.user.name, "uid": ctx.user.uid, "owner_pid": owner}))
+    return ExitCode.OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Submit-time check: silent and 0 when the request is fine, else the refusal on stderr."""
+    policy = policy_from(args)
+    ctx = _ctx(args)
+    outcome = resolve(policy, request_for(policy, ctx))
+    if isinstance(outcome, Refusal):
+        say(outcome.message())
+        return ExitCode.REFUSED
+    if outcome.environment is not None:
+        problems = trees.problems(outcome.environment)
+        if problems:
+            say(f"environment {outcome.name} is not usable on this host: {problems[0]}")
+            return ExitCode.ENV_BROKEN
+    if outcome.warning:
+        say("warning: " + outcome.warning)
+    if args.print:
+        print(outcome.name)
     return ExitCode.OK
 
 
@@ -214,7 +272,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--key", required=True, help="pin name, e.g. slurm-1234")
     s.add_argument("--owner-pid", type=int, help="the pin is stale once this process is gone "
                    "(default: the caller)")
+    s.add_argument("--reuse", action="store_true",
+                   help="reuse an existing pin under --key (or --fallback-key) holding the same view")
+    s.add_argument("--fallback-key", help="key to use when --key holds another view (e.g. a step's own)")
+    s.add_argument("--bind", action="append", type=_bind_arg, default=[], metavar="SRC[:DST[:ro|rw]]",
+                   help="extra host path for this view (shim configuration)")
+    s.add_argument("--format", choices=("json", "shim"), default="json")
     s.set_defaults(func=cmd_prepare)
+
+    s = sub.add_parser("validate", help="check a request without preparing anything (submit time)")
+    _job_args(s)
+    s.add_argument("--print", action="store_true", help="print the chosen environment")
+    s.set_defaults(func=cmd_validate)
 
     s = sub.add_parser("join", help="root: join a pinned view, drop to its user, exec CMD")
     s.add_argument("--key", required=True)

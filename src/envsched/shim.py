@@ -1,0 +1,38 @@
+"""The line protocol between `envsched prepare --format shim` and the C shims.
+
+One record per line, fields separated by one space, the last field running to the end of the
+line (values never hold a newline: the schema refuses them). The C side
+(plugins/slurm-spank/resolver.c) reads exactly these keys; unknown keys are ignored there so
+the protocol can grow.
+
+  environment NAME          the decision
+  key KEY                   the pin's key ("-" for the host OS: nothing to join)
+  pin PATH                  the namespace file to setns into ("-" for the host OS)
+  reused 0|1                an existing pin of the same job was reused
+  warning TEXT              shown to the user (on_error fallback)
+  env set NAME VALUE        environment operations, in order, for the task environment
+  env prepend NAME VALUE
+  env append NAME VALUE
+  env unset NAME
+  home PATH                 chdir fallback when the job's cwd is not in the view
+"""
+from __future__ import annotations
+
+from typing import List, Optional
+
+from .plan import Plan
+from .resolve import Decision
+
+
+def shim_lines(decision: Decision, plan: Plan, key: Optional[str], pin: Optional[str], reused: bool,
+               home: str) -> List[str]:
+    out = [f"environment {decision.name}", f"key {key or '-'}", f"pin {pin or '-'}",
+           f"reused {int(reused)}"]
+    if decision.warning:
+        out.append(f"warning {decision.warning}")
+    for op in plan.process_ops:
+        if op["op"] == "env":
+            tail = "" if op["action"] == "unset" else f" {op['value']}"
+            out.append(f"env {op['action']} {op['name']}{tail}")
+    out.append(f"home {home}")
+    return out
