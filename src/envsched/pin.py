@@ -184,6 +184,12 @@ class PinStore:
             os.close(done_w)                            # releases the child
             os.waitpid(pid, 0)
 
+    def write_memo(self, key: str, inputs: str, shim: str) -> None:
+        """`inputs` (the shim's raw request) and `shim` (its protocol lines) for later steps."""
+        pin = self.path(key)
+        _write_file(os.path.join(pin, "shim"), shim)
+        _write_file(os.path.join(pin, "inputs"), inputs.replace("\n", " ") + "\n")
+
     # -- join ----------------------------------------------------------------------------
     def join_and_exec(self, key: str, user: UserInfo, argv: Sequence[str],
                       cwd: Optional[str] = None) -> NoReturn:
@@ -216,7 +222,7 @@ class PinStore:
         target = os.path.join(pin, "mnt")
         if os.path.ismount(target) or _is_nsfs(target):
             linux.umount2(target, linux.MNT_DETACH)
-        for name in ("mnt", "plan.json", "meta.json"):
+        for name in ("mnt", "plan.json", "meta.json", "shim", "inputs"):
             try:
                 os.unlink(os.path.join(pin, name))
             except FileNotFoundError:

@@ -141,7 +141,7 @@ def check_name(policy: Policy, req: Request, source: str, value: str, error: Opt
     return Decision(value, source, env)
 
 
-def resolve(policy: Policy, req: Request) -> Outcome:
+def resolve(policy: Policy, req: Request, identity_only: bool = False) -> Outcome:
     steps: List[Step] = []
     outcome: Optional[Outcome] = None
     for source, value, error in _candidates(policy, req):
@@ -151,7 +151,7 @@ def resolve(policy: Policy, req: Request) -> Outcome:
         if value is None:
             steps.append(Step(source, None, "not set"))
             continue
-        outcome = check_name(policy, req, source, value, error)
+        outcome = check_name(policy, req, source, value, error, identity_only)
         steps.append(Step(source, value, "chosen" if isinstance(outcome, Decision) else "refused"))
     assert outcome is not None  # the site default always says something
     if isinstance(outcome, Refusal) and policy.site.on_error == "default" and outcome.source != "site default":

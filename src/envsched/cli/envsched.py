@@ -161,8 +161,12 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                 store.prepare(key, plan, ctx.user, owner)
             audit.log("prepared", job=ctx.job, user=ctx.user.name, env=decision.name, key=key, owner=owner)
     pin = os.path.join(store.path(key), "mnt") if key else None
+    lines = shim_lines(decision, plan, key, pin, reused, ctx.user.home)
+    if key and not reused and args.inputs is not None:
+        # a shim that sees the same inputs again (a later step of the job) may join without us
+        store.write_memo(key, args.inputs, "\n".join(lines) + "\n")
     if args.format == "shim":
-        print("\n".join(shim_lines(decision, plan, key, pin, reused, ctx.user.home)))
+        print("\n".join(lines))
     else:
         print(json.dumps({"environment": decision.name, "key": key, "mnt": pin, "reused": reused,
                           "user": ctx.user.name, "uid": ctx.user.uid, "owner_pid": owner}))
@@ -173,7 +177,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """Submit-time check: silent and 0 when the request is fine, else the refusal on stderr."""
     policy = policy_from(args)
     ctx = _ctx(args)
-    outcome = resolve(policy, request_for(policy, ctx))
+    outcome = resolve(policy, request_for(policy, ctx), identity_only=args.identity_only)
     if isinstance(outcome, Refusal):
         say(outcome.message())
         return ExitCode.REFUSED
@@ -208,10 +212,13 @@ def cmd_release(args: argparse.Namespace) -> int:
     _require_root("envsched release")
     policy = policy_from(args)
     audit.configure(policy.site.log_file)
-    if not PinStore(policy.site.run_dir).release(args.key):
+    store = PinStore(policy.site.run_dir)
+    keys = [args.key] + ([k for k in store.keys() if k.startswith(args.key + ".")] if args.with_steps else [])
+    released = [k for k in keys if store.release(k)]
+    for key in released:
+        audit.log("released", key=key)
+    if not released and not args.quiet:
         say(f"no pin {args.key} on this node (nothing to release)")
-    else:
-        audit.log("released", key=args.key)
     return ExitCode.OK
 
 
@@ -278,11 +285,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bind", action="append", type=_bind_arg, default=[], metavar="SRC[:DST[:ro|rw]]",
                    help="extra host path for this view (shim configuration)")
     s.add_argument("--format", choices=("json", "shim"), default="json")
+    s.add_argument("--inputs", metavar="TEXT", help="the shim's raw request, stored with the pin so later "
+                   "steps with identical inputs can join without running the resolver")
     s.set_defaults(func=cmd_prepare)
 
     s = sub.add_parser("validate", help="check a request without preparing anything (submit time)")
     _job_args(s)
     s.add_argument("--print", action="store_true", help="print the chosen environment")
+    s.add_argument("--identity-only", action="store_true",
+                   help="ignore partition/account rules (they are checked when the job starts)")
     s.set_defaults(func=cmd_validate)
 
     s = sub.add_parser("join", help="root: join a pinned view, drop to its user, exec CMD")
@@ -294,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("release", help="root: unpin a view and remove its pin")
     s.add_argument("--key", required=True)
+    s.add_argument("--with-steps", action="store_true", help="also the pins KEY.* (steps' own views)")
+    s.add_argument("--quiet", action="store_true", help="say nothing when there is no pin")
     s.set_defaults(func=cmd_release)
 
     s = sub.add_parser("gc", help="root: release pins whose owner process is gone")

@@ -1,0 +1,109 @@
+#!/bin/bash
+# Stop the throwaway cluster that start.sh started in DIR, and nothing else.
+#
+#   stop.sh DIR
+#
+# 1. cancels this cluster's own jobs (its SLURM_CONF; other clusters are never asked),
+# 2. TERMs exactly the daemons listed in DIR/pids (each checked to still carry SLURM_CONF=DIR/slurm.conf
+#    in /proc/PID/environ, so a recycled PID is never hit), waits, then KILLs,
+# 3. kills leftover slurmstepd processes of this cluster (their environ carries the same SLURM_CONF)
+#    and the processes below them,
+# 4. verifies that none of them is left. Exit 1 if something survived.
+set -uo pipefail
+
+[ $# -eq 1 ] || { echo "usage: $0 DIR" >&2; exit 2; }
+[ -d "$1" ] || { echo "stop.sh: no such directory: $1" >&2; exit 2; }
+DIR=$(cd "$1" && pwd -P)
+CONF=$DIR/slurm.conf
+MARK="SLURM_CONF=$CONF"
+CLEAN_PATH=/usr/sbin:/usr/bin:/sbin:/bin
+
+ours() {   # pid: does it carry our SLURM_CONF?
+    tr '\0' '\n' < "/proc/$1/environ" 2>/dev/null | grep -qxF -- "$MARK"
+}
+
+stepds() {   # this cluster's slurmstepd processes
+    local d pid exe
+    for d in /proc/[0-9]*; do
+        pid=${d#/proc/}
+        exe=$(readlink "$d/exe" 2>/dev/null) || continue
+        case "$exe" in */slurmstepd|*/slurmstepd-wlm) ours "$pid" && echo "$pid" ;; esac
+    done
+}
+
+descendants() {   # pids...: all their descendants (from /proc/*/stat ppid)
+    [ $# -gt 0 ] || return 0
+    ps -e -o pid=,ppid= | awk -v roots=" $* " '
+        { kids[$2] = kids[$2] " " $1 }
+        END {
+            n = split(roots, q, " "); head = 1
+            while (head <= n) { p = q[head++]; m = split(kids[p], k, " ")
+                for (i = 1; i <= m; i++) { print k[i]; q[++n] = k[i] } }
+        }'
+}
+
+alive() { local p; for p in "$@"; do kill -0 "$p" 2>/dev/null && echo "$p"; done; }
+
+term_wait_kill() {   # seconds pids...
+    local secs=$1; shift
+    [ $# -gt 0 ] || return 0
+    kill -TERM "$@" 2>/dev/null
+    local n=$((secs * 20))
+    while [ $n -gt 0 ] && [ -n "$(alive "$@")" ]; do sleep 0.05; n=$((n - 1)); done
+    local left
+    left=$(alive "$@")
+    if [ -n "$left" ]; then
+        echo "stop.sh: KILL $(echo $left)" >&2
+        kill -KILL $left 2>/dev/null
+        sleep 0.2
+    fi
+}
+
+daemons=()
+munged=()
+if [ -s "$DIR/pids" ]; then
+    while read -r name pid; do
+        [ -n "$pid" ] || continue
+        if kill -0 "$pid" 2>/dev/null && ours "$pid"; then
+            if [ "$name" = munged ]; then munged+=("$pid"); else daemons+=("$pid"); fi
+        fi
+    done < "$DIR/pids"
+fi
+
+# 1. cancel this cluster's jobs (only if its slurmctld is still ours and alive)
+if [ ${#daemons[@]} -gt 0 ] && [ -f "$CONF" ]; then
+    jobs=$(env -i PATH=$CLEAN_PATH SLURM_CONF="$CONF" timeout 10 squeue -h -o %i 2>/dev/null | tr '\n' ' ')
+    if [ -n "${jobs// }" ]; then
+        env -i PATH=$CLEAN_PATH SLURM_CONF="$CONF" timeout 10 scancel $jobs 2>/dev/null
+        for _ in $(seq 60); do
+            [ -z "$(stepds)" ] && break
+            sleep 0.05
+        done
+    fi
+fi
+
+# 2. the daemons we started (slurmd/slurmctld first, munged last)
+steps_before=$(stepds)
+tree=$(descendants $steps_before)
+term_wait_kill 10 "${daemons[@]}"
+
+# 3. leftover slurmstepd of this cluster and what runs below them
+steps=$(echo $steps_before $(stepds) | tr ' ' '\n' | sort -un)
+steps=$(alive $steps)
+tree=$(alive $tree $(descendants $steps))
+if [ -n "$steps$tree" ]; then
+    echo "stop.sh: leftover slurmstepd/job processes: $(echo $steps $tree)" >&2
+    term_wait_kill 3 $steps $tree
+fi
+
+term_wait_kill 5 "${munged[@]}"
+
+# 4. verify
+left=$(alive "${daemons[@]}" "${munged[@]}" $steps $tree $(stepds))
+if [ -n "$left" ]; then
+    echo "stop.sh: still alive: $(echo $left)" >&2
+    exit 1
+fi
+rm -f "/var/lock/envsched-slurm-ports.d/$(echo "$DIR" | tr / _)"
+[ -f "$DIR/pids" ] && mv -f "$DIR/pids" "$DIR/pids.stopped"
+echo "stop.sh: cluster in $DIR stopped"
