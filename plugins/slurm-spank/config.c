@@ -1,0 +1,66 @@
+/* plugstack.conf arguments. Unknown arguments are fatal: a typo must not silently
+ * disable a site's policy.
+ *
+ *   required optional /usr/lib/.../envsched_spank.so policy=/etc/envsched/policy.toml \
+ *       resolver=/opt/envsched/bin/envsched [run_dir=/run/envsched] [bind=/run/munge ...] [debug]
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "envsched_spank.h"
+
+struct es_config es_cfg = {
+    .policy = "/etc/envsched/policy.toml",
+    .resolver = "/usr/local/bin/envsched",
+    .run_dir = "/run/envsched",
+};
+
+static int set_path(char *dst, const char *arg, const char *value)
+{
+    if (value[0] != '/' || strlen(value) >= PATH_MAX || strstr(value, "/../") != NULL) {
+        slurm_error(ES_PREFIX "plugstack.conf: %s: not an absolute path: '%s'", arg, value);
+        return -1;
+    }
+    strcpy(dst, value);
+    return 0;
+}
+
+int es_config_parse(int ac, char **av)
+{
+    static int parsed;
+
+    if (parsed)
+        return 0;
+    es_cfg.nbinds = 0;
+    for (int i = 0; i < ac; i++) {
+        const char *eq = strchr(av[i], '=');
+        const char *value = eq ? eq + 1 : "";
+        size_t klen = eq ? (size_t)(eq - av[i]) : strlen(av[i]);
+        int rc;
+
+        if (klen == 6 && strncmp(av[i], "policy", klen) == 0)
+            rc = set_path(es_cfg.policy, "policy", value);
+        else if (klen == 8 && strncmp(av[i], "resolver", klen) == 0)
+            rc = set_path(es_cfg.resolver, "resolver", value);
+        else if (klen == 7 && strncmp(av[i], "run_dir", klen) == 0)
+            rc = set_path(es_cfg.run_dir, "run_dir", value);
+        else if (klen == 4 && strncmp(av[i], "bind", klen) == 0) {
+            if (es_cfg.nbinds == ES_MAX_BINDS) {
+                slurm_error(ES_PREFIX "plugstack.conf: more than %d bind= arguments", ES_MAX_BINDS);
+                return -1;
+            }
+            rc = set_path(es_cfg.binds[es_cfg.nbinds++], "bind", value);
+        } else if (strcmp(av[i], "debug") == 0) {
+            es_cfg.debug = 1;
+            rc = 0;
+        } else {
+            slurm_error(ES_PREFIX "plugstack.conf: unknown argument '%s' "
+                        "(known: policy= resolver= run_dir= bind= debug)", av[i]);
+            return -1;
+        }
+        if (rc != 0)
+            return -1;
+    }
+    parsed = 1;
+    return 0;
+}

@@ -1,0 +1,54 @@
+/* envsched SPANK plugin: the dispatcher. One small file per context does the work:
+ *   local.c    srun/sbatch/salloc (as the user): refuse a bad request before it is queued
+ *   remote.c   slurmstepd: prepare the view once per job per node, tasks join it
+ *   epilog.c   job epilog (root, once per job per node): release the view
+ */
+#include "envsched_spank.h"
+
+#pragma GCC visibility push(default)
+SPANK_PLUGIN(envsched, 1);
+
+int slurm_spank_init(spank_t sp, int ac, char **av)
+{
+    spank_context_t ctx = spank_context();
+
+    if (es_config_parse(ac, av) != 0)
+        return -1;
+    /* options are registered here, not via a static table: sbatch/salloc do not see one (22.05) */
+    if (ctx == S_CTX_LOCAL || ctx == S_CTX_ALLOCATOR || ctx == S_CTX_REMOTE)
+        return es_option_register(sp);
+    return 0;
+}
+
+int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
+{
+    (void)ac, (void)av;
+    if (spank_context() == S_CTX_LOCAL || spank_context() == S_CTX_ALLOCATOR)
+        return es_local_check(sp);
+    return 0;
+}
+
+int slurm_spank_user_init(spank_t sp, int ac, char **av)
+{
+    (void)ac, (void)av;
+    return spank_context() == S_CTX_REMOTE ? es_remote_user_init(sp) : 0;
+}
+
+int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
+{
+    (void)ac, (void)av;
+    return spank_context() == S_CTX_REMOTE ? es_remote_task_privileged(sp) : 0;
+}
+
+int slurm_spank_task_init(spank_t sp, int ac, char **av)
+{
+    (void)ac, (void)av;
+    return spank_context() == S_CTX_REMOTE ? es_remote_task_init(sp) : 0;
+}
+
+int slurm_spank_job_epilog(spank_t sp, int ac, char **av)
+{
+    (void)ac, (void)av;
+    return spank_context() == S_CTX_JOB_SCRIPT ? es_job_epilog(sp) : 0;
+}
+#pragma GCC visibility pop

@@ -1,0 +1,61 @@
+/* envsched SPANK plugin: shared declarations.
+ *
+ * The plugin decides nothing: the Python resolver (`envsched`) reads the site policy and
+ * builds the view; this code gathers the job's request, runs the resolver once per job per
+ * node, and makes every task join the pinned view. See docs/admin.md, "Slurm".
+ */
+#ifndef ENVSCHED_SPANK_H
+#define ENVSCHED_SPANK_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <slurm/spank.h>
+
+#include "../common/envsched_exit.h"
+
+#define ES_PREFIX "envsched: "
+#define ES_MAX_BINDS 16
+#define ES_MSG_MAX 1024
+
+struct es_config {
+    char policy[PATH_MAX];              /* policy=   site policy file                       */
+    char resolver[PATH_MAX];            /* resolver= the envsched command (absolute path)   */
+    char run_dir[PATH_MAX];             /* run_dir=  where the resolver keeps pins          */
+    char binds[ES_MAX_BINDS][PATH_MAX]; /* bind=     extra host paths for every view        */
+    int nbinds;
+    int debug;                          /* debug     replay the resolver's log on success  */
+};
+
+/* config.c */
+extern struct es_config es_cfg;
+int es_config_parse(int ac, char **av);
+
+/* request.c: the job's raw request (the --chos option) */
+extern char es_option[128];
+extern int es_option_set;
+int es_option_register(spank_t sp);
+
+/* run.c: the resolver as a child process with a clean environment */
+struct es_run {
+    int status;              /* exit code, or 128+signal, or -1 if it could not start */
+    char out[16384];
+    size_t out_len;
+    char err[16384];
+    size_t err_len;
+};
+int es_run(char *const argv[], int become_root, struct es_run *r);
+void es_replay_log(const struct es_run *r);
+const char *es_user_line(const struct es_run *r, char *buf, size_t len);
+
+/* local.c: submit time (srun, sbatch, salloc as the user) */
+int es_local_check(spank_t sp);
+
+/* remote.c: slurmstepd */
+int es_remote_user_init(spank_t sp);
+int es_remote_task_privileged(spank_t sp);
+int es_remote_task_init(spank_t sp);
+
+/* epilog.c: the job epilog on each node */
+int es_job_epilog(spank_t sp);
+
+#endif

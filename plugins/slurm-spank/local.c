@@ -1,0 +1,46 @@
+/* Submit time, as the user (srun/sbatch/salloc): refuse a bad request before it is queued.
+ *
+ * Steps inside an existing allocation (srun with SLURM_JOB_ID set) are not checked here: the
+ * job's environment was checked when it was submitted, and a step asking for another one is
+ * refused by slurmstepd with the same one-line message (no resolver start per srun).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "envsched_spank.h"
+
+int es_local_check(spank_t sp)
+{
+    char uid[16], *chos = getenv("CHOS");
+    char *argv[16];
+    int n = 0;
+    struct es_run r;
+
+    (void)sp;
+    if (spank_context() == S_CTX_LOCAL && getenv("SLURM_JOB_ID") != NULL)
+        return 0;
+    snprintf(uid, sizeof uid, "%u", (unsigned)getuid());
+    argv[n++] = es_cfg.resolver;
+    argv[n++] = "--policy";
+    argv[n++] = es_cfg.policy;
+    argv[n++] = "validate";
+    argv[n++] = "--identity-only";           /* partition/account rules: checked at start */
+    argv[n++] = "--user";
+    argv[n++] = uid;
+    argv[n++] = "--chos-var";
+    argv[n++] = chos ? chos : "";
+    if (es_option_set) {
+        argv[n++] = "--request";
+        argv[n++] = es_option;
+    }
+    argv[n] = NULL;
+    if (es_run(argv, 0, &r) == 0) {
+        if (r.err_len)                       /* a warning (on_error = default) */
+            fputs(r.err, stderr);
+        return 0;
+    }
+    char line[ES_MSG_MAX];
+    fprintf(stderr, "%s\n", es_user_line(&r, line, sizeof line));
+    return -1;
+}

@@ -1,0 +1,6 @@
+#ifndef ENVSCHED_MEMO_H
+#define ENVSCHED_MEMO_H
+#include <limits.h>
+#include <stddef.h>
+int es_memo_lookup(const char *run_dir, const char *key, const char *inputs, char *shim, size_t cap);
+#endif

@@ -1,0 +1,211 @@
+/* slurmstepd: prepare the view once per job per node (user_init), join it in every task.
+ *
+ *   user_init               slurmstepd, real uid root / effective uid the user. Gathers the
+ *                           request (--chos, the job's CHOS, partition, account), then either
+ *                           finds the job's view prepared by an earlier step with the same
+ *                           request (memo.c) or runs the resolver as root, which reads
+ *                           ~/.chos as the user, decides, and pins the view. Sets CHOS and the
+ *                           policy's env ops in the job environment. Errors are kept for
+ *                           task_init: errors returned here do not reach srun (SchedMD 7573).
+ *   task_init_privileged    the forked task, root, single-threaded: setns into the pin. Done
+ *                           here and not in user_init because slurmstepd is multithreaded and
+ *                           a threaded process cannot change its mount namespace.
+ *   task_init               the task as the user, just before exec: chdir back to the job's
+ *                           cwd (setns moved it to the view's root) with the user's own
+ *                           permissions, or $HOME, or /; or print the refusal and fail.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <slurm/slurm.h>
+
+#include "envsched_spank.h"
+#include "memo.h"
+
+static char failure[ES_MSG_MAX];    /* the user's one line, set when the job must not run */
+static char pin[PATH_MAX];          /* namespace file to join; empty: host OS, nothing to do */
+static char home[PATH_MAX];
+static char task_cwd[PATH_MAX];
+
+static void fail(const char *fmt, const char *arg)
+{
+    snprintf(failure, sizeof failure, fmt, arg);
+}
+
+static void getenv_job(spank_t sp, const char *name, char *buf, int len)
+{
+    if (spank_getenv(sp, name, buf, len) != ESPANK_SUCCESS)
+        buf[0] = '\0';
+}
+
+/* Apply one "env ACTION NAME [VALUE]" line to the job environment. */
+static int apply_env(spank_t sp, char *line)
+{
+    char *action = strtok(line, " "), *name = strtok(NULL, " "), *value = strtok(NULL, "");
+    char old[8192], joined[16384];
+
+    if (action == NULL || name == NULL)
+        return -1;
+    if (strcmp(action, "unset") == 0)
+        return spank_unsetenv(sp, name) == ESPANK_SUCCESS ? 0 : -1;
+    if (value == NULL)
+        value = "";
+    getenv_job(sp, name, old, sizeof old);
+    if (strcmp(action, "prepend") == 0 && old[0])
+        snprintf(joined, sizeof joined, "%s:%s", value, old);
+    else if (strcmp(action, "append") == 0 && old[0])
+        snprintf(joined, sizeof joined, "%s:%s", old, value);
+    else
+        snprintf(joined, sizeof joined, "%s", value);
+    return spank_setenv(sp, name, joined, 1) == ESPANK_SUCCESS ? 0 : -1;
+}
+
+/* The resolver's shim protocol (src/envsched/shim.py): remember the pin, apply env ops. */
+static int apply_shim(spank_t sp, char *text)
+{
+    char *save = NULL;
+    int rc = 0;
+
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (strncmp(line, "pin ", 4) == 0)
+            snprintf(pin, sizeof pin, "%s", strcmp(line + 4, "-") == 0 ? "" : line + 4);
+        else if (strncmp(line, "home ", 5) == 0)
+            snprintf(home, sizeof home, "%s", line + 5);
+        else if (strncmp(line, "env ", 4) == 0 && apply_env(sp, line + 4) != 0)
+            rc = -1;
+        else if (strncmp(line, "warning ", 8) == 0)
+            slurm_info(ES_PREFIX "warning: %s", line + 8);
+    }
+    return rc;
+}
+
+int es_remote_user_init(spank_t sp)
+{
+    uint32_t job = 0, step = 0;
+    uid_t uid = 0;
+    char chos[256], partition[256], account[256], inputs[1024], key[64], fallback[64];
+    char jobstep[64], uidstr[16], owner[16], shim[16384];
+    struct es_run r;
+
+    if (spank_get_item(sp, S_JOB_ID, &job) != ESPANK_SUCCESS ||
+        spank_get_item(sp, S_JOB_STEPID, &step) != ESPANK_SUCCESS ||
+        spank_get_item(sp, S_JOB_UID, &uid) != ESPANK_SUCCESS) {
+        fail(ES_PREFIX "cannot read the job's id and user%s", "");
+        return 0;
+    }
+    if (step == SLURM_EXTERN_CONT)
+        return 0;                                        /* no user tasks in the extern step */
+    getenv_job(sp, "CHOS", chos, sizeof chos);
+    getenv_job(sp, "SLURM_JOB_PARTITION", partition, sizeof partition);
+    getenv_job(sp, "SLURM_JOB_ACCOUNT", account, sizeof account);
+    snprintf(inputs, sizeof inputs, "uid=%u\toption=%s\tchos=%s\tpartition=%s\taccount=%s",
+             (unsigned)uid, es_option_set ? es_option : "", chos, partition, account);
+    snprintf(key, sizeof key, "slurm-%u", job);
+    snprintf(fallback, sizeof fallback, "slurm-%u.%u", job, step);
+
+    /* the same request as an earlier step of this job: join its view, no resolver */
+    char inputs_nl[sizeof inputs + 1];
+    snprintf(inputs_nl, sizeof inputs_nl, "%s\n", inputs);
+    if (es_memo_lookup(es_cfg.run_dir, key, inputs_nl, shim, sizeof shim)) {
+        if (apply_shim(sp, shim) != 0)
+            fail(ES_PREFIX "cannot set the job environment for %s", key);
+        return 0;
+    }
+
+    snprintf(jobstep, sizeof jobstep, "%u.%u", job, step);
+    snprintf(uidstr, sizeof uidstr, "%u", (unsigned)uid);
+    snprintf(owner, sizeof owner, "%d", (int)getpid());
+    char *argv[64];
+    int n = 0;
+    argv[n++] = es_cfg.resolver;
+    argv[n++] = "--policy";
+    argv[n++] = es_cfg.policy;
+    argv[n++] = "prepare";
+    argv[n++] = "--format";
+    argv[n++] = "shim";
+    argv[n++] = "--reuse";
+    argv[n++] = "--key";
+    argv[n++] = key;
+    argv[n++] = "--fallback-key";
+    argv[n++] = fallback;
+    argv[n++] = "--user";
+    argv[n++] = uidstr;
+    argv[n++] = "--job";
+    argv[n++] = jobstep;
+    argv[n++] = "--owner-pid";
+    argv[n++] = owner;
+    argv[n++] = "--chos-var";
+    argv[n++] = chos;
+    argv[n++] = "--inputs";
+    argv[n++] = inputs;
+    if (es_option_set) {
+        argv[n++] = "--request";
+        argv[n++] = es_option;
+    }
+    if (partition[0]) {
+        argv[n++] = "--partition";
+        argv[n++] = partition;
+    }
+    if (account[0]) {
+        argv[n++] = "--account";
+        argv[n++] = account;
+    }
+    for (int i = 0; i < es_cfg.nbinds; i++) {
+        argv[n++] = "--bind";
+        argv[n++] = es_cfg.binds[i];
+    }
+    argv[n] = NULL;
+
+    if (es_run(argv, 1, &r) != 0) {
+        es_replay_log(&r);
+        slurm_error(ES_PREFIX "job %s user %s: environment not prepared (resolver exit %d)",
+                    jobstep, uidstr, r.status);
+        es_user_line(&r, failure, sizeof failure);
+        return 0;
+    }
+    if (es_cfg.debug)
+        es_replay_log(&r);
+    if (apply_shim(sp, r.out) != 0)
+        fail(ES_PREFIX "cannot set the job environment for %s", key);
+    return 0;
+}
+
+int es_remote_task_privileged(spank_t sp)
+{
+    (void)sp;
+    if (failure[0] || pin[0] == '\0')
+        return 0;
+    if (getcwd(task_cwd, sizeof task_cwd) == NULL)
+        task_cwd[0] = '\0';
+    int fd = open(pin, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0 || setns(fd, CLONE_NEWNS) != 0) {
+        int err = errno;
+        snprintf(failure, sizeof failure, ES_PREFIX "cannot enter the prepared environment (%s: %s)",
+                 fd < 0 ? "open" : "setns", strerror(err));
+        slurm_error("%s [%s]", failure, pin);
+    }
+    if (fd >= 0)
+        close(fd);
+    return 0;
+}
+
+int es_remote_task_init(spank_t sp)
+{
+    (void)sp;
+    if (failure[0]) {
+        /* the task's stderr: srun's terminal or the batch job's output file */
+        fprintf(stderr, "%s\n", failure);
+        fflush(stderr);
+        return -1;
+    }
+    if (pin[0] == '\0')
+        return 0;
+    if ((task_cwd[0] && chdir(task_cwd) == 0) || (home[0] && chdir(home) == 0) || chdir("/") == 0)
+        return 0;
+    fprintf(stderr, ES_PREFIX "no usable working directory in the environment\n");
+    return -1;
+}
