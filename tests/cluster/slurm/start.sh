@@ -23,8 +23,8 @@ mkdir -p "$1"
 DIR=$(cd "$1" && pwd -P)
 HERE=$(cd "$(dirname "$0")" && pwd -P)
 READY_TIMEOUT=${SLURM_READY_TIMEOUT:-30}
-CLEAN_PATH=/usr/sbin:/usr/bin:/sbin:/bin
 CONF=$DIR/slurm.conf
+. "$HERE/common.sh"
 
 if [ -s "$DIR/pids" ]; then
     echo "start.sh: $DIR/pids exists: a cluster may be running there (stop.sh $DIR first)" >&2
@@ -40,6 +40,7 @@ id "$MUNGE_USER" >/dev/null 2>&1 || { echo "start.sh: no user $MUNGE_USER (run i
 mkdir -p "$DIR/state" "$DIR/spool" "$DIR/log" "$DIR/run" "$DIR/munge"
 chmod 0755 "$DIR" "$DIR/spool" "$DIR/log" "$DIR/run"
 chmod 0700 "$DIR/state"
+for i in $(seq 1 "$NODES"); do mkdir -p -m 0755 "$DIR/spool/node$i"; done
 chown "$MUNGE_USER:$MUNGE_USER" "$DIR/munge"
 chmod 0755 "$DIR/munge"       # clients (any user) must reach the socket; munged wants it not group/other-writable
 : > "$DIR/pids"
@@ -54,15 +55,9 @@ fi
 chown "$MUNGE_USER:$MUNGE_USER" "$DIR/munge/munge.key"
 chmod 0600 "$DIR/munge/munge.key"
 
-record() { echo "$1 $2" >> "$DIR/pids"; }
-
 fail() {
     echo "start.sh: $*" >&2
-    for f in "$DIR"/munge/munged.log "$DIR"/log/*.log "$DIR"/log/*.out; do
-        [ -s "$f" ] || continue
-        echo "---- tail $f" >&2
-        tail -n 25 "$f" >&2
-    done
+    tail_logs
     if [ "${SLURM_KEEP_ON_FAILURE:-0}" != 1 ]; then
         "$HERE/stop.sh" "$DIR" >&2 || true
     fi
@@ -152,15 +147,6 @@ EOF
 chmod 0644 "$DIR/env.sh"
 
 # ---------------------------------------------------------------- start daemons
-# Foreground daemons in their own session, stdio to files (so a caller's pipe is never held open).
-launch() {   # name logfile cmd...
-    local name=$1 out=$2; shift 2
-    env -i PATH=$CLEAN_PATH LANG=C SLURM_CONF="$CONF" setsid "$@" </dev/null >"$out" 2>&1 9>&- &
-    local pid=$!
-    record "$name" "$pid"
-    LAST_PID=$pid
-}
-
 launch munged "$DIR/log/munged.out" \
     setpriv --reuid="$MUNGE_USER" --regid="$MUNGE_USER" --clear-groups -- \
     /usr/sbin/munged --foreground --socket="$MSOCK" --key-file="$DIR/munge/munge.key" \
@@ -175,25 +161,15 @@ munge -n -S "$MSOCK" </dev/null | unmunge -S "$MSOCK" >/dev/null 2>&1 || fail "m
 
 launch slurmctld "$DIR/log/slurmctld.out" /usr/sbin/slurmctld -D -i -f "$CONF"
 for i in $(seq 1 "$NODES"); do
-    launch "slurmd:node$i" "$DIR/log/slurmd-node$i.out" /usr/sbin/slurmd -D -N "node$i" -f "$CONF"
+    launch_slurmd "node$i"
 done
 
 # ---------------------------------------------------------------- wait for ready
-export SLURM_CONF=$CONF
-deadline=$(( $(date +%s) + READY_TIMEOUT ))
-ready=0
-while [ "$(date +%s)" -lt "$deadline" ]; do
-    while read -r name pid; do
-        kill -0 "$pid" 2>/dev/null || fail "$name (pid $pid) exited"
-    done < "$DIR/pids"
-    states=$(env -i PATH=$CLEAN_PATH SLURM_CONF="$CONF" sinfo -h -N -o '%N %t' 2>/dev/null | sort -u || true)
-    n_idle=$(printf '%s\n' "$states" | awk '$2 == "idle"' | wc -l)
-    if [ "$n_idle" -eq "$NODES" ]; then ready=1; break; fi
-    sleep 0.05
-done
+rc=0
+wait_idle "$NODES" "$READY_TIMEOUT" || rc=$?
 flock -u 9
-[ $ready -eq 1 ] || fail "not ready after ${READY_TIMEOUT}s; sinfo: $(printf '%s' "$states" | tr '\n' ';')"
+[ $rc -ne 2 ] || fail "$DIED exited"
+[ $rc -eq 0 ] || fail "not ready after ${READY_TIMEOUT}s; sinfo: $(printf '%s' "$STATES" | tr '\n' ';')"
 
-t1=$(date +%s.%N)
-printf 'start.sh: cluster envtest ready in %.2fs: %s nodes, slurmctld port %s, slurmd ports %s, SLURM_CONF=%s\n' \
-    "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" "$NODES" "$CTLPORT" "${PORTS[*]:1}" "$CONF"
+printf 'start.sh: cluster envtest ready in %ss: %s nodes, slurmctld port %s, slurmd ports %s, SLURM_CONF=%s\n' \
+    "$(elapsed "$t0")" "$NODES" "$CTLPORT" "${PORTS[*]:1}" "$CONF"

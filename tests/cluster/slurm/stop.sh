@@ -19,7 +19,7 @@ MARK="SLURM_CONF=$CONF"
 CLEAN_PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
 ours() {   # pid: does it carry our SLURM_CONF?
-    tr '\0' '\n' < "/proc/$1/environ" 2>/dev/null | grep -qxF -- "$MARK"
+    tr '\0' '\n' 2>/dev/null < "/proc/$1/environ" | grep -qxF -- "$MARK"
 }
 
 stepds() {   # this cluster's slurmstepd processes
@@ -61,20 +61,22 @@ term_wait_kill() {   # seconds pids...
 
 daemons=()
 munged=()
+ctld=""
 if [ -s "$DIR/pids" ]; then
     while read -r name pid; do
         [ -n "$pid" ] || continue
         if kill -0 "$pid" 2>/dev/null && ours "$pid"; then
             if [ "$name" = munged ]; then munged+=("$pid"); else daemons+=("$pid"); fi
+            [ "$name" = slurmctld ] && ctld=$pid
         fi
     done < "$DIR/pids"
 fi
 
 # 1. cancel this cluster's jobs (only if its slurmctld is still ours and alive)
-if [ ${#daemons[@]} -gt 0 ] && [ -f "$CONF" ]; then
-    jobs=$(env -i PATH=$CLEAN_PATH SLURM_CONF="$CONF" timeout 10 squeue -h -o %i 2>/dev/null | tr '\n' ' ')
+if [ -n "$ctld" ] && [ -f "$CONF" ]; then
+    jobs=$(env -i PATH=$CLEAN_PATH SLURM_CONF="$CONF" timeout 5 squeue -h -o %i 2>/dev/null | tr '\n' ' ')
     if [ -n "${jobs// }" ]; then
-        env -i PATH=$CLEAN_PATH SLURM_CONF="$CONF" timeout 10 scancel $jobs 2>/dev/null
+        env -i PATH=$CLEAN_PATH SLURM_CONF="$CONF" timeout 5 scancel $jobs 2>/dev/null
         for _ in $(seq 60); do
             [ -z "$(stepds)" ] && break
             sleep 0.05
@@ -90,7 +92,7 @@ term_wait_kill 10 "${daemons[@]}"
 # 3. leftover slurmstepd of this cluster and what runs below them
 steps=$(echo $steps_before $(stepds) | tr ' ' '\n' | sort -un)
 steps=$(alive $steps)
-tree=$(alive $tree $(descendants $steps))
+tree=$(alive $(echo $tree $(descendants $steps) | tr ' ' '\n' | sort -un))
 if [ -n "$steps$tree" ]; then
     echo "stop.sh: leftover slurmstepd/job processes: $(echo $steps $tree)" >&2
     term_wait_kill 3 $steps $tree
