@@ -30,6 +30,13 @@ if [ -s "$DIR/pids" ]; then
     echo "start.sh: $DIR/pids exists: a cluster may be running there (stop.sh $DIR first)" >&2
     exit 1
 fi
+for d in /proc/[0-9]*; do   # a cluster of this DIR whose pids file was lost
+    if tr '\0' '\n' 2>/dev/null < "$d/environ" | grep -qxF "SLURM_CONF=$CONF"; then
+        echo "start.sh: process ${d#/proc/} ($(tr '\0' ' ' 2>/dev/null < "$d/cmdline")) already runs with" \
+             "SLURM_CONF=$CONF (stop.sh $DIR first)" >&2
+        exit 1
+    fi
+done
 
 t0=$(date +%s.%N)
 CTLHOST=$(hostname -s)

@@ -5,7 +5,8 @@
 #
 # 1. cancels this cluster's own jobs (its SLURM_CONF; other clusters are never asked),
 # 2. TERMs exactly the daemons listed in DIR/pids (each checked to still carry SLURM_CONF=DIR/slurm.conf
-#    in /proc/PID/environ, so a recycled PID is never hit), waits, then KILLs,
+#    in /proc/PID/environ, so a recycled PID is never hit), waits, then KILLs; then the same for any
+#    munged/slurmctld/slurmd that carries this SLURM_CONF but is not listed (a lost pids file),
 # 3. kills leftover slurmstepd processes of this cluster (their environ carries the same SLURM_CONF)
 #    and the processes below them,
 # 4. verifies that none of them is left. Exit 1 if something survived.
@@ -31,7 +32,20 @@ stepds() {   # this cluster's slurmstepd processes
     done
 }
 
-descendants() {   # pids...: all their descendants (from /proc/*/stat ppid)
+strays() {   # daemons of this cluster (our SLURM_CONF) not listed in DIR/pids
+    local d pid exe
+    for d in /proc/[0-9]*; do
+        pid=${d#/proc/}
+        exe=$(readlink "$d/exe" 2>/dev/null) || continue
+        case "$exe" in
+            /usr/sbin/munged|/usr/sbin/slurmctld*|/usr/sbin/slurmd|/usr/sbin/slurmd-wlm)
+                case " ${daemons[*]} ${munged[*]} " in *" $pid "*) continue ;; esac
+                ours "$pid" && echo "$pid" ;;
+        esac
+    done
+}
+
+descendants() {   # pids...: all their descendants
     [ $# -gt 0 ] || return 0
     ps -e -o pid=,ppid= | awk -v roots=" $* " '
         { kids[$2] = kids[$2] " " $1 }
@@ -67,41 +81,52 @@ if [ -s "$DIR/pids" ]; then
         [ -n "$pid" ] || continue
         if kill -0 "$pid" 2>/dev/null && ours "$pid"; then
             if [ "$name" = munged ]; then munged+=("$pid"); else daemons+=("$pid"); fi
-            [ "$name" = slurmctld ] && ctld=$pid
+            if [ "$name" = slurmctld ]; then ctld=$pid; fi
         fi
     done < "$DIR/pids"
 fi
 
-# 1. cancel this cluster's jobs (only if its slurmctld is still ours and alive)
+# 1. cancel this cluster's jobs (only through its own slurmctld, if that is alive)
 if [ -n "$ctld" ] && [ -f "$CONF" ]; then
     jobs=$(env -i PATH=$CLEAN_PATH SLURM_CONF="$CONF" timeout 5 squeue -h -o %i 2>/dev/null | tr '\n' ' ')
     if [ -n "${jobs// }" ]; then
         env -i PATH=$CLEAN_PATH SLURM_CONF="$CONF" timeout 5 scancel $jobs 2>/dev/null
-        for _ in $(seq 60); do
+        for _ in $(seq 100); do
             [ -z "$(stepds)" ] && break
             sleep 0.05
         done
     fi
 fi
 
-# 2. the daemons we started (slurmd/slurmctld first, munged last)
+# 2. the daemons we started, then unlisted ones of this cluster. Each takes 1.6-1.9 s to exit after
+#    TERM, so they are stopped together; munged too unless job steps remain (they might still need it).
 steps_before=$(stepds)
 tree=$(descendants $steps_before)
-term_wait_kill 10 "${daemons[@]}"
+if [ -z "$steps_before" ]; then
+    term_wait_kill 10 "${daemons[@]}" "${munged[@]}"
+else
+    term_wait_kill 10 "${daemons[@]}"
+fi
+extra=()
+for pid in $(strays); do
+    echo "stop.sh: also stopping unlisted daemon of this cluster: $pid $(tr '\0' ' ' 2>/dev/null < /proc/$pid/cmdline)" >&2
+    if [ "$(readlink /proc/$pid/exe)" = /usr/sbin/munged ]; then munged+=("$pid"); else extra+=("$pid"); fi
+done
+term_wait_kill 10 "${extra[@]}"
+daemons+=("${extra[@]}")
 
 # 3. leftover slurmstepd of this cluster and what runs below them
-steps=$(echo $steps_before $(stepds) | tr ' ' '\n' | sort -un)
-steps=$(alive $steps)
+steps=$(alive $(echo $steps_before $(stepds) | tr ' ' '\n' | sort -un))
 tree=$(alive $(echo $tree $(descendants $steps) | tr ' ' '\n' | sort -un))
 if [ -n "$steps$tree" ]; then
     echo "stop.sh: leftover slurmstepd/job processes: $(echo $steps $tree)" >&2
     term_wait_kill 3 $steps $tree
 fi
 
-term_wait_kill 5 "${munged[@]}"
+term_wait_kill 5 $(alive "${munged[@]}")
 
 # 4. verify
-left=$(alive "${daemons[@]}" "${munged[@]}" $steps $tree $(stepds))
+left=$(alive "${daemons[@]}" "${munged[@]}" $steps $tree $(stepds) $(strays))
 if [ -n "$left" ]; then
     echo "stop.sh: still alive: $(echo $left)" >&2
     exit 1

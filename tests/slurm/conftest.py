@@ -1,0 +1,266 @@
+"""A real, throwaway Slurm cluster for end-to-end tests (one slurmctld, two slurmd on this host, a private
+munged), started by tests/cluster/slurm/start.sh and stopped by stop.sh at the end of the session.
+
+Fixture `slurm_cluster` (session scope) yields a `SlurmCluster`:
+
+    c.dir                 Path of the cluster (root-owned, 0755, outside /tmp: /var/lib/envsched-slurm-test-*)
+    c.conf                c.dir / "slurm.conf"
+    c.plugstack           c.dir / "plugstack.conf" (empty at start)
+    c.env                 environment for client commands: minimal PATH, LANG, SLURM_CONF
+    c.nodes               ["node1", "node2"]; c.legacy_node == "node2" (partition `legacy`); `debug` is default
+    c.ready_seconds       time start.sh took to get all nodes idle
+    c.sbatch(script_text, *args, user=None, cwd=None, env=None) -> job id (str)
+    c.wait(job_id, timeout=60) -> Job        (polls `scontrol show job -o` until a terminal JobState)
+    c.job(job_id) -> Job                      (one `scontrol show job -o`, no waiting)
+    c.srun(*args, user=None, cwd=None, env=None, timeout=60, stdin=None) -> CompletedProcess (text)
+    c.run(argv, user=None, ...) -> CompletedProcess  any client command (squeue, scontrol, sinfo, salloc...)
+    c.write_plugstack(text, restart_slurmd=False)
+    c.restart_slurmd()
+    c.logs(lines=40) -> str                   tails of the daemon logs, for failure messages
+
+`user=` runs the client as that user through `setpriv --reuid/--regid/--init-groups` with HOME/USER/
+LOGNAME set and SLURM_CONF preserved; the default cwd is then the user's home (root: c.dir/"work").
+
+Plugstack reloading (measured on Debian's Slurm 22.05.8):
+  * srun/sbatch/salloc read plugstack.conf at every invocation (local/allocator context), so a client
+    sees a rewrite immediately, and fails ("Plug-in initialization failed" / "Failed to initialize plugin
+    stack", exit 1) if a `required` plugin cannot be loaded -- including when the submitting user cannot
+    read the .so.
+  * slurmstepd (remote context: init, user_init, task_init...) reads it at every step launch: no
+    `scontrol reconfigure` or restart is needed for those callbacks.
+  * slurm_spank_job_prolog/job_epilog (job_script context) and slurm_spank_init in slurmd context only run
+    if plugstack.conf listed a plugin when slurmd STARTED. `scontrol reconfigure` and SIGHUP do not change
+    that; restart slurmd (`write_plugstack(text, restart_slurmd=True)` / `restart_slurmd()`). Once slurmd
+    runs job_prolog at all, each job reads the current plugstack.conf again.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CLUSTER = REPO / "tests" / "cluster" / "slurm"
+IS_ROOT = os.geteuid() == 0
+SLURM_USER = "envsched-su"
+CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
+            "DEADLINE", "PREEMPTED", "SPECIAL_EXIT", "REVOKED"}
+
+
+_KEYCHARS = str.maketrans("", "", "/:_")
+
+
+def parse_scontrol_oneliner(line: str) -> Dict[str, str]:
+    """`scontrol show job -o` output: Key=Value pairs; a token without '=' belongs to the previous value."""
+    out: Dict[str, str] = {}
+    key = None
+    for tok in line.strip().split(" "):
+        if "=" in tok and tok.split("=", 1)[0].translate(_KEYCHARS).isalnum():
+            key, val = tok.split("=", 1)
+            out[key] = val
+        elif key is not None:
+            out[key] += " " + tok
+    return out
+
+
+@dataclass
+class Job:
+    job_id: str
+    fields: Dict[str, str]
+
+    @property
+    def state(self) -> str:
+        return self.fields.get("JobState", "")
+
+    @property
+    def exit_code(self) -> Tuple[int, int]:
+        """(exit status, signal) from ExitCode=N:S."""
+        code, _, sig = self.fields.get("ExitCode", "0:0").partition(":")
+        return int(code), int(sig or 0)
+
+    @property
+    def node_list(self) -> str:
+        return self.fields.get("NodeList", "")
+
+    @property
+    def std_out(self) -> str:
+        return self.fields.get("StdOut", "")
+
+    def __getitem__(self, key: str) -> str:
+        return self.fields[key]
+
+
+@dataclass
+class SlurmCluster:
+    dir: Path
+    nodes: List[str]
+    legacy_node: str
+    ready_seconds: float
+    env: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def conf(self) -> Path:
+        return self.dir / "slurm.conf"
+
+    @property
+    def plugstack(self) -> Path:
+        return self.dir / "plugstack.conf"
+
+    # ---------------------------------------------------------------- running clients
+    def _prepare(self, argv: Sequence[str], user: Optional[str], cwd: Optional[str],
+                 env: Optional[Dict[str, str]]) -> Tuple[List[str], Dict[str, str], str]:
+        e = dict(self.env)
+        cmd = list(argv)
+        if user is not None:
+            pw = pwd.getpwnam(user)
+            e.update(HOME=pw.pw_dir, USER=user, LOGNAME=user)
+            cmd = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--"] + cmd
+            wd = cwd or pw.pw_dir
+        else:
+            e.update(HOME="/root", USER="root", LOGNAME="root")
+            wd = cwd or str(self.dir / "work")
+        e.update(env or {})
+        return cmd, e, wd
+
+    def run(self, argv: Sequence[str], user: Optional[str] = None, cwd: Optional[str] = None,
+            env: Optional[Dict[str, str]] = None, timeout: float = 60,
+            stdin: Optional[str] = None) -> subprocess.CompletedProcess:
+        cmd, e, wd = self._prepare(argv, user, cwd, env)
+        return subprocess.run(cmd, cwd=wd, env=e, input=stdin, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, timeout=timeout)
+
+    def srun(self, *args: str, user: Optional[str] = None, cwd: Optional[str] = None,
+             env: Optional[Dict[str, str]] = None, timeout: float = 60,
+             stdin: Optional[str] = None) -> subprocess.CompletedProcess:
+        return self.run(["srun", *args], user=user, cwd=cwd, env=env, timeout=timeout, stdin=stdin)
+
+    def sbatch(self, script_text: str, *args: str, user: Optional[str] = None, cwd: Optional[str] = None,
+               env: Optional[Dict[str, str]] = None, timeout: float = 30) -> str:
+        """Submit `script_text` (written to a 0644 file under dir/scripts) with --parsable; return the id."""
+        script = self.dir / "scripts" / f"job-{uuid.uuid4().hex[:10]}.sh"
+        script.write_text(script_text)
+        script.chmod(0o644)
+        p = self.run(["sbatch", "--parsable", *args, str(script)], user=user, cwd=cwd, env=env,
+                     timeout=timeout)
+        if p.returncode != 0:
+            raise AssertionError(f"sbatch failed ({p.returncode}): {p.stderr.strip()}")
+        return p.stdout.strip().split(";")[0]
+
+    def scontrol(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+        return self.run(["scontrol", *args], timeout=timeout)
+
+    # ---------------------------------------------------------------- jobs
+    def job(self, job_id: str) -> Job:
+        p = self.scontrol("show", "job", "-o", str(job_id))
+        if p.returncode != 0:
+            raise AssertionError(f"scontrol show job {job_id}: {p.stderr.strip()}")
+        return Job(str(job_id), parse_scontrol_oneliner(p.stdout.splitlines()[0]))
+
+    def wait(self, job_id: str, timeout: float = 60) -> Job:
+        """Poll until the job reaches a terminal state; return its final record."""
+        deadline = time.monotonic() + timeout
+        while True:
+            j = self.job(job_id)
+            if j.state in TERMINAL:
+                return j
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id} still {j.state} after {timeout}s "
+                                     f"(Reason={j.fields.get('Reason')})\n{self.logs()}")
+            time.sleep(0.05)
+
+    # ---------------------------------------------------------------- plugstack / daemons
+    def write_plugstack(self, text: str, restart_slurmd: bool = False) -> None:
+        """Rewrite plugstack.conf atomically (0644). Clients and slurmstepd pick it up at their next
+        start; pass restart_slurmd=True when job_prolog/job_epilog or slurmd-context hooks must change."""
+        tmp = self.plugstack.with_name(".plugstack.conf.tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o644)
+        os.replace(tmp, self.plugstack)
+        if restart_slurmd:
+            self.restart_slurmd()
+
+    def restart_slurmd(self) -> None:
+        p = subprocess.run([str(CLUSTER / "restart-slurmd.sh"), str(self.dir)], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=90)
+        if p.returncode != 0:
+            raise AssertionError(f"restart-slurmd.sh failed:\n{p.stdout}")
+
+    def logs(self, lines: int = 40) -> str:
+        out = []
+        for f in sorted((self.dir / "log").glob("*")):
+            try:
+                tail = f.read_text(errors="replace").splitlines()[-lines:]
+            except OSError:
+                continue
+            if tail:
+                out.append(f"---- {f}\n" + "\n".join(tail))
+        return "\n".join(out)
+
+
+def _run_script(argv: Sequence[str], timeout: float) -> str:
+    p = subprocess.run(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       timeout=timeout, stdin=subprocess.DEVNULL,
+                       env={"PATH": CLEAN_PATH, "LANG": "C.UTF-8"})
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({p.returncode}):\n{p.stdout}")
+    return p.stdout
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    if not IS_ROOT:
+        pytest.skip("needs root (CI runs as root)")
+    _run_script([str(CLUSTER / "install.sh")], timeout=900)
+    # a trusted, root-owned path chain (a later plugin policy must live here), not under /tmp
+    root = Path(f"/var/lib/envsched-slurm-test-{uuid.uuid4().hex[:8]}")
+    root.mkdir(mode=0o755)
+    os.chown(root, 0, 0)
+    root.chmod(0o755)
+    for sub in ("scripts", "work"):
+        (root / sub).mkdir(mode=0o755)
+    try:
+        out = _run_script([str(CLUSTER / "start.sh"), str(root), "2"], timeout=120)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    print(out.strip())
+    ready = float(out.rsplit("ready in ", 1)[1].split("s", 1)[0])
+    cluster = SlurmCluster(dir=root, nodes=["node1", "node2"], legacy_node="node2", ready_seconds=ready,
+                           env={"PATH": CLEAN_PATH, "LANG": "C.UTF-8", "SLURM_CONF": str(root / "slurm.conf")})
+    try:
+        yield cluster
+    finally:
+        stop = subprocess.run([str(CLUSTER / "stop.sh"), str(root)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=120)
+        if stop.returncode == 0 and os.environ.get("ENVSCHED_KEEP_SLURM") != "1":
+            shutil.rmtree(root, ignore_errors=True)
+        if stop.returncode != 0:
+            raise RuntimeError(f"stop.sh {root} failed:\n{stop.stdout}")
+
+
+@pytest.fixture(scope="session")
+def slurm_user() -> pwd.struct_passwd:
+    """An ordinary user with a home directory for jobs (created if missing, removed if we created it)."""
+    if not IS_ROOT:
+        pytest.skip("needs root to create a user")
+    created = False
+    try:
+        pw = pwd.getpwnam(SLURM_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", "--user-group", SLURM_USER],
+                       check=True)
+        created = True
+        pw = pwd.getpwnam(SLURM_USER)
+    yield pw
+    if created:
+        subprocess.run(["userdel", "--remove", SLURM_USER], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
