@@ -22,7 +22,8 @@ int slurm_spank_init(spank_t sp, int ac, char **av)
 
 int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 {
-    (void)ac, (void)av;
+    if (es_config_parse(ac, av) != 0)
+        return -1;
     if (spank_context() == S_CTX_LOCAL || spank_context() == S_CTX_ALLOCATOR)
         return es_local_check(sp);
     return 0;
@@ -30,7 +31,8 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 
 int slurm_spank_user_init(spank_t sp, int ac, char **av)
 {
-    (void)ac, (void)av;
+    if (es_config_parse(ac, av) != 0)
+        return -1;
     return spank_context() == S_CTX_REMOTE ? es_remote_user_init(sp) : 0;
 }
 
@@ -46,9 +48,12 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
     return spank_context() == S_CTX_REMOTE ? es_remote_task_init(sp) : 0;
 }
 
+/* slurmd runs the job epilog in a process of its own that does not call slurm_spank_init:
+ * the plugstack arguments arrive here. */
 int slurm_spank_job_epilog(spank_t sp, int ac, char **av)
 {
-    (void)ac, (void)av;
+    if (es_config_parse(ac, av) != 0)
+        return -1;
     return spank_context() == S_CTX_JOB_SCRIPT ? es_job_epilog(sp) : 0;
 }
 #pragma GCC visibility pop

@@ -10,7 +10,7 @@
 int es_job_epilog(spank_t sp)
 {
     uint32_t job = 0;
-    char key[64];
+    char key[128];
     struct es_run r;
 
     if (spank_get_item(sp, S_JOB_ID, &job) != ESPANK_SUCCESS) {
@@ -19,6 +19,7 @@ int es_job_epilog(spank_t sp)
             return 0;
         job = (uint32_t)strtoul(id, NULL, 10);
     }
+    /* slurm-<job>-<node index>[.<step>]: every view of the job on this host */
     snprintf(key, sizeof key, "slurm-%u", job);
     char *argv[] = {es_cfg.resolver, "--policy", es_cfg.policy, "release", "--key", key,
                     "--with-steps", "--quiet", NULL};

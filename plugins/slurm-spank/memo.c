@@ -48,7 +48,7 @@ int es_memo_lookup(const char *run_dir, const char *key, const char *inputs, cha
     if (pid == 0) {
         char path[PATH_MAX], have[1024], lines[16384];
         close(p[0]);
-        if (setresgid(0, 0, 0) != 0 || setgroups(0, NULL) != 0 || setresuid(0, 0, 0) != 0)
+        if (setresuid(0, 0, 0) != 0 || setresgid(0, 0, 0) != 0 || setgroups(0, NULL) != 0)
             _exit(1);
         snprintf(path, sizeof path, "%s/%s/inputs", run_dir, key);
         if (read_file(path, have, sizeof have) < 0 || strcmp(have, inputs) != 0)

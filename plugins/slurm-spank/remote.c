@@ -87,7 +87,7 @@ int es_remote_user_init(spank_t sp)
 {
     uint32_t job = 0, step = 0;
     uid_t uid = 0;
-    char chos[256], partition[256], account[256], inputs[1024], key[64], fallback[64];
+    char chos[256], partition[256], account[256], inputs[1024], key[128], fallback[160];
     char jobstep[64], uidstr[16], owner[16], shim[16384];
     struct es_run r;
 
@@ -104,8 +104,12 @@ int es_remote_user_init(spank_t sp)
     getenv_job(sp, "SLURM_JOB_ACCOUNT", account, sizeof account);
     snprintf(inputs, sizeof inputs, "uid=%u\toption=%s\tchos=%s\tpartition=%s\taccount=%s",
              (unsigned)uid, es_option_set ? es_option : "", chos, partition, account);
-    snprintf(key, sizeof key, "slurm-%u", job);
-    snprintf(fallback, sizeof fallback, "slurm-%u.%u", job, step);
+    /* the job's node index keeps keys apart when several slurmd share one host (test clusters) */
+    uint32_t nodeid = 0;
+    if (spank_get_item(sp, S_JOB_NODEID, &nodeid) != ESPANK_SUCCESS)
+        nodeid = 0;
+    snprintf(key, sizeof key, "slurm-%u-%u", job, nodeid);
+    snprintf(fallback, sizeof fallback, "%s.%u", key, step);
 
     /* the same request as an earlier step of this job: join its view, no resolver */
     char inputs_nl[sizeof inputs + 1];
@@ -116,7 +120,10 @@ int es_remote_user_init(spank_t sp)
         return 0;
     }
 
-    snprintf(jobstep, sizeof jobstep, "%u.%u", job, step);
+    if (step == SLURM_BATCH_SCRIPT)
+        snprintf(jobstep, sizeof jobstep, "%u.batch", job);
+    else
+        snprintf(jobstep, sizeof jobstep, "%u.%u", job, step);
     snprintf(uidstr, sizeof uidstr, "%u", (unsigned)uid);
     snprintf(owner, sizeof owner, "%d", (int)getpid());
     char *argv[64];

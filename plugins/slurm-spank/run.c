@@ -20,8 +20,9 @@ static char *const clean_env[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.
 static void child(char *const argv[], int become_root, int out, int err)
 {
     /* In slurmstepd's user_init the real uid is root and the effective uid the user:
-     * take root back fully for the resolver, which drops to the user itself to read ~/.chos. */
-    if (become_root && (setresgid(0, 0, 0) != 0 || setgroups(0, NULL) != 0 || setresuid(0, 0, 0) != 0)) {
+     * take root back fully for the resolver, which drops to the user itself to read ~/.chos.
+     * The uid first: only an effective uid 0 brings back the capability to change groups. */
+    if (become_root && (setresuid(0, 0, 0) != 0 || setresgid(0, 0, 0) != 0 || setgroups(0, NULL) != 0)) {
         dprintf(err, ES_PREFIX "cannot become root for the resolver: %s\n", strerror(errno));
         _exit(ENVSCHED_EXIT_SETUP_FAILED);
     }

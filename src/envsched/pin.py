@@ -221,13 +221,20 @@ class PinStore:
             return False
         target = os.path.join(pin, "mnt")
         if os.path.ismount(target) or _is_nsfs(target):
-            linux.umount2(target, linux.MNT_DETACH)
+            try:
+                linux.umount2(target, linux.MNT_DETACH)
+            except SetupError as e:
+                if linux.errno_of(e) not in ("EINVAL", "ENOENT"):   # released meanwhile by another
+                    raise
         for name in ("mnt", "plan.json", "meta.json", "shim", "inputs"):
             try:
                 os.unlink(os.path.join(pin, name))
             except FileNotFoundError:
                 pass
-        os.rmdir(pin)
+        try:
+            os.rmdir(pin)
+        except FileNotFoundError:
+            return False
         return True
 
     def stale(self) -> List[str]:

@@ -213,7 +213,8 @@ def cmd_release(args: argparse.Namespace) -> int:
     policy = policy_from(args)
     audit.configure(policy.site.log_file)
     store = PinStore(policy.site.run_dir)
-    keys = [args.key] + ([k for k in store.keys() if k.startswith(args.key + ".")] if args.with_steps else [])
+    keys = [args.key] + ([k for k in store.keys() if k.startswith((args.key + ".", args.key + "-"))]
+                         if args.with_steps else [])
     released = [k for k in keys if store.release(k)]
     for key in released:
         audit.log("released", key=key)
@@ -305,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("release", help="root: unpin a view and remove its pin")
     s.add_argument("--key", required=True)
-    s.add_argument("--with-steps", action="store_true", help="also the pins KEY.* (steps' own views)")
+    s.add_argument("--with-steps", action="store_true", help="also the pins KEY.* and KEY-* (per node, per step)")
     s.add_argument("--quiet", action="store_true", help="say nothing when there is no pin")
     s.set_defaults(func=cmd_release)
 
