@@ -10,21 +10,16 @@ import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import pytest
+
+from testlib import TEST_USER, mount_table
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_MINI = REPO / "tests" / "envs" / "build-mini-env.sh"
 IS_ROOT = os.geteuid() == 0
-TEST_USER = "envsched-tu"
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root (CI runs as root)")
-
-
-def mount_table() -> List[str]:
-    """The host mount table, without the per-mount ids that a remount may renumber."""
-    with open("/proc/self/mountinfo") as f:
-        return sorted(" ".join(line.split()[2:]) for line in f)
 
 
 @dataclass

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import TEST_USER
+from testlib import TEST_USER
 
 pytestmark = pytest.mark.ns
 

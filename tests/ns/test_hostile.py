@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import TEST_USER
+from testlib import TEST_USER
 
 pytestmark = pytest.mark.ns
 

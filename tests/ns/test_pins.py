@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import TEST_USER, mount_table
+from testlib import TEST_USER, mount_table
 
 pytestmark = pytest.mark.ns
 

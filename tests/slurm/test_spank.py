@@ -1,0 +1,252 @@
+"""The envsched SPANK plugin on a real Slurm cluster: real jobs, checking what the payload saw."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from testlib import mount_table
+
+pytestmark = pytest.mark.slurm
+
+REPO = Path(__file__).resolve().parents[2]
+PLUGIN_DIR = REPO / "plugins" / "slurm-spank"
+SHOW = 'head -1 /etc/os-release; echo "CHOS=$CHOS"; echo "CWD=$(pwd)"; echo "USER=$(id -un)"'
+
+
+class Site:
+    def __init__(self, cluster, run_dir: Path, policy: Path, trees: dict):
+        self.cluster, self.run_dir, self.policy, self.trees = cluster, run_dir, policy, trees
+
+    def settle(self, timeout: float = 20) -> None:
+        """Wait for the job epilogs to release every view; fail if one is left."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.run_dir.exists() or not any(self.run_dir.iterdir()):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"views left after the jobs ended: {sorted(os.listdir(self.run_dir))}")
+
+    def output(self, job: str, user_home: Path) -> str:
+        return (user_home / f"out-{job}.txt").read_text()
+
+
+@pytest.fixture(scope="session")
+def site(slurm_cluster, slurm_user):
+    subprocess.run(["make", "-s", "-C", str(PLUGIN_DIR)], check=True)
+    root = slurm_cluster.dir
+    (root / "os").mkdir(mode=0o755, exist_ok=True)
+    trees = {}
+    for name, version in (("deb12", "12"), ("deb13", "13")):
+        trees[name] = root / "os" / name
+        subprocess.run([str(REPO / "tests/envs/build-mini-env.sh"), str(trees[name]), "debian", version,
+                        f"Debian {version} (mini)"], check=True, stdout=subprocess.DEVNULL)
+    run_dir = Path(f"/run/envsched-slurmtest-{uuid.uuid4().hex[:8]}")
+    policy = root / "policy.toml"
+    policy.write_text(f"""
+[site]
+default = "deb12"
+run_dir = "{run_dir}"
+log_file = "{root}/envsched.log"
+
+[defaults]
+partitions = {{ legacy = "deb13" }}
+
+[environments.deb12]
+path = "{trees['deb12']}"
+[environments.deb13]
+path = "{trees['deb13']}"
+[environments.secret]
+path = "{trees['deb13']}"
+allow_users = ["root"]
+""")
+    policy.chmod(0o644)
+    resolver = Path(os.sys.executable).parent / "envsched"
+    slurm_cluster.write_plugstack(
+        f"required {PLUGIN_DIR}/envsched_spank.so policy={policy} resolver={resolver} run_dir={run_dir} "
+        f"bind={root}/spool bind={root}/munge\n", restart_slurmd=True)
+    yield Site(slurm_cluster, run_dir, policy, trees)
+    slurm_cluster.write_plugstack("")
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+
+
+@pytest.fixture
+def home(slurm_user):
+    h = Path(slurm_user.pw_dir)
+    subprocess.run(["rm", "-f", str(h / ".chos")], check=True)
+    yield h
+    subprocess.run(["rm", "-f", str(h / ".chos")], check=True)
+
+
+def lines(text: str) -> dict:
+    out = {}
+    for line in text.splitlines():
+        if "=" in line:
+            k, v = line.split("=", 1)
+            out[k] = v.strip('"')
+    return out
+
+
+def run_batch(site, home, user, *args, script=SHOW, env=None):
+    c = site.cluster
+    job = c.sbatch("#!/bin/sh\n" + script + "\n", "-o", f"{home}/out-%j.txt", *args, user=user, cwd=str(home),
+                   env=env)
+    state = c.wait(job, timeout=60)
+    site.settle()
+    return job, state, site.output(job, home)
+
+
+def test_sbatch_chos_as_user(site, slurm_user, home):
+    job, state, out = run_batch(site, home, slurm_user.pw_name, "--chos=deb13")
+    assert state.state == "COMPLETED", out
+    seen = lines(out)
+    assert seen["PRETTY_NAME"] == "Debian 13 (mini)"
+    assert seen["CHOS"] == "deb13"
+    assert seen["CWD"] == str(home)
+    assert seen["USER"] == slurm_user.pw_name
+
+
+def test_srun_chos_multi_node_multi_task(site, slurm_user, home):
+    r = site.cluster.srun("-N2", "-n4", "--chos=deb12", "sh", "-c",
+                          'echo "$SLURMD_NODENAME $SLURM_PROCID $(head -1 /etc/os-release) $CHOS"',
+                          user=slurm_user.pw_name)
+    assert r.returncode == 0, r.stderr
+    rows = sorted(r.stdout.splitlines())
+    assert len(rows) == 4
+    assert {row.split()[0] for row in rows} == {"node1", "node2"}
+    assert all(row.endswith('PRETTY_NAME="Debian 12 (mini)" deb12') for row in rows), rows
+    site.settle()
+
+
+def test_salloc_then_srun_steps(site, slurm_user, home):
+    r = site.cluster.run(["salloc", "-N1", "--chos=deb13", "sh", "-c",
+                          "srun sh -c 'head -1 /etc/os-release'; srun sh -c 'echo $CHOS'"],
+                         user=slurm_user.pw_name, timeout=90)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ['PRETTY_NAME="Debian 13 (mini)"', "deb13"]
+    site.settle()
+
+
+@pytest.mark.parametrize("how,expected", [("CHOS variable", "deb13"), ("~/.chos", "deb13"),
+                                          ("partition default", "deb13"), ("site default", "deb12")])
+def test_selection_sources(site, slurm_user, home, how, expected):
+    args, env = [], None
+    if how == "CHOS variable":
+        env = {"CHOS": "deb13"}
+    elif how == "~/.chos":
+        (home / ".chos").write_text("deb13\n")
+        os.chown(home / ".chos", slurm_user.pw_uid, slurm_user.pw_gid)
+    elif how == "partition default":
+        args = ["-p", "legacy"]
+    job, state, out = run_batch(site, home, slurm_user.pw_name, *args, env=env)
+    assert state.state == "COMPLETED", out
+    assert lines(out)["CHOS"] == expected
+    assert lines(out)["PRETTY_NAME"] == f"Debian {expected[3:]} (mini)"
+
+
+def test_as_root_and_exit_code(site, home):
+    r = site.cluster.srun("--chos=deb13", "sh", "-c", "id -u; head -1 /etc/os-release; exit 3")
+    assert r.returncode == 3
+    assert r.stdout.splitlines() == ["0", 'PRETTY_NAME="Debian 13 (mini)"']
+    site.settle()
+
+
+@pytest.mark.parametrize("request_name,reason", [("sl5", "no such environment at this site"),
+                                                 ("secret", "restricted to other users or groups"),
+                                                 ("../etc", "not a valid name")])
+def test_refused_at_submit(site, slurm_user, home, request_name, reason):
+    marker = home / f"ran-{uuid.uuid4().hex[:6]}"
+    for cmd in (["sbatch", f"--chos={request_name}", "--wrap", f"touch {marker}"],
+                ["srun", f"--chos={request_name}", "touch", str(marker)]):
+        r = site.cluster.run(cmd, user=slurm_user.pw_name)
+        assert r.returncode != 0
+        first = r.stderr.splitlines()[0]
+        assert first.startswith(f"envsched: environment '{request_name}' (option) refused: {reason}"), r.stderr
+        assert first.endswith("allowed for you: deb12, deb13, local")
+    queue = site.cluster.run(["squeue", "-h", "-u", slurm_user.pw_name])
+    assert queue.stdout.strip() == ""
+    assert not marker.exists()
+
+
+def test_broken_at_start_fails_before_payload(site, slurm_user, home):
+    marker = home / "payload-ran"
+    c = site.cluster
+    job = c.sbatch(f"#!/bin/sh\ntouch {marker}\n", "--hold", "--chos=deb13", "-o", f"{home}/out-%j.txt",
+                   user=slurm_user.pw_name, cwd=str(home))
+    os.chmod(site.trees["deb13"] / "usr", 0o777)          # the tree becomes untrusted after submit
+    try:
+        c.scontrol("release", job)
+        state = c.wait(job, timeout=60)
+    finally:
+        os.chmod(site.trees["deb13"] / "usr", 0o755)
+    site.settle()
+    out = site.output(job, home)
+    assert state.state == "FAILED"
+    assert not marker.exists()
+    assert "envsched: environment deb13 is not usable: " in out and "writable by group or others" in out
+    log = (c.dir / "envsched.log").read_text()
+    assert f"event=broken job={job}.batch user={slurm_user.pw_name} env=deb13" in log
+
+
+def test_scancel_releases_the_view(site, slurm_user, home):
+    c = site.cluster
+    before = mount_table()
+    job = c.sbatch("#!/bin/sh\nsleep 300\n", "--chos=deb13", "-o", f"{home}/out-%j.txt",
+                   user=slurm_user.pw_name, cwd=str(home))
+    _wait_for_pin(site)
+    assert len(mount_table()) > len(before)
+    c.run(["scancel", job])
+    c.wait(job, timeout=60)
+    site.settle()
+    assert mount_table() == before
+
+
+def test_killed_step_daemon_still_releases(site, slurm_user, home):
+    c = site.cluster
+    before = mount_table()
+    job = c.sbatch("#!/bin/sh\nsleep 300\n", "--chos=deb12", "-o", f"{home}/out-%j.txt",
+                   user=slurm_user.pw_name, cwd=str(home))
+    _wait_for_pin(site)
+    stepd = [pid for pid in _pids("slurmstepd") if f"[{job}.batch]" in _cmdline(pid)]
+    assert stepd, "no slurmstepd for the batch step"
+    for pid in stepd:
+        os.kill(pid, signal.SIGKILL)
+    c.run(["scancel", job])
+    c.wait(job, timeout=60)
+    site.settle(timeout=40)
+    assert mount_table() == before
+
+
+def _wait_for_pin(site, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if site.run_dir.exists() and any((p / "meta.json").exists() for p in site.run_dir.iterdir()):
+            return
+        time.sleep(0.2)
+    raise AssertionError("the job's view was never pinned")
+
+
+def _pids(name: str):
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as f:
+                    if f.read().strip() == name:
+                        yield int(entry)
+            except OSError:
+                continue
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
