@@ -10,4 +10,4 @@ trap 'rm -rf "$base"' EXIT
 chown "$user": "$base"
 setpriv --reuid="$user" --regid="$user" --init-groups -- \
     env -i PATH=/usr/bin:/bin HOME="$base" LANG=C.UTF-8 \
-    .venv/bin/python -m pytest tests/unit -q -p no:cacheprovider --basetemp="$base/pytest" "$@"
+    .venv/bin/python -m pytest tests/unit -p no:cacheprovider --basetemp="$base/pytest" "$@"
