@@ -3,6 +3,7 @@
 #
 #   DEMO_ENVS=mini (default)  busybox-static trees, built in a second
 #   DEMO_ENVS=full            real Debian 12 and 13 trees from debootstrap (a few minutes, cached)
+#   DEMO_SLURM=0              skip the Slurm part (a throwaway cluster with the SPANK plugin)
 #
 # Everything lives under $DEMO_DIR (default /var/lib/envsched-demo); nothing is left mounted.
 set -euo pipefail
@@ -68,3 +69,8 @@ done
 echo
 echo "== chos which (as nobody): why a job gets what it gets"
 setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$chos" "${policy[@]}" which
+
+if [ "${DEMO_SLURM:-1}" != 0 ]; then
+    echo
+    bash scripts/demo-slurm.sh
+fi
