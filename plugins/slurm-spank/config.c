@@ -2,7 +2,13 @@
  * disable a site's policy.
  *
  *   required optional /usr/lib/.../envsched_spank.so policy=/etc/envsched/policy.toml \
- *       resolver=/opt/envsched/bin/envsched [run_dir=/run/envsched] [bind=/run/munge ...] [debug]
+ *       resolver=/opt/envsched/bin/envsched [run_dir=/run/envsched] [bind=/run/munge ...]
+ *       [host_tools=/var/lib/envsched/slurm-tools] [validate=0|1] [debug]
+ *
+ *   host_tools= a directory written by `envsched site-config host-tools --scheduler slurm`:
+ *               bound into every view, its bin/ prepended to the job's PATH, so a batch script
+ *               in an environment can call srun, squeue, scontrol, scancel ...
+ *   validate=0  no submit-time check (the plugstack.conf seen from inside views uses it)
  */
 #include <stdio.h>
 #include <string.h>
@@ -13,6 +19,7 @@ struct es_config es_cfg = {
     .policy = "/etc/envsched/policy.toml",
     .resolver = "/usr/local/bin/envsched",
     .run_dir = "/run/envsched",
+    .validate = 1,
 };
 
 static int set_path(char *dst, const char *arg, const char *value)
@@ -50,12 +57,21 @@ int es_config_parse(int ac, char **av)
                 return -1;
             }
             rc = set_path(es_cfg.binds[es_cfg.nbinds++], "bind", value);
+        } else if (klen == 10 && strncmp(av[i], "host_tools", klen) == 0) {
+            rc = set_path(es_cfg.host_tools, "host_tools", value);
+        } else if (klen == 8 && strncmp(av[i], "validate", klen) == 0) {
+            if (strcmp(value, "0") != 0 && strcmp(value, "1") != 0) {
+                slurm_error(ES_PREFIX "plugstack.conf: validate: expected 0 or 1, got '%s'", value);
+                return -1;
+            }
+            es_cfg.validate = value[0] == '1';
+            rc = 0;
         } else if (strcmp(av[i], "debug") == 0) {
             es_cfg.debug = 1;
             rc = 0;
         } else {
             slurm_error(ES_PREFIX "plugstack.conf: unknown argument '%s' "
-                        "(known: policy= resolver= run_dir= bind= debug)", av[i]);
+                        "(known: policy= resolver= run_dir= bind= host_tools= validate= debug)", av[i]);
             return -1;
         }
         if (rc != 0)

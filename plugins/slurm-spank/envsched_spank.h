@@ -23,6 +23,8 @@ struct es_config {
     char run_dir[PATH_MAX];             /* run_dir=  where the resolver keeps pins          */
     char binds[ES_MAX_BINDS][PATH_MAX]; /* bind=     extra host paths for every view        */
     int nbinds;
+    char host_tools[PATH_MAX];          /* host_tools= wrappers of the host's Slurm clients */
+    int validate;                       /* validate= 0: no submit-time check (inside views) */
     int debug;                          /* debug     replay the resolver's log on success  */
 };
 

@@ -64,7 +64,8 @@ static int apply_env(spank_t sp, char *line)
     return spank_setenv(sp, name, joined, 1) == ESPANK_SUCCESS ? 0 : -1;
 }
 
-/* The resolver's shim protocol (src/envsched/shim.py): remember the pin, apply env ops. */
+/* The resolver's shim protocol (src/envsched/shim.py): remember the pin, apply env ops;
+ * inside a view, the host's Slurm clients come first in PATH. */
 static int apply_shim(spank_t sp, char *text)
 {
     char *save = NULL;
@@ -79,6 +80,11 @@ static int apply_shim(spank_t sp, char *text)
             rc = -1;
         else if (strncmp(line, "warning ", 8) == 0)
             slurm_info(ES_PREFIX "warning: %s", line + 8);
+    }
+    if (rc == 0 && pin[0] && es_cfg.host_tools[0]) {
+        char path_op[PATH_MAX + 32];
+        snprintf(path_op, sizeof path_op, "prepend PATH %s/bin", es_cfg.host_tools);
+        rc = apply_env(sp, path_op);
     }
     return rc;
 }
@@ -164,6 +170,10 @@ int es_remote_user_init(spank_t sp)
     for (int i = 0; i < es_cfg.nbinds; i++) {
         argv[n++] = "--bind";
         argv[n++] = es_cfg.binds[i];
+    }
+    if (es_cfg.host_tools[0]) {
+        argv[n++] = "--bind";
+        argv[n++] = es_cfg.host_tools;
     }
     argv[n] = NULL;
 

@@ -70,7 +70,10 @@ allow_users = ["root"]
     resolver = Path(os.sys.executable).parent / "envsched"
     slurm_cluster.write_plugstack(
         f"required {PLUGIN_DIR}/envsched_spank.so policy={policy} resolver={resolver} run_dir={run_dir} "
-        f"bind={root}/spool bind={root}/munge\n", restart_slurmd=True)
+        f"bind={root}/spool bind={root}/munge host_tools={root}/tools\n", restart_slurmd=True)
+    # the host's Slurm clients, usable from inside views (after plugstack.conf: it is derived from it)
+    from envsched.hosttools import write_slurm_host_tools
+    write_slurm_host_tools(str(root / "tools"), str(slurm_cluster.conf))
     yield Site(slurm_cluster, run_dir, policy, trees)
     slurm_cluster.write_plugstack("")
     if run_dir.exists():
@@ -250,3 +253,22 @@ def _cmdline(pid: int) -> str:
             return f.read().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+def test_batch_script_in_environment_uses_slurm_clients(site, slurm_user, home):
+    script = """
+head -1 /etc/os-release
+srun sh -c 'echo "step: $(head -1 /etc/os-release) $CHOS"'
+srun --chos=deb12 sh -c 'echo "other: $(head -1 /etc/os-release) $CHOS"'
+squeue -h -j "$SLURM_JOB_ID" -o "squeue: %i %T"
+scontrol show job "$SLURM_JOB_ID" | grep -o "JobState=[A-Z]*"
+"""
+    job, state, out = run_batch(site, home, slurm_user.pw_name, "--chos=deb13", script=script)
+    assert state.state == "COMPLETED", out
+    assert out.splitlines() == [
+        'PRETTY_NAME="Debian 13 (mini)"',
+        'step: PRETTY_NAME="Debian 13 (mini)" deb13',
+        'other: PRETTY_NAME="Debian 12 (mini)" deb12',
+        f"squeue: {job} RUNNING",
+        "JobState=RUNNING",
+    ]

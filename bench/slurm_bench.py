@@ -1,0 +1,461 @@
+#!/usr/bin/python3
+"""Driver for bench/slurm.sh: times srun / sbatch on a throwaway cluster with and without the
+envsched SPANK plugin. Not a test: it prints medians, ratios and paired differences.
+
+Every section runs its cases interleaved: one launch of each case per round, in a shuffled order
+each round (fixed seed), after warm-up rounds that are not recorded. Between two launches the
+driver waits until the node is quiet (the job has left squeue -- its epilog has finished -- and no
+pin is left under run_dir; or, for steps inside an allocation, a fixed pause), so one launch's
+epilog never overlaps the next launch.
+
+Cases per section ("bare" = plugstack.conf empty: Slurm alone; "plain" = plugin loaded, no
+--chos, policy default `local`; "chos" = plugin loaded, --chos=A):
+
+  jobs     srun [-n N -O] true outside an allocation: each srun is its own job
+  steps    srun -n N true inside one allocation (`salloc -N1 -n32 -O --chos=A`; run by `salloc`
+           with this script's `steps` sub-command, so the steps see the allocation's environment)
+  sbatch   sbatch submit -> JobState COMPLETED (scontrol polled every POLL s)
+  direct   the resolver started directly: envsched prepare (+ release) and validate, python3 -I -S
+
+bench/slurm.sh sets the cluster up and calls this with `all`; see that script for the layout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+
+
+# ------------------------------------------------------------------ plumbing
+class Ctx:
+    def __init__(self, a: argparse.Namespace):
+        self.dir = Path(a.cluster)
+        self.run_dir = Path(a.run_dir)
+        self.line = Path(a.plugstack_line_file).read_text()
+        self.env = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8", "SLURM_CONF": str(self.dir / "slurm.conf"),
+                    "HOME": "/root", "USER": "root", "LOGNAME": "root"}
+        self.user = a.user
+        self.env_name = a.env_name
+        self.poll = a.poll
+        self.pause = a.pause
+        self.plugin_on: Optional[bool] = None
+        self.failures: List[str] = []
+
+    def plugstack(self, on: bool) -> None:
+        """Rewrite plugstack.conf (atomically) when the wanted state differs from the current one.
+        srun, sbatch and slurmstepd read it at every start; the job epilog at every job."""
+        if self.plugin_on == on:
+            return
+        p = self.dir / "plugstack.conf"
+        tmp = p.with_name(".plugstack.conf.bench")
+        tmp.write_text(self.line if on else "")
+        tmp.chmod(0o644)
+        os.replace(tmp, p)
+        self.plugin_on = on
+
+    def cmd(self, argv: Sequence[str], extra_env: Optional[Dict[str, str]] = None):
+        env = dict(self.env)
+        env.update(extra_env or {})
+        argv = list(argv)
+        cwd = str(self.dir / "work")
+        if self.user != "root":
+            import pwd
+            pw = pwd.getpwnam(self.user)
+            env.update(HOME=pw.pw_dir, USER=self.user, LOGNAME=self.user)
+            argv = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--"] + argv
+            cwd = pw.pw_dir
+        return argv, env, cwd
+
+    def run(self, argv: Sequence[str], timeout: float = 120, extra_env=None) -> subprocess.CompletedProcess:
+        argv, env, cwd = self.cmd(argv, extra_env)
+        return subprocess.run(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, timeout=timeout)
+
+    def timed(self, argv: Sequence[str], extra_env=None, timeout: float = 120):
+        """(seconds, CompletedProcess): wall time of one client command, from spawn to reaped."""
+        argv, env, cwd = self.cmd(argv, extra_env)
+        t0 = time.perf_counter()
+        p = subprocess.run(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=timeout)
+        return time.perf_counter() - t0, p
+
+    def queue_empty(self) -> bool:
+        p = subprocess.run(["squeue", "-h", "-o", "%i %T"], env=self.env, stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True, timeout=30)
+        return p.returncode == 0 and p.stdout.strip() == ""
+
+    def pins(self) -> List[str]:
+        try:
+            return sorted(os.listdir(self.run_dir))
+        except FileNotFoundError:
+            return []
+
+    def settle(self, timeout: float = 60) -> float:
+        """Wait until no job is in the queue (COMPLETING included: the epilog has run) and no pin
+        is left; return how long that took."""
+        t0 = time.perf_counter()
+        deadline = t0 + timeout
+        while True:
+            if not self.pins() and self.queue_empty():
+                return time.perf_counter() - t0
+            if time.perf_counter() > deadline:
+                raise SystemExit(f"bench: not settled after {timeout}s: pins {self.pins()}")
+            time.sleep(self.poll)
+
+
+def stats(xs: List[float]) -> Dict[str, float]:
+    s = sorted(xs)
+    q = statistics.quantiles(s, n=10, method="inclusive") if len(s) >= 2 else [s[0]] * 9
+    return {"n": len(s), "median": statistics.median(s), "p10": q[0], "p90": q[8], "min": s[0]}
+
+
+def interleave(ctx: Ctx, title: str, cases: Dict[str, dict], rounds: int, warmup: int, seed: int,
+               launch, between) -> Dict[str, List[float]]:
+    """Run every case once per round in a shuffled order; return the recorded times per case
+    (index = round, so rounds can be paired)."""
+    rng = random.Random(seed)
+    names = list(cases)
+    times: Dict[str, List[float]] = {n: [] for n in names}
+    extra: Dict[str, List[float]] = {n: [] for n in names}
+    t0 = time.monotonic()
+    for r in range(warmup + rounds):
+        order = names[:]
+        rng.shuffle(order)
+        for name in order:
+            dt, aux = launch(name, cases[name])
+            if r >= warmup:
+                times[name].append(dt)
+                if aux is not None:
+                    extra[name].append(aux)
+            between()
+    print(f"# {title}: {rounds} rounds (+{warmup} warm-up) of {len(names)} cases in "
+          f"{time.monotonic() - t0:.0f}s", flush=True)
+    return {"times": times, "extra": extra}
+
+
+def table(title: str, res: dict, base: str, unit: float = 1e3, unit_name: str = "ms",
+          extra_name: Optional[str] = None, ref2: Optional[str] = None, groups=None) -> str:
+    """Markdown table: median p10 p90, ratio of medians to `base` (and `ref2`), paired diff."""
+    times = res["times"]
+    hdr = f"| case | n | median {unit_name} | p10 | p90 | x {base} |"
+    if ref2:
+        hdr += f" x {ref2} |"
+    hdr += f" paired - {base} ({unit_name}) |"
+    if extra_name:
+        hdr += f" {extra_name} |"
+    lines = [f"**{title}**", "", hdr, "|" + "---|" * (hdr.count("|") - 1)]
+    for name, xs in times.items():
+        b = groups(name, base) if groups else base
+        s = stats(xs)
+        sb = stats(times[b])
+        paired = statistics.median([x - y for x, y in zip(xs, times[b])])
+        row = (f"| {name} | {s['n']} | {s['median'] * unit:.1f} | {s['p10'] * unit:.1f} | "
+               f"{s['p90'] * unit:.1f} | {s['median'] / sb['median']:.3f} |")
+        if ref2:
+            r2 = groups(name, ref2) if groups else ref2
+            row += f" {s['median'] / stats(times[r2])['median']:.3f} |"
+        row += f" {paired * unit:+.1f} |"
+        if extra_name:
+            ex = res["extra"].get(name) or []
+            row += f" {statistics.median(ex) * unit:.0f} |" if ex else " - |"
+        lines.append(row)
+    return "\n".join(lines) + "\n"
+
+
+def check_ok(ctx: Ctx, what: str, p: subprocess.CompletedProcess) -> None:
+    if p.returncode != 0:
+        msg = f"{what}: exit {p.returncode}: {p.stderr.strip()[:300]}"
+        ctx.failures.append(msg)
+        print("bench: FAILED " + msg, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ sanity: where does each case land
+def where(ctx: Ctx, argv: Sequence[str]) -> str:
+    p = ctx.run([*argv, "sh", "-c", "cat /etc/envsched-mini-release 2>/dev/null || echo host; echo CHOS=$CHOS"])
+    return (p.stdout.strip().replace("\n", " ") or "?") + ("" if p.returncode == 0 else f" (exit {p.returncode}: {p.stderr.strip()})")
+
+
+# ------------------------------------------------------------------ sections
+def section_jobs(ctx: Ctx, a) -> str:
+    A = ctx.env_name
+    cases = {}
+    for n in a.tasks:
+        opt = [] if n == 1 else ["-n", str(n), "-O"]
+        sfx = "" if n == 1 else f" -n{n}"
+        cases[f"bare{sfx}"] = {"plugin": False, "argv": ["srun", *opt, "true"], "n": n}
+        if n == 1:
+            cases[f"plain{sfx}"] = {"plugin": True, "argv": ["srun", *opt, "true"], "n": n}
+        cases[f"chos{sfx}"] = {"plugin": True, "argv": ["srun", *opt, f"--chos={A}", "true"], "n": n}
+    for name, c in cases.items():
+        ctx.plugstack(c["plugin"])
+        print(f"#   check {name:10s} -> {where(ctx, c['argv'][:-1])}", flush=True)
+        ctx.settle()
+
+    def launch(name, c):
+        ctx.plugstack(c["plugin"])
+        dt, p = ctx.timed(c["argv"])
+        check_ok(ctx, name, p)
+        return dt, ctx.settle()
+
+    rounds = a.rounds if a.tasks == [1] else a.task_rounds
+    res = interleave(ctx, "jobs: each srun its own job", cases, rounds, a.warmup, a.seed, launch,
+                     lambda: time.sleep(ctx.pause))
+    res["cases"] = {k: {kk: vv for kk, vv in v.items()} for k, v in cases.items()}
+    return res
+
+
+def section_steps(ctx: Ctx, a) -> dict:
+    """Runs inside `salloc`: SLURM_JOB_ID etc. are in our environment and passed to every srun."""
+    A = ctx.env_name
+    passthrough = {k: v for k, v in os.environ.items() if k.startswith(("SLURM_", "SPANK_", "_SLURM_SPANK"))}
+    ctx.env.update(passthrough)
+    cases = {}
+    for n in a.tasks:
+        sfx = "" if n == 1 else f" -n{n}"
+        cases[f"bare{sfx}"] = {"plugin": False, "argv": ["srun", "-n", str(n), "true"], "n": n}
+        cases[f"plain{sfx}"] = {"plugin": True, "argv": ["srun", "-n", str(n), "true"], "n": n}
+        if n == 1:
+            cases[f"chos{sfx}"] = {"plugin": True, "argv": ["srun", "-n", str(n), f"--chos={A}", "true"], "n": n}
+    for name, c in cases.items():
+        ctx.plugstack(c["plugin"])
+        print(f"#   check {name:10s} -> {where(ctx, c['argv'][:-1])}", flush=True)
+
+    def launch(name, c):
+        ctx.plugstack(c["plugin"])
+        dt, p = ctx.timed(c["argv"])
+        check_ok(ctx, name, p)
+        return dt, None
+
+    res = interleave(ctx, f"steps inside allocation {os.environ.get('SLURM_JOB_ID')}", cases, a.rounds,
+                     a.warmup, a.seed, launch, lambda: time.sleep(ctx.pause))
+    ctx.plugstack(True)      # the job's epilog must see the plugin to release the view
+    res["cases"] = cases
+    res["job"] = os.environ.get("SLURM_JOB_ID")
+    res["pins_during"] = ctx.pins()
+    res["failures"] = ctx.failures
+    return res
+
+
+def section_sbatch(ctx: Ctx, a) -> dict:
+    A = ctx.env_name
+    script = ctx.dir / "scripts" / "true.sh"
+    script.write_text("#!/bin/sh\ntrue\n")
+    script.chmod(0o644)
+    cases = {"bare": {"plugin": False, "opts": []}, "plain": {"plugin": True, "opts": []},
+             "chos": {"plugin": True, "opts": [f"--chos={A}"]}}
+    terminal = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
+                "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
+
+    def state(job: str) -> str:
+        p = subprocess.run(["scontrol", "show", "job", "-o", job], env=ctx.env, stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True, timeout=30)
+        for tok in p.stdout.split():
+            if tok.startswith("JobState="):
+                return tok.split("=", 1)[1]
+        return "?"
+
+    def launch(name, c):
+        ctx.plugstack(c["plugin"])
+        argv, env, cwd = ctx.cmd(["sbatch", "--parsable", "-o", "/dev/null", *c["opts"], str(script)])
+        t0 = time.perf_counter()
+        p = subprocess.run(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=60)
+        t_sub = time.perf_counter() - t0
+        if p.returncode != 0:
+            check_ok(ctx, name, p)
+            return t_sub, t_sub
+        job = p.stdout.strip().split(";")[0]
+        deadline = t0 + 120
+        while True:
+            st = state(job)
+            if st in terminal:
+                break
+            if time.perf_counter() > deadline:
+                raise SystemExit(f"bench: sbatch job {job} still {st}")
+            time.sleep(ctx.poll)
+        done = time.perf_counter() - t0
+        if st != "COMPLETED":
+            ctx.failures.append(f"sbatch {name}: job {job} {st}")
+        ctx.settle()
+        return done, t_sub
+
+    for name, c in cases.items():
+        ctx.plugstack(c["plugin"])
+        print(f"#   check sbatch {name:6s} -> {where(ctx, ['srun', *c['opts']])} (same options via srun)", flush=True)
+        ctx.settle()
+    return interleave(ctx, "sbatch submit -> COMPLETED", cases, a.sbatch_rounds, a.warmup, a.seed, launch,
+                      lambda: time.sleep(ctx.pause))
+
+
+def section_direct(ctx: Ctx, a) -> dict:
+    """The resolver started directly, as slurmstepd / srun / the epilog start it (root)."""
+    A = ctx.env_name
+    counter = [0]
+    base = [a.resolver, "--policy", a.policy]
+    binds = ["--bind", str(ctx.dir / "spool"), "--bind", str(ctx.dir / "munge")]
+    env = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8"}
+
+    def go(argv):
+        t0 = time.perf_counter()
+        p = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=60)
+        dt = time.perf_counter() - t0
+        check_ok(ctx, " ".join(argv[3:5]), p)
+        return dt, p
+
+    def launch(name, c):
+        if name == "python3 -I -S":
+            return go(["/usr/bin/python3", "-I", "-S", "-c", ""])[0], None
+        if name == "validate --request A":
+            return go([*base, "validate", "--identity-only", "--user", "0", "--chos-var", "",
+                       "--request", A])[0], None
+        if name == "validate (no request)":
+            return go([*base, "validate", "--identity-only", "--user", "0", "--chos-var", ""])[0], None
+        counter[0] += 1
+        key = f"benchdirect-{os.getpid()}-{counter[0]}"
+        req = ["--request", A] if name.startswith("prepare A") else []
+        dt, p = go([*base, "prepare", "--format", "shim", "--reuse", "--key", key, "--user", "0",
+                    "--job", f"bench.{counter[0]}", "--owner-pid", str(os.getpid()), "--chos-var", "",
+                    "--inputs", "bench", *req, *binds])
+        dt2, _ = go([*base, "release", "--key", key, "--with-steps", "--quiet"])
+        return dt, dt2
+
+    cases = {"python3 -I -S": {}, "validate (no request)": {}, "validate --request A": {},
+             "prepare (local)": {}, "prepare A": {}}
+    return interleave(ctx, "resolver started directly", cases, a.direct_rounds, a.warmup, a.seed, launch,
+                      lambda: None)
+
+
+# ------------------------------------------------------------------ main
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=["all", "steps"])
+    ap.add_argument("--cluster", required=True)
+    ap.add_argument("--run-dir", required=True)
+    ap.add_argument("--plugstack-line-file", required=True)
+    ap.add_argument("--policy", required=True)
+    ap.add_argument("--resolver", required=True)
+    ap.add_argument("--env-name", default="deb12")
+    ap.add_argument("--user", default="root")
+    ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--task-rounds", type=int, default=20)
+    ap.add_argument("--sbatch-rounds", type=int, default=12)
+    ap.add_argument("--direct-rounds", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--poll", type=float, default=0.05)
+    ap.add_argument("--pause", type=float, default=0.2)
+    ap.add_argument("--tasks", default="1")
+    ap.add_argument("--sections", default="jobs,tasks,steps,steptasks,sbatch,direct")
+    ap.add_argument("--json", help="write raw results here")
+    a = ap.parse_args()
+    a.tasks = [int(x) for x in a.tasks.split(",")]
+    ctx = Ctx(a)
+
+    if a.what == "steps":
+        # inside salloc: the plugstack state is unknown to this process; start from "on"
+        ctx.plugin_on = None
+        res = section_steps(ctx, a)
+        Path(a.json).write_text(json.dumps(res))
+        return 0
+
+    out: Dict[str, dict] = {}
+    secs = a.sections.split(",")
+    me = [sys.executable, os.path.abspath(__file__)]
+    common = ["--cluster", a.cluster, "--run-dir", a.run_dir, "--plugstack-line-file", a.plugstack_line_file,
+              "--policy", a.policy, "--resolver", a.resolver, "--env-name", a.env_name, "--user", a.user,
+              "--warmup", str(a.warmup), "--seed", str(a.seed), "--pause", str(a.pause)]
+
+    def steps(tag: str, salloc_opts: List[str], tasks: str, rounds: int) -> None:
+        ctx.plugstack(True)
+        ctx.settle()
+        j = Path(a.json or "/dev/null").with_suffix(f".{tag}.json") if a.json else \
+            ctx.dir / f"steps-{tag}.json"
+        p = ctx.run(["salloc", *salloc_opts, f"--chos={a.env_name}", *me, "steps", *common,
+                     "--rounds", str(rounds), "--tasks", tasks, "--json", str(j)], timeout=3600)
+        sys.stdout.write(p.stdout)
+        if p.returncode != 0:
+            raise SystemExit(f"bench: salloc steps failed ({p.returncode}): {p.stderr.strip()[-2000:]}")
+        res = json.loads(j.read_text())
+        ctx.failures.extend(res.get("failures", []))
+        ctx.plugin_on = None            # the helper left the plugin on
+        res["settle_after_job"] = ctx.settle()
+        out[tag] = res
+
+    print(f"# run_dir {a.run_dir}; environment A = {a.env_name}; user {a.user}; seed {a.seed}", flush=True)
+    if "jobs" in secs:
+        out["jobs"] = section_jobs(ctx, a)
+    if "tasks" in secs:
+        b = argparse.Namespace(**vars(a))
+        b.tasks = [1, 2, 8, 32]
+        out["tasks"] = section_jobs(ctx, b)
+    if "steps" in secs:
+        steps("steps", ["-N1"], "1", a.rounds)
+    if "steptasks" in secs:
+        steps("steptasks", ["-N1", "-n32", "-O"], "1,2,8,32", a.task_rounds)
+    if "sbatch" in secs:
+        out["sbatch"] = section_sbatch(ctx, a)
+    if "direct" in secs:
+        out["direct"] = section_direct(ctx, a)
+    ctx.plugstack(True)
+
+    # ---------------------------------------------------------------- report
+    print()
+    if "jobs" in out:
+        print(table("(1) each srun its own job: srun true (1 task)", out["jobs"], "bare", ref2="plain",
+                    extra_name="settle ms (job gone from squeue after srun returned)"))
+    if "tasks" in out:
+        grp = lambda name, base: base + name[len(name.split()[0]):]
+        print(table("(1) each srun its own job: N tasks (-n N -O)", out["tasks"], "bare", groups=grp,
+                    extra_name="settle ms"))
+        print(per_task(out["tasks"]))
+    if "steps" in out:
+        print(table(f"(2) steps inside one allocation (salloc -N1 --chos={a.env_name}, job "
+                    f"{out['steps']['job']}): 1 task", out["steps"], "bare", ref2="plain"))
+    if "steptasks" in out:
+        grp = lambda name, base: base + name[len(name.split()[0]):]
+        print(table(f"(2) steps inside one allocation (salloc -N1 -n32 -O --chos={a.env_name}): "
+                    f"srun -n N", out["steptasks"], "bare", groups=grp))
+        print(per_task(out["steptasks"], plugin="plain"))
+    if "sbatch" in out:
+        print(table("sbatch submit -> JobState=COMPLETED (scontrol polled every "
+                    f"{int(a.poll * 1000)} ms)", out["sbatch"], "bare", ref2="plain",
+                    extra_name="sbatch cmd ms"))
+    if "direct" in out:
+        print(table("the resolver started directly (root)", out["direct"], "python3 -I -S",
+                    extra_name="release ms"))
+    print("failures:", len(ctx.failures))
+    for f in ctx.failures[:20]:
+        print("  ", f)
+    if a.json:
+        Path(a.json).write_text(json.dumps(out))
+    return 1 if ctx.failures else 0
+
+
+def per_task(res: dict, plugin: str = "chos") -> str:
+    """Overhead of the plugin per step and per task, as a function of N."""
+    times = res["times"]
+    ns = sorted({int(k.split("-n")[1]) if "-n" in k else 1 for k in times})
+    rows = ["| N | bare median ms | bare ms/task | with plugin median ms | ms/task | overhead ms "
+            "(paired) | overhead per task ms |", "|---|---|---|---|---|---|---|"]
+    for n in ns:
+        sfx = "" if n == 1 else f" -n{n}"
+        b, c = times[f"bare{sfx}"], times[f"{plugin}{sfx}"]
+        mb, mc = statistics.median(b), statistics.median(c)
+        ov = statistics.median([x - y for x, y in zip(c, b)])
+        rows.append(f"| {n} | {mb * 1e3:.1f} | {mb * 1e3 / n:.2f} | {mc * 1e3:.1f} | {mc * 1e3 / n:.2f} | "
+                    f"{ov * 1e3:+.1f} | {ov * 1e3 / n:+.2f} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
