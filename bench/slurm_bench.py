@@ -43,7 +43,6 @@ class Ctx:
         self.line = Path(a.plugstack_line_file).read_text()
         self.env = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8", "SLURM_CONF": str(self.dir / "slurm.conf"),
                     "HOME": "/root", "USER": "root", "LOGNAME": "root"}
-        self.user = a.user
         self.env_name = a.env_name
         self.poll = a.poll
         self.pause = a.pause
@@ -66,14 +65,7 @@ class Ctx:
         env = dict(self.env)
         env.update(extra_env or {})
         argv = list(argv)
-        cwd = str(self.dir / "work")
-        if self.user != "root":
-            import pwd
-            pw = pwd.getpwnam(self.user)
-            env.update(HOME=pw.pw_dir, USER=self.user, LOGNAME=self.user)
-            argv = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--"] + argv
-            cwd = pw.pw_dir
-        return argv, env, cwd
+        return argv, env, str(self.dir / "work")
 
     def run(self, argv: Sequence[str], timeout: float = 120, extra_env=None) -> subprocess.CompletedProcess:
         argv, env, cwd = self.cmd(argv, extra_env)
@@ -345,7 +337,6 @@ def main() -> int:
     ap.add_argument("--policy", required=True)
     ap.add_argument("--resolver", required=True)
     ap.add_argument("--env-name", default="deb12")
-    ap.add_argument("--user", default="root")
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--task-rounds", type=int, default=20)
     ap.add_argument("--sbatch-rounds", type=int, default=12)
@@ -372,7 +363,7 @@ def main() -> int:
     secs = a.sections.split(",")
     me = [sys.executable, os.path.abspath(__file__)]
     common = ["--cluster", a.cluster, "--run-dir", a.run_dir, "--plugstack-line-file", a.plugstack_line_file,
-              "--policy", a.policy, "--resolver", a.resolver, "--env-name", a.env_name, "--user", a.user,
+              "--policy", a.policy, "--resolver", a.resolver, "--env-name", a.env_name,
               "--warmup", str(a.warmup), "--seed", str(a.seed), "--pause", str(a.pause)]
 
     def steps(tag: str, salloc_opts: List[str], tasks: str, rounds: int) -> None:
@@ -391,7 +382,7 @@ def main() -> int:
         res["settle_after_job"] = ctx.settle()
         out[tag] = res
 
-    print(f"# run_dir {a.run_dir}; environment A = {a.env_name}; user {a.user}; seed {a.seed}", flush=True)
+    print(f"# run_dir {a.run_dir}; environment A = {a.env_name}; clients run as root; seed {a.seed}", flush=True)
     if "jobs" in secs:
         out["jobs"] = section_jobs(ctx, a)
     if "tasks" in secs:

@@ -272,3 +272,15 @@ scontrol show job "$SLURM_JOB_ID" | grep -o "JobState=[A-Z]*"
         f"squeue: {job} RUNNING",
         "JobState=RUNNING",
     ]
+
+
+def test_signal_and_stderr_propagate(site, slurm_user, home):
+    r = site.cluster.srun("--chos=deb13", "sh", "-c", "echo to-stderr >&2; kill -TERM $$", user=slurm_user.pw_name)
+    assert r.returncode != 0
+    assert "to-stderr" in r.stderr
+    assert "Terminated" in r.stderr or r.returncode in (143, -15), (r.returncode, r.stderr)
+    job, state, out = run_batch(site, home, slurm_user.pw_name, "--chos=deb12", "-e", f"{home}/err-%j.txt",
+                                script="echo out-line; echo err-line >&2; exit 5")
+    assert state.state == "FAILED" and state.exit_code == (5, 0)
+    assert out.strip() == "out-line"
+    assert (home / f"err-{job}.txt").read_text().strip() == "err-line"

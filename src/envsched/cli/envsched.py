@@ -9,7 +9,7 @@ import sys
 import syslog
 from typing import Iterator, List, Optional
 
-from .. import audit, trees
+from .. import audit, siteconfig, trees
 from ..enter import enter_and_exec
 from ..errors import EnvschedError, NotPermitted, PolicyError, SetupError, UsageError
 from ..exitcodes import ExitCode
@@ -247,6 +247,19 @@ def cmd_import_chos(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_site_config_render(args: argparse.Namespace) -> int:
+    policy = policy_from(args)
+    options = siteconfig.RenderOptions(
+        policy_path=policy.source, resolver=args.resolver or siteconfig.default_resolver(),
+        binds=tuple(args.bind), debug=args.debug, plugin=args.plugin, spool_dir=args.spool_dir,
+        munge_socket_dir=args.munge_socket_dir)
+    text = siteconfig.render(args.scheduler, policy, options)
+    for warning in siteconfig.host_warnings(args.scheduler, options):
+        say("warning: " + warning)
+    sys.stdout.write(text)
+    return ExitCode.OK
+
+
 @contextlib.contextmanager
 def _logged_failure(what: str, ctx: JobContext, env: str, key: Optional[str] = None) -> Iterator[None]:
     """Failures while building or entering a view go to the admin log before the user's line."""
@@ -321,6 +334,30 @@ def build_parser() -> argparse.ArgumentParser:
     i = psub.add_parser("import-chos", help="print a policy equivalent to a CHOS /etc/chos")
     i.add_argument("file", nargs="?", default="/etc/chos")
     i.set_defaults(func=cmd_import_chos)
+
+    s = sub.add_parser("site-config", help="scheduler configuration for this site")
+    ssub = s.add_subparsers(dest="site_config_cmd", required=True, metavar="COMMAND")
+    r = ssub.add_parser("render", help="print the scheduler configuration for this policy "
+                        "(Slurm: the plugstack.conf line)")
+    r.add_argument("--scheduler", required=True, choices=siteconfig.schedulers())
+    r.add_argument("--plugin", metavar="PATH",
+                   help=f"slurm: the SPANK plugin (default {siteconfig.DEFAULT_SLURM_PLUGIN})")
+    r.add_argument("--resolver", metavar="PATH",
+                   help="the envsched command the scheduler runs (default: this envsched)")
+    r.add_argument("--bind", action="append", default=[], metavar="PATH",
+                   help="extra host path for every view, repeatable (SRC[:DST[:ro|rw]], default ro)")
+    r.add_argument("--spool-dir", metavar="DIR",
+                   help=f"slurm: SlurmdSpoolDir, bound into every view (default "
+                   f"{siteconfig.DEFAULT_SLURM_SPOOL_DIR}; a per-node .../%%n: its parent is bound; "
+                   f"'{siteconfig.NONE}': no bind)")
+    r.add_argument("--munge-socket-dir", metavar="DIR",
+                   help=f"munged's socket directory, bound into every view (default "
+                   f"{siteconfig.DEFAULT_MUNGE_SOCKET_DIR}; '{siteconfig.NONE}': no bind)")
+    r.add_argument("--debug", action="store_true",
+                   help="the plugin logs the resolver's output for every job, not only on failure")
+    r.add_argument("--policy", metavar="FILE", default=argparse.SUPPRESS,
+                   help="site policy (default /etc/envsched/policy.toml); its path goes into the output")
+    r.set_defaults(func=cmd_site_config_render)
     for sp in (sub.choices.values()):
         if not any(a.dest == "policy" for a in sp._actions):
             sp.add_argument("--policy", metavar="FILE", default=argparse.SUPPRESS,
