@@ -12,7 +12,7 @@
 #   /run/envsched-bench-slurm-<random>/       the plugin's run_dir (pins)
 #   plugstack.conf                            required envsched_spank.so policy=... resolver=<repo>/
 #                                             .venv/bin/envsched run_dir=... bind=DIR/spool bind=DIR/munge
-# then runs bench/slurm_bench.py (sections: jobs, tasks, steps, steptasks, sbatch, direct; see
+# then runs bench/slurm_bench.py (sections: jobs, tasks, steps, steptasks, sbatch, direct, timeline; see
 # there), and on exit -- normal, error, SIGINT/SIGTERM -- stops the cluster with stop.sh, reports
 # and releases any pin left under run_dir, removes both directories (never while something is
 # mounted under them) and compares the host mount table with the one taken at the start.
@@ -24,7 +24,8 @@
 #   BENCH_DIRECT_ROUNDS (30)  recorded rounds, the resolver started directly
 #   BENCH_WARMUP (3)          warm-up rounds per section, not recorded
 #   BENCH_SEED (1)            seed of the per-round shuffle
-#   BENCH_SECTIONS            comma list (default jobs,tasks,steps,steptasks,sbatch,direct)
+#   BENCH_TIMELINE_ROUNDS (10) rounds of the timeline section (resolver behind a timing wrapper)
+#   BENCH_SECTIONS            comma list (default jobs,tasks,steps,steptasks,sbatch,direct,timeline)
 #   BENCH_KEEP=1              keep the cluster directory (logs) after stopping the cluster
 #
 # Exit: 0 ok; 1 error, a failed launch, a pin left after the jobs ended, or the host mount table
@@ -41,7 +42,8 @@ SBATCH_ROUNDS=${BENCH_SBATCH_ROUNDS:-12}
 DIRECT_ROUNDS=${BENCH_DIRECT_ROUNDS:-30}
 WARMUP=${BENCH_WARMUP:-3}
 SEED=${BENCH_SEED:-1}
-SECTIONS=${BENCH_SECTIONS:-jobs,tasks,steps,steptasks,sbatch,direct}
+TIMELINE_ROUNDS=${BENCH_TIMELINE_ROUNDS:-10}
+SECTIONS=${BENCH_SECTIONS:-jobs,tasks,steps,steptasks,sbatch,direct,timeline}
 while getopts "n:t:b:" opt; do
     case $opt in
     n) ROUNDS=$OPTARG ;;
@@ -55,7 +57,7 @@ die() { echo "bench: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root (slurmd, munged, pins)"
 resolver=$repo/.venv/bin/envsched
 [ -x "$resolver" ] || die "$resolver not found: make venv first"
-for n in "$ROUNDS" "$TASK_ROUNDS" "$SBATCH_ROUNDS" "$DIRECT_ROUNDS" "$WARMUP" "$SEED"; do
+for n in "$ROUNDS" "$TASK_ROUNDS" "$SBATCH_ROUNDS" "$DIRECT_ROUNDS" "$TIMELINE_ROUNDS" "$WARMUP" "$SEED"; do
     [[ $n =~ ^[0-9]+$ ]] || die "counts must be non-negative integers (got '$n')"
 done
 [ "$ROUNDS" -ge 30 ] || echo "bench: note: ROUNDS=$ROUNDS < 30; the issue asks for >= 30" >&2
@@ -149,6 +151,17 @@ chmod 0644 "$DIR/policy.toml"
 echo "required $repo/plugins/slurm-spank/envsched_spank.so policy=$DIR/policy.toml resolver=$resolver" \
      "run_dir=$RUN bind=$DIR/spool bind=$DIR/munge" > "$DIR/plugstack.line"
 cp "$DIR/plugstack.line" "$DIR/plugstack.conf"
+# for the timeline section: the same resolver behind a wrapper that logs its start and end
+cat > "$DIR/resolver-timed" <<EOF
+#!/bin/bash
+s=\$EPOCHREALTIME
+"$resolver" "\$@"
+rc=\$?
+printf '%s %s %s\\n' "\$3" "\$s" "\$EPOCHREALTIME" >> "$DIR/timeline.log"
+exit \$rc
+EOF
+chmod 0755 "$DIR/resolver-timed"
+sed "s|resolver=$resolver |resolver=$DIR/resolver-timed |" "$DIR/plugstack.line" > "$DIR/plugstack-timed.line"
 chmod 0644 "$DIR/plugstack.conf"
 # job_epilog runs only if slurmd started with the plugin listed
 "$cluster_scripts/restart-slurmd.sh" "$DIR" >/dev/null
@@ -165,14 +178,19 @@ SLURM_CONF=$DIR/slurm.conf /usr/bin/python3 "$here/slurm_bench.py" all \
     --policy "$DIR/policy.toml" --resolver "$resolver" --env-name deb12 \
     --rounds "$ROUNDS" --task-rounds "$TASK_ROUNDS" --sbatch-rounds "$SBATCH_ROUNDS" \
     --direct-rounds "$DIRECT_ROUNDS" --warmup "$WARMUP" --seed "$SEED" --sections "$SECTIONS" \
+    --timeline-line-file "$DIR/plugstack-timed.line" --timeline-rounds "$TIMELINE_ROUNDS" \
     --json "$out/slurm-$stamp.json" 2>&1 | tee -a "$result"
 status=${PIPESTATUS[0]}
 set -e
 {
     echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "# pins under $RUN now: $(ls -A "$RUN" 2>/dev/null | wc -l)"
-    echo "# slurmd/slurmctld log lines with 'error': $(grep -ci error "$DIR"/log/slurm*.log | tr '\n' ' ')"
-    grep -hi error "$DIR"/log/slurm*.log | sed 's/^/#   /' | sort | uniq -c | sort -rn | head -15
+    # timestamps and job ids stripped, so that repeats count together
+    for f in "$DIR"/log/slurmctld.log "$DIR"/log/slurmd-*.log; do
+        echo "# $(basename "$f"): $(grep -ci error "$f") lines with 'error', $(grep -c 'envsched:' "$f") with 'envsched:'"
+        grep -iE 'error|envsched:' "$f" | sed -E 's/^\[[^]]*\] (\[[^]]*\] )?//' | sort | uniq -c | sort -rn |
+            head -12 | sed 's/^/#   /'
+    done
     echo "# envsched.log events: $(grep -o 'event=[a-z]*' "$DIR/envsched.log" 2>/dev/null | sort | uniq -c | tr '\n' ' ')"
 } | tee -a "$result"
 echo "bench: raw output in $result"

@@ -46,17 +46,20 @@ class Ctx:
         self.env_name = a.env_name
         self.poll = a.poll
         self.pause = a.pause
-        self.plugin_on: Optional[bool] = None
+        self.plugin_on = None           # False, True, or the text of another plugstack line
+        self.log = self.dir / "envsched.log"
         self.failures: List[str] = []
 
-    def plugstack(self, on: bool) -> None:
+    def plugstack(self, on, line: Optional[str] = None) -> None:
         """Rewrite plugstack.conf (atomically) when the wanted state differs from the current one.
         srun, sbatch and slurmstepd read it at every start; the job epilog at every job."""
+        if line is not None:
+            on = line
         if self.plugin_on == on:
             return
         p = self.dir / "plugstack.conf"
         tmp = p.with_name(".plugstack.conf.bench")
-        tmp.write_text(self.line if on else "")
+        tmp.write_text(on if isinstance(on, str) else self.line if on else "")
         tmp.chmod(0o644)
         os.replace(tmp, p)
         self.plugin_on = on
@@ -65,7 +68,8 @@ class Ctx:
         env = dict(self.env)
         env.update(extra_env or {})
         argv = list(argv)
-        return argv, env, str(self.dir / "work")
+        # /tmp: a cwd that exists in the views too (shared by default), as /home would for users
+        return argv, env, "/tmp"
 
     def run(self, argv: Sequence[str], timeout: float = 120, extra_env=None) -> subprocess.CompletedProcess:
         argv, env, cwd = self.cmd(argv, extra_env)
@@ -104,6 +108,14 @@ class Ctx:
             time.sleep(self.poll)
 
 
+def resolver_runs(ctx: Ctx) -> int:
+    """event=decided lines in envsched.log: one per resolver run that decided (prepare, exec)."""
+    try:
+        return ctx.log.read_text(errors="replace").count("event=decided")
+    except FileNotFoundError:
+        return 0
+
+
 def stats(xs: List[float]) -> Dict[str, float]:
     s = sorted(xs)
     q = statistics.quantiles(s, n=10, method="inclusive") if len(s) >= 2 else [s[0]] * 9
@@ -119,6 +131,7 @@ def interleave(ctx: Ctx, title: str, cases: Dict[str, dict], rounds: int, warmup
     times: Dict[str, List[float]] = {n: [] for n in names}
     extra: Dict[str, List[float]] = {n: [] for n in names}
     t0 = time.monotonic()
+    decided0 = resolver_runs(ctx)
     for r in range(warmup + rounds):
         order = names[:]
         rng.shuffle(order)
@@ -129,9 +142,10 @@ def interleave(ctx: Ctx, title: str, cases: Dict[str, dict], rounds: int, warmup
                 if aux is not None:
                     extra[name].append(aux)
             between()
+    decided = resolver_runs(ctx) - decided0
     print(f"# {title}: {rounds} rounds (+{warmup} warm-up) of {len(names)} cases in "
-          f"{time.monotonic() - t0:.0f}s", flush=True)
-    return {"times": times, "extra": extra}
+          f"{time.monotonic() - t0:.0f}s; resolver decisions logged meanwhile: {decided}", flush=True)
+    return {"times": times, "extra": extra, "decided": decided}
 
 
 def table(title: str, res: dict, base: str, unit: float = 1e3, unit_name: str = "ms",
@@ -327,6 +341,58 @@ def section_direct(ctx: Ctx, a) -> dict:
                       lambda: None)
 
 
+def section_timeline(ctx: Ctx, a) -> dict:
+    """Where the time of one srun-as-its-own-job goes: the plugin runs a timing wrapper around
+    the resolver (a bash script that logs its start and end; adds ~2-3 ms per run) and this driver
+    logs srun's own start and end, all on the same clock."""
+    A = ctx.env_name
+    tlog = ctx.dir / "timeline.log"
+    line = Path(a.timeline_line_file).read_text()
+    cases = {"plain": ["srun", "true"], "chos": ["srun", f"--chos={A}", "true"]}
+    segs: Dict[str, Dict[str, List[float]]] = {n: {} for n in cases}
+
+    def launch(name, argv):
+        ctx.plugstack(True, line=line)
+        pos = tlog.stat().st_size if tlog.exists() else 0
+        t0 = time.time()
+        dt, p = ctx.timed(argv)
+        t1 = t0 + dt
+        check_ok(ctx, name, p)
+        ctx.settle()
+        with open(tlog) as f:
+            f.seek(pos)
+            ev = {}
+            for row in f.read().splitlines():
+                if row.strip():
+                    what, s, e = row.split()
+                    ev[what] = (float(s), float(e))
+        if {"validate", "prepare", "release"} <= set(ev):
+            v, pr, rl = ev["validate"], ev["prepare"], ev["release"]
+            for k, x in (("srun start -> validate start", v[0] - t0), ("validate (in srun)", v[1] - v[0]),
+                         ("validate end -> prepare start", pr[0] - v[1]),
+                         ("prepare (in slurmstepd)", pr[1] - pr[0]), ("prepare end -> srun end", t1 - pr[1]),
+                         ("srun total", dt), ("srun end -> release start (job epilog)", rl[0] - t1),
+                         ("release (job epilog)", rl[1] - rl[0])):
+                segs[name].setdefault(k, []).append(x)
+        else:
+            ctx.failures.append(f"timeline {name}: resolver runs seen: {sorted(ev)}")
+        return dt, None
+
+    interleave(ctx, "timeline (timed resolver wrapper)", cases, a.timeline_rounds, 1, a.seed, launch,
+               lambda: time.sleep(ctx.pause))
+    ctx.plugstack(True)
+    return segs
+
+
+def timeline_table(segs: dict) -> str:
+    names = list(segs)
+    rows = ["| segment (median ms) | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for k in segs[names[0]]:
+        rows.append(f"| {k} | " + " | ".join(f"{statistics.median(segs[n][k]) * 1e3:.1f}" if segs[n].get(k)
+                                             else "-" for n in names) + " |")
+    return "\n".join(rows) + "\n"
+
+
 # ------------------------------------------------------------------ main
 def main() -> int:
     ap = argparse.ArgumentParser()
@@ -346,7 +412,9 @@ def main() -> int:
     ap.add_argument("--poll", type=float, default=0.05)
     ap.add_argument("--pause", type=float, default=0.2)
     ap.add_argument("--tasks", default="1")
-    ap.add_argument("--sections", default="jobs,tasks,steps,steptasks,sbatch,direct")
+    ap.add_argument("--timeline-line-file")
+    ap.add_argument("--timeline-rounds", type=int, default=10)
+    ap.add_argument("--sections", default="jobs,tasks,steps,steptasks,sbatch,direct,timeline")
     ap.add_argument("--json", help="write raw results here")
     a = ap.parse_args()
     a.tasks = [int(x) for x in a.tasks.split(",")]
@@ -397,6 +465,8 @@ def main() -> int:
         out["sbatch"] = section_sbatch(ctx, a)
     if "direct" in secs:
         out["direct"] = section_direct(ctx, a)
+    if "timeline" in secs and a.timeline_line_file:
+        out["timeline"] = section_timeline(ctx, a)
     ctx.plugstack(True)
 
     # ---------------------------------------------------------------- report
@@ -424,6 +494,13 @@ def main() -> int:
     if "direct" in out:
         print(table("the resolver started directly (root)", out["direct"], "python3 -I -S",
                     extra_name="release ms"))
+    if "timeline" in out:
+        print(f"**(1) where the time of one srun (its own job) goes: {a.timeline_rounds} rounds, resolver "
+              "behind a timing wrapper**\n")
+        print(timeline_table(out["timeline"]))
+    for k, v in out.items():
+        if isinstance(v, dict) and "decided" in v:
+            print(f"resolver decisions (event=decided in envsched.log) during {k}: {v['decided']}")
     print("failures:", len(ctx.failures))
     for f in ctx.failures[:20]:
         print("  ", f)

@@ -66,6 +66,7 @@ class RenderOptions:
     plugin: Optional[str] = None              # slurm: the SPANK plugin (.so)
     spool_dir: Optional[str] = None           # slurm: SlurmdSpoolDir
     munge_socket_dir: Optional[str] = None    # slurm (and any munge-authenticated scheduler)
+    host_tools: Optional[str] = None          # slurm: wrappers of the host's clients (hosttools.py)
 
 
 # ------------------------------------------------------------------------------------- checks
@@ -88,7 +89,8 @@ def plugstack_safe(value: Any) -> str:
 def check_path(what: str, value: str) -> str:
     """An absolute path the plugin's config parser (plugins/slurm-spank/config.c) accepts."""
     if not value.startswith("/"):
-        raise SiteConfigError(f"{what}: not an absolute path: {value!r}")
+        raise SiteConfigError(f"{what}: not an absolute path: {value!r} (the scheduler's "
+                              "daemons use it from other directories)")
     try:
         plugstack_safe(value)
     except SiteConfigError as e:
@@ -137,6 +139,8 @@ def host_warnings(scheduler: str, options: RenderOptions) -> List[str]:
         if not os.path.isfile(plugin):
             found.append(f"plugin {plugin} does not exist on this host "
                          "(make -C plugins/slurm-spank && make -C plugins/slurm-spank install)")
+        if options.host_tools and not os.path.isdir(os.path.join(options.host_tools, "bin")):
+            found.append(f"host tools {options.host_tools}/bin does not exist on this host")
     return found
 
 
@@ -183,7 +187,10 @@ def slurm_spool_bind(spool_dir: str) -> str:
 
 
 def render_slurm(policy: Policy, options: RenderOptions) -> str:
-    """plugstack.conf: comment header and one `required` line for plugins/slurm-spank."""
+    """plugstack.conf: comment header and one `required` line for plugins/slurm-spank.
+
+    Writes every argument of plugins/slurm-spank/config.c but `validate=`: that one (0) is
+    only for the plugstack.conf that Slurm clients inside a view read (hosttools.py)."""
     plugin = check_path("--plugin", options.plugin or DEFAULT_SLURM_PLUGIN)
     policy_path = check_path("--policy", options.policy_path)
     resolver = check_path("--resolver", options.resolver)
@@ -195,13 +202,14 @@ def render_slurm(policy: Policy, options: RenderOptions) -> str:
     defaults = [b for b in (spool_bind, munge_bind) if b]
     extra = [b for b in dict.fromkeys(check_bind(b) for b in options.binds) if b not in defaults]
     binds = defaults + extra
+    host_tools = check_path("--host-tools", options.host_tools) if options.host_tools else None
     if len(binds) > SLURM_MAX_BINDS:
         raise SiteConfigError(f"{len(binds)} binds: the plugin takes at most {SLURM_MAX_BINDS}")
     text = render_template("slurm/plugstack.conf.j2", plugin=plugin, policy=policy_path,
                            resolver=resolver, run_dir=run_dir, binds=binds,
                            spool_dir=None if spool_bind is None else spool_dir, spool_bind=spool_bind,
                            munge_bind=munge_bind, extra_binds=extra,
-                           debug=options.debug)
+                           host_tools=host_tools, debug=options.debug)
     for line in text.splitlines():
         if len(line.encode()) > PLUGSTACK_LINE_MAX:
             raise SiteConfigError(f"the plugstack.conf line is {len(line.encode())} bytes: "

@@ -72,8 +72,9 @@ allow_users = ["root"]
         f"required {PLUGIN_DIR}/envsched_spank.so policy={policy} resolver={resolver} run_dir={run_dir} "
         f"bind={root}/spool bind={root}/munge host_tools={root}/tools\n", restart_slurmd=True)
     # the host's Slurm clients, usable from inside views (after plugstack.conf: it is derived from it)
-    from envsched.hosttools import write_slurm_host_tools
-    write_slurm_host_tools(str(root / "tools"), str(slurm_cluster.conf))
+    subprocess.run([str(resolver), "--policy", str(policy), "site-config", "host-tools", "--scheduler", "slurm",
+                    "--slurm-conf", str(slurm_cluster.conf), str(root / "tools")], check=True,
+                   stdout=subprocess.DEVNULL)
     yield Site(slurm_cluster, run_dir, policy, trees)
     slurm_cluster.write_plugstack("")
     if run_dir.exists():

@@ -181,7 +181,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if isinstance(outcome, Refusal):
         say(outcome.message())
         return ExitCode.REFUSED
-    if outcome.environment is not None:
+    if outcome.environment is not None and not args.identity_only:
+        # at submit time the tree may not be mounted on this host: it is checked on the node
         problems = trees.problems(outcome.environment)
         if problems:
             say(f"environment {outcome.name} is not usable on this host: {problems[0]}")
@@ -252,11 +253,23 @@ def cmd_site_config_render(args: argparse.Namespace) -> int:
     options = siteconfig.RenderOptions(
         policy_path=policy.source, resolver=args.resolver or siteconfig.default_resolver(),
         binds=tuple(args.bind), debug=args.debug, plugin=args.plugin, spool_dir=args.spool_dir,
-        munge_socket_dir=args.munge_socket_dir)
+        munge_socket_dir=args.munge_socket_dir, host_tools=args.host_tools)
     text = siteconfig.render(args.scheduler, policy, options)
     for warning in siteconfig.host_warnings(args.scheduler, options):
         say("warning: " + warning)
     sys.stdout.write(text)
+    return ExitCode.OK
+
+
+def cmd_site_config_host_tools(args: argparse.Namespace) -> int:
+    _require_root("envsched site-config host-tools")
+    from ..hosttools import write_slurm_host_tools
+    policy = policy_from(args)
+    dest = os.path.abspath(args.dir)
+    written = write_slurm_host_tools(dest, args.slurm_conf, policy.site.local_root)
+    print(f"{dest}/bin: {' '.join(written)}")
+    print(f"add host_tools={dest} to the plugin's plugstack.conf line; run this again after "
+          "changing slurm.conf, plugstack.conf or upgrading Slurm")
     return ExitCode.OK
 
 
@@ -307,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     _job_args(s)
     s.add_argument("--print", action="store_true", help="print the chosen environment")
     s.add_argument("--identity-only", action="store_true",
-                   help="ignore partition/account rules (they are checked when the job starts)")
+                   help="submit time: ignore partition/account rules and the tree's state (both are "
+                   "checked when the job starts)")
     s.set_defaults(func=cmd_validate)
 
     s = sub.add_parser("join", help="root: join a pinned view, drop to its user, exec CMD")
@@ -353,11 +367,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--munge-socket-dir", metavar="DIR",
                    help=f"munged's socket directory, bound into every view (default "
                    f"{siteconfig.DEFAULT_MUNGE_SOCKET_DIR}; '{siteconfig.NONE}': no bind)")
+    r.add_argument("--host-tools", metavar="DIR",
+                   help="slurm: directory of wrappers of the host's Slurm clients, bound into every "
+                   "view and first in the job's PATH (default: none)")
     r.add_argument("--debug", action="store_true",
                    help="the plugin logs the resolver's output for every job, not only on failure")
     r.add_argument("--policy", metavar="FILE", default=argparse.SUPPRESS,
                    help="site policy (default /etc/envsched/policy.toml); its path goes into the output")
     r.set_defaults(func=cmd_site_config_render)
+    h = ssub.add_parser("host-tools", help="root: wrappers that run the host's scheduler clients "
+                        "(srun, squeue, ...) from inside views")
+    h.add_argument("--scheduler", required=True, choices=("slurm",))
+    h.add_argument("--slurm-conf", default=os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf"),
+                   help="the host's slurm.conf (default: $SLURM_CONF or /etc/slurm/slurm.conf)")
+    h.add_argument("dir", help="where to write bin/ and the view's slurm.conf (root-owned, e.g. "
+                   "/var/lib/envsched/slurm-tools)")
+    h.add_argument("--policy", metavar="FILE", default=argparse.SUPPRESS,
+                   help="site policy (default /etc/envsched/policy.toml): its local_root is used")
+    h.set_defaults(func=cmd_site_config_host_tools)
     for sp in (sub.choices.values()):
         if not any(a.dest == "policy" for a in sp._actions):
             sp.add_argument("--policy", metavar="FILE", default=argparse.SUPPRESS,
