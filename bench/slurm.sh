@@ -10,7 +10,8 @@
 #                                             os/deb12 (tests/envs/build-mini-env.sh), policy.toml
 #                                             (site default `local`, environment deb12), envsched.log
 #   /run/envsched-bench-slurm-<random>/       the plugin's run_dir (pins)
-#   plugstack.conf                            required envsched_spank.so policy=... resolver=<repo>/
+#   plugstack.conf                            required DIR/envsched_spank.so (a copy of the one built
+#                                             in the work tree) policy=... resolver=<repo>/
 #                                             .venv/bin/envsched run_dir=... bind=DIR/spool bind=DIR/munge
 # then runs bench/slurm_bench.py (sections: jobs, tasks, steps, steptasks, sbatch, direct, timeline; see
 # there), and on exit -- normal, error, SIGINT/SIGTERM -- stops the cluster with stop.sh, reports
@@ -135,6 +136,9 @@ make -s -C "$repo/plugins/slurm-spank"
 mkdir -m 0755 "$DIR"
 chown 0:0 "$DIR"
 mkdir -m 0755 "$DIR/scripts" "$DIR/work" "$DIR/os"
+# a private copy of the plugin: slurmstepd loads it at every step, and a rebuild in the work tree
+# (other engineers) must not swap it in the middle of a run
+install -m 0755 "$repo/plugins/slurm-spank/envsched_spank.so" "$DIR/envsched_spank.so"
 started=1
 env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$cluster_scripts/start.sh" "$DIR" 1
 "$repo/tests/envs/build-mini-env.sh" "$DIR/os/deb12" debian 12 "Debian 12 (mini)" >/dev/null
@@ -148,7 +152,7 @@ log_file = "$DIR/envsched.log"
 path = "$DIR/os/deb12"
 EOF
 chmod 0644 "$DIR/policy.toml"
-echo "required $repo/plugins/slurm-spank/envsched_spank.so policy=$DIR/policy.toml resolver=$resolver" \
+echo "required $DIR/envsched_spank.so policy=$DIR/policy.toml resolver=$resolver" \
      "run_dir=$RUN bind=$DIR/spool bind=$DIR/munge" > "$DIR/plugstack.line"
 cp "$DIR/plugstack.line" "$DIR/plugstack.conf"
 # for the timeline section: the same resolver behind a wrapper that logs its start and end
@@ -169,6 +173,9 @@ chmod 0644 "$DIR/plugstack.conf"
 {
     echo "# envsched Slurm bench $stamp, $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo ?)" \
          "$(git -C "$repo" status --porcelain 2>/dev/null | grep -q . && echo '(dirty)')"
+    echo "# plugin sha256 $(sha256sum "$DIR/envsched_spank.so" | cut -c1-16), uncommitted changes in" \
+         "plugins/slurm-spank + src: $(git -C "$repo" status --porcelain -- plugins/slurm-spank src 2>/dev/null |
+         grep -v '^??' | wc -l) files"
     echo "# $(uname -sr), $(nproc) CPUs, $(SLURM_CONF=$DIR/slurm.conf sinfo --version)," \
          "load average $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$result"

@@ -11,11 +11,15 @@ epilog never overlaps the next launch.
 Cases per section ("bare" = plugstack.conf empty: Slurm alone; "plain" = plugin loaded, no
 --chos, policy default `local`; "chos" = plugin loaded, --chos=A):
 
-  jobs     srun [-n N -O] true outside an allocation: each srun is its own job
-  steps    srun -n N true inside one allocation (`salloc -N1 -n32 -O --chos=A`; run by `salloc`
-           with this script's `steps` sub-command, so the steps see the allocation's environment)
-  sbatch   sbatch submit -> JobState COMPLETED (scontrol polled every POLL s)
-  direct   the resolver started directly: envsched prepare (+ release) and validate, python3 -I -S
+  jobs       srun true outside an allocation: each srun is its own job
+  tasks      the same with -n N -O, N = 1, 2, 8, 32
+  steps      srun -n1 true inside one allocation (`salloc -N1 --chos=A`, which runs this script's
+             `steps` sub-command, so the steps see the allocation's environment)
+  steptasks  srun -n N true inside `salloc -N1 -n32 -O --chos=A`
+  sbatch     sbatch submit -> JobState COMPLETED (scontrol polled every POLL s)
+  direct     the resolver started directly: envsched prepare (+ release) and validate, python3 -I -S
+  timeline   srun true / srun --chos=A true with the resolver behind a wrapper that logs its start
+             and end: where one srun-as-its-own-job spends its time
 
 bench/slurm.sh sets the cluster up and calls this with `all`; see that script for the layout.
 """
@@ -329,7 +333,7 @@ def section_direct(ctx: Ctx, a) -> dict:
         counter[0] += 1
         key = f"benchdirect-{os.getpid()}-{counter[0]}"
         req = ["--request", A] if name.startswith("prepare A") else []
-        dt, p = go([*base, "prepare", "--format", "shim", "--reuse", "--key", key, "--user", "0",
+        dt, _ = go([*base, "prepare", "--format", "shim", "--reuse", "--key", key, "--user", "0",
                     "--job", f"bench.{counter[0]}", "--owner-pid", str(os.getpid()), "--chos-var", "",
                     "--inputs", "bench", *req, *binds])
         dt2, _ = go([*base, "release", "--key", key, "--with-steps", "--quiet"])
@@ -513,8 +517,8 @@ def per_task(res: dict, plugin: str = "chos") -> str:
     """Overhead of the plugin per step and per task, as a function of N."""
     times = res["times"]
     ns = sorted({int(k.split("-n")[1]) if "-n" in k else 1 for k in times})
-    rows = ["| N | bare median ms | bare ms/task | with plugin median ms | ms/task | overhead ms "
-            "(paired) | overhead per task ms |", "|---|---|---|---|---|---|---|"]
+    rows = [("| N | bare median ms | bare ms/task | with plugin median ms | ms/task | overhead ms "
+             "(paired) | overhead per task ms |"), "|---|---|---|---|---|---|---|"]
     for n in ns:
         sfx = "" if n == 1 else f" -n{n}"
         b, c = times[f"bare{sfx}"], times[f"{plugin}{sfx}"]

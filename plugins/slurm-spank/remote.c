@@ -108,8 +108,9 @@ int es_remote_user_init(spank_t sp)
     getenv_job(sp, "CHOS", chos, sizeof chos);
     getenv_job(sp, "SLURM_JOB_PARTITION", partition, sizeof partition);
     getenv_job(sp, "SLURM_JOB_ACCOUNT", account, sizeof account);
+    /* the option beats CHOS: with an option, CHOS is no input of the decision */
     snprintf(inputs, sizeof inputs, "uid=%u\toption=%s\tchos=%s\tpartition=%s\taccount=%s",
-             (unsigned)uid, es_option_set ? es_option : "", chos, partition, account);
+             (unsigned)uid, es_option_set ? es_option : "", es_option_set ? "" : chos, partition, account);
     /* the job's node index keeps keys apart when several slurmd share one host (test clusters) */
     uint32_t nodeid = 0;
     if (spank_get_item(sp, S_JOB_NODEID, &nodeid) != ESPANK_SUCCESS)
@@ -120,7 +121,7 @@ int es_remote_user_init(spank_t sp)
     /* the same request as an earlier step of this job: join its view, no resolver */
     char inputs_nl[sizeof inputs + 1];
     snprintf(inputs_nl, sizeof inputs_nl, "%s\n", inputs);
-    if (es_memo_lookup(es_cfg.run_dir, key, inputs_nl, shim, sizeof shim)) {
+    if (es_memo_lookup(es_cfg.run_dir, key, inputs_nl, es_option_set ? es_option : chos, shim, sizeof shim)) {
         if (apply_shim(sp, shim) != 0)
             fail(ES_PREFIX "cannot set the job environment for %s", key);
         return 0;

@@ -273,6 +273,11 @@ scontrol show job "$SLURM_JOB_ID" | grep -o "JobState=[A-Z]*"
         f"squeue: {job} RUNNING",
         "JobState=RUNNING",
     ]
+    # the resolver ran for the batch step and for the step asking for deb12, not for the plain
+    # srun step: it joined the job's view through the plugin's memo, without Python
+    log = (site.cluster.dir / "envsched.log").read_text().splitlines()
+    decided = [line for line in log if "event=decided" in line and f" job={job}." in line]
+    assert len(decided) == 2, decided
 
 
 def test_signal_and_stderr_propagate(site, slurm_user, home):
@@ -285,3 +290,25 @@ def test_signal_and_stderr_propagate(site, slurm_user, home):
     assert state.state == "FAILED" and state.exit_code == (5, 0)
     assert out.strip() == "out-line"
     assert (home / f"err-{job}.txt").read_text().strip() == "err-line"
+
+
+def test_plugin_exports_only_spank_symbols(site):
+    out = subprocess.run(["nm", "-D", "--defined-only", str(PLUGIN_DIR / "envsched_spank.so")],
+                         stdout=subprocess.PIPE, text=True, check=True).stdout
+    names = sorted(line.split()[-1] for line in out.splitlines() if line.strip())
+    assert names == sorted(["plugin_name", "plugin_type", "plugin_version", "spank_plugin_version",
+                            "slurm_spank_init", "slurm_spank_init_post_opt", "slurm_spank_user_init",
+                            "slurm_spank_task_init_privileged", "slurm_spank_task_init",
+                            "slurm_spank_job_epilog"])
+
+
+def test_unknown_plugstack_argument_is_fatal(site, slurm_user, home):
+    c = site.cluster
+    good = c.plugstack.read_text()
+    c.write_plugstack(good.rstrip("\n") + " polcy=/typo\n")
+    try:
+        r = c.srun("--chos=deb13", "true", user=slurm_user.pw_name)
+    finally:
+        c.write_plugstack(good)
+    assert r.returncode != 0
+    assert "envsched: plugstack.conf: unknown argument 'polcy=/typo'" in r.stderr
