@@ -263,6 +263,7 @@ srun sh -c 'echo "step: $(head -1 /etc/os-release) $CHOS"'
 srun --chos=deb12 sh -c 'echo "other: $(head -1 /etc/os-release) $CHOS"'
 squeue -h -j "$SLURM_JOB_ID" -o "squeue: %i %T"
 scontrol show job "$SLURM_JOB_ID" | grep -o "JobState=[A-Z]*"
+scancel --version
 """
     job, state, out = run_batch(site, home, slurm_user.pw_name, "--chos=deb13", script=script)
     assert state.state == "COMPLETED", out
@@ -272,6 +273,7 @@ scontrol show job "$SLURM_JOB_ID" | grep -o "JobState=[A-Z]*"
         'other: PRETTY_NAME="Debian 12 (mini)" deb12',
         f"squeue: {job} RUNNING",
         "JobState=RUNNING",
+        "slurm-wlm 22.05.8",
     ]
     # the resolver ran for the batch step and for the step asking for deb12, not for the plain
     # srun step: it joined the job's view through the plugin's memo, without Python
