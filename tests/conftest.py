@@ -14,7 +14,7 @@ from typing import Dict, Optional, Sequence
 
 import pytest
 
-from testlib import TEST_USER, mount_table
+from testlib import TEST_USER, mount_table, real_user
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_MINI = REPO / "tests" / "envs" / "build-mini-env.sh"
@@ -79,17 +79,8 @@ def test_user() -> pwd.struct_passwd:
     """A real unprivileged user with a home directory, created for the session."""
     if not IS_ROOT:
         pytest.skip("needs root to create a user")
-    created = False
-    try:
-        pw = pwd.getpwnam(TEST_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", "--user-group", TEST_USER],
-                       check=True)
-        created = True
-        pw = pwd.getpwnam(TEST_USER)
-    yield pw
-    if created:
-        subprocess.run(["userdel", "--remove", TEST_USER], stderr=subprocess.DEVNULL)
+    with real_user(TEST_USER) as pw:
+        yield pw
 
 
 @pytest.fixture

@@ -47,6 +47,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
+from testlib import real_user
+
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "tests" / "cluster" / "slurm"
 IS_ROOT = os.geteuid() == 0
@@ -252,15 +254,5 @@ def slurm_user() -> pwd.struct_passwd:
     """An ordinary user with a home directory for jobs (created if missing, removed if we created it)."""
     if not IS_ROOT:
         pytest.skip("needs root to create a user")
-    created = False
-    try:
-        pw = pwd.getpwnam(SLURM_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", "--user-group", SLURM_USER],
-                       check=True)
-        created = True
-        pw = pwd.getpwnam(SLURM_USER)
-    yield pw
-    if created:
-        subprocess.run(["userdel", "--remove", SLURM_USER], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+    with real_user(SLURM_USER) as pw:
+        yield pw
