@@ -66,7 +66,7 @@ static int same_view(const char *have, const char *inputs, const char *requested
 int es_memo_lookup(const char *run_dir, const char *key, const char *inputs, const char *requested,
                    char *shim, size_t cap)
 {
-    int p[2], status;
+    int p[2], status = 0;
     pid_t pid;
     size_t len = 0;
     ssize_t got;
@@ -99,9 +99,10 @@ int es_memo_lookup(const char *run_dir, const char *key, const char *inputs, con
         len += (size_t)got;
     buf[len] = '\0';
     close(p[0]);
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+    pid_t done;
+    while ((done = waitpid(pid, &status, 0)) < 0 && errno == EINTR)
         ;
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    if (done < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
         return 0;
     size_t hl = strlen(buf);
     if (hl + 1 >= len)

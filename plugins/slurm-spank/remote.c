@@ -45,7 +45,9 @@ static void getenv_job(spank_t sp, const char *name, char *buf, int len)
 /* Apply one "env ACTION NAME [VALUE]" line to the job environment. */
 static int apply_env(spank_t sp, char *line)
 {
-    char *action = strtok(line, " "), *name = strtok(NULL, " "), *value = strtok(NULL, "");
+    char *save = NULL;
+    char *action = strtok_r(line, " ", &save), *name = strtok_r(NULL, " ", &save);
+    char *value = strtok_r(NULL, "", &save);
     char old[8192], joined[16384];
 
     if (action == NULL || name == NULL)

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,8 +30,9 @@ static void child(char *const argv[], int become_root, int out, int err)
     int null = open("/dev/null", O_RDONLY);
     if (null < 0 || dup2(null, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
         _exit(ENVSCHED_EXIT_SETUP_FAILED);
-    for (int fd = 3; fd < 1024; fd++)
-        close(fd);
+    if (syscall(SYS_close_range, 3U, ~0U, 0U) != 0)      /* Linux >= 5.9; else the usual range */
+        for (int fd = 3; fd < 1024; fd++)
+            close(fd);
     execve(argv[0], argv, clean_env);
     dprintf(2, ES_PREFIX "cannot execute the resolver %s: %s\n", argv[0], strerror(errno));
     _exit(ENVSCHED_EXIT_NOT_FOUND);
@@ -47,7 +49,7 @@ static void append(char *buf, size_t *len, size_t cap, const char *data, size_t 
 
 int es_run(char *const argv[], int become_root, struct es_run *r)
 {
-    int out[2], err[2], status;
+    int out[2], err[2], status = 0;
     pid_t pid;
 
     memset(r, 0, sizeof *r);
@@ -103,9 +105,13 @@ int es_run(char *const argv[], int become_root, struct es_run *r)
     for (int i = 0; i < 2; i++)
         if (fds[i].fd >= 0)
             close(fds[i].fd);
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+    pid_t got;
+    while ((got = waitpid(pid, &status, 0)) < 0 && errno == EINTR)
         ;
-    r->status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (got < 0)
+        r->status = -1;
+    else
+        r->status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     return r->status == 0 ? 0 : -1;
 }
 
