@@ -2,7 +2,8 @@
 # Install what envsched's build, tests and demo need on Debian 12, only if missing.
 # Usage: scripts/install-deps.sh [extra-debian-packages...]
 set -euo pipefail
-packages=(busybox-static squashfs-tools bubblewrap python3-venv util-linux gcc make libc6-dev passwd "$@")
+packages=(busybox-static squashfs-tools bubblewrap python3-venv util-linux gcc make libc6-dev binutils passwd
+          iproute2 bsdextrautils "$@")
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
