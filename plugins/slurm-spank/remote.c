@@ -36,19 +36,26 @@ static void fail(const char *fmt, const char *arg)
     snprintf(failure, sizeof failure, fmt, arg);
 }
 
-static void getenv_job(spank_t sp, const char *name, char *buf, int len)
+/* A variable of the job's environment; "" when unset. -1 when it does not fit: a value we
+ * cannot pass on whole must refuse the job, never be dropped (the job would get another env). */
+static int getenv_job(spank_t sp, const char *name, char *buf, int len)
 {
-    if (spank_getenv(sp, name, buf, len) != ESPANK_SUCCESS)
-        buf[0] = '\0';
+    spank_err_t rc = spank_getenv(sp, name, buf, len);
+
+    if (rc == ESPANK_SUCCESS)
+        return 0;
+    buf[0] = '\0';
+    return rc == ESPANK_NOSPACE ? -1 : 0;
 }
 
 /* Apply one "env ACTION NAME [VALUE]" line to the job environment. */
 static int apply_env(spank_t sp, char *line)
 {
+    enum { CAP = 131072 };
     char *save = NULL;
     char *action = strtok_r(line, " ", &save), *name = strtok_r(NULL, " ", &save);
     char *value = strtok_r(NULL, "", &save);
-    char old[8192], joined[16384];
+    int rc = -1;
 
     if (action == NULL || name == NULL)
         return -1;
@@ -56,14 +63,20 @@ static int apply_env(spank_t sp, char *line)
         return spank_unsetenv(sp, name) == ESPANK_SUCCESS ? 0 : -1;
     if (value == NULL)
         value = "";
-    getenv_job(sp, name, old, sizeof old);
+    char *old = malloc(CAP), *joined = malloc(2 * CAP);
+    if (old == NULL || joined == NULL || getenv_job(sp, name, old, CAP) != 0)
+        goto out;                                        /* never drop a value we cannot hold */
     if (strcmp(action, "prepend") == 0 && old[0])
-        snprintf(joined, sizeof joined, "%s:%s", value, old);
+        snprintf(joined, 2 * CAP, "%s:%s", value, old);
     else if (strcmp(action, "append") == 0 && old[0])
-        snprintf(joined, sizeof joined, "%s:%s", old, value);
+        snprintf(joined, 2 * CAP, "%s:%s", old, value);
     else
-        snprintf(joined, sizeof joined, "%s", value);
-    return spank_setenv(sp, name, joined, 1) == ESPANK_SUCCESS ? 0 : -1;
+        snprintf(joined, 2 * CAP, "%s", value);
+    rc = spank_setenv(sp, name, joined, 1) == ESPANK_SUCCESS ? 0 : -1;
+out:
+    free(old);
+    free(joined);
+    return rc;
 }
 
 /* The resolver's shim protocol (src/envsched/shim.py): remember the pin, apply env ops;
@@ -107,9 +120,12 @@ int es_remote_user_init(spank_t sp)
     }
     if (step == SLURM_EXTERN_CONT)
         return 0;                                        /* no user tasks in the extern step */
-    getenv_job(sp, "CHOS", chos, sizeof chos);
-    getenv_job(sp, "SLURM_JOB_PARTITION", partition, sizeof partition);
-    getenv_job(sp, "SLURM_JOB_ACCOUNT", account, sizeof account);
+    if (getenv_job(sp, "CHOS", chos, sizeof chos) != 0 ||
+        getenv_job(sp, "SLURM_JOB_PARTITION", partition, sizeof partition) != 0 ||
+        getenv_job(sp, "SLURM_JOB_ACCOUNT", account, sizeof account) != 0) {
+        fail(ES_PREFIX "the job's CHOS, partition or account is too long (more than %s characters)", "255");
+        return 0;
+    }
     /* the option beats CHOS: with an option, CHOS is no input of the decision */
     snprintf(inputs, sizeof inputs, "uid=%u\toption=%s\tchos=%s\tpartition=%s\taccount=%s",
              (unsigned)uid, es_option_set ? es_option : "", es_option_set ? "" : chos, partition, account);

@@ -314,3 +314,16 @@ def test_unknown_plugstack_argument_is_fatal(site, slurm_user, home):
         c.write_plugstack(good)
     assert r.returncode != 0
     assert "envsched: plugstack.conf: unknown argument 'polcy=/typo'" in r.stderr
+
+
+def test_step_with_unusable_chos_fails_closed_at_start(site, slurm_user, home):
+    # steps inside an allocation are not checked by srun: slurmstepd must refuse, not ignore
+    long_name = "x" * 300
+    r = site.cluster.run(["salloc", "-N1", "sh", "-c",
+                          f"CHOS={long_name} srun sh -c 'echo PAYLOAD'; "
+                          "CHOS=sl5 srun sh -c 'echo PAYLOAD'"],
+                         user=slurm_user.pw_name, timeout=90)
+    assert "PAYLOAD" not in r.stdout
+    assert "envsched: the job's CHOS, partition or account is too long" in r.stderr
+    assert "envsched: environment 'sl5' (CHOS variable) refused: no such environment" in r.stderr
+    site.settle()
