@@ -28,11 +28,13 @@ int es_local_check(spank_t sp)
     argv[n++] = "--identity-only";           /* partition/account rules: checked at start */
     argv[n++] = "--user";
     argv[n++] = uid;
-    argv[n++] = "--chos-var";
-    argv[n++] = chos ? chos : "";
+    /* values the user controls go as --opt=VALUE: a value starting with '-' stays a value */
+    char a_chos[4096], a_req[sizeof es_option + 16];
+    snprintf(a_chos, sizeof a_chos, "--chos-var=%s", chos ? chos : "");
+    argv[n++] = a_chos;
     if (es_option_set) {
-        argv[n++] = "--request";
-        argv[n++] = es_option;
+        snprintf(a_req, sizeof a_req, "--request=%s", es_option);
+        argv[n++] = a_req;
     }
     argv[n] = NULL;
     if (es_run(argv, 0, &r) == 0) {

@@ -170,21 +170,24 @@ int es_remote_user_init(spank_t sp)
     argv[n++] = jobstep;
     argv[n++] = "--owner-pid";
     argv[n++] = owner;
-    argv[n++] = "--chos-var";
-    argv[n++] = chos;
-    argv[n++] = "--inputs";
-    argv[n++] = inputs;
+    /* values the user controls go as --opt=VALUE: a value starting with '-' stays a value */
+    char a_chos[sizeof chos + 16], a_inputs[sizeof inputs + 16], a_req[sizeof es_option + 16];
+    char a_part[sizeof partition + 16], a_acct[sizeof account + 16];
+    snprintf(a_chos, sizeof a_chos, "--chos-var=%s", chos);
+    snprintf(a_inputs, sizeof a_inputs, "--inputs=%s", inputs);
+    argv[n++] = a_chos;
+    argv[n++] = a_inputs;
     if (es_option_set) {
-        argv[n++] = "--request";
-        argv[n++] = es_option;
+        snprintf(a_req, sizeof a_req, "--request=%s", es_option);
+        argv[n++] = a_req;
     }
     if (partition[0]) {
-        argv[n++] = "--partition";
-        argv[n++] = partition;
+        snprintf(a_part, sizeof a_part, "--partition=%s", partition);
+        argv[n++] = a_part;
     }
     if (account[0]) {
-        argv[n++] = "--account";
-        argv[n++] = account;
+        snprintf(a_acct, sizeof a_acct, "--account=%s", account);
+        argv[n++] = a_acct;
     }
     for (int i = 0; i < es_cfg.nbinds; i++) {
         argv[n++] = "--bind";

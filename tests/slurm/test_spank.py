@@ -327,3 +327,9 @@ def test_step_with_unusable_chos_fails_closed_at_start(site, slurm_user, home):
     assert "envsched: the job's CHOS, partition or account is too long" in r.stderr
     assert "envsched: environment 'sl5' (CHOS variable) refused: no such environment" in r.stderr
     site.settle()
+
+
+def test_request_starting_with_dash_is_refused_as_a_name(site, slurm_user, home):
+    r = site.cluster.run(["srun", "--chos=-x", "true"], user=slurm_user.pw_name)
+    assert r.returncode != 0
+    assert r.stderr.splitlines()[0].startswith("envsched: environment '-x' (option) refused: not a valid name")
