@@ -75,7 +75,14 @@ allow_users = ["root"]
     subprocess.run([str(resolver), "--policy", str(policy), "site-config", "host-tools", "--scheduler", "slurm",
                     "--slurm-conf", str(slurm_cluster.conf), str(root / "tools")], check=True,
                    stdout=subprocess.DEVNULL)
-    yield Site(slurm_cluster, run_dir, policy, trees)
+    site = Site(slurm_cluster, run_dir, policy, trees)
+    yield site
+    # no job may still start (and pin) once the run dir is gone: drain the queue first
+    slurm_cluster.run(["scancel", "--full", "--quiet", "--state=PENDING,RUNNING", "--partition=debug,legacy"])
+    deadline = time.monotonic() + 60
+    while slurm_cluster.run(["squeue", "-h"]).stdout.strip() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    site.settle()
     slurm_cluster.write_plugstack("")
     if run_dir.exists():
         shutil.rmtree(run_dir)
