@@ -2,52 +2,22 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
-import syslog
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
-from .. import audit, siteconfig, trees
+from .. import siteconfig, trees
 from ..enter import enter_and_exec
-from ..errors import EnvschedError, NotPermitted, PolicyError, SetupError, UsageError
+from ..errors import PolicyError, UsageError
 from ..exitcodes import ExitCode
-from ..identity import lookup_user
-from ..pin import PinStore
 from ..plan import build_plan
-from ..policy.model import Mount
 from ..resolve import Refusal, resolve
-from ..service import JobContext, plan_for_job, request_for
-from ..shim import shim_lines
+from ..service import plan_for_job, request_for
 from .common import describe_decision, format_steps, parser, policy_from, run_main, say, split_command
-
-
-def _job_args(p: argparse.ArgumentParser, user_required: bool = True) -> None:
-    p.add_argument("--user", required=user_required, help="job user (name or uid)")
-    p.add_argument("--request", metavar="NAME", help="explicit request (the job's option)")
-    p.add_argument("--chos-var", metavar="NAME",
-                   help="the job's CHOS variable (default: CHOS from this command's environment)")
-    p.add_argument("--partition", help="partition or queue")
-    p.add_argument("--account")
-    p.add_argument("--job", help="scheduler job id (for the admin log)")
-    p.add_argument("--cwd", help="working directory to keep (default: current)")
-    p.add_argument("--no-user-file", action="store_true", help="do not read ~/.chos")
-
-
-def _ctx(args: argparse.Namespace) -> JobContext:
-    chos_var = args.chos_var if args.chos_var is not None else os.environ.get("CHOS")
-    binds = tuple(getattr(args, "bind", ()))
-    if binds:
-        _require_root("--bind")
-    return JobContext(user=lookup_user(args.user), option=args.request, chos_var=chos_var,
-                      account=args.account, partition=args.partition, cwd=args.cwd, job=args.job,
-                      read_user_file=not args.no_user_file, extra_binds=binds)
-
-
-def _require_root(what: str) -> None:
-    if os.geteuid() != 0:
-        raise NotPermitted(f"{what} needs root")
+from .jobargs import bind_arg, job_args, job_context, logged_failure, require_root
+from .pin_cmds import cmd_gc, cmd_join, cmd_pins, cmd_prepare, cmd_release
+from .site_cmds import cmd_site_config_host_tools, cmd_site_config_render
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -74,7 +44,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     policy = policy_from(args)
-    ctx = _ctx(args)
+    ctx = job_context(args)
     outcome = resolve(policy, request_for(policy, ctx))
     if isinstance(outcome, Refusal):
         if args.json:
@@ -105,78 +75,24 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    _require_root("envsched exec")
+    require_root("envsched exec")
     command = split_command(args.command)
     if not command:
         raise UsageError("exec: no command given")
     policy = policy_from(args)
-    ctx = _ctx(args)
+    ctx = job_context(args)
     decision, plan = plan_for_job(policy, ctx)
     if decision.warning:
         say("warning: " + decision.warning)
-    with _logged_failure("exec", ctx, decision.name):
+    with logged_failure("exec", ctx, decision.name):
         enter_and_exec(plan, ctx.user, command, cwd=args.cwd)
     return ExitCode.INTERNAL  # not reached: enter_and_exec execs or raises
-
-
-def _bind_arg(value: str) -> Mount:
-    """--bind SRC[:DST[:ro|rw]] (shim configuration, root only)."""
-    parts = value.split(":")
-    if not 1 <= len(parts) <= 3 or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
-        raise argparse.ArgumentTypeError(f"expected SRC[:DST[:ro|rw]], got {value!r}")
-    src = parts[0]
-    dst = parts[1] if len(parts) > 1 and parts[1] else src
-    for p in (src, dst):
-        if not p.startswith("/") or ".." in p.split("/") or p == "/":
-            raise argparse.ArgumentTypeError(f"not an absolute path below /: {p!r}")
-    return Mount(src, dst, writable=len(parts) == 3 and parts[2] == "rw", required=True)
-
-
-def cmd_prepare(args: argparse.Namespace) -> int:
-    _require_root("envsched prepare")
-    policy = policy_from(args)
-    ctx = _ctx(args)
-    decision, plan = plan_for_job(policy, ctx)
-    if decision.warning and args.format != "shim":
-        say("warning: " + decision.warning)
-    owner = args.owner_pid if args.owner_pid else os.getppid()
-    store = PinStore(policy.site.run_dir)
-    key: Optional[str] = None
-    reused = False
-    if plan.mount_ops:
-        keys = [args.key] + ([args.fallback_key] if args.fallback_key else [])
-        for candidate in keys:
-            if args.reuse and store.reusable(candidate, plan, ctx.user):
-                key, reused = candidate, True
-                break
-            if not os.path.exists(store.path(candidate)):
-                key = candidate
-                break
-        if key is None:
-            raise UsageError(f"pin {' and '.join(keys)} exists already (release it first)"
-                             if len(keys) == 1 else
-                             f"pins {' and '.join(keys)} exist already with other views (release first)")
-        if not reused:
-            with _logged_failure("prepare", ctx, decision.name, key=key):
-                store.prepare(key, plan, ctx.user, owner)
-            audit.log("prepared", job=ctx.job, user=ctx.user.name, env=decision.name, key=key, owner=owner)
-    pin = os.path.join(store.path(key), "mnt") if key else None
-    lines = shim_lines(decision, plan, key, pin, reused, ctx.user.home)
-    if key and not reused and args.inputs is not None:
-        # a shim that sees the same inputs again (a later step of the job) may join without us
-        store.write_memo(key, args.inputs, "\n".join(lines) + "\n")
-    if args.format == "shim":
-        print("\n".join(lines))
-    else:
-        print(json.dumps({"environment": decision.name, "key": key, "mnt": pin, "reused": reused,
-                          "user": ctx.user.name, "uid": ctx.user.uid, "owner_pid": owner}))
-    return ExitCode.OK
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Submit-time check: silent and 0 when the request is fine, else the refusal on stderr."""
     policy = policy_from(args)
-    ctx = _ctx(args)
+    ctx = job_context(args)
     outcome = resolve(policy, request_for(policy, ctx), identity_only=args.identity_only)
     if isinstance(outcome, Refusal):
         say(outcome.message())
@@ -194,94 +110,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def cmd_join(args: argparse.Namespace) -> int:
-    _require_root("envsched join")
-    command = split_command(args.command)
-    if not command:
-        raise UsageError("join: no command given")
-    policy = policy_from(args)
-    store = PinStore(policy.site.run_dir)
-    try:
-        user = lookup_user(args.user) if args.user else lookup_user(store.meta(args.key).uid)
-    except FileNotFoundError:
-        raise SetupError(f"no pin {args.key} on this node") from None
-    store.join_and_exec(args.key, user, command, cwd=args.cwd)
-    return ExitCode.INTERNAL
-
-
-def cmd_release(args: argparse.Namespace) -> int:
-    _require_root("envsched release")
-    policy = policy_from(args)
-    audit.configure(policy.site.log_file)
-    store = PinStore(policy.site.run_dir)
-    keys = [args.key] + ([k for k in store.keys() if k.startswith((args.key + ".", args.key + "-"))]
-                         if args.with_steps else [])
-    released = [k for k in keys if store.release(k)]
-    for key in released:
-        audit.log("released", key=key)
-    if not released and not args.quiet:
-        say(f"no pin {args.key} on this node (nothing to release)")
-    return ExitCode.OK
-
-
-def cmd_gc(args: argparse.Namespace) -> int:
-    _require_root("envsched gc")
-    policy = policy_from(args)
-    audit.configure(policy.site.log_file)
-    for key in PinStore(policy.site.run_dir).gc():
-        audit.log("released", key=key, reason="owner gone (gc)")
-        print(f"released {key}")
-    return ExitCode.OK
-
-
-def cmd_pins(args: argparse.Namespace) -> int:
-    _require_root("envsched pins")
-    policy = policy_from(args)
-    for entry in PinStore(policy.site.run_dir).list():
-        print(json.dumps(entry))
-    return ExitCode.OK
-
-
 def cmd_import_chos(args: argparse.Namespace) -> int:
     from ..policy.chos_import import import_chos
     sys.stdout.write(import_chos(args.file))
     return ExitCode.OK
-
-
-def cmd_site_config_render(args: argparse.Namespace) -> int:
-    policy = policy_from(args)
-    options = siteconfig.RenderOptions(
-        policy_path=policy.source, resolver=args.resolver or siteconfig.default_resolver(),
-        binds=tuple(args.bind), debug=args.debug, plugin=args.plugin, spool_dir=args.spool_dir,
-        munge_socket_dir=args.munge_socket_dir, host_tools=args.host_tools)
-    text = siteconfig.render(args.scheduler, policy, options)
-    for warning in siteconfig.host_warnings(args.scheduler, options):
-        say("warning: " + warning)
-    sys.stdout.write(text)
-    return ExitCode.OK
-
-
-def cmd_site_config_host_tools(args: argparse.Namespace) -> int:
-    _require_root("envsched site-config host-tools")
-    from ..hosttools import write_slurm_host_tools
-    policy = policy_from(args)
-    dest = os.path.abspath(args.dir)
-    written = write_slurm_host_tools(dest, args.slurm_conf, policy.site.local_root)
-    print(f"{dest}/bin: {' '.join(written)}")
-    print(f"add host_tools={dest} to the plugin's plugstack.conf line; run this again after "
-          "changing slurm.conf, plugstack.conf or upgrading Slurm")
-    return ExitCode.OK
-
-
-@contextlib.contextmanager
-def _logged_failure(what: str, ctx: JobContext, env: str, key: Optional[str] = None) -> Iterator[None]:
-    """Failures while building or entering a view go to the admin log before the user's line."""
-    try:
-        yield
-    except EnvschedError as e:
-        audit.log("failed", syslog.LOG_ERR, job=ctx.job, user=ctx.user.name, env=env, key=key,
-                  step=what, code=int(e.code), reason=e.detail or e.message)
-        raise
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -292,24 +124,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("explain", help="the decision and the plan for a user, without entering")
-    _job_args(s)
+    job_args(s)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_explain)
 
     s = sub.add_parser("exec", help="root: resolve, enter, drop to the user, exec CMD")
-    _job_args(s)
+    job_args(s)
     s.add_argument("command", nargs=argparse.REMAINDER)
     s.set_defaults(func=cmd_exec)
 
     s = sub.add_parser("prepare", help="root: build a view once and pin it under a key")
-    _job_args(s)
+    job_args(s)
     s.add_argument("--key", required=True, help="pin name, e.g. slurm-1234")
     s.add_argument("--owner-pid", type=int, help="the pin is stale once this process is gone "
                    "(default: the caller)")
     s.add_argument("--reuse", action="store_true",
                    help="reuse an existing pin under --key (or --fallback-key) holding the same view")
     s.add_argument("--fallback-key", help="key to use when --key holds another view (e.g. a step's own)")
-    s.add_argument("--bind", action="append", type=_bind_arg, default=[], metavar="SRC[:DST[:ro|rw]]",
+    s.add_argument("--bind", action="append", type=bind_arg, default=[], metavar="SRC[:DST[:ro|rw]]",
                    help="extra host path for this view (shim configuration)")
     s.add_argument("--format", choices=("json", "shim"), default="json")
     s.add_argument("--inputs", metavar="TEXT", help="the shim's raw request, stored with the pin so later "
@@ -317,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_prepare)
 
     s = sub.add_parser("validate", help="check a request without preparing anything (submit time)")
-    _job_args(s)
+    job_args(s)
     s.add_argument("--print", action="store_true", help="print the chosen environment")
     s.add_argument("--identity-only", action="store_true",
                    help="submit time: ignore partition/account rules and the tree's state (both are "

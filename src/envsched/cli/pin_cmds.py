@@ -1,0 +1,106 @@
+"""`envsched prepare | join | release | gc | pins`: one view per job, many tasks (root)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Optional
+
+from .. import audit
+from ..errors import SetupError, UsageError
+from ..exitcodes import ExitCode
+from ..identity import lookup_user
+from ..pin import PinStore
+from ..service import plan_for_job
+from ..shim import shim_lines
+from .common import policy_from, say, split_command
+from .jobargs import job_context, logged_failure, require_root
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    require_root("envsched prepare")
+    policy = policy_from(args)
+    ctx = job_context(args)
+    decision, plan = plan_for_job(policy, ctx)
+    if decision.warning and args.format != "shim":
+        say("warning: " + decision.warning)
+    owner = args.owner_pid if args.owner_pid else os.getppid()
+    store = PinStore(policy.site.run_dir)
+    key: Optional[str] = None
+    reused = False
+    if plan.mount_ops:
+        keys = [args.key] + ([args.fallback_key] if args.fallback_key else [])
+        for candidate in keys:
+            if args.reuse and store.reusable(candidate, plan, ctx.user):
+                key, reused = candidate, True
+                break
+            if not os.path.exists(store.path(candidate)):
+                key = candidate
+                break
+        if key is None:
+            raise UsageError(f"pin {' and '.join(keys)} exists already (release it first)"
+                             if len(keys) == 1 else
+                             f"pins {' and '.join(keys)} exist already with other views (release first)")
+        if not reused:
+            with logged_failure("prepare", ctx, decision.name, key=key):
+                store.prepare(key, plan, ctx.user, owner)
+            audit.log("prepared", job=ctx.job, user=ctx.user.name, env=decision.name, key=key, owner=owner)
+    pin = os.path.join(store.path(key), "mnt") if key else None
+    lines = shim_lines(decision, plan, key, pin, reused, ctx.user.home)
+    if key and not reused and args.inputs is not None:
+        # a shim that sees the same inputs again (a later step of the job) may join without us
+        store.write_memo(key, args.inputs, "\n".join(lines) + "\n")
+    if args.format == "shim":
+        print("\n".join(lines))
+    else:
+        print(json.dumps({"environment": decision.name, "key": key, "mnt": pin, "reused": reused,
+                          "user": ctx.user.name, "uid": ctx.user.uid, "owner_pid": owner}))
+    return ExitCode.OK
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    require_root("envsched join")
+    command = split_command(args.command)
+    if not command:
+        raise UsageError("join: no command given")
+    policy = policy_from(args)
+    store = PinStore(policy.site.run_dir)
+    try:
+        user = lookup_user(args.user) if args.user else lookup_user(store.meta(args.key).uid)
+    except FileNotFoundError:
+        raise SetupError(f"no pin {args.key} on this node") from None
+    store.join_and_exec(args.key, user, command, cwd=args.cwd)
+    return ExitCode.INTERNAL
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    require_root("envsched release")
+    policy = policy_from(args)
+    audit.configure(policy.site.log_file)
+    store = PinStore(policy.site.run_dir)
+    keys = [args.key] + ([k for k in store.keys() if k.startswith((args.key + ".", args.key + "-"))]
+                         if args.with_steps else [])
+    released = [k for k in keys if store.release(k)]
+    for key in released:
+        audit.log("released", key=key)
+    if not released and not args.quiet:
+        say(f"no pin {args.key} on this node (nothing to release)")
+    return ExitCode.OK
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    require_root("envsched gc")
+    policy = policy_from(args)
+    audit.configure(policy.site.log_file)
+    for key in PinStore(policy.site.run_dir).gc():
+        audit.log("released", key=key, reason="owner gone (gc)")
+        print(f"released {key}")
+    return ExitCode.OK
+
+
+def cmd_pins(args: argparse.Namespace) -> int:
+    require_root("envsched pins")
+    policy = policy_from(args)
+    for entry in PinStore(policy.site.run_dir).list():
+        print(json.dumps(entry))
+    return ExitCode.OK

@@ -1,0 +1,36 @@
+"""`envsched site-config render | host-tools`: scheduler configuration for this site."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .. import siteconfig
+from ..exitcodes import ExitCode
+from .common import policy_from, say
+from .jobargs import require_root
+
+
+def cmd_site_config_render(args: argparse.Namespace) -> int:
+    policy = policy_from(args)
+    options = siteconfig.RenderOptions(
+        policy_path=policy.source, resolver=args.resolver or siteconfig.default_resolver(),
+        binds=tuple(args.bind), debug=args.debug, plugin=args.plugin, spool_dir=args.spool_dir,
+        munge_socket_dir=args.munge_socket_dir, host_tools=args.host_tools)
+    text = siteconfig.render(args.scheduler, policy, options)
+    for warning in siteconfig.host_warnings(args.scheduler, options):
+        say("warning: " + warning)
+    sys.stdout.write(text)
+    return ExitCode.OK
+
+
+def cmd_site_config_host_tools(args: argparse.Namespace) -> int:
+    require_root("envsched site-config host-tools")
+    from ..hosttools import write_slurm_host_tools
+    policy = policy_from(args)
+    dest = os.path.abspath(args.dir)
+    written = write_slurm_host_tools(dest, args.slurm_conf, policy.site.local_root)
+    print(f"{dest}/bin: {' '.join(written)}")
+    print(f"add host_tools={dest} to the plugin's plugstack.conf line; run this again after "
+          "changing slurm.conf, plugstack.conf or upgrading Slurm")
+    return ExitCode.OK
