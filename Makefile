@@ -4,7 +4,7 @@ VENV     ?= .venv
 PY       := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv test test-unit test-ns demo bench check-exitcodes clean
+.PHONY: all deps venv test test-unit test-ns demo bench bench-slurm clean
 
 all: venv
 
@@ -34,6 +34,9 @@ demo: venv
 
 bench: venv
 	bash bench/run.sh
+
+bench-slurm: venv
+	bash bench/slurm.sh
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info bench/out .pytest_cache
