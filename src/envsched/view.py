@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
 from typing import Any, Dict
 
 from . import linux
@@ -171,6 +170,7 @@ def _mount_image(plan: Plan) -> None:
     if os.geteuid() != 0:
         raise SetupError(f"image {plan.source} needs the privileged path (loop mount)")
     # util-linux sets up the loop device (autoclear) and mounts; nosuid,nodev,ro from the start
+    import subprocess  # only images need it; keeps every other job start lighter
     result = subprocess.run(["/bin/mount", "-t", "squashfs", "-o", "loop,ro,nosuid,nodev", source, target],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
     if result.returncode != 0:
