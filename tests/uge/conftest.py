@@ -1,0 +1,317 @@
+"""A real, throwaway Grid Engine cluster (Son of Grid Engine 8.1.9 from Debian, our stand-in for UGE) for
+end-to-end tests: one sge_qmaster and one sge_execd on this host, started by tests/cluster/uge/start.sh and
+stopped by stop.sh at the end of the session. No envsched integration is installed in it.
+
+Fixture `uge_cluster` (session scope) yields a `UgeCluster`:
+
+    c.dir                 Path of the cluster (root-owned, 0755, outside /tmp: /var/lib/envsched-uge-test-*)
+    c.root                c.dir / "root": the cluster's private SGE_ROOT (c.common: its cell's common dir)
+    c.env                 environment for client commands: minimal PATH, LANG, SGE_ROOT, SGE_CELL,
+                          SGE_QMASTER_PORT, SGE_EXECD_PORT
+    c.host                the execution (and master) host name, `hostname`
+    c.queues              ["all.q", "legacy.q"]: 2 slots each on c.host; the scheduler sorts queues by
+                          seq_no, so a job without -q runs in all.q while all.q has a free slot
+    c.ready_seconds       time start.sh took until qhost/qstat showed the host with load values
+    c.qsub(script_text, *args, user=None, cwd=None, env=None) -> job id (str)
+                          script_text is written to a 0644 file under c.dir/scripts and submitted with
+                          `qsub -terse ARGS FILE`; script_text=None submits ARGS alone (e.g. "-b", "y",
+                          "/bin/true"). Without -o/-e/-j in ARGS, output goes to c.dir/out (1777) with
+                          -j y: read it with c.output(job_id).
+    c.wait(job_id, timeout=60) -> Acct   polls qstat until the job is gone (raises on an error state such as
+                          Eqw), then `qacct -j ID` until its record is there; Acct.exit_status, .failed,
+                          ["qname"], ["owner"], ["hostname"]...
+    c.qrsh(*args, user=None, cwd=None, env=None, timeout=60, stdin=None) -> CompletedProcess (text)
+    c.run(argv, user=None, ...) -> CompletedProcess   any client command (qstat, qconf, qhost, qacct...)
+    c.qconf(*args) -> CompletedProcess                as root, raises if it fails
+    c.set_global_conf(**params)                       changes the global configuration (qconf -Mconf)
+    c.logs(lines=40) -> str                           tails of the daemon logs, for failure messages
+
+`user=` runs the client as that user through `setpriv --reuid/--regid/--init-groups` with HOME/USER/LOGNAME
+set; the default cwd is then the user's home (root: c.dir/"work").
+
+Measured on Debian's gridengine 8.1.9+dfsg-10+b1 (see also tests/cluster/uge/start.sh):
+  * SGE_ROOT need not be /var/lib/gridengine: a private root whose bin/lib/utilbin/util are symlinks to the
+    packaged ones works for the daemons and every client (qrsh runs $SGE_ROOT/utilbin/lx-amd64/qrsh_starter),
+    so each cluster has its own cell and the packages' system-wide cell is never touched; with private
+    ports and gid ranges several clusters can run at once.
+  * The daemons write the host as "localhost" in their logs and execd spools under spool/execd/localhost
+    (the hostname resolves to 127.0.0.1 -> localhost); host_aliases `<hostname> localhost` makes the
+    master, qhost, qstat and qacct all say `<hostname>`.
+  * Binary jobs (`qsub -b y CMD ARGS`) and qrsh commands are run as `sh -c "CMD ARGS"`: the arguments
+    are joined with spaces and the remote shell expands and re-splits them ($JOB_ID works, quoting is
+    lost). `qsub -b y` fails with "Unable to run job: Error reading answer list from qmaster" when the
+    job name derived from CMD contains a space or a quote: pass -N.
+  * qacct has the record as soon as the job has left qstat (accounting_flush_time=00:00:00); the wait
+    still polls qacct for a few seconds.
+  * `qconf -Mconf FILE` takes the configuration name from the file name: it must be called `global`.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Set, Tuple
+
+import pytest
+
+from testlib import real_user
+
+REPO = Path(__file__).resolve().parents[2]
+CLUSTER = REPO / "tests" / "cluster" / "uge"
+IS_ROOT = os.geteuid() == 0
+UGE_USER = "envsched-gu"
+CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+
+
+@dataclass
+class Acct:
+    """One `qacct -j ID` record."""
+    job_id: str
+    fields: Dict[str, str]
+
+    @property
+    def exit_status(self) -> int:
+        return int(self.fields["exit_status"].split()[0])
+
+    @property
+    def failed(self) -> int:
+        """0, or Grid Engine's failure code (e.g. 100 for "assumedly after job")."""
+        return int(self.fields["failed"].split()[0])
+
+    def __getitem__(self, key: str) -> str:
+        return self.fields[key]
+
+
+def parse_qacct(text: str) -> Dict[str, str]:
+    """The last record of `qacct -j` output (records are separated by lines of '=')."""
+    records: List[Dict[str, str]] = [{}]
+    for line in text.splitlines():
+        if line.startswith("====="):
+            if records[-1]:
+                records.append({})
+            continue
+        key, _, value = line.partition(" ")
+        if key:
+            records[-1][key] = value.strip()
+    return records[-1] if records[-1] else (records[-2] if len(records) > 1 else {})
+
+
+@dataclass
+class UgeCluster:
+    dir: Path
+    host: str
+    ready_seconds: float
+    qmaster_port: int
+    execd_port: int
+    queues: List[str] = field(default_factory=lambda: ["all.q", "legacy.q"])
+    env: Dict[str, str] = field(default_factory=dict)
+    _default_output: Set[str] = field(default_factory=set)
+
+    @property
+    def root(self) -> Path:
+        return self.dir / "root"
+
+    @property
+    def common(self) -> Path:
+        return self.root / "default" / "common"
+
+    # ---------------------------------------------------------------- running clients
+    def _prepare(self, argv: Sequence[str], user: Optional[str], cwd: Optional[str],
+                 env: Optional[Dict[str, str]]) -> Tuple[List[str], Dict[str, str], str]:
+        e = dict(self.env)
+        cmd = list(argv)
+        if user is not None:
+            pw = pwd.getpwnam(user)
+            e.update(HOME=pw.pw_dir, USER=user, LOGNAME=user)
+            cmd = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--"] + cmd
+            wd = cwd or pw.pw_dir
+        else:
+            e.update(HOME="/root", USER="root", LOGNAME="root")
+            wd = cwd or str(self.dir / "work")
+        e.update(env or {})
+        return cmd, e, wd
+
+    def run(self, argv: Sequence[str], user: Optional[str] = None, cwd: Optional[str] = None,
+            env: Optional[Dict[str, str]] = None, timeout: float = 60,
+            stdin: Optional[str] = None) -> subprocess.CompletedProcess:
+        cmd, e, wd = self._prepare(argv, user, cwd, env)
+        return subprocess.run(cmd, cwd=wd, env=e, input=stdin if stdin is not None else "",
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+
+    def qconf(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+        p = self.run(["qconf", *args], timeout=timeout)
+        if p.returncode != 0:
+            raise AssertionError(f"qconf {' '.join(args)} failed ({p.returncode}): {p.stderr.strip()}")
+        return p
+
+    def qrsh(self, *args: str, user: Optional[str] = None, cwd: Optional[str] = None,
+             env: Optional[Dict[str, str]] = None, timeout: float = 60,
+             stdin: Optional[str] = None) -> subprocess.CompletedProcess:
+        """Interactive job (builtin rsh method): the arguments are joined into one remote shell command."""
+        return self.run(["qrsh", *args], user=user, cwd=cwd, env=env, timeout=timeout, stdin=stdin)
+
+    def qsub(self, script_text: Optional[str], *args: str, user: Optional[str] = None,
+             cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None, timeout: float = 30) -> str:
+        argv = ["qsub", "-terse"]
+        default_output = not any(a in ("-o", "-e", "-j") for a in args)
+        if default_output:
+            argv += ["-o", str(self.dir / "out"), "-j", "y"]
+        argv += list(args)
+        if script_text is not None:
+            script = self.dir / "scripts" / f"job-{uuid.uuid4().hex[:10]}.sh"
+            script.write_text(script_text)
+            script.chmod(0o644)
+            argv.append(str(script))
+        p = self.run(argv, user=user, cwd=cwd, env=env, timeout=timeout)
+        if p.returncode != 0:
+            raise AssertionError(f"qsub failed ({p.returncode}): {p.stderr.strip()}")
+        job_id = p.stdout.strip().splitlines()[-1].split(".")[0]
+        if default_output:
+            self._default_output.add(job_id)
+        return job_id
+
+    def output(self, job_id: str) -> str:
+        """Joined stdout/stderr of a job submitted with the default output: c.dir/out/<name>.o<id>."""
+        assert job_id in self._default_output, f"job {job_id} was not submitted with the default output"
+        matches = sorted((self.dir / "out").glob(f"*.o{job_id}"))
+        assert len(matches) == 1, f"output of job {job_id}: {matches}"
+        return matches[0].read_text()
+
+    # ---------------------------------------------------------------- jobs
+    def job_state(self, job_id: str) -> Optional[str]:
+        """The qstat state letters of a job (qw, r, t, Eqw...), or None once it has left qstat."""
+        p = self.run(["qstat", "-u", "*"], timeout=30)
+        if p.returncode != 0:
+            raise AssertionError(f"qstat failed ({p.returncode}): {p.stderr.strip()}")
+        for line in p.stdout.splitlines():
+            cols = line.split()
+            if len(cols) > 4 and cols[0] == str(job_id):
+                return cols[4]
+        return None
+
+    def wait(self, job_id: str, timeout: float = 60) -> Acct:
+        """Poll until the job has left qstat, then return its accounting record."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.job_state(job_id)
+            if state is None:
+                break
+            if "E" in state:
+                info = self.run(["qstat", "-j", str(job_id)]).stdout
+                raise AssertionError(f"job {job_id} in error state {state}:\n{info}\n{self.logs()}")
+            if time.monotonic() > deadline:
+                info = self.run(["qstat", "-j", str(job_id)]).stdout
+                raise AssertionError(f"job {job_id} still {state} after {timeout}s:\n{info}\n{self.logs()}")
+            time.sleep(0.1)
+        acct_deadline = time.monotonic() + 10
+        while True:
+            p = self.run(["qacct", "-j", str(job_id)], timeout=30)
+            if p.returncode == 0 and "exit_status" in p.stdout:
+                return Acct(str(job_id), parse_qacct(p.stdout))
+            if time.monotonic() > acct_deadline:
+                raise AssertionError(f"no accounting record for job {job_id} ({p.returncode}): "
+                                     f"{p.stderr.strip()}\n{self.logs()}")
+            time.sleep(0.1)
+
+    # ---------------------------------------------------------------- configuration
+    def set_global_conf(self, **params: str) -> None:
+        """Set global configuration parameters (qconf -Mconf: the file must be named `global`)."""
+        current = self.qconf("-sconf", "global").stdout
+        lines, seen = [], set()
+        for line in current.splitlines():
+            key = line.split(None, 1)[0] if line.strip() else ""
+            if key in params:
+                lines.append(f"{key} {params[key]}")
+                seen.add(key)
+            else:
+                lines.append(line)
+        lines += [f"{k} {v}" for k, v in params.items() if k not in seen]
+        d = self.dir / "conf" / f"mconf-{uuid.uuid4().hex[:8]}"
+        d.mkdir()
+        path = d / "global"
+        path.write_text("\n".join(lines) + "\n")
+        try:
+            self.qconf("-Mconf", str(path))
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+    def logs(self, lines: int = 40) -> str:
+        out = []
+        files = sorted((self.dir / "log").glob("*")) + [self.dir / "spool" / "qmaster" / "messages"] \
+            + sorted((self.dir / "spool" / "execd").glob("*/messages"))
+        for f in files:
+            try:
+                tail = f.read_text(errors="replace").splitlines()[-lines:]
+            except OSError:
+                continue
+            if tail:
+                out.append(f"---- {f}\n" + "\n".join(tail))
+        return "\n".join(out)
+
+
+def _run_script(argv: Sequence[str], timeout: float) -> str:
+    p = subprocess.run(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       timeout=timeout, stdin=subprocess.DEVNULL,
+                       env={"PATH": CLEAN_PATH, "LANG": "C.UTF-8"})
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({p.returncode}):\n{p.stdout}")
+    return p.stdout
+
+
+def _read_conf(path: Path) -> Dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            k, v = line.split("=", 1)
+            out[k] = v
+    return out
+
+
+@pytest.fixture(scope="session")
+def uge_cluster():
+    if not IS_ROOT:
+        pytest.skip("needs root (CI runs as root)")
+    _run_script([str(CLUSTER / "install.sh")], timeout=900)
+    # a trusted, root-owned path chain (a later envsched policy must live here), not under /tmp
+    root = Path(f"/var/lib/envsched-uge-test-{uuid.uuid4().hex[:8]}")
+    root.mkdir(mode=0o755)
+    os.chown(root, 0, 0)
+    root.chmod(0o755)
+    for sub in ("scripts", "work", "out"):
+        (root / sub).mkdir(mode=0o755)
+    (root / "out").chmod(0o1777)   # default job output, for root and user jobs alike
+    try:
+        out = _run_script([str(CLUSTER / "start.sh"), str(root)], timeout=120)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    print(out.strip())
+    ready = float(out.rsplit("ready in ", 1)[1].split("s", 1)[0])
+    conf = _read_conf(root / "cluster.conf")
+    env = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8", "SGE_ROOT": str(root / "root"), "SGE_CELL": "default",
+           "SGE_QMASTER_PORT": conf["QPORT"], "SGE_EXECD_PORT": conf["EPORT"]}
+    cluster = UgeCluster(dir=root, host=conf["HOST"], ready_seconds=ready, qmaster_port=int(conf["QPORT"]),
+                         execd_port=int(conf["EPORT"]), env=env)
+    try:
+        yield cluster
+    finally:
+        stop = subprocess.run([str(CLUSTER / "stop.sh"), str(root)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=120)
+        if stop.returncode == 0 and os.environ.get("ENVSCHED_KEEP_UGE") != "1":
+            shutil.rmtree(root, ignore_errors=True)
+        if stop.returncode != 0:
+            raise RuntimeError(f"stop.sh {root} failed:\n{stop.stdout}")
+
+
+@pytest.fixture(scope="session")
+def uge_user() -> pwd.struct_passwd:
+    """An ordinary user with a home directory for jobs (created if missing, removed if we created it)."""
+    if not IS_ROOT:
+        pytest.skip("needs root to create a user")
+    with real_user(UGE_USER) as pw:
+        yield pw
