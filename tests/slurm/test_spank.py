@@ -88,6 +88,14 @@ allow_users = ["root"]
         shutil.rmtree(run_dir)
 
 
+@pytest.fixture(autouse=True)
+def views_released(site):
+    """After every test, also a failed one: the job epilogs have released every view (before
+    the host mount table is compared)."""
+    yield
+    site.settle()
+
+
 @pytest.fixture
 def home(slurm_user):
     h = Path(slurm_user.pw_dir)
@@ -290,7 +298,9 @@ scancel --version
 
 
 def test_signal_and_stderr_propagate(site, slurm_user, home):
-    r = site.cluster.srun("--chos=deb13", "sh", "-c", "echo to-stderr >&2; kill -TERM $$", user=slurm_user.pw_name)
+    # the pause lets srun forward the line before the step is torn down
+    r = site.cluster.srun("--chos=deb13", "sh", "-c", "echo to-stderr >&2; sleep 1; kill -TERM $$",
+                          user=slurm_user.pw_name)
     assert r.returncode != 0
     assert "to-stderr" in r.stderr
     assert "Terminated" in r.stderr or r.returncode in (143, -15), (r.returncode, r.stderr)
