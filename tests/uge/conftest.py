@@ -315,3 +315,85 @@ def uge_user() -> pwd.struct_passwd:
         pytest.skip("needs root to create a user")
     with real_user(UGE_USER) as pw:
         yield pw
+
+
+# ---------------------------------------------------------------------------------------------------------
+# envsched's JSV (plugins/uge/envsched_jsv.py) in the throwaway cluster
+@dataclass
+class JsvSite:
+    cluster: UgeCluster
+    policy: Path
+    wrapper: Path            # the server JSV (global jsv_url) and usable with qsub -jsv
+    log: Path                # protocol exchange of every JSV process
+    trees: Dict[str, Path]
+    baseline_qsub: List[float]   # seconds per qsub before the JSV was configured
+
+
+CHOS_COMPLEX = "chos chos STRING == YES NO NONE 0"
+
+
+def _time_qsubs(c: UgeCluster, n: int, *args: str, user: Optional[str] = None) -> List[float]:
+    times = []
+    for _ in range(n):
+        t0 = time.monotonic()
+        job = c.qsub(None, "-h", "-b", "y", "-N", "timing", *args, "/bin/true", user=user)
+        times.append(time.monotonic() - t0)
+        c.run(["qdel", job])
+    return times
+
+
+@pytest.fixture(scope="session")
+def uge_jsv(uge_cluster, uge_user):
+    """The `chos` complex, two mini trees, a policy (deb12 default, deb13, sl5 for root only) and
+    envsched_jsv.py as the server JSV (global jsv_url); restored at the end of the session."""
+    c = uge_cluster
+    baseline = _time_qsubs(c, 5, user=uge_user.pw_name)
+    (c.dir / "os").mkdir(mode=0o755, exist_ok=True)
+    trees = {}
+    for name, version in (("deb12", "12"), ("deb13", "13")):
+        trees[name] = c.dir / "os" / name
+        subprocess.run([str(REPO / "tests/envs/build-mini-env.sh"), str(trees[name]), "debian", version,
+                        f"Debian {version} (mini)"], check=True, stdout=subprocess.DEVNULL)
+    policy = c.dir / "policy.toml"
+    policy.write_text(f"""
+[site]
+default = "deb12"
+run_dir = "/run/envsched-ugetest-{c.dir.name}"
+log_file = "{c.dir}/envsched.log"
+
+[environments.deb12]
+path = "{trees['deb12']}"
+[environments.deb13]
+path = "{trees['deb13']}"
+[environments.sl5]
+path = "{trees['deb12']}"
+allow_users = ["root"]
+""")
+    policy.chmod(0o644)
+    jdir = c.dir / "jsv"
+    jdir.mkdir(mode=0o755, exist_ok=True)
+    log = jdir / "protocol.log"
+    log.touch()
+    log.chmod(0o666)        # written by sgeadmin (server side) and by users (client side)
+    wrapper = jdir / "envsched-jsv"
+    subprocess.run(["/usr/bin/python3", "-I", str(REPO / "plugins/uge/envsched_jsv.py"), "--policy", str(policy),
+                    "--src", str(REPO / "src"), "--log", str(log), "--make-wrapper", str(wrapper)], check=True)
+    complexes = c.qconf("-sc").stdout
+    if not any(line.split()[:1] == ["chos"] for line in complexes.splitlines()):
+        d = c.dir / "conf" / f"complex-{uuid.uuid4().hex[:8]}"
+        d.write_text(complexes.rstrip("\n") + "\n" + CHOS_COMPLEX + "\n")
+        try:
+            c.qconf("-Mc", str(d))
+        finally:
+            d.unlink()
+    c.set_global_conf(jsv_url=str(wrapper))
+    try:
+        yield JsvSite(c, policy, wrapper, log, trees, baseline)
+    finally:
+        c.set_global_conf(jsv_url="none")
+        d = c.dir / "conf" / f"complex-{uuid.uuid4().hex[:8]}"
+        d.write_text(complexes)
+        try:
+            c.qconf("-Mc", str(d))
+        finally:
+            d.unlink()

@@ -1,0 +1,115 @@
+"""envsched's JSV (plugins/uge/envsched_jsv.py) in a real Grid Engine: `-l chos=NAME` is checked at
+submission (refusals are qsub errors), recorded in ENVSCHED_REQUEST and removed from the resource list
+(no queue offers `chos`: the job would pend forever otherwise); -v cannot forge ENVSCHED_REQUEST."""
+from __future__ import annotations
+
+import re
+import statistics
+
+import pytest
+
+pytestmark = pytest.mark.uge
+
+SHOW = "#!/bin/sh\necho \"req=${ENVSCHED_REQUEST-unset} chos=${CHOS-unset}\"\n"
+
+
+def submit(site, *args, user=None):
+    return site.cluster.run(["qsub", "-terse", "-o", str(site.cluster.dir / "out"), "-j", "y", *args],
+                            user=user)
+
+
+def test_accepted_request_runs_and_is_recorded(uge_jsv, uge_user):
+    c = uge_jsv.cluster
+    job = c.qsub(SHOW, "-l", "chos=deb13", user=uge_user.pw_name)
+    info = c.run(["qstat", "-j", job]).stdout
+    assert "chos" not in info, info                    # removed from the hard resource list
+    acct = c.wait(job, timeout=60)                     # it runs: nothing asks for the unoffered complex
+    assert (acct.exit_status, acct.failed) == (0, 0), acct.fields
+    assert c.output(job) == "req=deb13 chos=unset\n"
+
+
+def test_request_kept_with_other_resources(uge_jsv, uge_user):
+    c = uge_jsv.cluster
+    job = c.qsub(SHOW, "-l", "h_rt=600,chos=deb13", "-v", "ENVSCHED_REQUEST=sl5", user=uge_user.pw_name)
+    info = c.run(["qstat", "-j", job]).stdout
+    assert re.search(r"hard resource_list:\s+h_rt=600\s*$", info, re.M), info
+    c.wait(job)
+    assert c.output(job) == "req=deb13 chos=unset\n"    # the user's -v value is overwritten
+
+
+def test_refused_option_fails_qsub(uge_jsv, uge_user):
+    p = submit(uge_jsv, "-l", "chos=sl5", "-b", "y", "/bin/true", user=uge_user.pw_name)
+    assert p.returncode != 0
+    assert re.search(r"^Unable to run job: envsched: environment 'sl5' \(option\) refused: .*; "
+                     r"allowed for you: deb12, deb13", p.stderr, re.M), p.stderr
+    assert "Your job" not in p.stdout
+
+
+def test_unknown_environment_fails_qsub(uge_jsv, uge_user):
+    p = submit(uge_jsv, "-l", "chos=nosuch", "-b", "y", "/bin/true", user=uge_user.pw_name)
+    assert p.returncode != 0 and "Unable to run job: envsched: environment 'nosuch'" in p.stderr, p.stderr
+
+
+def test_root_may_use_sl5(uge_jsv):
+    c = uge_jsv.cluster
+    job = c.qsub(SHOW, "-h", "-l", "chos=sl5")
+    info = c.run(["qstat", "-j", job]).stdout
+    c.run(["qdel", job])
+    # recorded in the job (qstat env_list). NOTE measured: a root job's shell does NOT see the JSV-added
+    # variable although $SGE_JOB_SPOOL_DIR/environment holds it (user jobs see it; root's -v FOO=1 too)
+    assert re.search(r"^env_list:.*ENVSCHED_REQUEST=sl5", info, re.M), info
+    assert "chos=" not in info, info
+
+
+def test_forged_request_variable_is_removed(uge_jsv, uge_user):
+    c = uge_jsv.cluster
+    job = c.qsub(SHOW, "-v", "ENVSCHED_REQUEST=sl5", user=uge_user.pw_name)
+    c.wait(job)
+    assert c.output(job) == "req=unset chos=unset\n"
+
+
+def test_chos_variable_is_checked(uge_jsv, uge_user):
+    c = uge_jsv.cluster
+    p = submit(uge_jsv, "-v", "CHOS=sl5", "-b", "y", "/bin/true", user=uge_user.pw_name)
+    assert p.returncode != 0
+    assert re.search(r"^Unable to run job: envsched: environment 'sl5' \(CHOS variable\) refused: ",
+                     p.stderr, re.M), p.stderr
+    job = c.qsub(SHOW, "-v", "CHOS=deb13", user=uge_user.pw_name)   # allowed: left for the execution side
+    c.wait(job)
+    assert c.output(job) == "req=unset chos=deb13\n"
+
+
+def test_soft_request_is_refused(uge_jsv, uge_user):
+    p = submit(uge_jsv, "-soft", "-l", "chos=deb13", "-b", "y", "/bin/true", user=uge_user.pw_name)
+    assert p.returncode != 0 and "Unable to run job: envsched: request the environment as a hard" in p.stderr, \
+        p.stderr
+
+
+def test_client_side_jsv_with_w_e(uge_jsv, uge_user):
+    """`-w e` verifies before the server JSV: only a client JSV can remove the request in time."""
+    p = submit(uge_jsv, "-w", "e", "-l", "chos=deb13", "-b", "y", "/bin/true", user=uge_user.pw_name)
+    print("server JSV only, -w e:", p.returncode, p.stderr.strip())
+    p = submit(uge_jsv, "-jsv", str(uge_jsv.wrapper), "-w", "e", "-l", "chos=sl5", "-b", "y", "/bin/true",
+               user=uge_user.pw_name)
+    assert p.returncode != 0 and "envsched: environment 'sl5' (option) refused" in p.stderr, p.stderr
+    print("client JSV refusal:", p.stderr.strip())
+
+
+def test_submission_cost(uge_jsv, uge_user):
+    from conftest import _time_qsubs
+    c = uge_jsv.cluster
+    with_jsv = _time_qsubs(c, 10, "-l", "chos=deb13", user=uge_user.pw_name)
+    plain = _time_qsubs(c, 10, user=uge_user.pw_name)
+    client = _time_qsubs(c, 10, "-jsv", str(uge_jsv.wrapper), "-l", "chos=deb13", user=uge_user.pw_name)
+    med = statistics.median
+    print(f"qsub median: no JSV {1000 * med(uge_jsv.baseline_qsub):.1f} ms; server JSV, no chos "
+          f"{1000 * med(plain):.1f} ms; server JSV, -l chos {1000 * med(with_jsv):.1f} ms; "
+          f"client+server JSV {1000 * med(client):.1f} ms")
+    took = [float(m) for m in re.findall(r"verify took ([0-9.]+) ms", uge_jsv.log.read_text())]
+    pids = set(re.findall(r"^(\d+) verify took", uge_jsv.log.read_text(), re.M))
+    print(f"JSV verify: median {med(took):.2f} ms over {len(took)} jobs, {len(pids)} JSV processes")
+    assert med(with_jsv) < med(uge_jsv.baseline_qsub) + 0.2
+
+
+
+
