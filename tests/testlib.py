@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import pwd
 import subprocess
-from typing import Iterator, List
+from typing import Dict, Iterator, List, Optional, Sequence
 
 TEST_USER = "envsched-tu"
 
@@ -30,3 +30,23 @@ def real_user(name: str) -> Iterator[pwd.struct_passwd]:
     finally:
         if created:
             subprocess.run(["userdel", "--remove", name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def run_client(argv: Sequence[str], base_env: Dict[str, str], root_cwd: str, user: Optional[str] = None,
+               cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None, timeout: float = 60,
+               stdin: Optional[str] = None) -> subprocess.CompletedProcess:
+    """A scheduler client command as root or, through setpriv, as `user` (HOME/USER/LOGNAME set,
+    cwd defaulting to their home). stdin is empty unless given, so nothing waits for a terminal."""
+    e = dict(base_env)
+    cmd = list(argv)
+    if user is not None:
+        pw = pwd.getpwnam(user)
+        e.update(HOME=pw.pw_dir, USER=user, LOGNAME=user)
+        cmd = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--"] + cmd
+        wd = cwd or pw.pw_dir
+    else:
+        e.update(HOME="/root", USER="root", LOGNAME="root")
+        wd = cwd or root_cwd
+    e.update(env or {})
+    return subprocess.run(cmd, cwd=wd, env=e, input=stdin if stdin is not None else "",
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)

@@ -47,7 +47,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
-from testlib import real_user
+from testlib import real_user, run_client
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "tests" / "cluster" / "slurm"
@@ -118,27 +118,11 @@ class SlurmCluster:
         return self.dir / "plugstack.conf"
 
     # ---------------------------------------------------------------- running clients
-    def _prepare(self, argv: Sequence[str], user: Optional[str], cwd: Optional[str],
-                 env: Optional[Dict[str, str]]) -> Tuple[List[str], Dict[str, str], str]:
-        e = dict(self.env)
-        cmd = list(argv)
-        if user is not None:
-            pw = pwd.getpwnam(user)
-            e.update(HOME=pw.pw_dir, USER=user, LOGNAME=user)
-            cmd = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--"] + cmd
-            wd = cwd or pw.pw_dir
-        else:
-            e.update(HOME="/root", USER="root", LOGNAME="root")
-            wd = cwd or str(self.dir / "work")
-        e.update(env or {})
-        return cmd, e, wd
-
     def run(self, argv: Sequence[str], user: Optional[str] = None, cwd: Optional[str] = None,
             env: Optional[Dict[str, str]] = None, timeout: float = 60,
             stdin: Optional[str] = None) -> subprocess.CompletedProcess:
-        cmd, e, wd = self._prepare(argv, user, cwd, env)
-        return subprocess.run(cmd, cwd=wd, env=e, input=stdin, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, timeout=timeout)
+        return run_client(argv, self.env, str(self.dir / "work"), user=user, cwd=cwd, env=env,
+                          timeout=timeout, stdin=stdin)
 
     def srun(self, *args: str, user: Optional[str] = None, cwd: Optional[str] = None,
              env: Optional[Dict[str, str]] = None, timeout: float = 60,

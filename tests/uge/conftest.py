@@ -55,11 +55,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Dict, List, Optional, Sequence, Set
 
 import pytest
 
-from testlib import real_user
+from testlib import real_user, run_client
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "tests" / "cluster" / "uge"
@@ -121,27 +121,11 @@ class UgeCluster:
         return self.root / "default" / "common"
 
     # ---------------------------------------------------------------- running clients
-    def _prepare(self, argv: Sequence[str], user: Optional[str], cwd: Optional[str],
-                 env: Optional[Dict[str, str]]) -> Tuple[List[str], Dict[str, str], str]:
-        e = dict(self.env)
-        cmd = list(argv)
-        if user is not None:
-            pw = pwd.getpwnam(user)
-            e.update(HOME=pw.pw_dir, USER=user, LOGNAME=user)
-            cmd = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--"] + cmd
-            wd = cwd or pw.pw_dir
-        else:
-            e.update(HOME="/root", USER="root", LOGNAME="root")
-            wd = cwd or str(self.dir / "work")
-        e.update(env or {})
-        return cmd, e, wd
-
     def run(self, argv: Sequence[str], user: Optional[str] = None, cwd: Optional[str] = None,
             env: Optional[Dict[str, str]] = None, timeout: float = 60,
             stdin: Optional[str] = None) -> subprocess.CompletedProcess:
-        cmd, e, wd = self._prepare(argv, user, cwd, env)
-        return subprocess.run(cmd, cwd=wd, env=e, input=stdin if stdin is not None else "",
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+        return run_client(argv, self.env, str(self.dir / "work"), user=user, cwd=cwd, env=env,
+                          timeout=timeout, stdin=stdin)
 
     def qconf(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
         p = self.run(["qconf", *args], timeout=timeout)
