@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import pwd
+import shutil
 import subprocess
-from typing import Dict, Iterator, List, Optional, Sequence
+import uuid
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 TEST_USER = "envsched-tu"
+CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 
 
 def mount_table() -> List[str]:
@@ -50,3 +55,44 @@ def run_client(argv: Sequence[str], base_env: Dict[str, str], root_cwd: str, use
     e.update(env or {})
     return subprocess.run(cmd, cwd=wd, env=e, input=stdin if stdin is not None else "",
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+
+
+def run_script(argv: Sequence[str], timeout: float) -> str:
+    """A cluster script with a clean environment; its output, or RuntimeError with the output."""
+    p = subprocess.run(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       timeout=timeout, stdin=subprocess.DEVNULL,
+                       env={"PATH": CLEAN_PATH, "LANG": "C.UTF-8"})
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({p.returncode}):\n{p.stdout}")
+    return p.stdout
+
+
+@contextlib.contextmanager
+def throwaway_cluster(scripts: Path, name: str, subdirs: Sequence[str], start_args: Sequence[str] = (),
+                      keep_var: str = "") -> Iterator[Tuple[Path, float]]:
+    """install.sh, then start.sh into a fresh root-owned directory outside /tmp (a policy kept
+    there sits in a trusted path chain); yields (dir, seconds to ready); stop.sh and removal at
+    the end (the directory is kept when the environment variable `keep_var` is 1)."""
+    run_script([str(scripts / "install.sh")], timeout=900)
+    root = Path(f"/var/lib/envsched-{name}-test-{uuid.uuid4().hex[:8]}")
+    root.mkdir(mode=0o755)
+    os.chown(root, 0, 0)
+    root.chmod(0o755)
+    for sub in subdirs:
+        (root / sub).mkdir(mode=0o755)
+    try:
+        out = run_script([str(scripts / "start.sh"), str(root), *start_args], timeout=120)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    print(out.strip())
+    ready = float(out.rsplit("ready in ", 1)[1].split("s", 1)[0])
+    try:
+        yield root, ready
+    finally:
+        stop = subprocess.run([str(scripts / "stop.sh"), str(root)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=120)
+        if stop.returncode == 0 and os.environ.get(keep_var) != "1":
+            shutil.rmtree(root, ignore_errors=True)
+        if stop.returncode != 0:
+            raise RuntimeError(f"stop.sh {root} failed:\n{stop.stdout}")

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import subprocess
 import time
 import uuid
@@ -47,13 +46,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
-from testlib import real_user, run_client
+from testlib import CLEAN_PATH, real_user, run_client, throwaway_cluster
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "tests" / "cluster" / "slurm"
 IS_ROOT = os.geteuid() == 0
 SLURM_USER = "envsched-su"
-CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
             "DEADLINE", "PREEMPTED", "SPECIAL_EXIT", "REVOKED"}
 
@@ -192,45 +190,13 @@ class SlurmCluster:
         return "\n".join(out)
 
 
-def _run_script(argv: Sequence[str], timeout: float) -> str:
-    p = subprocess.run(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                       timeout=timeout, stdin=subprocess.DEVNULL,
-                       env={"PATH": CLEAN_PATH, "LANG": "C.UTF-8"})
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({p.returncode}):\n{p.stdout}")
-    return p.stdout
-
-
 @pytest.fixture(scope="session")
 def slurm_cluster():
     if not IS_ROOT:
         pytest.skip("needs root (CI runs as root)")
-    _run_script([str(CLUSTER / "install.sh")], timeout=900)
-    # a trusted, root-owned path chain (a later plugin policy must live here), not under /tmp
-    root = Path(f"/var/lib/envsched-slurm-test-{uuid.uuid4().hex[:8]}")
-    root.mkdir(mode=0o755)
-    os.chown(root, 0, 0)
-    root.chmod(0o755)
-    for sub in ("scripts", "work"):
-        (root / sub).mkdir(mode=0o755)
-    try:
-        out = _run_script([str(CLUSTER / "start.sh"), str(root), "2"], timeout=120)
-    except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
-        raise
-    print(out.strip())
-    ready = float(out.rsplit("ready in ", 1)[1].split("s", 1)[0])
-    cluster = SlurmCluster(dir=root, nodes=["node1", "node2"], legacy_node="node2", ready_seconds=ready,
+    with throwaway_cluster(CLUSTER, "slurm", ("scripts", "work"), ("2",), "ENVSCHED_KEEP_SLURM") as (root, ready):
+        yield SlurmCluster(dir=root, nodes=["node1", "node2"], legacy_node="node2", ready_seconds=ready,
                            env={"PATH": CLEAN_PATH, "LANG": "C.UTF-8", "SLURM_CONF": str(root / "slurm.conf")})
-    try:
-        yield cluster
-    finally:
-        stop = subprocess.run([str(CLUSTER / "stop.sh"), str(root)], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=120)
-        if stop.returncode == 0 and os.environ.get("ENVSCHED_KEEP_SLURM") != "1":
-            shutil.rmtree(root, ignore_errors=True)
-        if stop.returncode != 0:
-            raise RuntimeError(f"stop.sh {root} failed:\n{stop.stdout}")
 
 
 @pytest.fixture(scope="session")

@@ -59,13 +59,12 @@ from typing import Dict, List, Optional, Sequence, Set
 
 import pytest
 
-from testlib import real_user, run_client
+from testlib import CLEAN_PATH, real_user, run_client, throwaway_cluster
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "tests" / "cluster" / "uge"
 IS_ROOT = os.geteuid() == 0
 UGE_USER = "envsched-gu"
-CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 
 
 @dataclass
@@ -238,15 +237,6 @@ class UgeCluster:
         return "\n".join(out)
 
 
-def _run_script(argv: Sequence[str], timeout: float) -> str:
-    p = subprocess.run(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                       timeout=timeout, stdin=subprocess.DEVNULL,
-                       env={"PATH": CLEAN_PATH, "LANG": "C.UTF-8"})
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({p.returncode}):\n{p.stdout}")
-    return p.stdout
-
-
 def _read_conf(path: Path) -> Dict[str, str]:
     out = {}
     for line in path.read_text().splitlines():
@@ -260,36 +250,13 @@ def _read_conf(path: Path) -> Dict[str, str]:
 def uge_cluster():
     if not IS_ROOT:
         pytest.skip("needs root (CI runs as root)")
-    _run_script([str(CLUSTER / "install.sh")], timeout=900)
-    # a trusted, root-owned path chain (a later envsched policy must live here), not under /tmp
-    root = Path(f"/var/lib/envsched-uge-test-{uuid.uuid4().hex[:8]}")
-    root.mkdir(mode=0o755)
-    os.chown(root, 0, 0)
-    root.chmod(0o755)
-    for sub in ("scripts", "work", "out"):
-        (root / sub).mkdir(mode=0o755)
-    (root / "out").chmod(0o1777)   # default job output, for root and user jobs alike
-    try:
-        out = _run_script([str(CLUSTER / "start.sh"), str(root)], timeout=120)
-    except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
-        raise
-    print(out.strip())
-    ready = float(out.rsplit("ready in ", 1)[1].split("s", 1)[0])
-    conf = _read_conf(root / "cluster.conf")
-    env = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8", "SGE_ROOT": str(root / "root"), "SGE_CELL": "default",
-           "SGE_QMASTER_PORT": conf["QPORT"], "SGE_EXECD_PORT": conf["EPORT"]}
-    cluster = UgeCluster(dir=root, host=conf["HOST"], ready_seconds=ready, qmaster_port=int(conf["QPORT"]),
+    with throwaway_cluster(CLUSTER, "uge", ("scripts", "work", "out"), (), "ENVSCHED_KEEP_UGE") as (root, ready):
+        (root / "out").chmod(0o1777)   # default job output, for root and user jobs alike
+        conf = _read_conf(root / "cluster.conf")
+        env = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8", "SGE_ROOT": str(root / "root"), "SGE_CELL": "default",
+               "SGE_QMASTER_PORT": conf["QPORT"], "SGE_EXECD_PORT": conf["EPORT"]}
+        yield UgeCluster(dir=root, host=conf["HOST"], ready_seconds=ready, qmaster_port=int(conf["QPORT"]),
                          execd_port=int(conf["EPORT"]), env=env)
-    try:
-        yield cluster
-    finally:
-        stop = subprocess.run([str(CLUSTER / "stop.sh"), str(root)], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=120)
-        if stop.returncode == 0 and os.environ.get("ENVSCHED_KEEP_UGE") != "1":
-            shutil.rmtree(root, ignore_errors=True)
-        if stop.returncode != 0:
-            raise RuntimeError(f"stop.sh {root} failed:\n{stop.stdout}")
 
 
 @pytest.fixture(scope="session")
