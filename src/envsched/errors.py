@@ -38,11 +38,6 @@ class PolicyError(EnvschedError):
     code = ExitCode.POLICY_INVALID
 
 
-class RequestError(EnvschedError):
-    """A request value (option, CHOS, ~/.chos) is malformed or unreadable."""
-    code = ExitCode.REFUSED
-
-
 class EnvironmentBroken(EnvschedError):
     """The chosen environment exists in the policy but its tree/image cannot be used."""
     code = ExitCode.ENV_BROKEN

@@ -14,22 +14,15 @@ from .errors import SetupError
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 
-MS_RDONLY = 0x1
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
-MS_NOEXEC = 0x8
-MS_REMOUNT = 0x20
-MS_NOATIME = 0x400
-MS_NODIRATIME = 0x800
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 MS_SLAVE = 0x80000
-MS_RELATIME = 0x200000
 
 MNT_DETACH = 0x2
 PR_SET_NO_NEW_PRIVS = 38
-PR_GET_NO_NEW_PRIVS = 39
 
 AT_FDCWD = -100
 AT_RECURSIVE = 0x8000
@@ -105,7 +98,3 @@ def mount_setattr(path: str, set_flags: int, recursive: bool) -> None:
 def set_no_new_privs() -> None:
     if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise _fail("prctl(PR_SET_NO_NEW_PRIVS)")
-
-
-def no_new_privs() -> bool:
-    return _libc.prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1

@@ -66,7 +66,7 @@ def _mkdir(path: str) -> None:
         raise SetupError(f"mkdir({path!r}) failed: {e.strerror} (errno {e.errno})") from e
 
 
-def _target(rel: str, want_dir: bool, create: bool = True) -> str:
+def _target(rel: str, want_dir: bool) -> str:
     """/newroot + rel, creating missing components, refusing symlinks on the way."""
     parts = [p for p in rel.split("/") if p]
     path = NEW
@@ -76,8 +76,6 @@ def _target(rel: str, want_dir: bool, create: bool = True) -> str:
         try:
             st = os.lstat(path)
         except FileNotFoundError:
-            if not create:
-                raise
             if last and not want_dir:
                 try:
                     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
@@ -140,7 +138,7 @@ def _op_bind(op: Dict[str, Any], skipped: set, resolved: Dict[str, str]) -> None
         return
     try:
         target = _target(op["target"], want_dir=stat.S_ISDIR(st.st_mode))
-    except (SetupError, EnvironmentBroken, FileNotFoundError):
+    except (SetupError, EnvironmentBroken):
         if op["required"]:
             raise
         skipped.add(op["target"])                          # e.g. /etc/hosts absent from a tree
