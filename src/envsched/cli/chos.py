@@ -15,7 +15,16 @@ from ..policy import Policy
 from ..resolve import Decision, allowed_names, check_name, resolve
 from ..service import JobContext, RequestRefused, plan_for_job, request_for
 from ..userfile import read_user_file
-from .common import describe_decision, format_steps, parser, policy_from, run_main, say, split_command
+from .common import (
+    describe_decision,
+    format_steps,
+    parser,
+    policy_from,
+    policy_on_subcommands,
+    run_main,
+    say,
+    split_command,
+)
 
 SUBCOMMANDS = ("list", "which", "set", "run", "shell", "-h", "--help")
 
@@ -143,9 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--account", help="as a job charged to this account would")
     s.add_argument("name")
     s.set_defaults(func=cmd_shell)
-    for sp in sub.choices.values():
-        sp.add_argument("--policy", metavar="FILE", default=argparse.SUPPRESS,
-                        help="site policy (default /etc/envsched/policy.toml)")
+    policy_on_subcommands(sub)
     return p
 
 

@@ -25,6 +25,15 @@ def add_policy_arg(p: argparse.ArgumentParser) -> None:
                    help="site policy (default /etc/envsched/policy.toml)")
 
 
+def policy_on_subcommands(sub: "argparse._SubParsersAction") -> None:
+    """`--policy` after the subcommand too (`envsched check --policy F`); never overrides one
+    given before it, and a subcommand may define its own first (with its own help)."""
+    for sp in sub.choices.values():
+        if not any(a.dest == "policy" for a in sp._actions):
+            sp.add_argument("--policy", metavar="FILE", default=argparse.SUPPRESS,
+                            help="site policy (default /etc/envsched/policy.toml)")
+
+
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,

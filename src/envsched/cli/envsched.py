@@ -14,7 +14,16 @@ from ..exitcodes import ExitCode
 from ..plan import build_plan
 from ..resolve import Refusal, resolve
 from ..service import plan_for_job, request_for
-from .common import describe_decision, format_steps, parser, policy_from, run_main, say, split_command
+from .common import (
+    describe_decision,
+    format_steps,
+    parser,
+    policy_from,
+    policy_on_subcommands,
+    run_main,
+    say,
+    split_command,
+)
 from .jobargs import bind_arg, job_args, job_context, logged_failure, require_root
 from .pin_cmds import cmd_gc, cmd_join, cmd_pins, cmd_prepare, cmd_release
 from .site_cmds import cmd_site_config_host_tools, cmd_site_config_render
@@ -217,10 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--policy", metavar="FILE", default=argparse.SUPPRESS,
                    help="site policy (default /etc/envsched/policy.toml): its local_root is used")
     h.set_defaults(func=cmd_site_config_host_tools)
-    for sp in (sub.choices.values()):
-        if not any(a.dest == "policy" for a in sp._actions):
-            sp.add_argument("--policy", metavar="FILE", default=argparse.SUPPRESS,
-                            help="site policy (default /etc/envsched/policy.toml)")
+    policy_on_subcommands(sub)
     return p
 
 
