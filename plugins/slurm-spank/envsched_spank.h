@@ -12,6 +12,7 @@
 #include <slurm/spank.h>
 
 #include "../common/envsched_exit.h"
+#include "../common/es_run.h"
 
 #define ES_PREFIX "envsched: "
 #define ES_MAX_BINDS 16
@@ -37,17 +38,8 @@ extern char es_option[128];
 extern int es_option_set;
 int es_option_register(spank_t sp);
 
-/* run.c: the resolver as a child process with a clean environment */
-struct es_run {
-    int status;              /* exit code, or 128+signal, or -1 if it could not start */
-    char out[16384];
-    size_t out_len;
-    char err[16384];
-    size_t err_len;
-};
-int es_run(char *const argv[], int become_root, struct es_run *r);
+/* run.c (runner: ../common/es_run.c): the resolver as a child with a clean environment */
 void es_replay_log(const struct es_run *r);
-const char *es_user_line(const struct es_run *r, char *buf, size_t len);
 
 /* local.c: submit time (srun, sbatch, salloc as the user) */
 int es_local_check(spank_t sp);

@@ -19,6 +19,8 @@ class ExitCode(enum.IntEnum):
     INTERNAL = 70           # EX_SOFTWARE: a bug in envsched
     SETUP_FAILED = 71       # EX_OSERR: a syscall failed while building or joining the view
     NOT_PERMITTED = 73      # caller lacks the privilege for this operation (e.g. non-root exec)
+    JOB_ABORTED = 75        # `chos submit`: the job ended without running (deleted, or failed to start)
+    SCHEDULER_FAILED = 76   # `chos submit`: the batch system (DRMAA library, qmaster) failed or is absent
     REFUSED = 77            # EX_NOPERM: the request is refused by the site policy
     POLICY_INVALID = 78     # EX_CONFIG: the site policy cannot be read, parsed or trusted
     EXEC_FAILED = 126       # the payload could not be executed (same meaning as the shell's)

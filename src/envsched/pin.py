@@ -3,9 +3,16 @@ number of tasks join it with setns + chdir, release it, and collect pins whose o
 
   <run_dir>/               root, 0700
   <run_dir>/<key>/         root, 0700
-      mnt                  bind mount of the view's /proc/<pid>/ns/mnt (keeps it alive)
+      mnt                  bind mount of the view's /proc/<pid>/ns/mnt (keeps it alive);
+                           absent in a record-only pin (the host OS: nothing to join)
       plan.json            the plan (process ops are replayed by every joiner)
       meta.json            environment, user, uid, owner pid + start time, creation time
+      shim, inputs         the shim's protocol lines and raw request (write_memo), written
+                           last: a pin with `shim` is complete
+
+A record-only pin (`record`) keeps a decision for the host OS (local) under a key, so a shim
+that looks a job up by key (the Grid Engine starter) can tell "decided: host OS" from
+"never prepared".
 
 The bind of the namespace file is made by the parent, which stays in the host's mount
 namespace: on this kernel the bind fails with EINVAL when done from another namespace.
@@ -141,6 +148,28 @@ class PinStore:
             raise UsageError(f"pin {key} exists already (release it first)") from None
         try:
             self._build_and_pin(pin, plan)
+            meta = PinMeta(key, plan.environment, user.name, user.uid, owner_pid,
+                           process_start(owner_pid), time.time())
+            _write_file(os.path.join(pin, "plan.json"), plan.to_json())
+            _write_file(os.path.join(pin, "meta.json"), json.dumps(asdict(meta)))
+            return meta
+        except BaseException:
+            self.release(key)
+            raise
+
+    def record(self, key: str, plan: Plan, user: UserInfo, owner_pid: int) -> PinMeta:
+        """A record-only pin: the decision for a plan that needs no view (the host OS)."""
+        if os.geteuid() != 0:
+            raise NotPermitted("recording a decision needs root")
+        if plan.mount_ops:
+            raise UsageError("a plan with a view is pinned with prepare, not recorded")
+        pin = self.path(key)
+        _secure_dir(self.run_dir, 0o700)
+        try:
+            os.mkdir(pin, 0o700)
+        except FileExistsError:
+            raise UsageError(f"pin {key} exists already (release it first)") from None
+        try:
             meta = PinMeta(key, plan.environment, user.name, user.uid, owner_pid,
                            process_start(owner_pid), time.time())
             _write_file(os.path.join(pin, "plan.json"), plan.to_json())

@@ -9,6 +9,7 @@ the protocol can grow.
   key KEY                   the pin's key ("-" for the host OS: nothing to join)
   pin PATH                  the namespace file to setns into ("-" for the host OS)
   reused 0|1                an existing pin of the same job was reused
+  uid N                     the job user's uid (a joiner checks it against its own)
   warning TEXT              shown to the user (on_error fallback)
   env set NAME VALUE        environment operations, in order, for the task environment
   env prepend NAME VALUE
@@ -20,19 +21,20 @@ from __future__ import annotations
 
 from typing import List, Optional
 
+from .identity import UserInfo
 from .plan import Plan
 from .resolve import Decision
 
 
 def shim_lines(decision: Decision, plan: Plan, key: Optional[str], pin: Optional[str], reused: bool,
-               home: str) -> List[str]:
+               user: UserInfo) -> List[str]:
     out = [f"environment {decision.name}", f"key {key or '-'}", f"pin {pin or '-'}",
-           f"reused {int(reused)}"]
+           f"reused {int(reused)}", f"uid {user.uid}"]
     if decision.warning:
         out.append(f"warning {decision.warning}")
     for op in plan.process_ops:
         if op["op"] == "env":
             tail = "" if op["action"] == "unset" else f" {op['value']}"
             out.append(f"env {op['action']} {op['name']}{tail}")
-    out.append(f"home {home}")
+    out.append(f"home {user.home}")
     return out

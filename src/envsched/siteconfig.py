@@ -67,6 +67,9 @@ class RenderOptions:
     spool_dir: Optional[str] = None           # slurm: SlurmdSpoolDir
     munge_socket_dir: Optional[str] = None    # slurm (and any munge-authenticated scheduler)
     host_tools: Optional[str] = None          # slurm: wrappers of the host's clients (hosttools.py)
+    plugin_dir: Optional[str] = None          # uge: where the JSV, shims and starter are installed
+    src: Optional[str] = None                 # uge: directory holding the envsched package, if not installed
+    unprivileged: bool = False                # uge: user-namespace starter, no set-user-ID program
 
 
 # ------------------------------------------------------------------------------------- checks
@@ -141,6 +144,9 @@ def host_warnings(scheduler: str, options: RenderOptions) -> List[str]:
                          "(make -C plugins/slurm-spank && make -C plugins/slurm-spank install)")
         if options.host_tools and not os.path.isdir(os.path.join(options.host_tools, "bin")):
             found.append(f"host tools {options.host_tools}/bin does not exist on this host")
+    if scheduler == "uge":
+        from .siteconfig_uge import host_warnings as uge_warnings  # noqa: PLC0415
+        found += uge_warnings(options)
     return found
 
 
@@ -217,10 +223,32 @@ def render_slurm(policy: Policy, options: RenderOptions) -> str:
     return text
 
 
-# scheduler -> renderer. Add Grid Engine / Torque here, with templates/<scheduler>/*.j2.
+def _render_uge(policy: Policy, options: RenderOptions) -> str:
+    from .siteconfig_uge import render_uge      # noqa: PLC0415 - one module per scheduler
+    return render_uge(policy, options)
+
+
+# scheduler -> renderer. Add Torque here, with templates/<scheduler>/*.j2.
 RENDERERS: Dict[str, Callable[[Policy, RenderOptions], str]] = {
     "slurm": render_slurm,
+    "uge": _render_uge,
 }
+
+
+def section(text: str, name: str) -> str:
+    """The lines of one `#### NAME: ...` section of a rendered document (UGE's has several)."""
+    out: List[str] = []
+    inside = False
+    for line in text.splitlines():
+        if line.startswith("#### "):
+            inside = line[5:].split(":", 1)[0] == name
+            continue
+        if inside:
+            out.append(line)
+    if not inside and not out:
+        names = [ln[5:].split(":", 1)[0] for ln in text.splitlines() if ln.startswith("#### ")]
+        raise SiteConfigError(f"no section {name!r} (have: {', '.join(names) or 'none'})")
+    return "\n".join(out).strip("\n") + "\n"
 
 
 def schedulers() -> Sequence[str]:

@@ -51,11 +51,12 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Set
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import pytest
 
@@ -269,18 +270,31 @@ def uge_user() -> pwd.struct_passwd:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# envsched's JSV (plugins/uge/envsched_jsv.py) in the throwaway cluster
+# envsched in a second throwaway cluster, configured from `envsched site-config render --scheduler uge`
 @dataclass
 class JsvSite:
+    """The envsched site: its cluster, policy, JSV launcher and execution-side install."""
     cluster: UgeCluster
     policy: Path
-    wrapper: Path            # the server JSV (global jsv_url) and usable with qsub -jsv
+    wrapper: Path            # the JSV launcher (global jsv_url, the cell's sge_request, usable with -jsv)
     log: Path                # protocol exchange of every JSV process
     trees: Dict[str, Path]
-    baseline_qsub: List[float]   # seconds per qsub before the JSV was configured
+    baseline_qsub: List[float]   # seconds per qsub before envsched was configured
+    libexec: Path = Path("/nonexistent")    # the plugin dir: JSV, shims, set-user-ID starter + conf
+    rendered: str = ""                      # the whole render output the cluster was configured from
+    run_dir: Path = Path("/nonexistent")    # the policy's run_dir (pins)
+    admin_log: Path = Path("/nonexistent")  # the policy's log_file
+
+    def pins(self) -> List[str]:
+        try:
+            return sorted(p.name for p in self.run_dir.iterdir())
+        except FileNotFoundError:
+            return []
 
 
 CHOS_COMPLEX = "chos chos STRING == YES NO NONE 0"
+SITE_QUEUE = "all.q"             # batch: prolog + epilog + set-user-ID starter (qtype BATCH)
+INTERACTIVE_QUEUE = "legacy.q"   # qrsh: starter only (SGE 8.1.9 fails builtin qrsh with a prolog)
 
 
 def _time_qsubs(c: UgeCluster, n: int, *args: str, user: Optional[str] = None) -> List[float]:
@@ -293,24 +307,87 @@ def _time_qsubs(c: UgeCluster, n: int, *args: str, user: Optional[str] = None) -
     return times
 
 
+def render_section(rendered: str, name: str) -> List[str]:
+    from envsched.siteconfig import section
+    return [line for line in section(rendered, name).splitlines() if line.strip()]
+
+
+def _install_site(c: UgeCluster, policy: Path, log: Path, binds: Sequence[str]) -> Tuple[Path, str]:
+    """Install the shims and the starter under c.dir/libexec and configure the cluster from the
+    render output, section by section, the way docs/admin.md tells an admin to."""
+    libexec = c.dir / "libexec"
+    libexec.mkdir(mode=0o755, exist_ok=True)
+    for name in ("envsched_jsv.py", "envsched_uge.py"):
+        shutil.copy(REPO / "plugins" / "uge" / name, libexec / name)
+        (libexec / name).chmod(0o755)
+    subprocess.run(["make", "-s", "-C", str(REPO / "plugins/uge/starter")], check=True,
+                   stdout=subprocess.DEVNULL)
+    shutil.copy(REPO / "plugins/uge/starter/envsched-uge-starter", libexec / "uge-starter")
+    os.chown(libexec / "uge-starter", 0, 0)
+    (libexec / "uge-starter").chmod(0o4755)
+    envsched = str(Path(sys.executable).parent / "envsched")
+    argv = [envsched, "--policy", str(policy), "site-config", "render", "--scheduler", "uge",
+            "--plugin-dir", str(libexec), "--src", str(REPO / "src"), "--resolver", envsched,
+            "--spool-dir", str(c.dir / "spool" / "execd")]
+    for b in binds:
+        argv += ["--bind", b]
+    rendered = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True).stdout
+    # files
+    jsv = render_section(rendered, "jsv")
+    jsv[-1] += f" --log {log}"            # test only: the protocol log, read by test_submission_cost
+    (libexec / "uge-jsv").write_text("\n".join(jsv) + "\n")
+    (libexec / "uge-jsv").chmod(0o755)
+    (libexec / "uge-starter.conf").write_text("\n".join(render_section(rendered, "starter_conf")) + "\n")
+    (libexec / "uge-starter.conf").chmod(0o644)
+    (c.common / "sge_request").write_text("\n".join(render_section(rendered, "sge_request")) + "\n")
+    (c.common / "sge_request").chmod(0o644)
+    # the complex, the global JSV, the queues
+    complexes = c.qconf("-sc").stdout
+    if not any(line.split()[:1] == ["chos"] for line in complexes.splitlines()):
+        d = c.dir / "conf" / f"complex-{uuid.uuid4().hex[:8]}"
+        d.write_text(complexes.rstrip("\n") + "\n" + "\n".join(render_section(rendered, "complex")) + "\n")
+        try:
+            c.qconf("-Mc", str(d))
+        finally:
+            d.unlink()
+    (key, value), = [line.split(None, 1) for line in render_section(rendered, "global")]
+    c.set_global_conf(**{key: value})
+    for queue, section in ((SITE_QUEUE, "queue"), (INTERACTIVE_QUEUE, "interactive_queue")):
+        for line in render_section(rendered, section):
+            attr, value = line.split(None, 1)
+            c.qconf("-mattr", "queue", attr, value, queue)
+    c.qconf("-mattr", "queue", "qtype", "BATCH", SITE_QUEUE)
+    return libexec, rendered
+
+
 @pytest.fixture(scope="session")
-def uge_jsv(uge_cluster, uge_user):
-    """The `chos` complex, two mini trees, a policy (deb12 default, deb13, sl5 for root only) and
-    envsched_jsv.py as the server JSV (global jsv_url); restored at the end of the session."""
-    c = uge_cluster
-    baseline = _time_qsubs(c, 5, user=uge_user.pw_name)
-    (c.dir / "os").mkdir(mode=0o755, exist_ok=True)
-    trees = {}
-    for name, version in (("deb12", "12"), ("deb13", "13")):
-        trees[name] = c.dir / "os" / name
-        subprocess.run([str(REPO / "tests/envs/build-mini-env.sh"), str(trees[name]), "debian", version,
-                        f"Debian {version} (mini)"], check=True, stdout=subprocess.DEVNULL)
-    policy = c.dir / "policy.toml"
-    policy.write_text(f"""
+def uge_site(uge_user):
+    """A second cluster with envsched installed and configured from the render output: the `chos`
+    complex, two mini trees, a policy (deb12 default, deb13, sl5 for root only, `local` the host),
+    the JSV server- and client-side, all.q with prolog/epilog/starter, legacy.q for qrsh."""
+    if not IS_ROOT:
+        pytest.skip("needs root (CI runs as root)")
+    with throwaway_cluster(CLUSTER, "uge-site", ("scripts", "work", "out", "os"), (), "ENVSCHED_KEEP_UGE") \
+            as (root, ready):
+        (root / "out").chmod(0o1777)
+        conf = _read_conf(root / "cluster.conf")
+        env = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8", "SGE_ROOT": str(root / "root"), "SGE_CELL": "default",
+               "SGE_QMASTER_PORT": conf["QPORT"], "SGE_EXECD_PORT": conf["EPORT"]}
+        c = UgeCluster(dir=root, host=conf["HOST"], ready_seconds=ready, qmaster_port=int(conf["QPORT"]),
+                       execd_port=int(conf["EPORT"]), env=env)
+        baseline = _time_qsubs(c, 5, user=uge_user.pw_name)
+        trees = {}
+        for name, version in (("deb12", "12"), ("deb13", "13")):
+            trees[name] = root / "os" / name
+            subprocess.run([str(REPO / "tests/envs/build-mini-env.sh"), str(trees[name]), "debian", version,
+                            f"Debian {version} (mini)"], check=True, stdout=subprocess.DEVNULL)
+        run_dir = Path(f"/run/envsched-ugetest-{root.name}")
+        policy = root / "policy.toml"
+        policy.write_text(f"""
 [site]
 default = "deb12"
-run_dir = "/run/envsched-ugetest-{c.dir.name}"
-log_file = "{c.dir}/envsched.log"
+run_dir = "{run_dir}"
+log_file = "{root}/envsched.log"
 
 [environments.deb12]
 path = "{trees['deb12']}"
@@ -320,31 +397,46 @@ path = "{trees['deb13']}"
 path = "{trees['deb12']}"
 allow_users = ["root"]
 """)
-    policy.chmod(0o644)
-    jdir = c.dir / "jsv"
-    jdir.mkdir(mode=0o755, exist_ok=True)
-    log = jdir / "protocol.log"
-    log.touch()
-    log.chmod(0o666)        # written by sgeadmin (server side) and by users (client side)
-    wrapper = jdir / "envsched-jsv"
-    subprocess.run(["/usr/bin/python3", "-I", str(REPO / "plugins/uge/envsched_jsv.py"), "--policy", str(policy),
-                    "--src", str(REPO / "src"), "--log", str(log), "--make-wrapper", str(wrapper)], check=True)
-    complexes = c.qconf("-sc").stdout
-    if not any(line.split()[:1] == ["chos"] for line in complexes.splitlines()):
-        d = c.dir / "conf" / f"complex-{uuid.uuid4().hex[:8]}"
-        d.write_text(complexes.rstrip("\n") + "\n" + CHOS_COMPLEX + "\n")
+        policy.chmod(0o644)
+        jdir = root / "jsv"
+        jdir.mkdir(mode=0o755)
+        log = jdir / "protocol.log"
+        log.touch()
+        log.chmod(0o666)        # written by sgeadmin (server side) and by users (client side)
+        libexec, rendered = _install_site(c, policy, log, [str(root / "tmp")])
+        site = JsvSite(c, policy, libexec / "uge-jsv", log, trees, baseline, libexec=libexec,
+                       rendered=rendered, run_dir=run_dir, admin_log=root / "envsched.log")
         try:
-            c.qconf("-Mc", str(d))
+            yield site
         finally:
-            d.unlink()
-    c.set_global_conf(jsv_url=str(wrapper))
-    try:
-        yield JsvSite(c, policy, wrapper, log, trees, baseline)
-    finally:
-        c.set_global_conf(jsv_url="none")
-        d = c.dir / "conf" / f"complex-{uuid.uuid4().hex[:8]}"
-        d.write_text(complexes)
-        try:
-            c.qconf("-Mc", str(d))
-        finally:
-            d.unlink()
+            subprocess.run([envsched_cmd(), "--policy", str(policy), "gc"], stdout=subprocess.DEVNULL)
+            left = site.pins()
+            shutil.rmtree(run_dir, ignore_errors=True)
+            assert not left, f"pins left after the session: {left}"
+
+
+def envsched_cmd() -> str:
+    return str(Path(sys.executable).parent / "envsched")
+
+
+@pytest.fixture(scope="session")
+def uge_jsv(uge_site):
+    """The JSV tests' name for the envsched site."""
+    return uge_site
+
+
+@pytest.fixture(autouse=True)
+def uge_pins_released(request):
+    """After each test on the envsched site: every pin is gone (the epilog released batch jobs'
+    pins; qrsh pins go with gc once their shepherd has exited), before the host-mount guard looks."""
+    yield
+    if "uge_site" not in request.fixturenames:
+        return
+    site = request.getfixturevalue("uge_site")
+    deadline = time.monotonic() + 15
+    while site.pins() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = site.pins()
+    if left:
+        subprocess.run([envsched_cmd(), "--policy", str(site.policy), "gc"], stdout=subprocess.DEVNULL)
+        raise AssertionError(f"pins left after the test: {left}\n{site.admin_log.read_text()[-3000:]}")

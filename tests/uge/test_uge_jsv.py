@@ -1,6 +1,9 @@
-"""envsched's JSV (plugins/uge/envsched_jsv.py) in a real Grid Engine: `-l chos=NAME` is checked at
+"""envsched's JSV (plugins/uge/envsched_jsv.py) in a real Grid Engine, client side (the cell's sge_request)
+and server side (jsv_url), as `envsched site-config render` configures them: `-l chos=NAME` is checked at
 submission (refusals are qsub errors), recorded in ENVSCHED_REQUEST and removed from the resource list
-(no queue offers `chos`: the job would pend forever otherwise); -v cannot forge ENVSCHED_REQUEST."""
+(no queue offers `chos`: the job would pend forever otherwise). A user's own `-v ENVSCHED_REQUEST=x` is
+checked exactly like `-l chos=x` (the server cannot tell it from the client JSV's), so it gains nothing.
+The jobs run in their environment (the plan sets CHOS)."""
 from __future__ import annotations
 
 import re
@@ -25,7 +28,7 @@ def test_accepted_request_runs_and_is_recorded(uge_jsv, uge_user):
     assert "chos" not in info, info                    # removed from the hard resource list
     acct = c.wait(job, timeout=60)                     # it runs: nothing asks for the unoffered complex
     assert (acct.exit_status, acct.failed) == (0, 0), acct.fields
-    assert c.output(job) == "req=deb13 chos=unset\n"
+    assert c.output(job) == "req=deb13 chos=deb13\n"
 
 
 def test_request_kept_with_other_resources(uge_jsv, uge_user):
@@ -34,7 +37,7 @@ def test_request_kept_with_other_resources(uge_jsv, uge_user):
     info = c.run(["qstat", "-j", job]).stdout
     assert re.search(r"hard resource_list:\s+h_rt=600\s*$", info, re.M), info
     c.wait(job)
-    assert c.output(job) == "req=deb13 chos=unset\n"    # the user's -v value is overwritten
+    assert c.output(job) == "req=deb13 chos=deb13\n"    # the user's -v value is overwritten
 
 
 def test_refused_option_fails_qsub(uge_jsv, uge_user):
@@ -61,11 +64,18 @@ def test_root_may_use_sl5(uge_jsv):
     assert "chos=" not in info, info
 
 
-def test_forged_request_variable_is_removed(uge_jsv, uge_user):
+def test_forged_request_variable_is_no_bypass(uge_jsv, uge_user):
+    """-v ENVSCHED_REQUEST=sl5 is no way around the policy: the client JSV strips it (the job gets
+    what it would get without it), and a server JSV that sees it (client JSV dropped with -clear)
+    checks it like -l chos=sl5."""
     c = uge_jsv.cluster
     job = c.qsub(SHOW, "-v", "ENVSCHED_REQUEST=sl5", user=uge_user.pw_name)
     c.wait(job)
-    assert c.output(job) == "req=unset chos=unset\n"
+    assert c.output(job) == "req=unset chos=deb12\n"
+    p = submit(uge_jsv, "-clear", "-v", "ENVSCHED_REQUEST=sl5", "-b", "y", "/bin/true", user=uge_user.pw_name)
+    assert p.returncode != 0
+    assert re.search(r"^Unable to run job: envsched: environment 'sl5' \(option\) refused: ", p.stderr, re.M), \
+        p.stderr
 
 
 def test_chos_variable_is_checked(uge_jsv, uge_user):
@@ -76,7 +86,7 @@ def test_chos_variable_is_checked(uge_jsv, uge_user):
                      p.stderr, re.M), p.stderr
     job = c.qsub(SHOW, "-v", "CHOS=deb13", user=uge_user.pw_name)   # allowed: left for the execution side
     c.wait(job)
-    assert c.output(job) == "req=unset chos=deb13\n"
+    assert c.output(job) == "req=unset chos=deb13\n"     # chosen by the CHOS variable
 
 
 def test_soft_request_is_refused(uge_jsv, uge_user):

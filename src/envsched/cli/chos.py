@@ -1,4 +1,4 @@
-"""`chos`: the user's command (list, which, set, run, shell; CHOS-compatible `CHOS=x chos`)."""
+"""`chos`: the user's command (list, which, set, run, shell, submit; CHOS-compatible `CHOS=x chos`)."""
 from __future__ import annotations
 
 import argparse
@@ -25,8 +25,9 @@ from .common import (
     say,
     split_command,
 )
+from .submit_cmd import add_parser as add_submit_parser
 
-SUBCOMMANDS = ("list", "which", "set", "run", "shell", "-h", "--help")
+SUBCOMMANDS = ("list", "which", "set", "run", "shell", "submit", "-h", "--help")
 
 
 def _ctx(args: argparse.Namespace, policy: Policy, option: Optional[str] = None,
@@ -153,10 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name")
     s.set_defaults(func=cmd_shell)
     policy_on_subcommands(sub)
+    add_submit_parser(sub)          # after: the scheduler's integration checks the policy, not chos
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from_command_line = argv is None        # only then may `chos submit` re-execute itself
     argv = sys.argv[1:] if argv is None else argv
     policy_args: List[str] = []
     rest = list(argv)
@@ -168,7 +171,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.add_argument("command", nargs=argparse.REMAINDER)
         return run_main(lambda a: _run(a, os.environ.get("CHOS") or None, split_command(a.command)),
                         p, policy_args + rest)
-    return run_main(lambda a: a.func(a), build_parser(), policy_args + rest)
+    p = build_parser()
+    p.set_defaults(may_reexec=from_command_line)
+    return run_main(lambda a: a.func(a), p, policy_args + rest)
 
 
 if __name__ == "__main__":

@@ -152,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fallback-key", help="key to use when --key holds another view (e.g. a step's own)")
     s.add_argument("--bind", action="append", type=bind_arg, default=[], metavar="SRC[:DST[:ro|rw]]",
                    help="extra host path for this view (shim configuration)")
+    s.add_argument("--gc", action="store_true",
+                   help="first release the pins whose owner process is gone (for hosts without an epilog "
+                        "for every job, e.g. Grid Engine's qrsh and parallel slave tasks)")
+    s.add_argument("--record-local", action="store_true",
+                   help="also keep a decision for the host OS under --key (a record without a view), "
+                        "for shims that look jobs up by key")
     s.add_argument("--format", choices=("json", "shim"), default="json")
     s.add_argument("--inputs", metavar="TEXT", help="the shim's raw request, stored with the pin so later "
                    "steps with identical inputs can join without running the resolver")
@@ -193,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("site-config", help="scheduler configuration for this site")
     ssub = s.add_subparsers(dest="site_config_cmd", required=True, metavar="COMMAND")
     r = ssub.add_parser("render", help="print the scheduler configuration for this policy "
-                        "(Slurm: the plugstack.conf line)")
+                        "(Slurm: the plugstack.conf line; Grid Engine: complex, JSV, queue and starter settings)")
     r.add_argument("--scheduler", required=True, choices=siteconfig.schedulers())
     r.add_argument("--plugin", metavar="PATH",
                    help=f"slurm: the SPANK plugin (default {siteconfig.DEFAULT_SLURM_PLUGIN})")
@@ -202,15 +208,27 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--bind", action="append", default=[], metavar="PATH",
                    help="extra host path for every view, repeatable (SRC[:DST[:ro|rw]], default ro)")
     r.add_argument("--spool-dir", metavar="DIR",
-                   help=f"slurm: SlurmdSpoolDir, bound into every view (default "
-                   f"{siteconfig.DEFAULT_SLURM_SPOOL_DIR}; a per-node .../%%n: its parent is bound; "
-                   f"'{siteconfig.NONE}': no bind)")
+                   help=f"slurm: SlurmdSpoolDir, uge: execd_spool_dir, bound into every view (default "
+                   f"{siteconfig.DEFAULT_SLURM_SPOOL_DIR} / /var/spool/gridengine/execd; a per-node "
+                   f".../%%n: its parent is bound; '{siteconfig.NONE}': no bind)")
     r.add_argument("--munge-socket-dir", metavar="DIR",
                    help=f"munged's socket directory, bound into every view (default "
                    f"{siteconfig.DEFAULT_MUNGE_SOCKET_DIR}; '{siteconfig.NONE}': no bind)")
     r.add_argument("--host-tools", metavar="DIR",
                    help="slurm: directory of wrappers of the host's Slurm clients, bound into every "
                    "view and first in the job's PATH (default: none)")
+    r.add_argument("--plugin-dir", metavar="DIR",
+                   help="uge: where envsched_jsv.py, envsched_uge.py and the starter are installed "
+                   "(default /usr/local/libexec/envsched)")
+    r.add_argument("--src", metavar="DIR",
+                   help="uge: directory holding the envsched package, for hooks run by /usr/bin/python3 "
+                   "when envsched is not installed system-wide (default: none)")
+    r.add_argument("--unprivileged", action="store_true",
+                   help="uge: enter through a user namespace from a starter running as the user; no "
+                   "prolog, no set-user-ID program (see docs/admin.md for the trade-off)")
+    r.add_argument("--section", metavar="NAME",
+                   help="print one section of a sectioned output (uge: complex, global, sge_request, jsv, "
+                   "queue, interactive_queue, starter_conf, user_starter)")
     r.add_argument("--debug", action="store_true",
                    help="the plugin logs the resolver's output for every job, not only on failure")
     r.add_argument("--policy", metavar="FILE", default=argparse.SUPPRESS,

@@ -26,9 +26,12 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         say("warning: " + decision.warning)
     owner = args.owner_pid if args.owner_pid else os.getppid()
     store = PinStore(policy.site.run_dir)
+    if args.gc:
+        for stale in store.gc():
+            audit.log("released", key=stale, reason="owner gone (gc)")
     key: Optional[str] = None
     reused = False
-    if plan.mount_ops:
+    if plan.mount_ops or args.record_local:
         keys = [args.key] + ([args.fallback_key] if args.fallback_key else [])
         for candidate in keys:
             if args.reuse and store.reusable(candidate, plan, ctx.user):
@@ -41,12 +44,15 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             raise UsageError(f"pin {' and '.join(keys)} exists already (release it first)"
                              if len(keys) == 1 else
                              f"pins {' and '.join(keys)} exist already with other views (release first)")
-        if not reused:
+        if not reused and plan.mount_ops:
             with logged_failure("prepare", ctx, decision.name, key=key):
                 store.prepare(key, plan, ctx.user, owner)
             audit.log("prepared", job=ctx.job, user=ctx.user.name, env=decision.name, key=key, owner=owner)
-    pin = os.path.join(store.path(key), "mnt") if key else None
-    lines = shim_lines(decision, plan, key, pin, reused, ctx.user.home)
+        elif not reused:
+            store.record(key, plan, ctx.user, owner)
+            audit.log("recorded", job=ctx.job, user=ctx.user.name, env=decision.name, key=key, owner=owner)
+    pin = os.path.join(store.path(key), "mnt") if key and plan.mount_ops else None
+    lines = shim_lines(decision, plan, key, pin, reused, ctx.user)
     if key and not reused and args.inputs is not None:
         # a shim that sees the same inputs again (a later step of the job) may join without us
         store.write_memo(key, args.inputs, "\n".join(lines) + "\n")

@@ -1,0 +1,117 @@
+/* The starter's configuration: the file next to the program, `<program>.conf`, e.g.
+ * /usr/local/libexec/envsched/uge-starter.conf. A set-user-ID program cannot take its
+ * settings from its arguments or environment (the user controls both), and Grid Engine
+ * starts `starter_method` without arguments, so the configuration sits beside it and must be
+ * as trusted as the program: owned by root and not writable by group or others, and so every
+ * directory above it.
+ *
+ *   policy=/etc/envsched/policy.toml
+ *   resolver=/usr/local/bin/envsched
+ *   run_dir=/run/envsched
+ *   bind=/var/spool/gridengine          (repeatable; host paths for every view)
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "starter.h"
+
+/* path and every directory above it: root-owned, not writable by group or others */
+static int trusted(const char *path, char *err, size_t errlen)
+{
+    char p[PATH_MAX + 16];
+    struct stat st;
+
+    snprintf(p, sizeof p, "%s", path);
+    for (;;) {
+        if (lstat(p, &st) != 0) {
+            snprintf(err, errlen, "%s: %s", p, strerror(errno));
+            return -1;
+        }
+        if (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH))) {
+            snprintf(err, errlen, "%s: must be owned by root and not writable by group or others", p);
+            return -1;
+        }
+        char *slash = strrchr(p, '/');
+        if (slash == NULL || slash == p)
+            return 0;
+        *slash = '\0';
+    }
+}
+
+static int set(char *dst, size_t len, const char *key, const char *value, char *err, size_t errlen)
+{
+    if (value[0] != '/' || strlen(value) >= len) {
+        snprintf(err, errlen, "%s=%s: expected an absolute path", key, value);
+        return -1;
+    }
+    snprintf(dst, len, "%s", value);
+    return 0;
+}
+
+int es_conf_load(struct es_conf *c, char *err, size_t errlen)
+{
+    char exe[PATH_MAX], path[PATH_MAX + 8], line[PATH_MAX + 32];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+
+    memset(c, 0, sizeof *c);
+    snprintf(c->run_dir, sizeof c->run_dir, "/run/envsched");
+    if (n <= 0) {
+        snprintf(err, errlen, "readlink /proc/self/exe: %s", strerror(errno));
+        return -1;
+    }
+    exe[n] = '\0';
+    snprintf(path, sizeof path, "%s.conf", exe);
+    if (trusted(path, err, errlen) != 0)
+        return -1;
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+    if (f == NULL) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    int rc = 0, lineno = 0;
+    while (rc == 0 && fgets(line, sizeof line, f)) {
+        lineno++;
+        line[strcspn(line, "\r\n")] = '\0';
+        char *eq = strchr(line, '=');
+        if (line[0] == '#' || line[0] == '\0')
+            continue;
+        if (eq == NULL) {
+            snprintf(err, errlen, "%s:%d: expected key=value", path, lineno);
+            rc = -1;
+            break;
+        }
+        *eq = '\0';
+        const char *key = line, *value = eq + 1;
+        if (strcmp(key, "policy") == 0)
+            rc = set(c->policy, sizeof c->policy, key, value, err, errlen);
+        else if (strcmp(key, "resolver") == 0)
+            rc = set(c->resolver, sizeof c->resolver, key, value, err, errlen);
+        else if (strcmp(key, "run_dir") == 0)
+            rc = set(c->run_dir, sizeof c->run_dir, key, value, err, errlen);
+        else if (strcmp(key, "bind") == 0 && c->nbinds < ES_MAX_BINDS)
+            rc = set(c->binds[c->nbinds++], PATH_MAX, key, value, err, errlen);
+        else {
+            snprintf(err, errlen, "%s:%d: unknown key '%s' (or more than %d binds)", path, lineno, key,
+                     ES_MAX_BINDS);
+            rc = -1;
+        }
+        if (rc != 0 && strncmp(err, path, strlen(path)) != 0) {   /* parsers report path:line */
+            char why[PATH_MAX + 64];
+            snprintf(why, sizeof why, "%s", err);
+            snprintf(err, errlen, "%s:%d: %s", path, lineno, why);
+        }
+    }
+    fclose(f);
+    if (rc == 0 && (!c->policy[0] || !c->resolver[0])) {
+        snprintf(err, errlen, "%s: policy= and resolver= are required", path);
+        rc = -1;
+    }
+    return rc;
+}

@@ -1,0 +1,99 @@
+/* The job's environment.
+ *
+ * glibc removes TMPDIR, LD_LIBRARY_PATH, LD_PRELOAD, NLSPATH, ... from the environment of a
+ * set-user-ID program (AT_SECURE). Grid Engine sets TMPDIR for every job and users rely on
+ * LD_LIBRARY_PATH, so the job must get them back: the kernel's copy of our initial
+ * environment, /proc/self/environ, still holds every variable. We restore those that are
+ * missing only after all privileges are gone (the job could set them itself anyway), and
+ * before the plan's own operations, so a policy's `unset LD_LIBRARY_PATH` still wins.
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "starter.h"
+
+static char *saved;         /* NUL-separated NAME=VALUE, as execve gave them */
+static size_t saved_len;
+
+int es_env_saved(void)
+{
+    int fd = open("/proc/self/environ", O_RDONLY | O_CLOEXEC);
+    size_t cap = 65536;
+
+    if (fd < 0)
+        return -1;
+    saved = malloc(cap);
+    for (;;) {
+        if (saved == NULL)
+            break;
+        ssize_t n = read(fd, saved + saved_len, cap - saved_len);
+        if (n <= 0)
+            break;
+        saved_len += (size_t)n;
+        if (saved_len == cap) {
+            cap *= 2;
+            saved = realloc(saved, cap);
+        }
+    }
+    close(fd);
+    return saved == NULL ? -1 : 0;
+}
+
+void es_env_restore(void)
+{
+    for (size_t off = 0; saved && off < saved_len; off += strlen(saved + off) + 1) {
+        char *entry = saved + off, *eq = strchr(entry, '=');
+        if (eq == NULL || eq == entry)
+            continue;
+        *eq = '\0';
+        if (getenv(entry) == NULL)
+            setenv(entry, eq + 1, 0);
+        *eq = '=';
+    }
+}
+
+static int apply(char *line)
+{
+    char *save = NULL;
+    char *action = strtok_r(line, " ", &save), *name = strtok_r(NULL, " ", &save);
+    char *value = strtok_r(NULL, "", &save);
+    const char *old;
+
+    if (action == NULL || name == NULL)
+        return -1;
+    if (strcmp(action, "unset") == 0)
+        return unsetenv(name);
+    if (value == NULL)
+        value = "";
+    old = getenv(name);
+    if (strcmp(action, "set") == 0 || old == NULL || old[0] == '\0')
+        return setenv(name, value, 1);
+    size_t len = strlen(old) + strlen(value) + 2;
+    char *joined = malloc(len);
+    if (joined == NULL)
+        return -1;
+    if (strcmp(action, "prepend") == 0)
+        snprintf(joined, len, "%s:%s", value, old);
+    else
+        snprintf(joined, len, "%s:%s", old, value);
+    int rc = setenv(name, joined, 1);
+    free(joined);
+    return rc;
+}
+
+int es_env_apply_shim(const char *shim)
+{
+    char *copy = strdup(shim), *save = NULL;
+    int rc = 0;
+
+    if (copy == NULL)
+        return -1;
+    for (char *l = strtok_r(copy, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+        if (strncmp(l, "env ", 4) == 0 && apply(l + 4) != 0)
+            rc = -1;
+    free(copy);
+    return rc;
+}

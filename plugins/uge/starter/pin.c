@@ -1,0 +1,168 @@
+/* The job's pin, run_dir/<key>: prepared by the root prolog, or here through the resolver for
+ * jobs that ran no prolog on this host (qrsh; slave tasks of a parallel job on other hosts).
+ *
+ * Only a pin made by root and recorded for our real uid is used: run_dir and the pin are
+ * root's and not writable by others, `shim` (the resolver's protocol lines, written last) is
+ * root's, and its `uid` line must be ours.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "starter.h"
+
+#define ES_WAIT_MS 60000       /* for a pin another task of the job is preparing right now */
+
+static int root_only(int fd, int want_dir)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 && st.st_uid == 0 && !(st.st_mode & (S_IWGRP | S_IWOTH)) &&
+           (want_dir ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode));
+}
+
+/* 1: read, 0: not there (yet), -1: there but untrusted or unreadable */
+static int read_shim(const struct es_conf *c, const struct es_job *j, struct es_pin *p,
+                     char *err, size_t errlen)
+{
+    char dir[PATH_MAX];
+    int runfd = open(c->run_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+    if (runfd < 0)
+        return errno == ENOENT ? 0 : (snprintf(err, errlen, "%s: %s", c->run_dir, strerror(errno)), -1);
+    if (!root_only(runfd, 1)) {
+        close(runfd);
+        snprintf(err, errlen, "%s: must be a directory of root's, not writable by others", c->run_dir);
+        return -1;
+    }
+    snprintf(dir, sizeof dir, "%s", j->key);
+    p->dirfd = openat(runfd, dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    close(runfd);
+    if (p->dirfd < 0)
+        return errno == ENOENT ? 0 : (snprintf(err, errlen, "%s/%s: %s", c->run_dir, dir, strerror(errno)), -1);
+    int fd = openat(p->dirfd, "shim", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        close(p->dirfd);
+        p->dirfd = -1;
+        return errno == ENOENT ? 0 : (snprintf(err, errlen, "%s/%s/shim: %s", c->run_dir, dir, strerror(errno)), -1);
+    }
+    if (!root_only(p->dirfd, 1) || !root_only(fd, 0)) {
+        close(fd);
+        snprintf(err, errlen, "%s/%s: not root's alone", c->run_dir, dir);
+        return -1;
+    }
+    ssize_t n = read(fd, p->shim, sizeof p->shim - 1);
+    close(fd);
+    if (n <= 0 || (size_t)n >= sizeof p->shim - 1) {
+        snprintf(err, errlen, "%s/%s/shim: unreadable or too long", c->run_dir, dir);
+        return -1;
+    }
+    p->shim[n] = '\0';
+    return 1;
+}
+
+/* check the pin is ours and note what the shim says */
+static int check(struct es_pin *p, char *err, size_t errlen)
+{
+    char copy[ES_SHIM_MAX], *save = NULL;
+    long uid = -1;
+
+    memcpy(copy, p->shim, sizeof copy);
+    p->has_view = 0;
+    for (char *l = strtok_r(copy, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        if (strncmp(l, "uid ", 4) == 0)
+            uid = strtol(l + 4, NULL, 10);
+        else if (strncmp(l, "pin ", 4) == 0)
+            p->has_view = strcmp(l + 4, "-") != 0;
+        else if (strncmp(l, "home ", 5) == 0)
+            snprintf(p->home, sizeof p->home, "%s", l + 5);
+    }
+    if (uid < 0 || (uid_t)uid != getuid()) {
+        snprintf(err, errlen, "the job's environment was prepared for uid %ld, not for %u", uid,
+                 (unsigned)getuid());
+        return -1;
+    }
+    return 0;
+}
+
+/* the resolver as root with a clean environment; the job's raw request as --opt=VALUE */
+static int prepare(const struct es_conf *c, const struct es_job *j, char *err, size_t errlen)
+{
+    const char *req = getenv("ENVSCHED_REQUEST"), *chos = getenv("CHOS"), *queue = getenv("QUEUE");
+    char uid[16], owner[16], jobstep[80], a_req[300], a_chos[300], a_queue[300], a_inputs[1024];
+    char *argv[64];
+    int n = 0;
+    struct es_run r;
+
+    if ((req && strlen(req) > 255) || (chos && strlen(chos) > 255) || (queue && strlen(queue) > 255)) {
+        snprintf(err, errlen, "the job's ENVSCHED_REQUEST, CHOS or QUEUE is longer than 255 characters");
+        return ENVSCHED_EXIT_REFUSED;
+    }
+    snprintf(uid, sizeof uid, "%u", (unsigned)getuid());
+    snprintf(owner, sizeof owner, "%d", (int)j->shepherd);
+    snprintf(jobstep, sizeof jobstep, "%s.%s", j->id, j->task);
+    snprintf(a_req, sizeof a_req, "--request=%s", req ? req : "");
+    snprintf(a_chos, sizeof a_chos, "--chos-var=%s", chos ? chos : "");
+    snprintf(a_queue, sizeof a_queue, "--partition=%s", queue ? queue : "");
+    snprintf(a_inputs, sizeof a_inputs, "--inputs=uid=%s\trequest=%s\tchos=%s\tqueue=%s", uid,
+             req ? req : "", chos ? chos : "", queue ? queue : "");
+    char *fixed[] = {(char *)c->resolver, "--policy", (char *)c->policy, "prepare", "--format", "shim",
+                     "--reuse", "--record-local", "--gc", "--key", (char *)j->key, "--user", uid,
+                     "--job", jobstep, "--owner-pid", owner, a_chos, a_inputs, NULL};
+    for (int i = 0; fixed[i]; i++)
+        argv[n++] = fixed[i];
+    if (req && req[0])
+        argv[n++] = a_req;
+    if (queue && queue[0])
+        argv[n++] = a_queue;
+    for (int i = 0; i < c->nbinds; i++) {
+        argv[n++] = "--bind";
+        argv[n++] = (char *)c->binds[i];
+    }
+    argv[n] = NULL;
+    if (es_run(argv, 1, &r) == 0)
+        return 0;
+    es_user_line(&r, err, errlen);
+    return r.status > 0 ? r.status : ENVSCHED_EXIT_SETUP_FAILED;
+}
+
+int es_pin_open(const struct es_conf *c, const struct es_job *j, struct es_pin *p,
+                char *err, size_t errlen)
+{
+    struct timespec start, now, pause = {0, 20 * 1000 * 1000};
+    int prepared = 0, rc;
+
+    memset(p, 0, sizeof *p);
+    p->dirfd = -1;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        rc = read_shim(c, j, p, err, errlen);
+        if (rc < 0)
+            return ENVSCHED_EXIT_SETUP_FAILED;
+        if (rc > 0)
+            return check(p, err, errlen) == 0 ? 0 : ENVSCHED_EXIT_NOT_PERMITTED;
+        if (!prepared) {
+            /* no pin, or one being prepared by another task: the resolver reuses a complete
+             * pin, and says "exists already" about one in the making, which we then wait for */
+            prepared = 1;
+            char why[1024];
+            int status = prepare(c, j, why, sizeof why);
+            if (status != 0 && !(status == ENVSCHED_EXIT_USAGE && strstr(why, "exists already"))) {
+                snprintf(err, errlen, "%s", why);
+                return status;
+            }
+            continue;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 > ES_WAIT_MS) {
+            snprintf(err, errlen, "the job's environment was not ready after %d s (%s/%s)",
+                     ES_WAIT_MS / 1000, c->run_dir, j->key);
+            return ENVSCHED_EXIT_SETUP_FAILED;
+        }
+        nanosleep(&pause, NULL);
+    }
+}

@@ -1,0 +1,122 @@
+/* envsched-uge-starter: Grid Engine's `starter_method` for privileged mode (set-user-ID root).
+ *
+ * sge_shepherd runs it as the job user (plus Grid Engine's additional group id), in the job's
+ * cwd, with the job's environment and the job as arguments. The sequence:
+ *
+ *   1. keep our initial environment: glibc dropped TMPDIR, LD_* for a set-user-ID program
+ *   2. read the configuration beside this program (root's, like the program)
+ *   3. learn the job from our parent, which must be a root sge_shepherd (its cwd names the job)
+ *   4. script or binary job: the shepherd's job config, read with the user's rights
+ *   5. open the job's pin: prepared by the root prolog, or now by the resolver (qrsh, PE
+ *      slave tasks); it must be root's and recorded for our real uid
+ *   6. setns into the pinned mount namespace (moves our root and cwd into the view)
+ *   7. drop privileges for good: real/effective/saved gid and uid back to the user's;
+ *      supplementary groups stay as the shepherd set them (Grid Engine kills the job's
+ *      processes by its additional group id); check that uid 0 cannot come back
+ *   8. no_new_privs: nothing the job runs can gain privileges (set-user-ID files in a tree)
+ *   9. environment: what glibc dropped, then the plan's operations (CHOS, ...)
+ *  10. chdir back to the job's cwd as the user, else $HOME, else /
+ *  11. exec the job the way the shepherd would have
+ *
+ * Every failure is one line on the job's stderr ("envsched: ...", also in syslog with the
+ * job, user and key) and an exit code from ../../common/envsched_exit.h; the job never runs
+ * in another environment.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "starter.h"
+
+static struct es_job job;
+
+static void __attribute__((noreturn, format(printf, 2, 3))) die(int code, const char *fmt, ...)
+{
+    char msg[2048];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    const char *text = strncmp(msg, ES_PREFIX, strlen(ES_PREFIX)) == 0 ? msg + strlen(ES_PREFIX) : msg;
+    fprintf(stderr, ES_PREFIX "%s\n", text);
+    openlog("envsched-uge-starter", LOG_PID, LOG_DAEMON);
+    syslog(LOG_ERR, "job=%s.%s uid=%u key=%s exit=%d: %s", job.id[0] ? job.id : "?",
+           job.task[0] ? job.task : "?", (unsigned)getuid(), job.key[0] ? job.key : "-", code, text);
+    exit(code);
+}
+
+int main(int argc, char **argv)
+{
+    uid_t uid = getuid();
+    gid_t gid = getgid();
+    struct es_conf conf;
+    struct es_pin pin;
+    char err[2048], cwd[PATH_MAX];
+
+    if (argc < 2)
+        die(ENVSCHED_EXIT_USAGE, "usage: %s JOB [ARGS...] (Grid Engine's starter_method)", argv[0]);
+    if (geteuid() != 0)
+        die(ENVSCHED_EXIT_NOT_PERMITTED, "%s is not installed set-user-ID root", argv[0]);
+    /* 1 */
+    if (es_env_saved() != 0)
+        die(ENVSCHED_EXIT_SETUP_FAILED, "cannot read /proc/self/environ: %s", strerror(errno));
+    /* 2 */
+    if (es_conf_load(&conf, err, sizeof err) != 0)
+        die(ENVSCHED_EXIT_POLICY_INVALID, "starter configuration: %s", err);
+    /* 3 */
+    if (es_job_identify(&job, err, sizeof err) != 0)
+        die(ENVSCHED_EXIT_NOT_PERMITTED, "%s", err);
+    /* 4 */
+    if (setresuid((uid_t)-1, uid, (uid_t)-1) != 0)
+        die(ENVSCHED_EXIT_SETUP_FAILED, "seteuid(%u): %s", (unsigned)uid, strerror(errno));
+    int binary = es_job_is_binary();
+    if (setresuid((uid_t)-1, 0, (uid_t)-1) != 0)
+        die(ENVSCHED_EXIT_SETUP_FAILED, "seteuid(0): %s", strerror(errno));
+    /* 5 */
+    int rc = es_pin_open(&conf, &job, &pin, err, sizeof err);
+    if (rc != 0)
+        die(rc, "%s", err);
+    if (getcwd(cwd, sizeof cwd) == NULL)
+        cwd[0] = '\0';
+    /* 6 */
+    if (pin.has_view) {
+        int fd = openat(pin.dirfd, "mnt", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 || setns(fd, CLONE_NEWNS) != 0)
+            die(ENVSCHED_EXIT_SETUP_FAILED, "cannot enter the job's environment (%s %s/%s/mnt: %s)",
+                fd < 0 ? "open" : "setns", conf.run_dir, job.key, strerror(errno));
+        close(fd);
+    }
+    close(pin.dirfd);
+    /* 7 */
+    if (setresgid(gid, gid, gid) != 0 || setresuid(uid, uid, uid) != 0)
+        die(ENVSCHED_EXIT_SETUP_FAILED, "cannot drop privileges: %s", strerror(errno));
+    if (uid != 0 && (setuid(0) == 0 || seteuid(0) == 0))
+        die(ENVSCHED_EXIT_SETUP_FAILED, "privileges came back after dropping them");
+    /* 8 */
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        die(ENVSCHED_EXIT_SETUP_FAILED, "prctl(PR_SET_NO_NEW_PRIVS): %s", strerror(errno));
+    /* 9 */
+    es_env_restore();
+    if (es_env_apply_shim(pin.shim) != 0)
+        die(ENVSCHED_EXIT_SETUP_FAILED, "cannot set the job's environment variables");
+    /* 10 */
+    if (!((cwd[0] && chdir(cwd) == 0) || (pin.home[0] && chdir(pin.home) == 0) || chdir("/") == 0))
+        die(ENVSCHED_EXIT_SETUP_FAILED, "no usable working directory in the environment");
+    /* 11 */
+    const char *path = NULL;
+    char **job_argv = es_job_argv(argc, argv, binary, &path);
+    if (job_argv == NULL)
+        die(ENVSCHED_EXIT_INTERNAL, "out of memory");
+    execv(path, job_argv);
+    int e = errno;
+    die(e == ENOENT ? ENVSCHED_EXIT_NOT_FOUND : ENVSCHED_EXIT_EXEC_FAILED, "%s: cannot execute in the job's "
+        "environment: %s", path, strerror(e));
+}

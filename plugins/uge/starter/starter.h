@@ -1,0 +1,60 @@
+/* envsched's Grid Engine job starter (queue_conf(5) `starter_method`): shared declarations.
+ *
+ * Installed set-user-ID root. It decides nothing: it joins the view the root prolog prepared
+ * for this job (or has the resolver prepare it, for jobs that ran no prolog: qrsh, PE slave
+ * tasks), drops every privilege and execs the job. See starter.c for the sequence and
+ * docs/admin.md, "Grid Engine".
+ */
+#ifndef ES_STARTER_H
+#define ES_STARTER_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "../../common/envsched_exit.h"
+#include "../../common/es_run.h"
+
+#define ES_MAX_BINDS 16
+#define ES_SHIM_MAX 16384
+
+/* conf.c: <this program's path>.conf, root-owned, like the policy */
+struct es_conf {
+    char policy[PATH_MAX];              /* policy=   the site policy                       */
+    char resolver[PATH_MAX];            /* resolver= the envsched command (absolute path)  */
+    char run_dir[PATH_MAX];             /* run_dir=  where the resolver keeps pins         */
+    char binds[ES_MAX_BINDS][PATH_MAX]; /* bind=     extra host paths for every view       */
+    int nbinds;
+};
+int es_conf_load(struct es_conf *c, char *err, size_t errlen);
+
+/* job.c: which job we start, from the sge_shepherd that started us (not from the environment) */
+struct es_job {
+    char id[32];                        /* JOB_ID                                          */
+    char task[32];                      /* array task id, "1" for a job without tasks      */
+    char key[96];                       /* the pin key: uge-<id>.<task>                    */
+    pid_t shepherd;
+};
+int es_job_identify(struct es_job *j, char *err, size_t errlen);
+/* argv to exec for the job, following the shepherd's own rules (script, binary, qrsh) */
+char **es_job_argv(int argc, char **argv, int binary, const char **path);
+/* handle_as_binary from $SGE_JOB_SPOOL_DIR/config (read with the user's rights) */
+int es_job_is_binary(void);
+
+/* pin.c: the job's pin under run_dir/<key>, prepared by the prolog or by us through the resolver */
+struct es_pin {
+    int dirfd;
+    int has_view;                       /* "pin -" means the host OS: nothing to join      */
+    char shim[ES_SHIM_MAX];
+    char home[PATH_MAX];
+};
+int es_pin_open(const struct es_conf *c, const struct es_job *j, struct es_pin *p,
+                char *err, size_t errlen);
+
+/* envops.c */
+int es_env_saved(void);                          /* copy /proc/self/environ (call as root)   */
+void es_env_restore(void);                       /* put back what glibc dropped for setuid   */
+int es_env_apply_shim(const char *shim);         /* the plan's env set/prepend/append/unset  */
+
+#define ES_PREFIX_STARTER "envsched: "
+#endif
