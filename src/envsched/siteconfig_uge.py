@@ -35,13 +35,14 @@ def render_uge(policy: Policy, options: RenderOptions) -> str:
     # the execd spool holds each job's script (job_scripts/<id>), which runs inside the view
     defaults = [] if spool == NONE else [check_path("--spool-dir", spool)]
     binds = defaults + [b for b in dict.fromkeys(check_bind(b) for b in options.binds) if b not in defaults]
+    host_tools = check_path("--host-tools", options.host_tools) if options.host_tools else None
     if len(binds) > MAX_BINDS:
         raise SiteConfigError(f"{len(binds)} binds: the starter takes at most {MAX_BINDS}")
     return render_template("uge/site.conf.j2", policy=policy_path, resolver=resolver, run_dir=run_dir,
                            plugin_dir=plugin_dir, src=src, binds=binds,
                            jsv=f"{plugin_dir}/uge-jsv", starter=f"{plugin_dir}/uge-starter",
                            user_starter=f"{plugin_dir}/uge-user-starter",
-                           unprivileged=options.unprivileged)
+                           unprivileged=options.unprivileged, host_tools=host_tools)
 
 
 def host_warnings(options: RenderOptions) -> list:

@@ -295,6 +295,7 @@ class JsvSite:
 CHOS_COMPLEX = "chos chos STRING == YES NO NONE 0"
 SITE_QUEUE = "all.q"             # batch: prolog + epilog + set-user-ID starter (qtype BATCH)
 INTERACTIVE_QUEUE = "legacy.q"   # qrsh: starter only (SGE 8.1.9 fails builtin qrsh with a prolog)
+PE = "envsched"                  # tightly integrated, in SITE_QUEUE
 
 
 def _time_qsubs(c: UgeCluster, n: int, *args: str, user: Optional[str] = None) -> List[float]:
@@ -325,10 +326,13 @@ def _install_site(c: UgeCluster, policy: Path, log: Path, binds: Sequence[str]) 
     shutil.copy(REPO / "plugins/uge/starter/envsched-uge-starter", libexec / "uge-starter")
     os.chown(libexec / "uge-starter", 0, 0)
     (libexec / "uge-starter").chmod(0o4755)
-    envsched = str(Path(sys.executable).parent / "envsched")
+    envsched = envsched_cmd()
+    tools = c.dir / "uge-tools"
+    subprocess.run([envsched, "--policy", str(policy), "site-config", "host-tools", "--scheduler", "uge",
+                    "--sge-root", str(c.root), str(tools)], check=True, stdout=subprocess.DEVNULL)
     argv = [envsched, "--policy", str(policy), "site-config", "render", "--scheduler", "uge",
             "--plugin-dir", str(libexec), "--src", str(REPO / "src"), "--resolver", envsched,
-            "--spool-dir", str(c.dir / "spool" / "execd")]
+            "--spool-dir", str(c.dir / "spool" / "execd"), "--host-tools", str(tools)]
     for b in binds:
         argv += ["--bind", b]
     rendered = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True).stdout
@@ -357,6 +361,14 @@ def _install_site(c: UgeCluster, policy: Path, log: Path, binds: Sequence[str]) 
             attr, value = line.split(None, 1)
             c.qconf("-mattr", "queue", attr, value, queue)
     c.qconf("-mattr", "queue", "qtype", "BATCH", SITE_QUEUE)
+    c.qconf("-mattr", "queue", "qtype", "INTERACTIVE", INTERACTIVE_QUEUE)
+    # a tightly integrated parallel environment: slave tasks start with `qrsh -inherit`
+    pe = c.dir / "conf" / "pe-envsched"
+    pe.write_text("pe_name envsched\nslots 99\nuser_lists NONE\nxuser_lists NONE\nstart_proc_args NONE\n"
+                  "stop_proc_args NONE\nallocation_rule $round_robin\ncontrol_slaves TRUE\n"
+                  "job_is_first_task FALSE\nurgency_slots min\naccounting_summary FALSE\nqsort_args NONE\n")
+    c.qconf("-Ap", str(pe))
+    c.qconf("-mattr", "queue", "pe_list", PE, SITE_QUEUE)
     return libexec, rendered
 
 
@@ -426,9 +438,10 @@ def uge_jsv(uge_site):
 
 
 @pytest.fixture(autouse=True)
-def uge_pins_released(request):
-    """After each test on the envsched site: every pin is gone (the epilog released batch jobs'
-    pins; qrsh pins go with gc once their shepherd has exited), before the host-mount guard looks."""
+def uge_pins_released(request, host_mounts_unchanged):
+    """After each test on the envsched site: every pin is gone, before the host-mount guard looks
+    (asking for the guard makes it tear down after us). The epilog releases a batch job's pin
+    shortly after the job has left qstat and qacct has its record (measured: up to ~1 s)."""
     yield
     if "uge_site" not in request.fixturenames:
         return

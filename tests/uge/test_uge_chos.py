@@ -4,9 +4,11 @@ jobs; what the payload saw (os-release, CHOS, uid, cwd, TMPDIR); refusals at sta
 qdel; no pin left afterwards. The cluster is configured from `envsched site-config render`."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from conftest import envsched_cmd
@@ -76,7 +78,11 @@ def test_no_pin_left(uge_site, uge_user):
     c = uge_site.cluster
     job = c.qsub(PROBE, "-l", "chos=deb13", user=uge_user.pw_name)
     c.wait(job)
-    assert uge_site.pins() == []          # the epilog released it before the job left qstat
+    deadline = time.monotonic() + 10      # the epilog releases it, no gc (which would hide a miss)
+    while uge_site.pins() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert uge_site.pins() == []
+    assert f"event=released key=uge-{job}.1\n" in uge_site.admin_log.read_text()
 
 
 def test_qrsh_command(uge_site, uge_user):
@@ -87,3 +93,95 @@ def test_qrsh_command(uge_site, uge_user):
     assert "os=13 chos=deb13" in p.stdout, (p.stdout, p.stderr)
     assert re.search(r"^os=", p.stdout, re.M)
     gc_until_released(uge_site)
+
+
+def test_chos_variable(uge_site, uge_user):
+    c = uge_site.cluster
+    job = c.qsub(PROBE, "-v", "CHOS=deb13", user=uge_user.pw_name)
+    c.wait(job)
+    assert seen(c.output(job))["os"] == "13"
+
+
+def test_user_file(uge_site, uge_user):
+    c = uge_site.cluster
+    dot = Path(uge_user.pw_dir) / ".chos"
+    dot.write_text("deb13\n")
+    os.chown(dot, uge_user.pw_uid, uge_user.pw_gid)
+    try:
+        job = c.qsub(PROBE, user=uge_user.pw_name)
+        c.wait(job)
+        assert seen(c.output(job))["chos"] == "deb13"
+        job = c.qsub(PROBE, "-l", "chos=deb12", user=uge_user.pw_name)    # the option beats ~/.chos
+        c.wait(job)
+        assert seen(c.output(job))["chos"] == "deb12"
+    finally:
+        dot.unlink()
+
+
+def test_root_job(uge_site):
+    c = uge_site.cluster
+    job = c.qsub(PROBE, "-l", "chos=sl5")            # sl5 is root's alone (the deb12 tree)
+    c.wait(job)
+    got = seen(c.output(job))
+    assert (got["os"], got["chos"], got["uid"]) == ("12", "sl5", "0"), got
+
+
+def test_array_job(uge_site, uge_user):
+    c = uge_site.cluster
+    job = c.qsub(PROBE.replace('tmp=', 'task=$SGE_TASK_ID tmp='), "-t", "1-3", "-l", "chos=deb13",
+                 user=uge_user.pw_name)
+    c.wait(job)
+    out = "".join(p.read_text() for p in sorted((c.dir / "out").glob(f"*.o{job}.*")))
+    tasks = sorted(dict(kv.split("=", 1) for kv in ln.split())["task"] for ln in out.splitlines()
+                   if ln.startswith("os=13 chos=deb13"))
+    assert tasks == ["1", "2", "3"], out
+
+
+def test_qdel_running_job(uge_site, uge_user):
+    c = uge_site.cluster
+    job = c.qsub("#!/bin/sh\necho started\nsleep 300\n", "-l", "chos=deb13", user=uge_user.pw_name)
+    deadline = time.monotonic() + 30
+    out = c.dir / "out"
+    while not any("started" in p.read_text() for p in out.glob(f"*.o{job}")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert f"uge-{job}.1" in uge_site.pins()
+    assert c.run(["qdel", job]).returncode == 0
+    c.wait(job)
+    deadline = time.monotonic() + 10
+    while f"uge-{job}.1" in uge_site.pins() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert f"event=released key=uge-{job}.1\n" in uge_site.admin_log.read_text()   # by the epilog
+
+
+def test_refused_at_start_when_policy_changed(uge_site, uge_user):
+    """Accepted at submit, the policy then disables deb13: the job fails closed with one line."""
+    c = uge_site.cluster
+    job = c.qsub(PROBE, "-h", "-l", "chos=deb13", user=uge_user.pw_name)
+    original = uge_site.policy.read_text()
+    uge_site.policy.write_text(original.replace('[environments.deb13]\n',
+                                                '[environments.deb13]\nenabled = false\n'))
+    try:
+        c.run(["qrls", job])
+        acct = c.wait(job)
+    finally:
+        uge_site.policy.write_text(original)
+    out = c.output(job)
+    assert acct.exit_status == 77, (acct.fields, out)          # ExitCode.REFUSED
+    assert "os=" not in out                                    # the payload never ran
+    assert re.search(r"^envsched: environment 'deb13' \(option\) refused: .*allowed for you: ", out, re.M), out
+    refused = [ln for ln in uge_site.admin_log.read_text().splitlines()
+               if f"event=refused job={job}.1 user={uge_user.pw_name} " in ln]
+    assert refused and "deb13" in refused[0] and "disabled by the site" in refused[0], refused
+
+
+def test_parallel_job_slave_tasks_join(uge_site, uge_user):
+    """A tightly integrated 2-slot PE job: qrsh -inherit from inside the view (the host's qrsh
+    through host-tools) starts the slave task in the same environment."""
+    c = uge_site.cluster
+    script = ('#!/bin/sh\n. /etc/os-release; echo "master os=$VERSION_ID"\n'
+              'qrsh -inherit "$HOSTNAME" \'. /etc/os-release; echo "slave os=$VERSION_ID chos=$CHOS"\'\n'
+              'echo "qrsh=$?"\n')
+    job = c.qsub(script, "-pe", "envsched", "2", "-l", "chos=deb13", user=uge_user.pw_name)
+    acct = c.wait(job)
+    out = c.output(job)
+    assert "master os=13" in out and "slave os=13 chos=deb13" in out and "qrsh=0" in out, (out, acct.fields)

@@ -9,6 +9,7 @@
  *   resolver=/usr/local/bin/envsched
  *   run_dir=/run/envsched
  *   bind=/var/spool/gridengine          (repeatable; host paths for every view)
+ *   host_tools=/var/lib/envsched/uge-tools   (optional; `envsched site-config host-tools`)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -95,6 +96,8 @@ int es_conf_load(struct es_conf *c, char *err, size_t errlen)
             rc = set(c->resolver, sizeof c->resolver, key, value, err, errlen);
         else if (strcmp(key, "run_dir") == 0)
             rc = set(c->run_dir, sizeof c->run_dir, key, value, err, errlen);
+        else if (strcmp(key, "host_tools") == 0)
+            rc = set(c->host_tools, sizeof c->host_tools, key, value, err, errlen);
         else if (strcmp(key, "bind") == 0 && c->nbinds < ES_MAX_BINDS)
             rc = set(c->binds[c->nbinds++], PATH_MAX, key, value, err, errlen);
         else {

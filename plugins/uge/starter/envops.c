@@ -97,3 +97,10 @@ int es_env_apply_shim(const char *shim)
     free(copy);
     return rc;
 }
+
+int es_env_prepend_path(const char *tools_dir)
+{
+    char line[PATH_MAX + 32];
+    snprintf(line, sizeof line, "prepend PATH %s/bin", tools_dir);
+    return apply(line);
+}

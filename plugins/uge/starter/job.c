@@ -81,9 +81,10 @@ int es_job_identify(struct es_job *j, char *err, size_t errlen)
 
     memset(j, 0, sizeof *j);
     /* interactive jobs (qrsh CMD, qrsh -inherit) run us from the shepherd's qrsh_starter */
-    if (strcmp(exe_name(parent, exe, sizeof exe), "qrsh_starter") == 0)
+    if (strcmp(exe_name(parent, exe, sizeof exe), "qrsh_starter") == 0) {
         j->shepherd = parent_of(parent);
-    else
+        j->via_qrsh = 1;
+    } else
         j->shepherd = parent;
     if (strcmp(exe_name(j->shepherd, exe, sizeof exe), "sge_shepherd") != 0 || real_uid(j->shepherd) != 0) {
         snprintf(err, errlen, "not started by Grid Engine (parent %d is %s, not a root sge_shepherd)",

@@ -123,6 +123,10 @@ static int prepare(const struct es_conf *c, const struct es_job *j, char *err, s
         argv[n++] = "--bind";
         argv[n++] = (char *)c->binds[i];
     }
+    if (c->host_tools[0]) {
+        argv[n++] = "--bind";
+        argv[n++] = (char *)c->host_tools;
+    }
     argv[n] = NULL;
     if (es_run(argv, 1, &r) == 0)
         return 0;

@@ -14,7 +14,8 @@
  *      supplementary groups stay as the shepherd set them (Grid Engine kills the job's
  *      processes by its additional group id); check that uid 0 cannot come back
  *   8. no_new_privs: nothing the job runs can gain privileges (set-user-ID files in a tree)
- *   9. environment: what glibc dropped, then the plan's operations (CHOS, ...)
+ *   9. environment: what glibc dropped, then the plan's operations (CHOS, ...); in a view,
+ *      the host's Grid Engine clients (host_tools) first in PATH
  *  10. chdir back to the job's cwd as the user, else $HOME, else /
  *  11. exec the job the way the shepherd would have
  *
@@ -77,7 +78,7 @@ int main(int argc, char **argv)
     /* 4 */
     if (setresuid((uid_t)-1, uid, (uid_t)-1) != 0)
         die(ENVSCHED_EXIT_SETUP_FAILED, "seteuid(%u): %s", (unsigned)uid, strerror(errno));
-    int binary = es_job_is_binary();
+    int binary = job.via_qrsh || es_job_is_binary();     /* a qrsh command is a command line */
     if (setresuid((uid_t)-1, 0, (uid_t)-1) != 0)
         die(ENVSCHED_EXIT_SETUP_FAILED, "seteuid(0): %s", strerror(errno));
     /* 5 */
@@ -107,6 +108,8 @@ int main(int argc, char **argv)
     es_env_restore();
     if (es_env_apply_shim(pin.shim) != 0)
         die(ENVSCHED_EXIT_SETUP_FAILED, "cannot set the job's environment variables");
+    if (pin.has_view && conf.host_tools[0] && es_env_prepend_path(conf.host_tools) != 0)
+        die(ENVSCHED_EXIT_SETUP_FAILED, "cannot put %s/bin into PATH", conf.host_tools);
     /* 10 */
     if (!((cwd[0] && chdir(cwd) == 0) || (pin.home[0] && chdir(pin.home) == 0) || chdir("/") == 0))
         die(ENVSCHED_EXIT_SETUP_FAILED, "no usable working directory in the environment");

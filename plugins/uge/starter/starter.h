@@ -25,7 +25,8 @@ struct es_conf {
     char run_dir[PATH_MAX];             /* run_dir=  where the resolver keeps pins         */
     char binds[ES_MAX_BINDS][PATH_MAX]; /* bind=     extra host paths for every view       */
     int nbinds;
-};
+    char host_tools[PATH_MAX];          /* host_tools= wrappers of the host's clients: bound, */
+};                                      /*             and <dir>/bin first in the job's PATH  */
 int es_conf_load(struct es_conf *c, char *err, size_t errlen);
 
 /* job.c: which job we start, from the sge_shepherd that started us (not from the environment) */
@@ -34,6 +35,7 @@ struct es_job {
     char task[32];                      /* array task id, "1" for a job without tasks      */
     char key[96];                       /* the pin key: uge-<id>.<task>                    */
     pid_t shepherd;
+    int via_qrsh;                       /* started by qrsh_starter: qrsh CMD, qrsh -inherit  */
 };
 int es_job_identify(struct es_job *j, char *err, size_t errlen);
 /* argv to exec for the job, following the shepherd's own rules (script, binary, qrsh) */
@@ -55,6 +57,7 @@ int es_pin_open(const struct es_conf *c, const struct es_job *j, struct es_pin *
 int es_env_saved(void);                          /* copy /proc/self/environ (call as root)   */
 void es_env_restore(void);                       /* put back what glibc dropped for setuid   */
 int es_env_apply_shim(const char *shim);         /* the plan's env set/prepend/append/unset  */
+int es_env_prepend_path(const char *tools_dir);  /* <tools_dir>/bin first in PATH            */
 
 #define ES_PREFIX_STARTER "envsched: "
 #endif

@@ -236,7 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_site_config_render)
     h = ssub.add_parser("host-tools", help="root: wrappers that run the host's scheduler clients "
                         "(srun, squeue, ...) from inside views")
-    h.add_argument("--scheduler", required=True, choices=("slurm",))
+    h.add_argument("--scheduler", required=True, choices=("slurm", "uge"))
+    h.add_argument("--sge-root", default=os.environ.get("SGE_ROOT"),
+                   help="uge: the cell's SGE_ROOT (default: $SGE_ROOT)")
     h.add_argument("--slurm-conf", default=os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf"),
                    help="the host's slurm.conf (default: $SLURM_CONF or /etc/slurm/slurm.conf)")
     h.add_argument("dir", help="where to write bin/ and the view's slurm.conf (root-owned, e.g. "

@@ -6,6 +6,7 @@ import os
 import sys
 
 from .. import siteconfig
+from ..errors import UsageError
 from ..exitcodes import ExitCode
 from .common import policy_from, say
 from .jobargs import require_root
@@ -29,11 +30,19 @@ def cmd_site_config_render(args: argparse.Namespace) -> int:
 
 def cmd_site_config_host_tools(args: argparse.Namespace) -> int:
     require_root("envsched site-config host-tools")
-    from ..hosttools import write_slurm_host_tools
+    from ..hosttools import write_slurm_host_tools, write_uge_host_tools
     policy = policy_from(args)
     dest = os.path.abspath(args.dir)
-    written = write_slurm_host_tools(dest, args.slurm_conf, policy.site.local_root)
+    if args.scheduler == "uge":
+        if not args.sge_root:
+            raise UsageError("--sge-root (or SGE_ROOT) is needed for --scheduler uge")
+        written = write_uge_host_tools(dest, args.sge_root, policy.site.local_root)
+        again = "upgrading Grid Engine"
+        where = "give --host-tools " + dest + " to `site-config render --scheduler uge`"
+    else:
+        written = write_slurm_host_tools(dest, args.slurm_conf, policy.site.local_root)
+        again = "changing slurm.conf, plugstack.conf or upgrading Slurm"
+        where = f"add host_tools={dest} to the plugin's plugstack.conf line"
     print(f"{dest}/bin: {' '.join(written)}")
-    print(f"add host_tools={dest} to the plugin's plugstack.conf line; run this again after "
-          "changing slurm.conf, plugstack.conf or upgrading Slurm")
+    print(f"{where}; run this again after {again}")
     return ExitCode.OK
