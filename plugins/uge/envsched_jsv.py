@@ -10,6 +10,9 @@ envsched package is imported in-process (no fork per job). Per job it
   * decides with identity-only semantics (like `envsched validate --identity-only`): on refusal
     `RESULT STATE REJECT envsched: environment 'x' (source) refused: ...; allowed for you: ...`, which
     qsub prints as `Unable to run job: envsched: ...`;
+  * refuses interactive logins (CMDNAME NONE: qlogin, qsh, qrsh without a command) unless the
+    decision is the host OS: Grid Engine starts them without the starter, so they would land on
+    the host, not in the job's environment; the line names the qrsh -pty y workaround;
   * on acceptance records the request for the execution side in ENVSCHED_REQUEST (overwriting a value
     the user set with -v), or deletes a user-set ENVSCHED_REQUEST when there is no -l chos; removes
     `chos` from l_hard (no queue offers it: the job would pend forever) and answers CORRECT, or ACCEPT
@@ -171,6 +174,17 @@ class Jsv:
     def join_list(items):
         return ",".join(n if v is None else f"{n}={v}" for n, v in items)
 
+    def login_refusal(self, name, policy):
+        """qlogin, qsh and qrsh without a command: Grid Engine starts them without the queue's
+        starter_method (queue_conf(5)), so they would run on the host OS, not in `name`."""
+        what = {"qlogin": "qlogin", "qsh": "qsh", "qrsh": "qrsh without a command"}.get(
+            self.params.get("CLIENT", ""), "an interactive login (qlogin, qsh, qrsh without a command)")
+        hint = f"use `qrsh -pty y -l {RESOURCE}={name} /bin/sh -l` (or your shell) instead"
+        if policy.site.allow_local:
+            hint += f", or -l {RESOURCE}=local for the host OS"
+        return (f"{what} cannot start in environment '{name}': Grid Engine runs interactive logins "
+                f"without the job starter; {hint}")
+
     def verify(self):
         from envsched.errors import EnvschedError
         from envsched.identity import lookup_user
@@ -212,6 +226,9 @@ class Jsv:
             return
         if isinstance(outcome, Refusal):
             self.send(f"RESULT STATE REJECT envsched: {one_line(outcome.message())}")
+            return
+        if self.params.get("CMDNAME") == "NONE" and outcome.environment is not None:
+            self.send(f"RESULT STATE REJECT envsched: {self.login_refusal(outcome.name, policy)}")
             return
         changed = False
         if option is not None and kept_var is None:

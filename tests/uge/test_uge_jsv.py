@@ -123,3 +123,40 @@ def test_submission_cost(uge_jsv, uge_user):
 
 
 
+
+
+@pytest.mark.parametrize("client", [["qrsh"], ["qlogin"]])
+def test_interactive_login_refused_unless_host(uge_jsv, uge_user, client):
+    """qlogin and qrsh without a command skip starter_method in Grid Engine: refused with the
+    workaround instead of silently running on the host OS."""
+    c = uge_jsv.cluster
+    p = c.run([*client, "-l", "chos=deb13"], user=uge_user.pw_name, timeout=30, stdin="")
+    assert p.returncode != 0, (p.stdout, p.stderr)
+    assert re.search(r"envsched: .* cannot start in environment 'deb13': Grid Engine runs interactive logins "
+                     r"without the job starter; use `qrsh -pty y -l chos=deb13 /bin/sh -l`", p.stderr), p.stderr
+    # nothing requested: the site default deb12 applies, and a login cannot enter it either
+    p = c.run([*client], user=uge_user.pw_name, timeout=30, stdin="")
+    assert p.returncode != 0 and "environment 'deb12'" in p.stderr, p.stderr
+
+
+def test_pty_workaround_enters(uge_jsv, uge_user):
+    """The documented way to an interactive shell in an environment: qrsh with a command and a
+    pseudo-terminal. On our side script(1) gives qrsh a terminal, as a user at one has; its input
+    stays open until qrsh is done (a closed input ends the session before any output)."""
+    import subprocess
+    c = uge_jsv.cluster
+    qrsh = "qrsh -pty y -l chos=deb13 /bin/sh -c \"'. /etc/os-release; echo os=\\$VERSION_ID'\""
+    env = dict(c.env, HOME=uge_user.pw_dir, USER=uge_user.pw_name, LOGNAME=uge_user.pw_name)
+    p = subprocess.Popen(["setpriv", f"--reuid={uge_user.pw_uid}", f"--regid={uge_user.pw_gid}", "--init-groups",
+                          "--", "script", "-qec", qrsh, "/dev/null"], env=env, cwd=uge_user.pw_dir,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out = p.stdout.read()
+        p.wait(timeout=60)
+    finally:
+        p.stdin.close()
+        if p.poll() is None:
+            p.kill()
+    assert "os=13" in out, (out, p.stderr.read())
+    from test_uge_chos import gc_until_released
+    gc_until_released(uge_jsv)
