@@ -5,8 +5,10 @@ native specification, how a policy refusal looks.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
+import time
 from types import ModuleType, TracebackType
 from typing import Any, Optional, Type
 
@@ -16,6 +18,11 @@ from .model import SubmitRequest, SubmitResult, signal_number
 from .scheduler import Scheduler
 
 CODE_PREFIX = re.compile(r"^code \d+: ")
+#: DRMAA_ERRNO_NO_RUSAGE: the job ended without usage data, i.e. it never ran (measured on Grid Engine:
+#: deleted while pending); the drmaa package raises it as a plain Exception("code 24: ...")
+NO_RUSAGE = re.compile(r"^code 24: ")
+WAIT_SLICE = 2          # seconds per DRMAA wait call
+_attempts = {"runJob": 0}    # submissions tried by this process (Scheduler.one_job_per_process)
 
 
 def drmaa_message(e: BaseException) -> str:
@@ -49,7 +56,7 @@ def load_drmaa(scheduler: Scheduler) -> ModuleType:
 
 class DrmaaSession:
     """`with DrmaaSession(scheduler) as s: job = s.run(request); s.wait(job)`: one DRMAA session;
-    jobs keep running after it is closed."""
+    jobs keep running after it is closed. See Scheduler.one_job_per_process."""
 
     def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
@@ -76,6 +83,10 @@ class DrmaaSession:
 
     def run(self, request: SubmitRequest) -> str:
         """Submit; the job id. SubmissionRefused when the site policy says no."""
+        if self.scheduler.one_job_per_process and _attempts["runJob"]:
+            raise SubmitError(f"submit: this process already submitted a job to {self.scheduler.name}: "
+                              f"{self.scheduler.one_job_per_process}")
+        _attempts["runJob"] += 1
         jt = self.session.createJobTemplate()
         try:
             jt.remoteCommand = request.script
@@ -97,25 +108,42 @@ class DrmaaSession:
             self.session.deleteJobTemplate(jt)
 
     def wait(self, job_id: str, env_name: str, timeout: Optional[float] = None) -> SubmitResult:
-        """Block until the job has ended (or `timeout` seconds: WaitFailed); how it ended."""
+        """Block until the job has ended (or `timeout` seconds: WaitFailed); how it ended. Waits in
+        slices of WAIT_SLICE seconds, so that Ctrl-C (KeyboardInterrupt) is noticed between them."""
         d = self.drmaa
-        limit = d.Session.TIMEOUT_WAIT_FOREVER if timeout is None else max(0, int(timeout))
-        try:
-            info = self.session.wait(job_id, limit)
-        except d.errors.ExitTimeoutException as e:
-            raise WaitFailed(f"submit: job {job_id} still not finished after {limit} s", detail=repr(e)) from e
-        except d.errors.DrmaaException as e:
-            raise WaitFailed(f"submit: waiting for job {job_id} failed: {drmaa_message(e)}",
-                             detail=repr(e)) from e
-        sig_name = (info.terminatedSignal or None) if info.hasSignal else None
-        sig = signal_number(sig_name) if sig_name else None
-        if info.hasSignal and sig is None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = WAIT_SLICE if deadline is None else math.ceil(deadline - time.monotonic())
             try:
-                sig = int(float(info.resourceUsage.get("signal", "0"))) or None
-            except (TypeError, ValueError):
-                sig = None
-        return SubmitResult(job_id=str(job_id), scheduler=self.scheduler.name, env_name=env_name,
-                            finished=True, exited=bool(info.hasExited),
-                            exit_status=int(info.exitStatus) if info.hasExited else None,
-                            signal=sig, signal_name=sig_name, core_dumped=bool(info.hasCoreDump),
-                            aborted=bool(info.wasAborted))
+                info = self.session.wait(job_id, max(0, min(WAIT_SLICE, left)))
+                break
+            except d.errors.ExitTimeoutException as e:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise WaitFailed(f"submit: job {job_id} still not finished after {timeout} s",
+                                     detail=repr(e)) from e
+            except d.errors.DrmaaException as e:
+                raise WaitFailed(f"submit: waiting for job {job_id} failed: {drmaa_message(e)}",
+                                 detail=repr(e)) from e
+            except Exception as e:  # noqa: BLE001 - codes the package has no class for come as Exception
+                if NO_RUSAGE.match(str(e)):
+                    return SubmitResult(job_id=str(job_id), scheduler=self.scheduler.name, env_name=env_name,
+                                        finished=True, aborted=True)
+                raise WaitFailed(f"submit: waiting for job {job_id} failed: {drmaa_message(e)}",
+                                 detail=repr(e)) from e
+        return result_of(info, self.scheduler.name, env_name)
+
+
+def result_of(info: Any, scheduler: str, env_name: str) -> SubmitResult:
+    """DRMAA's JobInfo as a SubmitResult (the signal as a number: 'SIGKILL' -> 9)."""
+    sig_name = (info.terminatedSignal or None) if info.hasSignal else None
+    sig = signal_number(sig_name) if sig_name else None
+    if info.hasSignal and sig is None:
+        try:
+            sig = int(float(info.resourceUsage.get("signal", "0"))) or None
+        except (AttributeError, TypeError, ValueError):
+            sig = None
+    return SubmitResult(job_id=str(info.jobId), scheduler=scheduler, env_name=env_name, finished=True,
+                        exited=bool(info.hasExited),
+                        exit_status=int(info.exitStatus) if info.hasExited else None,
+                        signal=sig, signal_name=sig_name, core_dumped=bool(info.hasCoreDump),
+                        aborted=bool(info.wasAborted))

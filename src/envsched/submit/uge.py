@@ -15,6 +15,12 @@ REFUSAL_RE = re.compile(r"(?:^|:\s)envsched: (.*)\Z", re.S)
 
 class UgeScheduler(Scheduler):
     name = "uge"
+    # Measured (SGE 8.1.9): libdrmaa applies the cell's sge_request again at every runJob of a process,
+    # new sessions included, so the k-th job runs the client JSV k times; from the second run on the
+    # JSV sees no -l chos and drops the request it recorded (the job would run in the default).
+    one_job_per_process = ("Grid Engine's DRMAA library repeats the client JSV for every further job of a "
+                           "process, which drops the environment request: use one process per job "
+                           "(as chos submit does)")
 
     def library_defaults(self) -> Dict[str, str]:
         return {"SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "default",
@@ -39,4 +45,4 @@ class UgeScheduler(Scheduler):
         return " ".join(m.group(1).split())
 
     def inspect_hint(self, job_id: str) -> str:
-        return f"qacct -j {job_id} shows why"
+        return f"if it was started, qacct -j {job_id} shows why"    # a job deleted while pending has no record
