@@ -3,7 +3,7 @@
 # Usage: scripts/install-deps.sh [extra-debian-packages...]
 set -euo pipefail
 packages=(busybox-static squashfs-tools bubblewrap python3-venv util-linux gcc make libc6-dev binutils passwd
-          iproute2 bsdextrautils "$@")
+          iproute2 bsdextrautils gridengine-drmaa1.0 libjemalloc2 "$@")
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
