@@ -296,6 +296,7 @@ CHOS_COMPLEX = "chos chos STRING == YES NO NONE 0"
 SITE_QUEUE = "all.q"             # batch: prolog + epilog + set-user-ID starter (qtype BATCH)
 INTERACTIVE_QUEUE = "legacy.q"   # qrsh: starter only (SGE 8.1.9 fails builtin qrsh with a prolog)
 PE = "envsched"                  # tightly integrated, in SITE_QUEUE
+UNPRIVILEGED_QUEUE = "user.q"    # unprivileged mode: the user-namespace starter, no prolog
 
 
 def _time_qsubs(c: UgeCluster, n: int, *args: str, user: Optional[str] = None) -> List[float]:
@@ -369,7 +370,30 @@ def _install_site(c: UgeCluster, policy: Path, log: Path, binds: Sequence[str]) 
                   "job_is_first_task FALSE\nurgency_slots min\naccounting_summary FALSE\nqsort_args NONE\n")
     c.qconf("-Ap", str(pe))
     c.qconf("-mattr", "queue", "pe_list", PE, SITE_QUEUE)
+    c.qconf("-mattr", "queue", "slots", "4", SITE_QUEUE)
+    _add_unprivileged_queue(c, argv, libexec)
     return libexec, rendered
+
+
+def _add_unprivileged_queue(c: UgeCluster, render_argv: List[str], libexec: Path) -> None:
+    """user.q (last by seq_no: only for -q user.q while all.q has room): unprivileged mode, its
+    starter and queue lines from `render --unprivileged`."""
+    rendered = subprocess.run(render_argv + ["--unprivileged"], check=True, stdout=subprocess.PIPE,
+                              text=True).stdout
+    (libexec / "uge-user-starter").write_text("\n".join(render_section(rendered, "user_starter")) + "\n")
+    (libexec / "uge-user-starter").chmod(0o755)
+    template = (c.dir / "conf" / SITE_QUEUE).read_text()      # as start.sh made it, before envsched
+    lines = []
+    for line in template.splitlines():
+        key = line.split(None, 1)[0] if line.strip() else ""
+        if key in ("qname", "seq_no", "prolog", "epilog", "starter_method", "pe_list", "slots"):
+            continue
+        lines.append(line)
+    lines += [f"qname {UNPRIVILEGED_QUEUE}", "seq_no 50", "prolog NONE", "epilog NONE", "pe_list NONE",
+              "slots 2"] + render_section(rendered, "queue")
+    path = c.dir / "conf" / UNPRIVILEGED_QUEUE
+    path.write_text("\n".join(lines) + "\n")
+    c.qconf("-Aq", str(path))
 
 
 @pytest.fixture(scope="session")

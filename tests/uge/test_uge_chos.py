@@ -185,3 +185,19 @@ def test_parallel_job_slave_tasks_join(uge_site, uge_user):
     acct = c.wait(job)
     out = c.output(job)
     assert "master os=13" in out and "slave os=13 chos=deb13" in out and "qrsh=0" in out, (out, acct.fields)
+
+
+def test_unprivileged_mode(uge_site, uge_user):
+    """user.q runs the user-namespace starter: same environment, no pin, no set-user-ID program."""
+    from conftest import UNPRIVILEGED_QUEUE
+    c = uge_site.cluster
+    job = c.qsub(PROBE, "-q", UNPRIVILEGED_QUEUE, "-l", "chos=deb13", user=uge_user.pw_name, cwd=uge_user.pw_dir)
+    acct = c.wait(job)
+    assert acct["qname"] == UNPRIVILEGED_QUEUE
+    got = seen(c.output(job))
+    assert got == {"os": "13", "chos": "deb13", "uid": str(uge_user.pw_uid), "cwd": uge_user.pw_dir,
+                   "tmp": "set"}, (got, c.output(job))
+    log = uge_site.admin_log.read_text() if uge_site.admin_log.exists() else ""
+    assert f"key=uge-{job}." not in log and uge_site.pins() == []      # nothing was pinned
+    job = c.qsub("#!/bin/sh\nexit 9\n", "-q", UNPRIVILEGED_QUEUE, user=uge_user.pw_name)
+    assert c.wait(job).exit_status == 9
