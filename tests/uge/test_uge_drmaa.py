@@ -141,6 +141,7 @@ def test_killed_by_signal(drmaa_site, uge_user):
                     str(script(drmaa_site, "#!/bin/sh\nkill -KILL $$\n", uge_user)), user=uge_user)
     assert p.returncode == 137, p.stderr
     assert p.stderr == f"envsched: job {p.stdout.strip()} finished: killed by signal 9 (SIGKILL), exit status 137\n"
+    drmaa_site.cluster.wait(p.stdout.strip())           # gone from qstat: the epilog has released the view
 
 
 def test_deleted_before_it_ran_is_aborted(drmaa_site, uge_user):

@@ -26,6 +26,7 @@ def test_arguments_arrive_verbatim(drmaa_site, uge_user):
     p = chos_submit(drmaa_site, "--env", "deb13", "--output", str(out), str(script(drmaa_site, SHOW, uge_user)),
                     "a b", "$HOME", user=uge_user)
     assert p.returncode == 3, p.stderr
+    drmaa_site.cluster.wait(p.stdout.strip())           # gone from qstat: the epilog has released the view
     assert out.read_text().endswith(" args=[a b][$HOME]\n"), out.read_text()
 
 
@@ -55,9 +56,13 @@ def test_second_job_of_a_process_keeps_its_request(drmaa_site, uge_user):
     code = ("from envsched.submit import core, submit\n"
             f"for out in {[str(o) for o in outs]!r}:\n"
             "    core._attempts['runJob'] = 0          # bypass the guard, to see why it is there\n"
-            f"    print(submit({path!r}, [], 'deb13', output=out).exit_code)\n")
+            f"    r = submit({path!r}, [], 'deb13', output=out)\n"
+            "    print(r.job_id, r.exit_code)\n")
     p = python_as(drmaa_site, code, uge_user, preload=True)
-    assert (p.returncode, p.stdout) == (0, "3\n3\n"), p.stderr
+    jobs = [line.split()[0] for line in p.stdout.splitlines()]
+    for job in jobs:
+        drmaa_site.cluster.wait(job)
+    assert (p.returncode, [line.split()[1] for line in p.stdout.splitlines()]) == (0, ["3", "3"]), p.stderr
     runs = drmaa_site.log.read_bytes()[log_start:].decode(errors="replace").count(">>> PARAM CONTEXT client")
     assert runs == 3                                    # 1 for the first job, 2 for the second
     assert [o.read_text().split()[0] for o in outs] == ["req=deb13", "req=deb13"]
