@@ -9,7 +9,8 @@
              It always exits 0: any other status would put the job (100) or the whole queue
              in error. A refusal or failure is in the admin log; the starter, finding no pin,
              asks the resolver again and prints the one line to the job's stderr.
-    epilog   queue `epilog root@... epilog --policy P [--src S]`: release the job's pin.
+    epilog   `envsched release` for the job's pin, for sites that prefer it to the C epilog
+             (plugins/uge/starter/epilog.c, the rendered default: no Python per job end).
              Always exits 0 (a failing epilog puts the queue in error); failures are logged.
     starter  unprivileged mode, queue `starter_method` (the launcher `envsched site-config render
              --scheduler uge --unprivileged` writes, as Grid Engine passes the starter no

@@ -9,7 +9,8 @@ starter's configuration, or in unprivileged mode the user-namespace starter. The
 Install layout, under one directory (`--plugin-dir`, default /usr/local/libexec/envsched):
     envsched_jsv.py, envsched_uge.py   copied from plugins/uge/
     uge-jsv                            the `jsv` section (launches envsched_jsv.py with the site's settings)
-    uge-starter, uge-starter.conf      `make -C plugins/uge/starter install`, the `starter_conf` section
+    uge-starter, uge-epilog            `make -C plugins/uge/starter install`
+    uge-starter.conf                   the `starter_conf` section (read by both)
     uge-user-starter                   unprivileged mode: the `user_starter` section
 """
 from __future__ import annotations
@@ -41,6 +42,9 @@ def render_uge(policy: Policy, options: RenderOptions) -> str:
     return render_template("uge/site.conf.j2", policy=policy_path, resolver=resolver, run_dir=run_dir,
                            plugin_dir=plugin_dir, src=src, binds=binds,
                            jsv=f"{plugin_dir}/uge-jsv", starter=f"{plugin_dir}/uge-starter",
+                           epilog=f"{plugin_dir}/uge-epilog",
+                           log_file=check_path(f"{policy.source}: site.log_file", policy.site.log_file)
+                           if policy.site.log_file else None,
                            user_starter=f"{plugin_dir}/uge-user-starter",
                            unprivileged=options.unprivileged, host_tools=host_tools)
 
@@ -48,7 +52,8 @@ def render_uge(policy: Policy, options: RenderOptions) -> str:
 def host_warnings(options: RenderOptions) -> list:
     plugin_dir = options.plugin_dir or DEFAULT_PLUGIN_DIR
     found = []
-    for name in ("envsched_jsv.py", "envsched_uge.py") + (() if options.unprivileged else ("uge-starter",)):
+    for name in ("envsched_jsv.py", "envsched_uge.py") + (() if options.unprivileged else ("uge-starter",
+                                                                                          "uge-epilog")):
         if not os.path.exists(os.path.join(plugin_dir, name)):
             found.append(f"{plugin_dir}/{name} does not exist on this host")
     return found

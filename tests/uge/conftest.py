@@ -327,6 +327,8 @@ def _install_site(c: UgeCluster, policy: Path, log: Path, binds: Sequence[str]) 
     shutil.copy(REPO / "plugins/uge/starter/envsched-uge-starter", libexec / "uge-starter")
     os.chown(libexec / "uge-starter", 0, 0)
     (libexec / "uge-starter").chmod(0o4755)
+    shutil.copy(REPO / "plugins/uge/starter/envsched-uge-epilog", libexec / "uge-epilog")
+    (libexec / "uge-epilog").chmod(0o755)
     envsched = envsched_cmd()
     tools = c.dir / "uge-tools"
     subprocess.run([envsched, "--policy", str(policy), "site-config", "host-tools", "--scheduler", "uge",

@@ -40,6 +40,7 @@ def test_privileged_sections():
     assert section(text, "interactive_queue") == "starter_method /usr/local/libexec/envsched/uge-starter\n"
     assert section(text, "starter_conf") == ("policy=/etc/envsched/policy.toml\nresolver=/usr/bin/envsched\n"
                                              "run_dir=/run/es\nbind=/var/spool/gridengine/execd\n")
+    assert queue[1] == "epilog root@/usr/local/libexec/envsched/uge-epilog"
     jsv = section(text, "jsv")
     assert jsv.startswith("#!/bin/sh\nexec /usr/bin/python3 -I /usr/local/libexec/envsched/envsched_jsv.py ")
     assert "--accept-request-var" in jsv
@@ -75,7 +76,7 @@ def test_bad_values_are_refused(field, value):
 def test_starter_conf_keys_are_those_conf_c_parses():
     parsed = set(re.findall(r'strcmp\(key, "([a-z_]+)"\)', CONF_C.read_text()))
     rendered = {line.split("=", 1)[0] for line in section(render(host_tools="/t"), "starter_conf").splitlines()}
-    assert rendered == parsed == {"policy", "resolver", "run_dir", "bind", "host_tools"}
+    assert rendered | {"log_file"} == parsed == {"policy", "resolver", "run_dir", "bind", "host_tools", "log_file"}
 
 
 def test_too_many_binds():

@@ -10,6 +10,7 @@
  *   run_dir=/run/envsched
  *   bind=/var/spool/gridengine          (repeatable; host paths for every view)
  *   host_tools=/var/lib/envsched/uge-tools   (optional; `envsched site-config host-tools`)
+ *   log_file=/var/log/envsched.log      (optional; the policy's site.log_file, for the epilog)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,7 +24,7 @@
 /* path and every directory above it: root-owned, not writable by group or others */
 static int trusted(const char *path, char *err, size_t errlen)
 {
-    char p[PATH_MAX + 16];
+    char p[PATH_MAX + 80];
     struct stat st;
 
     snprintf(p, sizeof p, "%s", path);
@@ -53,9 +54,9 @@ static int set(char *dst, size_t len, const char *key, const char *value, char *
     return 0;
 }
 
-int es_conf_load(struct es_conf *c, char *err, size_t errlen)
+int es_conf_load(struct es_conf *c, const char *name, char *err, size_t errlen)
 {
-    char exe[PATH_MAX], path[PATH_MAX + 8], line[PATH_MAX + 32];
+    char exe[PATH_MAX], path[PATH_MAX + 64], line[PATH_MAX + 32];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
 
     memset(c, 0, sizeof *c);
@@ -65,7 +66,10 @@ int es_conf_load(struct es_conf *c, char *err, size_t errlen)
         return -1;
     }
     exe[n] = '\0';
-    snprintf(path, sizeof path, "%s.conf", exe);
+    if (name != NULL && strrchr(exe, '/') != NULL)          /* a sibling's configuration */
+        snprintf(path, sizeof path, "%.*s/%s", (int)(strrchr(exe, '/') - exe), exe, name);
+    else
+        snprintf(path, sizeof path, "%s.conf", exe);
     if (trusted(path, err, errlen) != 0)
         return -1;
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -96,6 +100,8 @@ int es_conf_load(struct es_conf *c, char *err, size_t errlen)
             rc = set(c->resolver, sizeof c->resolver, key, value, err, errlen);
         else if (strcmp(key, "run_dir") == 0)
             rc = set(c->run_dir, sizeof c->run_dir, key, value, err, errlen);
+        else if (strcmp(key, "log_file") == 0)
+            rc = set(c->log_file, sizeof c->log_file, key, value, err, errlen);
         else if (strcmp(key, "host_tools") == 0)
             rc = set(c->host_tools, sizeof c->host_tools, key, value, err, errlen);
         else if (strcmp(key, "bind") == 0 && c->nbinds < ES_MAX_BINDS)

@@ -70,7 +70,7 @@ int main(int argc, char **argv)
     if (es_env_saved() != 0)
         die(ENVSCHED_EXIT_SETUP_FAILED, "cannot read /proc/self/environ: %s", strerror(errno));
     /* 2 */
-    if (es_conf_load(&conf, err, sizeof err) != 0)
+    if (es_conf_load(&conf, NULL, err, sizeof err) != 0)
         die(ENVSCHED_EXIT_POLICY_INVALID, "starter configuration: %s", err);
     /* 3 */
     if (es_job_identify(&job, err, sizeof err) != 0)

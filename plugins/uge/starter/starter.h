@@ -1,4 +1,5 @@
-/* envsched's Grid Engine job starter (queue_conf(5) `starter_method`): shared declarations.
+/* envsched's Grid Engine job starter (queue_conf(5) `starter_method`) and epilog: shared
+ * declarations.
  *
  * Installed set-user-ID root. It decides nothing: it joins the view the root prolog prepared
  * for this job (or has the resolver prepare it, for jobs that ran no prolog: qrsh, PE slave
@@ -25,9 +26,11 @@ struct es_conf {
     char run_dir[PATH_MAX];             /* run_dir=  where the resolver keeps pins         */
     char binds[ES_MAX_BINDS][PATH_MAX]; /* bind=     extra host paths for every view       */
     int nbinds;
+    char log_file[PATH_MAX];            /* log_file= the admin log (the epilog's lines)       */
     char host_tools[PATH_MAX];          /* host_tools= wrappers of the host's clients: bound, */
 };                                      /*             and <dir>/bin first in the job's PATH  */
-int es_conf_load(struct es_conf *c, char *err, size_t errlen);
+/* name: NULL for "<this program>.conf", else a file of that name in this program's directory */
+int es_conf_load(struct es_conf *c, const char *name, char *err, size_t errlen);
 
 /* job.c: which job we start, from the sge_shepherd that started us (not from the environment) */
 struct es_job {
