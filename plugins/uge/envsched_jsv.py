@@ -24,9 +24,10 @@ into a generated wrapper, see --make-wrapper, or from the environment):
     --policy FILE   (or ENVSCHED_POLICY)    the site policy
     --src DIR       (or ENVSCHED_SRC)       directory holding the envsched package, put on sys.path
     --log FILE      (or ENVSCHED_JSV_LOG)   append the protocol exchange (debugging)
-    --accept-request-var   server side behind a client JSV: a job arriving with ENVSCHED_REQUEST and no
-                           -l chos (the client JSV already moved it) is validated as that request and
-                           kept, instead of the variable being deleted
+    --accept-request-var   with a client JSV (the cell's sge_request): a job arriving with
+                           ENVSCHED_REQUEST and no -l chos (a JSV run already moved it there; or the
+                           user's -v) is validated as that request and kept, on both sides, instead of
+                           the variable being deleted
     --make-wrapper OUT     write an executable wrapper OUT that runs this JSV with the other options
                            (use OUT as jsv_url / -jsv)
 
@@ -212,7 +213,10 @@ class Jsv:
             return
         server = self.params.get("CONTEXT") != "client"
         kept_var = None
-        if option is None and REQUEST_VAR in self.envs and self.opts["accept_request_var"] and server:
+        if option is None and REQUEST_VAR in self.envs and self.opts["accept_request_var"]:
+            # the variable a JSV run before us recorded (the client JSV for the server; an earlier
+            # run of the client JSV itself, which SGE 8.1.9's libdrmaa repeats at every runJob),
+            # or the user's own -v: either way it is the request, checked like -l chos
             kept_var = option = self.envs[REQUEST_VAR]
         chos_var = self.envs.get("CHOS") or None
         try:

@@ -132,7 +132,10 @@ def job_command(args: Sequence[str], env: Dict[str, str]) -> List[str]:
         via_qrsh = os.path.basename(os.readlink(f"/proc/{os.getppid()}/exe")) == "qrsh_starter"
     except OSError:
         via_qrsh = False
-    binary = via_qrsh or read_pairs(os.path.join(spool, "config")).get("handle_as_binary") == "1"
+    config = read_pairs(os.path.join(spool, "config"))
+    binary = via_qrsh or config.get("handle_as_binary") == "1"
+    if binary and config.get("no_shell") == "1":          # qsub -shell no, DRMAA: verbatim
+        return list(args)
     if binary:
         return [shell, "-c", " ".join(args)]
     if env.get("SGE_STARTER_SHELL_START_MODE") == "unix_behavior":

@@ -60,7 +60,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import pytest
 
-from testlib import CLEAN_PATH, real_user, run_client, throwaway_cluster
+from testlib import CLEAN_PATH, UGE_TEST_RUN_DIRS, real_user, run_client, throwaway_cluster
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "tests" / "cluster" / "uge"
@@ -419,7 +419,7 @@ def uge_site(uge_user):
             trees[name] = root / "os" / name
             subprocess.run([str(REPO / "tests/envs/build-mini-env.sh"), str(trees[name]), "debian", version,
                             f"Debian {version} (mini)"], check=True, stdout=subprocess.DEVNULL)
-        run_dir = Path(f"/run/envsched-ugetest-{root.name}")
+        run_dir = Path(f"{UGE_TEST_RUN_DIRS}{root.name}")
         policy = root / "policy.toml"
         policy.write_text(f"""
 [site]
@@ -464,10 +464,11 @@ def uge_jsv(uge_site):
 
 
 @pytest.fixture(autouse=True)
-def uge_pins_released(request, host_mounts_unchanged):
-    """After each test on the envsched site: every pin is gone, before the host-mount guard looks
-    (asking for the guard makes it tear down after us). The epilog releases a batch job's pin
-    shortly after the job has left qstat and qacct has its record (measured: up to ~1 s)."""
+def uge_pins_released(request):
+    """After each test on the envsched site: every pin of this site is gone (the host-mount guard
+    leaves UGE_TEST_RUN_DIRS to us, so that concurrent test runs do not fail each other). The
+    epilog releases a batch job's pin shortly after the job has left qstat and qacct has its
+    record (measured: up to ~1 s)."""
     yield
     if "uge_site" not in request.fixturenames:
         return

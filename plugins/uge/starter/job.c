@@ -113,13 +113,14 @@ int es_job_identify(struct es_job *j, char *err, size_t errlen)
     return 0;
 }
 
-/* 1 if the shepherd's job config says handle_as_binary=1 (qsub -b y, qrsh, qrsh -inherit).
- * Call with the user's effective uid: the path comes from the environment. */
-int es_job_is_binary(void)
+/* How the shepherd's job config says to start the job (read with the user's rights: the path
+ * comes from the environment): ES_JOB_BINARY for handle_as_binary=1 (qsub -b y, qrsh), plus
+ * ES_JOB_NO_SHELL for no_shell=1 (qsub -shell no, every DRMAA job). */
+int es_job_kind(void)
 {
     const char *dir = getenv("SGE_JOB_SPOOL_DIR");
     char path[PATH_MAX], line[4096];
-    int binary = 0;
+    int kind = 0;
 
     if (dir == NULL || snprintf(path, sizeof path, "%s/config", dir) >= (int)sizeof path)
         return 0;
@@ -130,11 +131,14 @@ int es_job_is_binary(void)
             close(fd);
         return 0;
     }
-    while (fgets(line, sizeof line, f))
+    while (fgets(line, sizeof line, f)) {
         if (strcmp(line, "handle_as_binary=1\n") == 0)
-            binary = 1;
+            kind |= ES_JOB_BINARY;
+        else if (strcmp(line, "no_shell=1\n") == 0)
+            kind |= ES_JOB_NO_SHELL;
+    }
     fclose(f);
-    return binary;
+    return kind;
 }
 
 /* What the shepherd runs when no starter is configured (measured on SGE 8.1.9):
@@ -143,9 +147,12 @@ int es_job_is_binary(void)
  *                script runs itself (its #! line);
  *   binary job, qrsh command, qrsh -inherit task
  *                sh -c "cmd args": the words are joined with spaces and the shell
- *                re-splits and expands them ($JOB_ID works). */
-char **es_job_argv(int argc, char **argv, int binary, const char **path)
+ *                re-splits and expands them ($JOB_ID works);
+ *   binary job with no_shell=1 (qsub -shell no, DRMAA)
+ *                cmd args exactly as given, cmd looked up in PATH (*path is then relative). */
+char **es_job_argv(int argc, char **argv, int kind, const char **path)
 {
+    int binary = kind & ES_JOB_BINARY;
     const char *shell = getenv("SGE_STARTER_SHELL_PATH");
     const char *mode = getenv("SGE_STARTER_SHELL_START_MODE");
     const char *login = getenv("SGE_STARTER_USE_LOGIN_SHELL");
@@ -156,6 +163,12 @@ char **es_job_argv(int argc, char **argv, int binary, const char **path)
         return NULL;
     if (shell == NULL || shell[0] != '/')
         shell = "/bin/sh";
+    if (binary && (kind & ES_JOB_NO_SHELL)) {
+        *path = argv[1];
+        for (int i = 1; i < argc; i++)
+            out[n++] = argv[i];
+        return out;
+    }
     if (binary) {
         size_t len = 1;
         for (int i = 1; i < argc; i++)

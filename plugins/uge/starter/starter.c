@@ -78,7 +78,7 @@ int main(int argc, char **argv)
     /* 4 */
     if (setresuid((uid_t)-1, uid, (uid_t)-1) != 0)
         die(ENVSCHED_EXIT_SETUP_FAILED, "seteuid(%u): %s", (unsigned)uid, strerror(errno));
-    int binary = job.via_qrsh || es_job_is_binary();     /* a qrsh command is a command line */
+    int kind = es_job_kind() | (job.via_qrsh ? ES_JOB_BINARY : 0);   /* a qrsh command is a command line */
     if (setresuid((uid_t)-1, 0, (uid_t)-1) != 0)
         die(ENVSCHED_EXIT_SETUP_FAILED, "seteuid(0): %s", strerror(errno));
     /* 5 */
@@ -115,10 +115,10 @@ int main(int argc, char **argv)
         die(ENVSCHED_EXIT_SETUP_FAILED, "no usable working directory in the environment");
     /* 11 */
     const char *path = NULL;
-    char **job_argv = es_job_argv(argc, argv, binary, &path);
+    char **job_argv = es_job_argv(argc, argv, kind, &path);
     if (job_argv == NULL)
         die(ENVSCHED_EXIT_INTERNAL, "out of memory");
-    execv(path, job_argv);
+    execvp(path, job_argv);
     int e = errno;
     die(e == ENOENT ? ENVSCHED_EXIT_NOT_FOUND : ENVSCHED_EXIT_EXEC_FAILED, "%s: cannot execute in the job's "
         "environment: %s", path, strerror(e));

@@ -41,10 +41,12 @@ struct es_job {
     int via_qrsh;                       /* started by qrsh_starter: qrsh CMD, qrsh -inherit  */
 };
 int es_job_identify(struct es_job *j, char *err, size_t errlen);
+/* how to start the job, from $SGE_JOB_SPOOL_DIR/config (read with the user's rights) */
+#define ES_JOB_BINARY   1                /* handle_as_binary=1 */
+#define ES_JOB_NO_SHELL 2                /* no_shell=1         */
+int es_job_kind(void);
 /* argv to exec for the job, following the shepherd's own rules (script, binary, qrsh) */
-char **es_job_argv(int argc, char **argv, int binary, const char **path);
-/* handle_as_binary from $SGE_JOB_SPOOL_DIR/config (read with the user's rights) */
-int es_job_is_binary(void);
+char **es_job_argv(int argc, char **argv, int kind, const char **path);
 
 /* pin.c: the job's pin under run_dir/<key>, prepared by the prolog or by us through the resolver */
 struct es_pin {
