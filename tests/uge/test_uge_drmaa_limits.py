@@ -1,10 +1,12 @@
 """What `chos submit` (DRMAA) meets on Grid Engine 8.1.9 beyond the behaviour tested in
-test_uge_drmaa.py: why the client JSV is needed, the limits found (arguments through the starter, one
-job per process) and the cost of a submission. Same site and helpers as test_uge_drmaa.py."""
+test_uge_drmaa.py: why the client JSV is needed, two former limits (arguments through envsched's
+starters, several jobs per process) and the cost of a submission. Same site and helpers as
+test_uge_drmaa.py."""
 from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 from typing import Iterator, List
 
 import pytest
@@ -18,16 +20,18 @@ def drmaa_site(uge_jsv) -> Iterator[DrmaaSite]:
     yield from checked_site(uge_jsv)
 
 
-@pytest.mark.xfail(reason="DRMAA jobs are binary jobs with no_shell=1 (measured: plain SGE 8.1.9 execs them with "
-                          "the arguments verbatim); envsched's starter runs every binary job as sh -c 'cmd args' "
-                          "(plugins/uge/starter/job.c, envsched_uge.py) and so re-splits and expands them")
-def test_arguments_arrive_verbatim(drmaa_site, uge_user):
+@pytest.mark.parametrize("queue", ["all.q", "user.q"])    # set-user-ID starter, user-namespace starter
+def test_arguments_arrive_verbatim(drmaa_site, uge_user, queue):
+    """DRMAA jobs are binary jobs with no_shell=1: like plain SGE, both starters exec them with the
+    arguments as given (no re-splitting, no expansion)."""
     out = out_file(drmaa_site)
-    p = chos_submit(drmaa_site, "--env", "deb13", "--output", str(out), str(script(drmaa_site, SHOW, uge_user)),
-                    "a b", "$HOME", user=uge_user)
+    p = chos_submit(drmaa_site, "--env", "deb13", "--queue", queue, "--output", str(out),
+                    str(script(drmaa_site, SHOW, uge_user)), "a b", "$HOME", user=uge_user)
     assert p.returncode == 3, p.stderr
-    drmaa_site.cluster.wait(p.stdout.strip())           # gone from qstat: the epilog has released the view
-    assert out.read_text().endswith(" args=[a b][$HOME]\n"), out.read_text()
+    acct = drmaa_site.cluster.wait(p.stdout.strip())    # gone from qstat: the epilog has released the view
+    assert acct["qname"] == queue
+    text = out.read_text()
+    assert " os=13 " in text and text.endswith(" args=[a b][$HOME]\n"), text
 
 
 def test_without_client_jsv_drmaa_verification_fails(drmaa_site, uge_user):
@@ -45,27 +49,35 @@ def test_without_client_jsv_drmaa_verification_fails(drmaa_site, uge_user):
     print("no client JSV:", p.stderr.strip())
 
 
-@pytest.mark.xfail(reason="libdrmaa (SGE 8.1.9) applies sge_request again at every runJob of a process, so "
-                          "the 2nd job runs the client JSV twice; on the 2nd run the JSV (client side) sees no "
-                          "-l chos and deletes the ENVSCHED_REQUEST it recorded: the job runs in the default. "
-                          "envsched.submit refuses a 2nd Grid Engine job per process until the JSV keeps it")
-def test_second_job_of_a_process_keeps_its_request(drmaa_site, uge_user):
-    outs = [out_file(drmaa_site) for _ in range(2)]
+SEVERAL = """import time
+from envsched.submit import DrmaaSession, get_scheduler, make_request
+s = get_scheduler('uge')
+reqs = [make_request(%r, [], 'deb13', output=o) for o in %r]
+def run(d, r):
+    t0 = time.monotonic(); job = d.run(r); print(job, '%%.3f' %% (time.monotonic() - t0))
+with DrmaaSession(s) as d:       # two jobs in one session
+    run(d, reqs[0]); run(d, reqs[1])
+with DrmaaSession(s) as d:       # and one in a second session of the same process
+    run(d, reqs[2])
+"""
+
+
+def test_further_jobs_of_a_process_keep_their_request(drmaa_site, uge_user):
+    """libdrmaa applies sge_request again at every runJob of a process (new sessions too), so the k-th
+    job runs the client JSV k times; from the second run on the JSV finds the ENVSCHED_REQUEST its first
+    run recorded and keeps it (--accept-request-var): every job runs in deb13, not the default deb12."""
+    outs = [str(out_file(drmaa_site)) for _ in range(3)]
     path = str(script(drmaa_site, SHOW, uge_user))
     log_start = drmaa_site.log.stat().st_size
-    code = ("from envsched.submit import core, submit\n"
-            f"for out in {[str(o) for o in outs]!r}:\n"
-            "    core._attempts['runJob'] = 0          # bypass the guard, to see why it is there\n"
-            f"    r = submit({path!r}, [], 'deb13', output=out)\n"
-            "    print(r.job_id, r.exit_code)\n")
-    p = python_as(drmaa_site, code, uge_user, preload=True)
-    jobs = [line.split()[0] for line in p.stdout.splitlines()]
-    for job in jobs:
-        drmaa_site.cluster.wait(job)
-    assert (p.returncode, [line.split()[1] for line in p.stdout.splitlines()]) == (0, ["3", "3"]), p.stderr
+    p = python_as(drmaa_site, SEVERAL % (path, outs), uge_user, preload=True)
+    lines = [line.split() for line in p.stdout.splitlines()]
+    jobs = [job for job, _ in lines]
+    assert (p.returncode, len(jobs)) == (0, 3), (p.stdout, p.stderr)
+    assert [drmaa_site.cluster.wait(job).exit_status for job in jobs] == [3, 3, 3]
     runs = drmaa_site.log.read_bytes()[log_start:].decode(errors="replace").count(">>> PARAM CONTEXT client")
-    assert runs == 3                                    # 1 for the first job, 2 for the second
-    assert [o.read_text().split()[0] for o in outs] == ["req=deb13", "req=deb13"]
+    assert runs == 1 + 2 + 3
+    assert [Path(o).read_text().split()[:3] for o in outs] == [["req=deb13", "chos=deb13", "os=13"]] * 3
+    print("runJob seconds, 1st to 3rd job of one process:", " ".join(t for _, t in lines))
 
 
 TIMING = """import time
@@ -81,7 +93,7 @@ print('%%.3f %%.3f %%.3f' %% (t1 - t0, t2 - t1, time.monotonic() - t2), ok)
 
 def test_submission_cost(drmaa_site, uge_user):
     """Seconds per `chos submit --no-wait` (Python start, re-exec, DRMAA session, client and server JSV),
-    the API's parts (session, runJob, wait; one job per process), and one whole submit-and-wait."""
+    the API's parts (session, runJob, wait; the first job of a process), and one whole submit-and-wait."""
     c = drmaa_site.cluster
     path = str(script(drmaa_site, "#!/bin/sh\nexit 0\n", uge_user))
     cli: List[float] = []

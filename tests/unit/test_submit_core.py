@@ -169,21 +169,21 @@ def test_result_mapping(info: Any, signal: Any, code: int) -> None:
     assert (r.signal, r.exit_code) == (signal, code)
 
 
-def test_one_job_per_process_when_the_scheduler_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from envsched.submit import SubmitError, core, make_request
+def test_run_fills_the_template_and_a_process_may_submit_again(tmp_path: Path) -> None:
+    from envsched.submit import make_request
     job = tmp_path / "job.sh"
     job.write_text("#!/bin/sh\n")
     job.chmod(0o755)
-    monkeypatch.setitem(core._attempts, "runJob", 0)
     d = session_with([])
     templates: List[Any] = []
+    deleted: List[Any] = []
     d.session.createJobTemplate = lambda: templates.append(types.SimpleNamespace()) or templates[-1]
-    d.session.deleteJobTemplate = lambda jt: None
-    d.session.runJob = lambda jt: "41"
-    req = make_request(str(job), [], "deb13")
-    assert d.run(req) == "41"
+    d.session.deleteJobTemplate = deleted.append
+    ids = iter(["41", "42"])
+    d.session.runJob = lambda jt: next(ids)
+    req = make_request(str(job), ["a b", "$HOME"], "deb13")
+    assert (d.run(req), d.run(req)) == ("41", "42")     # no limit of one job per process
     assert templates[0].nativeSpecification == "-l chos=deb13 -N job.sh"
     assert (templates[0].remoteCommand, templates[0].workingDirectory) == (str(job), os.getcwd())
-    with pytest.raises(SubmitError, match=r"^submit: this process already submitted a job to uge: Grid Engine's "
-                                          r"DRMAA library repeats the client JSV .*\(as chos submit does\)$"):
-        d.run(req)
+    assert templates[1].args == ["a b", "$HOME"]
+    assert deleted == templates

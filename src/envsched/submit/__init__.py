@@ -8,9 +8,7 @@ The scheduler's envsched integration (Grid Engine: the JSV) checks the environme
 a refusal raises SubmissionRefused with the site's one line. The `drmaa` package needs the
 scheduler's DRMAA library; Debian's Grid Engine one loads only with
 LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 set when Python starts (DrmaaUnavailable
-says so otherwise; `chos submit` re-executes itself with it). With Grid Engine a process submits
-one job: a second raises SubmitError (its DRMAA library repeats the client JSV, which would drop
-the environment request of every further job; see UgeScheduler.one_job_per_process).
+says so otherwise; `chos submit` re-executes itself with it). A process may submit many jobs.
 """
 from __future__ import annotations
 

@@ -22,7 +22,6 @@ CODE_PREFIX = re.compile(r"^code \d+: ")
 #: deleted while pending); the drmaa package raises it as a plain Exception("code 24: ...")
 NO_RUSAGE = re.compile(r"^code 24: ")
 WAIT_SLICE = 2          # seconds per DRMAA wait call
-_attempts = {"runJob": 0}    # submissions tried by this process (Scheduler.one_job_per_process)
 
 
 def drmaa_message(e: BaseException) -> str:
@@ -56,7 +55,8 @@ def load_drmaa(scheduler: Scheduler) -> ModuleType:
 
 class DrmaaSession:
     """`with DrmaaSession(scheduler) as s: job = s.run(request); s.wait(job)`: one DRMAA session;
-    jobs keep running after it is closed. See Scheduler.one_job_per_process."""
+    jobs keep running after it is closed. A process may open several, one after the other, and
+    run several jobs in each."""
 
     def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
@@ -83,10 +83,6 @@ class DrmaaSession:
 
     def run(self, request: SubmitRequest) -> str:
         """Submit; the job id. SubmissionRefused when the site policy says no."""
-        if self.scheduler.one_job_per_process and _attempts["runJob"]:
-            raise SubmitError(f"submit: this process already submitted a job to {self.scheduler.name}: "
-                              f"{self.scheduler.one_job_per_process}")
-        _attempts["runJob"] += 1
         jt = self.session.createJobTemplate()
         try:
             jt.remoteCommand = request.script

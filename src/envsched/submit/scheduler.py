@@ -14,9 +14,6 @@ from .model import SubmitRequest
 class Scheduler(abc.ABC):
     #: the name users give (`chos submit --scheduler NAME`)
     name: str = ""
-    #: why a process may submit only one job through this scheduler's DRMAA library ("" if it may
-    #: submit many): DrmaaSession.run refuses the second rather than let it run in the wrong environment
-    one_job_per_process: str = ""
 
     @abc.abstractmethod
     def library_defaults(self) -> Dict[str, str]:
