@@ -4,7 +4,7 @@ VENV     ?= .venv
 PY       := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv test test-unit test-ns demo bench bench-slurm clean
+.PHONY: all deps venv test test-unit test-ns demo bench bench-slurm bench-uge clean
 
 all: venv
 
@@ -37,6 +37,9 @@ bench: venv
 
 bench-slurm: venv
 	bash bench/slurm.sh
+
+bench-uge: venv
+	bash bench/uge.sh
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info bench/out .pytest_cache

@@ -1,0 +1,81 @@
+"""Grid Engine benchmark (not a test: `bash bench/uge.sh`, which runs this file with pytest to reuse the
+throwaway clusters of conftest.py; CI does not collect it, its name does not start with test_).
+
+Two clusters run side by side on this host: `uge_cluster` without envsched (the plain job) and
+`uge_site` with envsched configured from `site-config render` (JSV client and server side, C
+prolog... see conftest.py). Rounds are interleaved and shuffled; each round submits once per case:
+
+  plain       qsub -sync y -b y /bin/true               on the plain cluster
+  default     qsub -sync y -b y /bin/true               on the envsched site (site default deb12)
+  chos        qsub -sync y -l chos=deb13 -b y /bin/true on the envsched site
+
+and the submission alone (qsub -h, then qdel), which is what the JSVs cost:
+
+  submit-plain / submit-chos
+
+Prints medians, ratios to plain and the JSV's own verify time. BENCH_ROUNDS (default 20).
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import statistics
+import time
+from typing import Dict, List
+
+import pytest
+
+pytestmark = pytest.mark.uge
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "20"))
+
+
+def _sync(c, user, *args) -> float:
+    t0 = time.monotonic()
+    p = c.run(["qsub", "-sync", "y", "-o", "/dev/null", "-j", "y", *args, "-b", "y", "/bin/true"], user=user,
+              timeout=120)
+    dt = time.monotonic() - t0
+    assert p.returncode == 0, p.stderr
+    return dt
+
+
+def _submit(c, user, *args) -> float:
+    t0 = time.monotonic()
+    job = c.qsub(None, "-h", "-b", "y", "-N", "bench", *args, "/bin/true", user=user)
+    dt = time.monotonic() - t0
+    c.run(["qdel", job])
+    return dt
+
+
+def test_bench(uge_cluster, uge_site, uge_user):
+    plain, site, user = uge_cluster, uge_site.cluster, uge_user.pw_name
+    cases = {
+        "plain": lambda: _sync(plain, user),
+        "default": lambda: _sync(site, user),
+        "chos": lambda: _sync(site, user, "-l", "chos=deb13"),
+        "submit-plain": lambda: _submit(plain, user),
+        "submit-chos": lambda: _submit(site, user, "-l", "chos=deb13"),
+    }
+    for f in cases.values():            # warm-up: JSV processes started, page cache
+        f()
+    times: Dict[str, List[float]] = {k: [] for k in cases}
+    rng = random.Random(int(os.environ.get("BENCH_SEED", "1")))
+    for _ in range(ROUNDS):
+        order = list(cases)
+        rng.shuffle(order)
+        for k in order:
+            times[k].append(cases[k]())
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"\nGrid Engine turnaround, medians of {ROUNDS} interleaved rounds (qsub -sync y, binary /bin/true):")
+    for k in ("plain", "default", "chos"):
+        q = statistics.quantiles(times[k], n=4)
+        print(f"  {k:<8} {1000 * med[k]:8.1f} ms   (IQR {1000 * q[0]:.0f}-{1000 * q[2]:.0f})   "
+              f"ratio to plain {med[k] / med['plain']:.3f}")
+    print("Submission alone (qsub -h; client + server JSV on the site):")
+    for k in ("submit-plain", "submit-chos"):
+        print(f"  {k:<13} {1000 * med[k]:7.1f} ms")
+    print(f"  JSV cost per submission: {1000 * (med['submit-chos'] - med['submit-plain']):+.1f} ms")
+    log = uge_site.log.read_text()
+    took = [float(m) for m in re.findall(r"verify took ([0-9.]+) ms", log)]
+    print(f"  JSV verify itself (in-process, per job and side): median {statistics.median(took):.2f} ms "
+          f"over {len(took)}")
