@@ -203,3 +203,37 @@ def test_validate_for_submit_time(site_dir, envsched_cmd, home):
     assert bad.returncode == 77
     assert bad.stderr.strip() == ("envsched: environment 'sl5' (option) refused: no such environment at this site; "
                                   "allowed for you: deb12, deb13, local")
+
+
+def test_record_local_keeps_the_host_decision_without_a_view(site_dir, envsched_cmd, home, test_user):
+    """--record-local: the host OS decided for a key is kept (a pin without `mnt`), so a shim that
+    looks jobs up by key (the Grid Engine starter) can tell it from "never prepared"."""
+    policy = site_dir.policy()
+    before = mount_table()
+    r = envsched_cmd("--policy", str(policy), "prepare", "--key", "uge-5.1", "--user", TEST_USER,
+                     "--request", "local", "--record-local", "--owner-pid", str(os.getpid()),
+                     "--format", "shim", "--inputs=x")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:5] == ["environment local", "key uge-5.1", "pin -", "reused 0", f"uid {test_user.pw_uid}"]
+    pin = site_dir.run_dir / "uge-5.1"
+    assert sorted(p.name for p in pin.iterdir()) == ["inputs", "meta.json", "plan.json", "shim"]
+    assert mount_table() == before                      # no view, no mount
+    # asked again: reused, as a pin with a view would be
+    r = envsched_cmd("--policy", str(policy), "prepare", "--key", "uge-5.1", "--user", TEST_USER,
+                     "--request", "local", "--record-local", "--reuse", "--owner-pid", str(os.getpid()))
+    assert r.returncode == 0 and json.loads(r.stdout)["reused"] is True, r.stderr
+    assert envsched_cmd("--policy", str(policy), "release", "--key", "uge-5.1").returncode == 0
+    assert not pin.exists()
+
+
+def test_prepare_gc_collects_pins_whose_owner_is_gone(site_dir, envsched_cmd, home):
+    policy = site_dir.policy()
+    owner = subprocess.Popen(["sleep", "60"])
+    _prepare(envsched_cmd, policy, "uge-7.1", "--request", "deb13", "--owner-pid", str(owner.pid))
+    owner.kill()
+    owner.wait()
+    meta = _prepare(envsched_cmd, policy, "uge-8.1", "--request", "deb13", "--owner-pid", str(os.getpid()), "--gc")
+    assert meta["key"] == "uge-8.1"
+    assert not (site_dir.run_dir / "uge-7.1").exists()           # collected by the --gc of the next prepare
+    assert envsched_cmd("--policy", str(policy), "release", "--key", "uge-8.1").returncode == 0
