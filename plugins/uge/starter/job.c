@@ -25,23 +25,23 @@ static int digits(const char *s, size_t n)
     return 1;
 }
 
-/* the real uid of a process (the shepherd runs with the admin user as its effective uid) */
-static long real_uid(pid_t pid)
+/* the first number of a /proc/PID/status line ("Uid:", "PPid:"), -1 if unknown */
+static long status_field(pid_t pid, const char *field)
 {
     char path[64], line[256];
-    long uid = -1;
+    long value = -1;
 
     snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
     FILE *f = fopen(path, "re");
     if (f == NULL)
         return -1;
     while (fgets(line, sizeof line, f))
-        if (strncmp(line, "Uid:", 4) == 0) {
-            uid = strtol(line + 4, NULL, 10);
+        if (strncmp(line, field, strlen(field)) == 0) {
+            value = strtol(line + strlen(field), NULL, 10);
             break;
         }
     fclose(f);
-    return uid;
+    return value;
 }
 
 /* the executable's name of a process, "" if unknown */
@@ -54,25 +54,6 @@ static const char *exe_name(pid_t pid, char *buf, size_t len)
     return strrchr(buf, '/') ? strrchr(buf, '/') + 1 : buf;
 }
 
-/* the parent of a process, -1 if unknown */
-static pid_t parent_of(pid_t pid)
-{
-    char path[64], line[256];
-    long ppid = -1;
-
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (f == NULL)
-        return -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "PPid:", 5) == 0) {
-            ppid = strtol(line + 5, NULL, 10);
-            break;
-        }
-    fclose(f);
-    return (pid_t)ppid;
-}
-
 int es_job_identify(struct es_job *j, char *err, size_t errlen)
 {
     char link[64], exe[PATH_MAX], cwd[PATH_MAX];
@@ -82,11 +63,13 @@ int es_job_identify(struct es_job *j, char *err, size_t errlen)
     memset(j, 0, sizeof *j);
     /* interactive jobs (qrsh CMD, qrsh -inherit) run us from the shepherd's qrsh_starter */
     if (strcmp(exe_name(parent, exe, sizeof exe), "qrsh_starter") == 0) {
-        j->shepherd = parent_of(parent);
+        j->shepherd = (pid_t)status_field(parent, "PPid:");
         j->via_qrsh = 1;
     } else
         j->shepherd = parent;
-    if (strcmp(exe_name(j->shepherd, exe, sizeof exe), "sge_shepherd") != 0 || real_uid(j->shepherd) != 0) {
+    /* the real uid: the shepherd's effective uid is Grid Engine's admin user */
+    if (strcmp(exe_name(j->shepherd, exe, sizeof exe), "sge_shepherd") != 0 ||
+        status_field(j->shepherd, "Uid:") != 0) {
         snprintf(err, errlen, "not started by Grid Engine (parent %d is %s, not a root sge_shepherd)",
                  (int)parent, exe[0] ? exe : "unknown");
         return -1;
