@@ -1,6 +1,13 @@
-"""A real, throwaway Grid Engine cluster (Son of Grid Engine 8.1.9 from Debian, our stand-in for UGE) for
-end-to-end tests: one sge_qmaster and one sge_execd on this host, started by tests/cluster/uge/start.sh and
-stopped by stop.sh at the end of the session. No envsched integration is installed in it.
+"""Real, throwaway Grid Engine clusters (Son of Grid Engine 8.1.9 from Debian, our stand-in for UGE) for
+end-to-end tests: each one sge_qmaster and one sge_execd on this host, started by tests/cluster/uge/start.sh
+and stopped by stop.sh at the end of the session.
+
+  uge_cluster   bare: no envsched integration (smoke tests, the benchmark's plain jobs)
+  uge_site      a second cluster with envsched installed and configured from `envsched site-config render
+                --scheduler uge`, section by section (JsvSite: policy, trees, libexec, pins(), admin_log):
+                all.q batch (prolog, epilog, set-user-ID starter, PE `envsched`), legacy.q interactive
+                (starter only: SGE 8.1.9 fails builtin qrsh in a queue with a prolog), user.q
+                unprivileged (the user-namespace starter); `uge_jsv` is the same site
 
 Fixture `uge_cluster` (session scope) yields a `UgeCluster`:
 
