@@ -1,0 +1,265 @@
+"""OpenPBS hooks (plugins/torque/openpbs/) against the stand-in `pbs` module, end to end.
+
+OpenPBS is not installable here: each hook runs the way pbs_python runs it (pbs_standin/driver.py
+execs the hook source with the stand-in `pbs` importable), and the launch the execjob_launch hook
+produced (progname, argv, env) is then run as PBS's mom would: as the job user (groups, gid, uid),
+in the user's home (PBS starts jobs there), with argv[0] from e.argv. The payload reports what it
+saw. The set-user-ID joiner is built from plugins/torque/openpbs/joiner and installed root-owned.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+from testlib import TEST_USER
+
+pytestmark = pytest.mark.torque
+
+REPO = Path(__file__).resolve().parents[2]
+HOOKS = REPO / "plugins" / "torque" / "openpbs"
+DRIVER = Path(__file__).resolve().parent / "pbs_standin" / "driver.py"
+PAYLOAD = "head -1 /etc/os-release; echo CHOS=$CHOS; id -u; pwd"
+
+
+@pytest.fixture(scope="module")
+def pbs_site(site_dir):
+    """The joiner installed set-user-ID root beside its configuration, and the hook config file."""
+    d = site_dir.root / "openpbs"
+    d.mkdir(mode=0o755, exist_ok=True)
+    subprocess.run(["make", "-s", "-C", str(HOOKS / "joiner")], check=True)
+    joiner = d / "pbs-join"
+    shutil.copy(HOOKS / "joiner" / "envsched-pbs-join", joiner)
+    os.chown(joiner, 0, 0)
+    joiner.chmod(0o4755)
+    (d / "pbs-join.conf").write_text(f"run_dir={site_dir.run_dir}\n")
+    (d / "pbs-join.conf").chmod(0o644)
+    yield d
+
+
+def config(pbs_site: Path, policy: Path, **extra: Any) -> Path:
+    conf = {"policy": str(policy), "src": str(REPO / "src"), "joiner": str(pbs_site / "pbs-join"),
+            "binds": [], "on_refusal": "exit"}
+    conf.update(extra)
+    path = pbs_site / "envsched.json"
+    path.write_text(json.dumps(conf))
+    path.chmod(0o644)
+    return path
+
+
+def run_hook(hook: str, type_: str, conf: Path, job: Dict[str, Any], **event: Any) -> Dict[str, Any]:
+    spec = {"hook": str(HOOKS / hook), "type": type_, "config": str(conf), "job": job, **event}
+    p = subprocess.run([sys.executable, "-I", str(DRIVER)], input=json.dumps(spec), stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, timeout=120, cwd="/",
+                       env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
+    assert p.returncode == 0, p.stderr
+    result = json.loads(p.stdout)
+    assert "exception" not in result, result["exception"]
+    return result
+
+
+def job(job_id: str, chos: Optional[str] = None, variables: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    return {"id": job_id, "euser": TEST_USER, "Job_Owner": f"{TEST_USER}@login", "queue": "workq",
+            "Resource_List": {"chos": chos} if chos is not None else {}, "Variable_List": variables or {}}
+
+
+def job_env(home: Path, variables: Optional[Dict[str, str]] = None, job_id: str = "1.srv") -> Dict[str, str]:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "USER": TEST_USER, "LOGNAME": TEST_USER,
+           "PBS_JOBID": job_id, "PBS_O_WORKDIR": str(home), "LD_LIBRARY_PATH": "/opt/lib"}
+    env.update(variables or {})
+    return env
+
+
+def launch(result: Dict[str, Any], home: Path) -> subprocess.CompletedProcess:
+    """What the mom does with the hook's output: exec progname with argv as the job user."""
+    pw = pwd.getpwnam(TEST_USER)
+
+    def drop() -> None:
+        os.initgroups(TEST_USER, pw.pw_gid)
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+
+    argv: List[str] = result["argv"]
+    return subprocess.run(argv, executable=result["progname"], env=result["env"], cwd=str(home),
+                          preexec_fn=drop, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          timeout=60)
+
+
+def start(conf: Path, home: Path, j: Dict[str, Any], variables: Optional[Dict[str, str]] = None,
+          command: Optional[List[str]] = None) -> Dict[str, Any]:
+    prog = command or ["/bin/sh", "-c", PAYLOAD]
+    return run_hook("envsched_launch.py", "execjob_launch", conf, j, progname=prog[0], argv=prog,
+                    env=job_env(home, variables, j["id"]))
+
+
+def end(conf: Path, j: Dict[str, Any]) -> Dict[str, Any]:
+    return run_hook("envsched_end.py", "execjob_end", conf, j)
+
+
+def restricted(site_dir) -> Path:
+    """A policy with deb13r, which the test user may not use."""
+    return site_dir.policy(body=f'[environments.deb13r]\npath = "{site_dir.envs["deb13"]}"\n'
+                                'allow_users = ["nobody-else"]\n')
+
+
+def decided(site_dir, job_id: str) -> int:
+    log = site_dir.root / "envsched.log"
+    return sum(1 for line in log.read_text().splitlines()
+               if "event=decided" in line and f"job={job_id} " in line + " ") if log.exists() else 0
+
+
+@pytest.mark.parametrize("how,expected", [
+    ({"chos": "deb13"}, "debian 13"),                               # qsub -l chos=deb13
+    ({"variables": {"CHOS": "deb13"}}, "debian 13"),                # qsub -v CHOS=deb13
+    ({}, "debian 12"),                                              # the site default
+])
+def test_job_runs_in_requested_environment(site_dir, pbs_site, test_user, home, how, expected):
+    conf = config(pbs_site, site_dir.policy())
+    j = job("10.srv", chos=how.get("chos"), variables=how.get("variables"))
+    try:
+        r = start(conf, home, j, how.get("variables"))
+        assert not r["rejected"], r
+        assert r["progname"] == str(pbs_site / "pbs-join")
+        assert r["argv"][:3] == [str(pbs_site / "pbs-join"), "openpbs-10.srv", "/bin/sh"]
+        p = launch(r, home)
+        assert p.returncode == 0, p.stderr
+        name = expected.replace(" ", "")
+        assert p.stdout.splitlines() == [f'PRETTY_NAME="{expected} (mini)"', f"CHOS={name.replace('debian', 'deb')}",
+                                         str(test_user.pw_uid), str(home)]
+    finally:
+        end(conf, j)
+    assert not (site_dir.run_dir / "openpbs-10.srv").exists()
+
+
+def test_user_file_chooses(site_dir, pbs_site, test_user, home):
+    conf = config(pbs_site, site_dir.policy())
+    (home / ".chos").write_text("deb13\n")
+    os.chown(home / ".chos", test_user.pw_uid, test_user.pw_gid)
+    j = job("11.srv")
+    try:
+        p = launch(start(conf, home, j), home)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.splitlines()[:2] == ['PRETTY_NAME="debian 13 (mini)"', "CHOS=deb13"]
+    finally:
+        end(conf, j)
+
+
+def test_exit_code_and_restored_environment(site_dir, pbs_site, home):
+    """The job's exit status is the payload's; LD_LIBRARY_PATH (dropped by glibc for the
+    set-user-ID joiner) reaches the job."""
+    conf = config(pbs_site, site_dir.policy())
+    j = job("12.srv", chos="deb13")
+    try:
+        r = start(conf, home, j, command=["/bin/sh", "-c", 'echo "$LD_LIBRARY_PATH"; exit 3'])
+        p = launch(r, home)
+        assert p.returncode == 3, p.stderr
+        assert p.stdout.strip() == "/opt/lib"
+    finally:
+        end(conf, j)
+
+
+def test_two_tasks_share_one_view_and_one_decision(site_dir, pbs_site, home):
+    conf = config(pbs_site, site_dir.policy())
+    j = job("13.srv", chos="deb13")
+    probe = ["/bin/sh", "-c", "readlink /proc/self/ns/mnt"]
+    try:
+        first = launch(start(conf, home, j, command=probe), home)
+        second = launch(start(conf, home, j, command=probe), home)      # a TM task on the same host
+        assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+        assert first.stdout == second.stdout != os.readlink("/proc/self/ns/mnt") + "\n"
+        assert decided(site_dir, "13.srv") == 1                         # the resolver ran once
+    finally:
+        end(conf, j)
+    assert not (site_dir.run_dir / "openpbs-13.srv").exists()
+
+
+def test_host_os_needs_no_joiner(site_dir, pbs_site, home):
+    conf = config(pbs_site, site_dir.policy(site="allow_local = true"))
+    j = job("14.srv", chos="local")
+    try:
+        r = start(conf, home, j)
+        assert r["progname"] == "/bin/sh" and r["argv"] == ["/bin/sh", "-c", PAYLOAD]
+        p = launch(r, home)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.splitlines()[1] == "CHOS=local"
+    finally:
+        end(conf, j)
+    assert not (site_dir.run_dir / "openpbs-14.srv").exists()
+
+
+def test_refused_at_start_reaches_stderr_with_exit_77(site_dir, pbs_site, home):
+    """The policy changed after submit: the job's error file gets the one line, exit 77."""
+    conf = config(pbs_site, restricted(site_dir))
+    j = job("15.srv", chos="deb13r")
+    try:
+        r = start(conf, home, j)
+        assert not r["rejected"]
+        p = launch(r, home)
+        assert p.returncode == 77
+        assert p.stdout == ""
+        assert p.stderr.startswith("envsched: environment 'deb13r' (option) refused: ")
+        assert len(p.stderr.splitlines()) == 1
+    finally:
+        end(conf, j)
+    assert not (site_dir.run_dir / "openpbs-15.srv").exists()
+
+
+def test_refused_at_start_with_reject(site_dir, pbs_site, home):
+    conf = config(pbs_site, site_dir.policy(), on_refusal="reject")
+    r = start(conf, home, job("16.srv", chos="sl5"))
+    assert r["rejected"]
+    assert r["reject_msg"].startswith("envsched: ") and "sl5" in r["reject_msg"]
+    assert not (site_dir.run_dir / "openpbs-16.srv").exists()
+
+
+def test_broken_tree_at_start_exit_69(site_dir, pbs_site, home):
+    broken = site_dir.root / "os" / "broken"
+    shutil.copytree(site_dir.envs["deb13"], broken, symlinks=True)
+    (broken / "usr").chmod(0o777)                                   # writable by others: refused
+    body = f'[environments.brk]\npath = "{broken}"\n'
+    conf = config(pbs_site, site_dir.policy(body=body))
+    try:
+        p = launch(start(conf, home, job("17.srv", chos="brk")), home)
+        assert p.returncode == 69, p.stderr
+        assert p.stderr.startswith("envsched: ") and len(p.stderr.splitlines()) == 1
+    finally:
+        shutil.rmtree(broken)
+    assert not (site_dir.run_dir / "openpbs-17.srv").exists()
+
+
+def test_queuejob_refuses_at_submit(site_dir, pbs_site, test_user):
+    conf = config(pbs_site, restricted(site_dir))
+    bad = run_hook("envsched_queuejob.py", "queuejob", conf, job("", chos="deb13r"), requestor=TEST_USER)
+    assert bad["rejected"]
+    assert bad["reject_msg"].startswith("envsched: environment 'deb13r' (option) refused: ")
+    assert "allowed for you: deb12, deb13" in bad["reject_msg"]
+    var = run_hook("envsched_queuejob.py", "queuejob", conf, job("", variables={"CHOS": "nope"}),
+                   requestor=TEST_USER)
+    assert var["rejected"] and "'nope' (CHOS variable)" in var["reject_msg"]
+    ok = run_hook("envsched_queuejob.py", "queuejob", conf, job("", chos="deb12"), requestor=TEST_USER)
+    assert not ok["rejected"], ok
+
+
+def test_joiner_refuses_another_users_pin_and_bad_keys(site_dir, pbs_site, test_user, home):
+    """Run by hand, the joiner joins nothing but a pin recorded for the caller's uid."""
+    conf = config(pbs_site, site_dir.policy())
+    j = job("18.srv", chos="deb13")
+    j["euser"] = "root"
+    try:
+        start(conf, home, j)
+        fake = {"progname": str(pbs_site / "pbs-join"), "env": {"PATH": "/usr/bin:/bin"},
+                "argv": [str(pbs_site / "pbs-join"), "openpbs-18.srv", "/bin/id", "id"]}
+        p = launch(fake, home)
+        assert p.returncode == 73 and "prepared for uid 0" in p.stderr
+        fake["argv"][1] = "../run"
+        p = launch(fake, home)
+        assert p.returncode == 64 and "not a job key" in p.stderr
+    finally:
+        end(conf, j)
