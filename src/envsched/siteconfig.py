@@ -147,6 +147,9 @@ def host_warnings(scheduler: str, options: RenderOptions) -> List[str]:
     if scheduler == "uge":
         from .siteconfig_uge import host_warnings as uge_warnings  # noqa: PLC0415
         found += uge_warnings(options)
+    if scheduler == "openpbs":
+        from .siteconfig_openpbs import host_warnings as openpbs_warnings  # noqa: PLC0415
+        found += openpbs_warnings(options)
     return found
 
 
@@ -228,10 +231,16 @@ def _render_uge(policy: Policy, options: RenderOptions) -> str:
     return render_uge(policy, options)
 
 
+def _render_openpbs(policy: Policy, options: RenderOptions) -> str:
+    from .siteconfig_openpbs import render_openpbs  # noqa: PLC0415 - one module per scheduler
+    return render_openpbs(policy, options)
+
+
 # scheduler -> renderer. Add Torque here, with templates/<scheduler>/*.j2.
 RENDERERS: Dict[str, Callable[[Policy, RenderOptions], str]] = {
     "slurm": render_slurm,
     "uge": _render_uge,
+    "openpbs": _render_openpbs,
 }
 
 

@@ -263,3 +263,25 @@ def test_joiner_refuses_another_users_pin_and_bad_keys(site_dir, pbs_site, test_
         assert p.returncode == 64 and "not a job key" in p.stderr
     finally:
         end(conf, j)
+
+
+def test_rendered_configuration_drives_the_hooks(site_dir, pbs_site, home):
+    """`site-config render --scheduler openpbs`: its hook_config and joiner_conf run a job."""
+    from envsched import siteconfig
+    from envsched.policy import load_policy
+    policy = site_dir.policy()
+    text = siteconfig.render("openpbs", load_policy(str(policy)), siteconfig.RenderOptions(
+        policy_path=str(policy), resolver="/usr/bin/true", plugin_dir=str(pbs_site), src=str(REPO / "src"),
+        spool_dir="none"))
+    assert 'qmgr -c "create resource chos type=string"' in siteconfig.section(text, "resource")
+    assert f"run_dir={site_dir.run_dir}\n" == siteconfig.section(text, "joiner_conf")
+    conf = pbs_site / "envsched-openpbs.json"
+    conf.write_text(siteconfig.section(text, "hook_config"))
+    assert json.loads(conf.read_text())["joiner"] == str(pbs_site / "pbs-join")
+    j = job("19.srv", chos="deb13")
+    try:
+        p = launch(start(conf, home, j), home)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.splitlines()[0] == 'PRETTY_NAME="debian 13 (mini)"'
+    finally:
+        end(conf, j)
