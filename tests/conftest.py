@@ -7,14 +7,13 @@ import pwd
 import shutil
 import subprocess
 import sys
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 import pytest
 
-from testlib import TEST_USER, mount_table, real_user
+from testlib import SESSION_TAG, TEST_USER, mount_table, real_user
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_MINI = REPO / "tests" / "envs" / "build-mini-env.sh"
@@ -63,7 +62,7 @@ description = "Debian 13 (mini)"
 def site_dir() -> Site:
     if not IS_ROOT:
         pytest.skip("needs root (CI runs as root)")
-    root = Path(f"/run/envsched-tests-{uuid.uuid4().hex[:8]}")
+    root = Path(f"/run/envsched-tests-{SESSION_TAG}")
     root.mkdir(mode=0o755)
     (root / "os").mkdir(mode=0o755)
     site = Site(root, {}, root / "run")

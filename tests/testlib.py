@@ -17,13 +17,26 @@ CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 # Pins of the Grid Engine test sites (tests/uge/conftest.py) are checked per test and per session by
 # their own fixture, against their own run_dir: a concurrent test run's site must not fail our guard.
 UGE_TEST_RUN_DIRS = "/run/envsched-ugetest-"
+# This test session's directories under /run carry SESSION_TAG; those of other sessions running at
+# the same time on this host (another engineer's test run) are not ours to judge.
+SESSION_TAG = uuid.uuid4().hex[:8]
+SESSION_DIR_PREFIXES = ("/run/envsched-tests-", "/run/envsched-slurmtest-")
+
+
+def _ours(mount_point: str) -> bool:
+    if mount_point.startswith(UGE_TEST_RUN_DIRS):
+        return False
+    for prefix in SESSION_DIR_PREFIXES:
+        if mount_point.startswith(prefix):
+            return mount_point.startswith(prefix + SESSION_TAG)
+    return True
 
 
 def mount_table() -> List[str]:
-    """The host mount table, without the per-mount ids that a remount may renumber."""
+    """The host mount table, without the per-mount ids that a remount may renumber, and without
+    other test sessions' directories."""
     with open("/proc/self/mountinfo") as f:
-        return sorted(" ".join(line.split()[2:]) for line in f
-                      if not line.split()[4].startswith(UGE_TEST_RUN_DIRS))
+        return sorted(" ".join(line.split()[2:]) for line in f if _ours(line.split()[4]))
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from testlib import mount_table
+from testlib import SESSION_TAG, mount_table
 
 pytestmark = pytest.mark.slurm
 
@@ -47,7 +47,7 @@ def site(slurm_cluster, slurm_user):
         trees[name] = root / "os" / name
         subprocess.run([str(REPO / "tests/envs/build-mini-env.sh"), str(trees[name]), "debian", version,
                         f"Debian {version} (mini)"], check=True, stdout=subprocess.DEVNULL)
-    run_dir = Path(f"/run/envsched-slurmtest-{uuid.uuid4().hex[:8]}")
+    run_dir = Path(f"/run/envsched-slurmtest-{SESSION_TAG}")
     policy = root / "policy.toml"
     policy.write_text(f"""
 [site]

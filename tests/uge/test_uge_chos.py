@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import envsched_cmd
+from ugesite import envsched_cmd
 
 pytestmark = pytest.mark.uge
 
@@ -189,7 +189,7 @@ def test_parallel_job_slave_tasks_join(uge_site, uge_user):
 
 def test_unprivileged_mode(uge_site, uge_user):
     """user.q runs the user-namespace starter: same environment, no pin, no set-user-ID program."""
-    from conftest import UNPRIVILEGED_QUEUE
+    from ugesite import UNPRIVILEGED_QUEUE
     c = uge_site.cluster
     job = c.qsub(PROBE, "-q", UNPRIVILEGED_QUEUE, "-l", "chos=deb13", user=uge_user.pw_name, cwd=uge_user.pw_dir)
     acct = c.wait(job)

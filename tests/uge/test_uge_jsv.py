@@ -108,7 +108,7 @@ def test_client_side_jsv_with_w_e(uge_jsv, uge_user):
 
 
 def test_submission_cost(uge_jsv, uge_user):
-    from conftest import _time_qsubs
+    from ugesite import _time_qsubs
     c = uge_jsv.cluster
     with_jsv = _time_qsubs(c, 10, "-l", "chos=deb13", user=uge_user.pw_name)
     plain = _time_qsubs(c, 10, user=uge_user.pw_name)

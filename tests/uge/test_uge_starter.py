@@ -3,13 +3,12 @@ started by a root sge_shepherd, be installed set-user-ID root with a root-owned 
 and it joins only a pin recorded for its real uid."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import uuid
 
 import pytest
-from conftest import envsched_cmd
+from ugesite import envsched_cmd
 
 pytestmark = pytest.mark.uge
 
