@@ -241,6 +241,7 @@ RENDERERS: Dict[str, Callable[[Policy, RenderOptions], str]] = {
     "slurm": render_slurm,
     "uge": _render_uge,
     "openpbs": _render_openpbs,
+    "torque": lambda p, o: __import__("envsched.siteconfig_torque", fromlist=["x"]).render_torque(p, o),
 }
 
 

@@ -218,7 +218,7 @@ def test_unknown_scheduler_is_refused_by_argparse(capsys):
     render = _subparser(_subparser(p, "site-config"), "render")
     scheduler = next(a for a in render._actions if a.dest == "scheduler")
     assert list(scheduler.choices) == sorted(siteconfig.RENDERERS)
-    assert {"openpbs", "slurm", "uge"} <= set(siteconfig.RENDERERS)
+    assert {"openpbs", "slurm", "torque", "uge"} <= set(siteconfig.RENDERERS)
     assert scheduler.required
 
 

@@ -1,0 +1,212 @@
+#!/usr/bin/python3 -I
+"""envsched's Torque shims that may run Python (at most once per job per node; never per task).
+
+    prologue       mom_priv/prologue (root, Mother Superior, before the job). Torque does not
+                   pass the job's `-v` variables to the prologue (its environment is documented
+                   as empty), so it cannot see CHOS. The submit filter stamps the job's request
+                   into the script (`#ENVSCHED chos=VALUE`); Torque 6.x gives the prologue the
+                   script's path as argv[8] (older: mom_priv/jobs/<jobid>.SC, the prologue's cwd
+                   being mom_priv). With a stamp the prologue prepares the job's view early
+                   (`envsched prepare`, key torque-<jobid>) with exactly the inputs the starter
+                   will compute, so the starter joins it without Python. A tree that is broken on
+                   this node, or a request the policy refuses, aborts the job (exit 1) with one
+                   line on the job's stderr. Without a stamp (no filter) it does nothing: the
+                   starter decides. Any other failure exits 0: the starter fails closed.
+    epilogue       mom_priv/epilogue (root, after the job, also after qdel): `envsched release
+                   --key torque-<jobid> --with-steps --quiet`. Always exits 0.
+    submit-filter  torque.cfg SUBMITFILTER (as the user, in qsub): qsub's arguments, the script on
+                   stdin; refuses an unknown or disallowed environment with one line (exit 1),
+                   else prints the script with the stamp.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import pwd
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+KEY_PREFIX = "torque-"
+STAMP = "#ENVSCHED chos="
+JOBID_RE = re.compile(r"[0-9][A-Za-z0-9._-]{0,55}\Z")
+
+
+@dataclass
+class Options:
+    mode: str
+    policy: str
+    src: Optional[str] = None
+    binds: List[str] = field(default_factory=list)
+    rest: List[str] = field(default_factory=list)
+
+
+def parse_args(argv: Sequence[str]) -> Options:
+    rest = list(argv)
+    if not rest or rest[0] not in ("prologue", "epilogue", "submit-filter"):
+        sys.exit("usage: envsched_torque.py prologue|epilogue|submit-filter --policy FILE [--src DIR] "
+                 "[--bind PATH]... [--] ARGS...")
+    mode, policy, src, binds = rest.pop(0), "", None, []
+    while rest and rest[0].startswith("--"):
+        arg = rest.pop(0)
+        if arg == "--":
+            break
+        if arg not in ("--policy", "--src", "--bind") or not rest:
+            sys.exit(f"envsched_torque.py: unknown option or missing value: {arg}")
+        value = rest.pop(0)
+        if arg == "--policy":
+            policy = value
+        elif arg == "--src":
+            src = value
+        else:
+            binds.append(value)
+    if not policy:
+        sys.exit("envsched_torque.py: --policy FILE is required")
+    return Options(mode, policy, src, binds, rest)
+
+
+def inputs(uid: int, chos: str, queue: str) -> str:
+    """The raw request as the starter writes it (plugins/torque/torque/core.c: identify())."""
+    return f"uid={uid}\tchos={chos}\tqueue={queue}"
+
+
+def run_resolver(argv: List[str]) -> Tuple[int, str]:
+    """`envsched ARGV` in this process; its exit code and its last `envsched: ` line."""
+    from envsched.cli.envsched import main
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(sink):
+        try:
+            code = main(argv)
+        except SystemExit as e:             # argparse
+            code = int(e.code or 0) if not isinstance(e.code, str) else 64
+    lines = [ln for ln in sink.getvalue().splitlines() if ln.startswith("envsched: ")]
+    return code, lines[-1] if lines else f"envsched: the environment could not be prepared (exit {code})"
+
+
+# ------------------------------------------------------------------------------ prologue
+def read_stamp(path: str) -> Optional[str]:
+    """The request the submit filter stamped into the script, or None (no filter ran)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        head = f.read(65536).decode("utf-8", "replace")
+    for line in head.splitlines()[:50]:
+        if line.startswith(STAMP):
+            return line[len(STAMP):].strip()
+    return None
+
+
+def prologue(opts: Options) -> int:
+    # argv: jobid user group jobname resource_list queue account [script path (6.x)]
+    args = opts.rest
+    if len(args) < 6 or not JOBID_RE.match(args[0]):
+        return 0
+    jobid, user, queue = args[0], args[1], args[5]
+    script = args[7] if len(args) > 7 else os.path.join(os.getcwd(), "jobs", f"{jobid}.SC")
+    chos = read_stamp(script)
+    if chos is None:
+        return 0                            # no filter: the starter decides, with the job's CHOS
+    try:
+        uid = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return 0
+    key = KEY_PREFIX + jobid
+    # the owner: our parent, the pbs_mom child that runs the prologue and then execs the job
+    argv = ["--policy", opts.policy, "prepare", "--format", "shim", "--reuse", "--record-local", "--gc",
+            "--key", key, "--fallback-key", key + ".v", "--user", str(uid), "--job", jobid,
+            "--owner-pid", str(os.getppid()), f"--chos-var={chos}", f"--inputs={inputs(uid, chos, queue)}"]
+    if queue:
+        argv.append(f"--partition={queue}")
+    for b in opts.binds:
+        argv += ["--bind", b]
+    code, line = run_resolver(argv)
+    if code in (69, 77):                    # broken tree on this node, refused: the job cannot run
+        print(line, file=sys.stderr)        # the job's error file
+        return 1                            # 1: Torque aborts the job
+    return 0
+
+
+def epilogue(opts: Options) -> int:
+    # argv: jobid user group jobname session_id resource_list resources_used queue account exit_code [script]
+    if opts.rest and JOBID_RE.match(opts.rest[0]):
+        run_resolver(["--policy", opts.policy, "release", "--key", KEY_PREFIX + opts.rest[0], "--with-steps",
+                      "--quiet"])
+    return 0
+
+
+# ------------------------------------------------------------------------------ submit filter
+def v_assignments(value: str) -> Dict[str, str]:
+    """`-v A=1,B=2,C` as qsub parses it (a name without '=' takes the submitter's value)."""
+    out: Dict[str, str] = {}
+    for item in value.split(","):
+        name, eq, val = item.partition("=")
+        name = name.strip()
+        if name:
+            out[name] = val if eq else os.environ.get(name, "")
+    return out
+
+
+def requested_chos(qsub_args: Sequence[str], script: str) -> Optional[str]:
+    """CHOS as the job will see it: `#PBS -v` in the script, overridden by qsub's own -v/-V."""
+    chos: Optional[str] = None
+    for line in script.splitlines():
+        if line.startswith("#PBS"):
+            words = line[4:].split()
+            for i, w in enumerate(words[:-1]):
+                if w == "-v":
+                    chos = v_assignments(words[i + 1]).get("CHOS", chos)
+        elif line.strip() and not line.startswith("#"):
+            break                           # qsub stops reading directives at the first command
+    args = list(qsub_args)
+    for i, a in enumerate(args):
+        if a == "-V" and "CHOS" in os.environ:
+            chos = os.environ["CHOS"]
+        elif a == "-v" and i + 1 < len(args):
+            chos = v_assignments(args[i + 1]).get("CHOS", chos)
+        elif a.startswith("-v") and len(a) > 2:
+            chos = v_assignments(a[2:]).get("CHOS", chos)
+    return chos
+
+
+def stamped(script: str, chos: str) -> str:
+    lines = script.splitlines(keepends=True)
+    at = 1 if lines and lines[0].startswith("#!") else 0
+    lines = [ln for ln in lines if not ln.startswith(STAMP)]
+    lines.insert(at, f"{STAMP}{chos}\n")
+    return "".join(lines)
+
+
+def submit_filter(opts: Options) -> int:
+    script = sys.stdin.read()
+    chos = requested_chos(opts.rest, script)
+    argv = ["--policy", opts.policy, "validate", "--identity-only", "--user", str(os.getuid()),
+            f"--chos-var={chos or ''}"]
+    code, line = run_resolver(argv)
+    if code != 0:
+        print(line, file=sys.stderr)
+        return 1
+    sys.stdout.write(stamped(script, chos or ""))
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    opts = parse_args(sys.argv[1:] if argv is None else argv)
+    if opts.src:
+        sys.path.insert(0, opts.src)
+    if opts.mode == "submit-filter":
+        return submit_filter(opts)
+    try:
+        return prologue(opts) if opts.mode == "prologue" else epilogue(opts)
+    except Exception as e:  # noqa: BLE001 - never requeue or abort on our own bug: the starter fails closed
+        import syslog
+        syslog.openlog("envsched-torque", syslog.LOG_PID, syslog.LOG_DAEMON)
+        syslog.syslog(syslog.LOG_ERR, f"{opts.mode} {opts.rest[:1]}: internal error: {e!r}")
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

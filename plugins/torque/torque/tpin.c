@@ -1,0 +1,182 @@
+/* The job's pin, run_dir/torque-<jobid>: prepared by the prologue (when the submit filter told
+ * it the job's request) or here, once per job per node, by the resolver.
+ *
+ * The same trust rules as the Grid Engine starter (plugins/uge/starter/pin.c): run_dir, the
+ * pin directory and its `shim` are root's and not writable by group or others, opened with
+ * O_NOFOLLOW; the shim's `uid` line must be the job owner's. A pin is joined only if its
+ * `inputs` (the raw request it was prepared for) equal this job's: a job whose CHOS changed
+ * after the prologue ran (qalter -v) gets a view of its own under torque-<jobid>.v.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "torque_starter.h"
+
+#define ES_WAIT_MS 60000        /* for a pin another task of the job is preparing right now */
+
+static int root_only(int fd, int want_dir)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 && st.st_uid == 0 && !(st.st_mode & (S_IWGRP | S_IWOTH)) &&
+           (want_dir ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode));
+}
+
+static ssize_t read_small(int dirfd, const char *name, char *buf, size_t cap)
+{
+    int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    if (!root_only(fd, 0)) {
+        close(fd);
+        errno = EPERM;
+        return -1;
+    }
+    ssize_t n = read(fd, buf, cap - 1);
+    close(fd);
+    if (n < 0 || (size_t)n >= cap - 1)
+        return -1;
+    buf[n] = '\0';
+    return n;
+}
+
+/* 1: read and ours, 0: not there or another request's, -1: untrusted or another user's */
+static int read_pin(const struct es_conf *c, const struct es_tjob *j, const char *key, int want_inputs,
+                    struct es_tpin *p, char *err, size_t errlen)
+{
+    char inputs[ES_TORQUE_INPUTS_MAX + 8], want[ES_TORQUE_INPUTS_MAX + 8];
+    int runfd = open(c->run_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+    if (runfd < 0)
+        return errno == ENOENT ? 0 : (snprintf(err, errlen, "%s: %s", c->run_dir, strerror(errno)), -1);
+    if (!root_only(runfd, 1)) {
+        close(runfd);
+        snprintf(err, errlen, "%s: must be a directory of root's, not writable by others", c->run_dir);
+        return -1;
+    }
+    int dirfd = openat(runfd, key, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    close(runfd);
+    if (dirfd < 0)
+        return errno == ENOENT ? 0 : (snprintf(err, errlen, "%s/%s: %s", c->run_dir, key, strerror(errno)), -1);
+    if (!root_only(dirfd, 1)) {
+        close(dirfd);
+        snprintf(err, errlen, "%s/%s: not root's alone", c->run_dir, key);
+        return -1;
+    }
+    if (read_small(dirfd, "shim", p->shim, sizeof p->shim) < 0) {
+        int e = errno;
+        close(dirfd);
+        if (e == ENOENT)
+            return 0;                      /* being prepared (shim is written last) */
+        snprintf(err, errlen, "%s/%s/shim: %s", c->run_dir, key, strerror(e));
+        return -1;
+    }
+    snprintf(want, sizeof want, "%s\n", j->inputs);
+    if (want_inputs && (read_small(dirfd, "inputs", inputs, sizeof inputs) < 0 || strcmp(inputs, want) != 0)) {
+        close(dirfd);
+        return 0;                          /* prepared for another request */
+    }
+    long uid = -1;
+    p->has_view = 0;
+    char copy[ES_SHIM_MAX], *save = NULL;
+    memcpy(copy, p->shim, sizeof copy);
+    for (char *l = strtok_r(copy, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        if (strncmp(l, "uid ", 4) == 0)
+            uid = strtol(l + 4, NULL, 10);
+        else if (strncmp(l, "pin ", 4) == 0)
+            p->has_view = strcmp(l + 4, "-") != 0;
+    }
+    if (uid < 0 || (uid_t)uid != j->uid) {
+        close(dirfd);
+        snprintf(err, errlen, "the job's environment was prepared for uid %ld, not for %u", uid, (unsigned)j->uid);
+        return -1;
+    }
+    p->dirfd = dirfd;
+    snprintf(p->key, sizeof p->key, "%s", key);
+    return 1;
+}
+
+/* the resolver as root with a clean environment (plugins/common/es_run.c); the key it chose */
+static int prepare(const struct es_conf *c, const struct es_tjob *j, char **jobenv, char *key, size_t keylen,
+                   char *err, size_t errlen)
+{
+    const char *chos = es_jobenv_get(jobenv, "CHOS"), *queue = es_jobenv_get(jobenv, "PBS_QUEUE");
+    char uid[16], owner[16], fallback[112], a_chos[300], a_queue[300], a_inputs[ES_TORQUE_INPUTS_MAX + 16];
+    char *argv[64];
+    int n = 0;
+    struct es_run r;
+
+    snprintf(uid, sizeof uid, "%u", (unsigned)j->uid);
+    /* the owner: this process, which becomes the job (batch shell or TM task) by exec */
+    snprintf(owner, sizeof owner, "%d", (int)getpid());
+    snprintf(fallback, sizeof fallback, "%s.v", j->key);
+    snprintf(a_chos, sizeof a_chos, "--chos-var=%s", chos ? chos : "");
+    snprintf(a_queue, sizeof a_queue, "--partition=%s", queue ? queue : "");
+    snprintf(a_inputs, sizeof a_inputs, "--inputs=%s", j->inputs);
+    char *fixed[] = {(char *)c->resolver, "--policy", (char *)c->policy, "prepare", "--format", "shim",
+                     "--reuse", "--record-local", "--gc", "--key", (char *)j->key, "--fallback-key", fallback,
+                     "--user", uid, "--job", (char *)j->id, "--owner-pid", owner, a_chos, a_inputs, NULL};
+    for (int i = 0; fixed[i]; i++)
+        argv[n++] = fixed[i];
+    if (queue && queue[0])
+        argv[n++] = a_queue;
+    for (int i = 0; i < c->nbinds; i++) {
+        argv[n++] = "--bind";
+        argv[n++] = (char *)c->binds[i];
+    }
+    argv[n] = NULL;
+    if (es_run(argv, 1, &r) != 0) {
+        es_user_line(&r, err, errlen);
+        return r.status > 0 ? r.status : ENVSCHED_EXIT_SETUP_FAILED;
+    }
+    for (char *l = r.out; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (strncmp(l, "key ", 4) == 0) {
+            snprintf(key, keylen, "%.*s", (int)strcspn(l + 4, "\n"), l + 4);
+            return 0;
+        }
+    snprintf(err, errlen, ES_PREFIX "the resolver named no pin for job %s", j->id);
+    return ENVSCHED_EXIT_SETUP_FAILED;
+}
+
+int es_tpin_open(const struct es_conf *c, const struct es_tjob *j, char **jobenv, struct es_tpin *p,
+                 int *ran_resolver, char *err, size_t errlen)
+{
+    char fallback[112], key[96];
+    struct timespec start, now, pause = {0, 20 * 1000 * 1000};
+
+    memset(p, 0, sizeof *p);
+    p->dirfd = -1;
+    *ran_resolver = 0;
+    snprintf(fallback, sizeof fallback, "%s.v", j->key);
+    /* join without Python: a pin of this job prepared for exactly this request */
+    for (int i = 0; i < 2; i++) {
+        int rc = read_pin(c, j, i == 0 ? j->key : fallback, 1, p, err, errlen);
+        if (rc != 0)
+            return rc > 0 ? 0 : ENVSCHED_EXIT_NOT_PERMITTED;
+    }
+    *ran_resolver = 1;
+    int status = prepare(c, j, jobenv, key, sizeof key, err, errlen);
+    if (status != 0)
+        return status;
+    /* the resolver reused or made `key`; its shim may still be in the making by another task */
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        int rc = read_pin(c, j, key, 0, p, err, errlen);
+        if (rc < 0)
+            return ENVSCHED_EXIT_NOT_PERMITTED;
+        if (rc > 0)
+            return 0;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 > ES_WAIT_MS) {
+            snprintf(err, errlen, "the job's environment was not ready after %d s (%s/%s)", ES_WAIT_MS / 1000,
+                     c->run_dir, key);
+            return ENVSCHED_EXIT_SETUP_FAILED;
+        }
+        nanosleep(&pause, NULL);
+    }
+}
