@@ -161,7 +161,9 @@ int es_tpin_open(const struct es_conf *c, const struct es_tjob *j, char **jobenv
     }
     *ran_resolver = 1;
     int status = prepare(c, j, jobenv, key, sizeof key, err, errlen);
-    if (status != 0)
+    if (status == ENVSCHED_EXIT_USAGE && strstr(err, "exists already") != NULL)
+        snprintf(key, sizeof key, "%s", j->key);     /* another task of the job is preparing it: wait */
+    else if (status != 0)
         return status;
     /* the resolver reused or made `key`; its shim may still be in the making by another task */
     clock_gettime(CLOCK_MONOTONIC, &start);
