@@ -2,8 +2,11 @@
 # Install what envsched's build, tests and demo need on Debian 12, only if missing.
 # Usage: scripts/install-deps.sh [extra-debian-packages...]
 set -euo pipefail
+# openssh-server, openssh-client, pamtester: tests/pam (on a host with a running init, installing
+# openssh-server also enables and starts the system ssh service)
 packages=(busybox-static squashfs-tools bubblewrap python3-venv util-linux gcc make libc6-dev binutils passwd
-          iproute2 bsdextrautils gridengine-drmaa1.0 libjemalloc2 "$@")
+          iproute2 bsdextrautils gridengine-drmaa1.0 libjemalloc2 libpam0g-dev openssh-server openssh-client
+          pamtester "$@")
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

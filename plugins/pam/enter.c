@@ -1,0 +1,102 @@
+/* The session process joins the prepared view: setns(CLONE_NEWNS) in the calling process, so
+ * everything the application forks after pam_open_session (sshd's session child and the shell,
+ * su's shell) starts inside. Before that, a descriptor of the namespace the session was opened in
+ * is kept (close-on-exec), so close_session can go back there to release the pin: the resolver
+ * and run_dir are the host's, not the view's.
+ *
+ * Only a pin of root's is joined: run_dir, run_dir/<key> root's and not writable by others, each
+ * opened O_NOFOLLOW relative to the one above, and the pin the resolver named must be exactly
+ * run_dir/<key>/mnt.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "es_pam.h"
+
+static int root_only_dir(int fd)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 && st.st_uid == 0 && S_ISDIR(st.st_mode) && !(st.st_mode & (S_IWGRP | S_IWOTH));
+}
+
+static int open_pin(const struct es_conf *c, const struct es_shim *s, char *err, size_t errlen)
+{
+    char want[PATH_MAX + 96];
+
+    snprintf(want, sizeof want, "%s/%s/mnt", c->run_dir, s->key);
+    if (s->key[0] == '\0' || strchr(s->key, '/') || strcmp(want, s->pin) != 0) {
+        snprintf(err, errlen, ES_PREFIX "the resolver's pin %.200s is not %.200s (is run_dir= the "
+                 "policy's run_dir?)", s->pin, want);
+        return -1;
+    }
+    int run = open(c->run_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (run < 0 || !root_only_dir(run)) {
+        snprintf(err, errlen, ES_PREFIX "%.200s: %s", c->run_dir,
+                 run < 0 ? strerror(errno) : "must be a directory of root's, not writable by others");
+        if (run >= 0)
+            close(run);
+        return -1;
+    }
+    int dir = openat(run, s->key, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    close(run);
+    if (dir < 0 || !root_only_dir(dir)) {
+        snprintf(err, errlen, ES_PREFIX "%.200s/%s: %s", c->run_dir, s->key,
+                 dir < 0 ? strerror(errno) : "not root's alone");
+        if (dir >= 0)
+            close(dir);
+        return -1;
+    }
+    int fd = openat(dir, "mnt", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        snprintf(err, errlen, ES_PREFIX "%.200s: %s", s->pin, strerror(errno));
+    close(dir);
+    return fd;
+}
+
+int es_enter(const struct es_conf *c, const struct es_shim *s, int *host_ns, char *err, size_t errlen)
+{
+    char cwd[PATH_MAX];
+
+    *host_ns = -1;
+    int fd = open_pin(c, s, err, errlen);
+    if (fd < 0)
+        return -1;
+    int host = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+    if (host < 0) {
+        snprintf(err, errlen, ES_PREFIX "/proc/self/ns/mnt: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (getcwd(cwd, sizeof cwd) == NULL)
+        cwd[0] = '\0';
+    if (setns(fd, CLONE_NEWNS) != 0) {
+        snprintf(err, errlen, ES_PREFIX "cannot enter the prepared environment (setns: %s)", strerror(errno));
+        close(fd);
+        close(host);
+        return -1;
+    }
+    close(fd);
+    /* setns moved root and cwd to the view's root; keep the working directory where it exists */
+    if (!(cwd[0] && chdir(cwd) == 0) && chdir("/") != 0) {
+        /* "/" always exists in a view */
+    }
+    *host_ns = host;
+    return 0;
+}
+
+/* back to the namespace the session was opened in */
+int es_leave(int host_ns)
+{
+    if (host_ns < 0)
+        return 0;
+    int rc = setns(host_ns, CLONE_NEWNS);
+    close(host_ns);
+    if (rc == 0 && chdir("/") != 0)
+        return -1;
+    return rc;
+}

@@ -1,0 +1,77 @@
+/* pam_envsched: logins land in the user's environment. One file per concern:
+ *
+ *   pam_envsched.c  the dispatcher: pam_sm_open_session / pam_sm_close_session
+ *   conf.c          module arguments (policy=, resolver=, run_dir=, exempt_users=, failure=, debug)
+ *   login.c         who and what: user, uid, service, tty, rhost, CHOS from the PAM environment
+ *   resolve.c       the resolver (`envsched prepare` / `release`), clean environment, failure modes
+ *   shim.c          the resolver's shim lines: CHOS and the env operations into the PAM environment
+ *   enter.c         trust checks of the pin, setns of the calling process, and back at close
+ */
+#ifndef ES_PAM_H
+#define ES_PAM_H
+
+#include <limits.h>
+#include <sys/types.h>
+#include <security/pam_modules.h>
+
+#define ES_PREFIX "envsched: "
+#include "../common/es_run.h"
+
+#define ES_EXPORT __attribute__((visibility("default")))
+#define ES_NAME_MAX 256         /* a CHOS value, with its NUL */
+#define ES_MSG_MAX 1024
+#define ES_DATA_KEY "envsched_session"
+
+enum es_failure { ES_FAIL_CLOSED, ES_FAIL_DEFAULT, ES_FAIL_OPEN };
+
+struct es_conf {
+    char policy[PATH_MAX];
+    char resolver[PATH_MAX];
+    char run_dir[PATH_MAX];
+    char exempt[1024];          /* comma-separated user names */
+    enum es_failure failure;
+    int debug;
+};
+
+struct es_login {
+    const char *user, *service, *tty, *rhost;
+    uid_t uid;
+    char chos[ES_NAME_MAX];
+    char key[80];               /* pam-<uid>-<pid> */
+    pid_t owner;                /* the calling process: it lives as long as the session */
+};
+
+/* What the resolver said (the shim protocol, src/envsched/shim.py). */
+struct es_shim {
+    char environment[80];
+    char key[80];
+    char pin[PATH_MAX];         /* "" for the host OS */
+    char warning[ES_MSG_MAX];
+    long uid;
+};
+
+/* What close_session needs, kept with pam_set_data. */
+struct es_session {
+    char key[80];
+    int host_ns;                /* the mount namespace the session was opened in, or -1 */
+};
+
+int es_conf_parse(pam_handle_t *pamh, int argc, const char **argv, struct es_conf *c);
+
+int es_login_get(pam_handle_t *pamh, struct es_login *l, char *err, size_t errlen);
+int es_login_exempt(const struct es_conf *c, const struct es_login *l);
+
+/* es_login_get: 0, -1 (no user: deny), -2 (a bad request: the failure mode applies) */
+/* prepare: 0 and the shim text in r->out, or the exit status; user_file=0 asks for the
+ * defaults only (failure=default), ignoring CHOS and ~/.chos */
+int es_resolve_prepare(const struct es_conf *c, const struct es_login *l, int user_file, struct es_run *r);
+void es_resolve_release(pam_handle_t *pamh, const struct es_conf *c, const char *key);
+void es_resolve_log(pam_handle_t *pamh, const struct es_run *r);
+
+int es_shim_parse(const char *text, struct es_shim *s);
+int es_shim_putenv(pam_handle_t *pamh, const char *text, const char *environment);
+
+int es_enter(const struct es_conf *c, const struct es_shim *s, int *host_ns, char *err, size_t errlen);
+int es_leave(int host_ns);
+
+#endif

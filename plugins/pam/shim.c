@@ -1,0 +1,98 @@
+/* The resolver's shim lines (src/envsched/shim.py): what was decided, the pin, and the env
+ * operations, which go into the PAM environment with CHOS=<name>. The application copies that
+ * environment into the session (sshd over its own PATH, su after its own variables).
+ *
+ * prepend/append extend the PAM environment's value, else the calling process's own (sshd's and
+ * su's PATH are theirs, not in the PAM environment), else the value alone.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <security/pam_ext.h>
+
+#include "es_pam.h"
+
+int es_shim_parse(const char *text, struct es_shim *s)
+{
+    char *copy = strdup(text), *save = NULL;
+
+    memset(s, 0, sizeof *s);
+    s->uid = -1;
+    if (copy == NULL)
+        return -1;
+    for (char *l = strtok_r(copy, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        if (strncmp(l, "environment ", 12) == 0)
+            snprintf(s->environment, sizeof s->environment, "%s", l + 12);
+        else if (strncmp(l, "key ", 4) == 0)
+            snprintf(s->key, sizeof s->key, "%s", strcmp(l + 4, "-") == 0 ? "" : l + 4);
+        else if (strncmp(l, "pin ", 4) == 0)
+            snprintf(s->pin, sizeof s->pin, "%s", strcmp(l + 4, "-") == 0 ? "" : l + 4);
+        else if (strncmp(l, "uid ", 4) == 0)
+            s->uid = strtol(l + 4, NULL, 10);
+        else if (strncmp(l, "warning ", 8) == 0)
+            snprintf(s->warning, sizeof s->warning, "%s", l + 8);
+    }
+    free(copy);
+    return s->environment[0] && s->uid >= 0 ? 0 : -1;
+}
+
+static int put(pam_handle_t *pamh, const char *name, const char *value)
+{
+    size_t len = strlen(name) + strlen(value) + 2;
+    char *entry = malloc(len);
+    if (entry == NULL)
+        return -1;
+    snprintf(entry, len, "%s=%s", name, value);
+    int rc = pam_putenv(pamh, entry) == PAM_SUCCESS ? 0 : -1;
+    free(entry);
+    return rc;
+}
+
+static int apply(pam_handle_t *pamh, char *line)
+{
+    char *save = NULL;
+    char *action = strtok_r(line, " ", &save), *name = strtok_r(NULL, " ", &save);
+    char *value = strtok_r(NULL, "", &save);
+
+    if (action == NULL || name == NULL)
+        return -1;
+    if (strcmp(action, "unset") == 0) {
+        if (pam_getenv(pamh, name) != NULL)
+            return pam_putenv(pamh, name) == PAM_SUCCESS ? 0 : -1;    /* "NAME" alone removes it */
+        return 0;
+    }
+    if (value == NULL)
+        value = "";
+    const char *old = pam_getenv(pamh, name);
+    if (old == NULL || old[0] == '\0')
+        old = getenv(name);
+    if (strcmp(action, "set") == 0 || old == NULL || old[0] == '\0')
+        return put(pamh, name, value);
+    size_t len = strlen(old) + strlen(value) + 2;
+    char *joined = malloc(len);
+    if (joined == NULL)
+        return -1;
+    if (strcmp(action, "prepend") == 0)
+        snprintf(joined, len, "%s:%s", value, old);
+    else
+        snprintf(joined, len, "%s:%s", old, value);
+    int rc = put(pamh, name, joined);
+    free(joined);
+    return rc;
+}
+
+int es_shim_putenv(pam_handle_t *pamh, const char *text, const char *environment)
+{
+    char *copy = strdup(text), *save = NULL;
+    int rc = 0;
+
+    if (copy == NULL)
+        return -1;
+    for (char *l = strtok_r(copy, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+        if (strncmp(l, "env ", 4) == 0 && apply(pamh, l + 4) != 0)
+            rc = -1;
+    free(copy);
+    if (rc == 0)
+        rc = put(pamh, "CHOS", environment);
+    return rc;
+}
