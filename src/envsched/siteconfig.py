@@ -242,6 +242,7 @@ RENDERERS: Dict[str, Callable[[Policy, RenderOptions], str]] = {
     "uge": _render_uge,
     "openpbs": _render_openpbs,
     "torque": lambda p, o: __import__("envsched.siteconfig_torque", fromlist=["x"]).render_torque(p, o),
+    "pam": lambda p, o: __import__("envsched.siteconfig_pam", fromlist=["x"]).render_pam(p, o),
 }
 
 

@@ -110,3 +110,19 @@ def test_su_login_enters(pam_service, site_dir, pam_user, pam_home):
         r.stdout + r.stderr
     assert not [ln for ln in lines[4:] if ln.startswith("pam-")]     # released by su's close_session
     assert pins(site_dir.run_dir) == []
+
+
+def test_rendered_line_works(pam_service, site_dir, pam_user, pam_home, envsched_cmd):
+    """The line `site-config render --scheduler pam` prints, as it is, in a service's stack."""
+    pytest.importorskip("jinja2")
+    policy = site_dir.policy()
+    write_chos(pam_home, pam_user, "deb13")
+    r = envsched_cmd("--policy", str(policy), "site-config", "render", "--scheduler", "pam",
+                     "--resolver", str(RESOLVER), "--plugin", str(pam_service.module))
+    assert r.returncode == 0, r.stderr
+    pam_service.path.write_text("auth required pam_permit.so\naccount required pam_permit.so\n"
+                                "session required pam_permit.so\n" + r.stdout)
+    out = pamtester(pam_service.name)
+    assert out.returncode == 0, out.stdout + r.stdout
+    assert prepared(site_dir, pam_service.name) == ["deb13"]
+    assert pins(site_dir.run_dir) == []
