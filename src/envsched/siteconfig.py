@@ -70,6 +70,7 @@ class RenderOptions:
     plugin_dir: Optional[str] = None          # uge: where the JSV, shims and starter are installed
     src: Optional[str] = None                 # uge: directory holding the envsched package, if not installed
     unprivileged: bool = False                # uge: user-namespace starter, no set-user-ID program
+    service: Optional[str] = None             # pam: the PAM service the line is for (--pam SERVICE)
 
 
 # ------------------------------------------------------------------------------------- checks

@@ -7,16 +7,21 @@ failure= follows the policy's site.on_error ("default" -> failure=default, else 
 """
 from __future__ import annotations
 
+import re
+
 from .policy.model import Policy
-from .siteconfig import RenderOptions, check_path, render_template
+from .siteconfig import RenderOptions, SiteConfigError, check_path, render_template
 
 DEFAULT_PAM_MODULE = "pam_envsched.so"     # found in the system's PAM module directory
 
 
 def render_pam(policy: Policy, options: RenderOptions) -> str:
     module = check_path("--plugin", options.plugin) if options.plugin else DEFAULT_PAM_MODULE
+    service = options.service
+    if service is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", service):
+        raise SiteConfigError(f"--pam: not a PAM service name: {service!r}")
     return render_template(
-        "pam/session.conf.j2", module=module,
+        "pam/session.conf.j2", module=module, service=service,
         policy=check_path("--policy", options.policy_path),
         resolver=check_path("--resolver", options.resolver),
         run_dir=check_path(f"{policy.source}: site.run_dir", policy.site.run_dir),

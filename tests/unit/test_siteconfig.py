@@ -219,7 +219,10 @@ def test_unknown_scheduler_is_refused_by_argparse(capsys):
     scheduler = next(a for a in render._actions if a.dest == "scheduler")
     assert list(scheduler.choices) == sorted(siteconfig.RENDERERS)
     assert {"openpbs", "slurm", "torque", "uge"} <= set(siteconfig.RENDERERS)
-    assert scheduler.required
+    assert not scheduler.required                      # --scheduler or --pam SERVICE, one of them
+    with pytest.raises(SystemExit):
+        p.parse_args(["site-config", "render"])
+    assert "one of the arguments --scheduler --pam is required" in capsys.readouterr().err
 
 
 def _subparser(p: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:

@@ -42,3 +42,17 @@ def test_refuses_what_pam_d_would_split(kw):
     policy = parse_policy_text("", "/p.toml")
     with pytest.raises(siteconfig.SiteConfigError):
         siteconfig.render("pam", policy, _opts(**kw))
+
+
+def test_pam_service_option_names_the_file(tmp_path):
+    from envsched import siteconfig
+    from envsched.policy import parse_policy_text
+    from envsched.siteconfig import RenderOptions, SiteConfigError
+    policy = parse_policy_text('[site]\ndefault = "deb12"\n[environments.deb12]\npath = "/os/deb12"\n',
+                               "/etc/envsched/policy.toml")
+    opts = dict(policy_path="/etc/envsched/policy.toml", resolver="/usr/bin/envsched")
+    text = siteconfig.render("pam", policy, RenderOptions(service="sshd", **opts))
+    assert "# Add the line to /etc/pam.d/sshd as the LAST session line" in text
+    import pytest
+    with pytest.raises(SiteConfigError, match="not a PAM service name"):
+        siteconfig.render("pam", policy, RenderOptions(service="../sshd", **opts))

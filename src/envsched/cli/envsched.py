@@ -200,7 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     ssub = s.add_subparsers(dest="site_config_cmd", required=True, metavar="COMMAND")
     r = ssub.add_parser("render", help="print the scheduler configuration for this policy "
                         "(Slurm: the plugstack.conf line; Grid Engine: complex, JSV, queue and starter settings)")
-    r.add_argument("--scheduler", required=True, choices=siteconfig.schedulers())
+    which = r.add_mutually_exclusive_group(required=True)
+    which.add_argument("--scheduler", choices=siteconfig.schedulers())
+    which.add_argument("--pam", metavar="SERVICE",
+                       help="the /etc/pam.d/SERVICE session line of pam_envsched.so (same as --scheduler pam, "
+                       "naming the service)")
     r.add_argument("--plugin", metavar="PATH",
                    help=f"slurm: the SPANK plugin (default {siteconfig.DEFAULT_SLURM_PLUGIN})")
     r.add_argument("--resolver", metavar="PATH",
