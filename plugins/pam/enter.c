@@ -16,13 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../common/es_trust.h"
 #include "es_pam.h"
-
-static int root_only_dir(int fd)
-{
-    struct stat st;
-    return fstat(fd, &st) == 0 && st.st_uid == 0 && S_ISDIR(st.st_mode) && !(st.st_mode & (S_IWGRP | S_IWOTH));
-}
 
 static int open_pin(const struct es_conf *c, const struct es_shim *s, char *err, size_t errlen)
 {
@@ -35,7 +30,7 @@ static int open_pin(const struct es_conf *c, const struct es_shim *s, char *err,
         return -1;
     }
     int run = open(c->run_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (run < 0 || !root_only_dir(run)) {
+    if (run < 0 || !es_root_only(run, 1)) {
         snprintf(err, errlen, ES_PREFIX "%.200s: %s", c->run_dir,
                  run < 0 ? strerror(errno) : "must be a directory of root's, not writable by others");
         if (run >= 0)
@@ -44,7 +39,7 @@ static int open_pin(const struct es_conf *c, const struct es_shim *s, char *err,
     }
     int dir = openat(run, s->key, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     close(run);
-    if (dir < 0 || !root_only_dir(dir)) {
+    if (dir < 0 || !es_root_only(dir, 1)) {
         snprintf(err, errlen, ES_PREFIX "%.200s/%s: %s", c->run_dir, s->key,
                  dir < 0 ? strerror(errno) : "not root's alone");
         if (dir >= 0)

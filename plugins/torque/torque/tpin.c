@@ -16,23 +16,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../../common/es_trust.h"
 #include "torque_starter.h"
 
 #define ES_WAIT_MS 60000        /* for a pin another task of the job is preparing right now */
-
-static int root_only(int fd, int want_dir)
-{
-    struct stat st;
-    return fstat(fd, &st) == 0 && st.st_uid == 0 && !(st.st_mode & (S_IWGRP | S_IWOTH)) &&
-           (want_dir ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode));
-}
 
 static ssize_t read_small(int dirfd, const char *name, char *buf, size_t cap)
 {
     int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return -1;
-    if (!root_only(fd, 0)) {
+    if (!es_root_only(fd, 0)) {
         close(fd);
         errno = EPERM;
         return -1;
@@ -54,7 +48,7 @@ static int read_pin(const struct es_conf *c, const struct es_tjob *j, const char
 
     if (runfd < 0)
         return errno == ENOENT ? 0 : (snprintf(err, errlen, "%s: %s", c->run_dir, strerror(errno)), -1);
-    if (!root_only(runfd, 1)) {
+    if (!es_root_only(runfd, 1)) {
         close(runfd);
         snprintf(err, errlen, "%s: must be a directory of root's, not writable by others", c->run_dir);
         return -1;
@@ -63,7 +57,7 @@ static int read_pin(const struct es_conf *c, const struct es_tjob *j, const char
     close(runfd);
     if (dirfd < 0)
         return errno == ENOENT ? 0 : (snprintf(err, errlen, "%s/%s: %s", c->run_dir, key, strerror(errno)), -1);
-    if (!root_only(dirfd, 1)) {
+    if (!es_root_only(dirfd, 1)) {
         close(dirfd);
         snprintf(err, errlen, "%s/%s: not root's alone", c->run_dir, key);
         return -1;

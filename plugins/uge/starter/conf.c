@@ -19,30 +19,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../../common/es_trust.h"
 #include "starter.h"
-
-/* path and every directory above it: root-owned, not writable by group or others */
-static int trusted(const char *path, char *err, size_t errlen)
-{
-    char p[PATH_MAX + 80];
-    struct stat st;
-
-    snprintf(p, sizeof p, "%s", path);
-    for (;;) {
-        if (lstat(p, &st) != 0) {
-            snprintf(err, errlen, "%s: %s", p, strerror(errno));
-            return -1;
-        }
-        if (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH))) {
-            snprintf(err, errlen, "%s: must be owned by root and not writable by group or others", p);
-            return -1;
-        }
-        char *slash = strrchr(p, '/');
-        if (slash == NULL || slash == p)
-            return 0;
-        *slash = '\0';
-    }
-}
 
 static int set(char *dst, size_t len, const char *key, const char *value, char *err, size_t errlen)
 {
@@ -70,7 +48,7 @@ int es_conf_load(struct es_conf *c, const char *name, char *err, size_t errlen)
         snprintf(path, sizeof path, "%.*s/%s", (int)(strrchr(exe, '/') - exe), exe, name);
     else
         snprintf(path, sizeof path, "%s.conf", exe);
-    if (trusted(path, err, errlen) != 0)
+    if (es_trusted_path(path, err, errlen) != 0)
         return -1;
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;

@@ -14,16 +14,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../../common/es_trust.h"
 #include "starter.h"
 
 #define ES_WAIT_MS 60000       /* for a pin another task of the job is preparing right now */
-
-static int root_only(int fd, int want_dir)
-{
-    struct stat st;
-    return fstat(fd, &st) == 0 && st.st_uid == 0 && !(st.st_mode & (S_IWGRP | S_IWOTH)) &&
-           (want_dir ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode));
-}
 
 /* 1: read, 0: not there (yet), -1: there but untrusted or unreadable */
 static int read_shim(const struct es_conf *c, const struct es_job *j, struct es_pin *p,
@@ -34,7 +28,7 @@ static int read_shim(const struct es_conf *c, const struct es_job *j, struct es_
 
     if (runfd < 0)
         return errno == ENOENT ? 0 : (snprintf(err, errlen, "%s: %s", c->run_dir, strerror(errno)), -1);
-    if (!root_only(runfd, 1)) {
+    if (!es_root_only(runfd, 1)) {
         close(runfd);
         snprintf(err, errlen, "%s: must be a directory of root's, not writable by others", c->run_dir);
         return -1;
@@ -50,7 +44,7 @@ static int read_shim(const struct es_conf *c, const struct es_job *j, struct es_
         p->dirfd = -1;
         return errno == ENOENT ? 0 : (snprintf(err, errlen, "%s/%s/shim: %s", c->run_dir, dir, strerror(errno)), -1);
     }
-    if (!root_only(p->dirfd, 1) || !root_only(fd, 0)) {
+    if (!es_root_only(p->dirfd, 1) || !es_root_only(fd, 0)) {
         close(fd);
         snprintf(err, errlen, "%s/%s: not root's alone", c->run_dir, dir);
         return -1;

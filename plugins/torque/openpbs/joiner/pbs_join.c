@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "../../../common/envsched_exit.h"
+#include "../../../common/es_trust.h"
 
 #define KEY_PREFIX "openpbs-"
 #define SHIM_MAX 16384
@@ -50,31 +51,12 @@ static void __attribute__((noreturn, format(printf, 2, 3))) die(int code, const 
     exit(code);
 }
 
-static int roots(int fd, int want_dir)
-{
-    struct stat st;
-    return fstat(fd, &st) == 0 && st.st_uid == 0 && !(st.st_mode & (S_IWGRP | S_IWOTH)) &&
-           (want_dir ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode));
-}
-
 /* path and every directory above it: root's, not writable by group or others */
 static void require_trusted(const char *path)
 {
-    char p[PATH_MAX + 16];
-    struct stat st;
-
-    snprintf(p, sizeof p, "%s", path);
-    for (;;) {
-        if (lstat(p, &st) != 0)
-            die(ENVSCHED_EXIT_POLICY_INVALID, "joiner configuration: %s: %s", p, strerror(errno));
-        if (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)))
-            die(ENVSCHED_EXIT_POLICY_INVALID, "joiner configuration: %s: must be owned by root and "
-                "not writable by group or others", p);
-        char *slash = strrchr(p, '/');
-        if (slash == NULL || slash == p)
-            return;
-        *slash = '\0';
-    }
+    char err[PATH_MAX + 128];
+    if (es_trusted_path(path, err, sizeof err) != 0)
+        die(ENVSCHED_EXIT_POLICY_INVALID, "joiner configuration: %s", err);
 }
 
 static void read_conf(char *run_dir, size_t len)
@@ -122,7 +104,7 @@ static int valid_key(const char *k)
 static int open_pin(const char *run_dir, const char *key, char *shim)
 {
     int runfd = open(run_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (runfd < 0 || !roots(runfd, 1))
+    if (runfd < 0 || !es_root_only(runfd, 1))
         die(ENVSCHED_EXIT_SETUP_FAILED, "%s: not a directory of root's (%s)", run_dir,
             runfd < 0 ? strerror(errno) : "owner or mode");
     int dirfd = openat(runfd, key, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -131,7 +113,7 @@ static int open_pin(const char *run_dir, const char *key, char *shim)
         die(ENVSCHED_EXIT_SETUP_FAILED, "the job's environment is not prepared on this host (%s/%s: %s)",
             run_dir, key, strerror(errno));
     int fd = openat(dirfd, "shim", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0 || !roots(dirfd, 1) || !roots(fd, 0))
+    if (fd < 0 || !es_root_only(dirfd, 1) || !es_root_only(fd, 0))
         die(ENVSCHED_EXIT_SETUP_FAILED, "%s/%s: not a complete pin of root's", run_dir, key);
     ssize_t n = read(fd, shim, SHIM_MAX - 1);
     close(fd);

@@ -1,0 +1,14 @@
+/* Trust checks shared by the C shims that run as root (set-user-ID starters, the Torque starter,
+ * the PAM module): what root may read a decision or a configuration from. See es_trust.c. */
+#ifndef ES_TRUST_H
+#define ES_TRUST_H
+
+#include <stddef.h>
+
+/* fd is root's, not writable by group or others, and a directory (want_dir) or a regular file */
+int es_root_only(int fd, int want_dir);
+/* path and every directory above it are root's and not writable by group or others (lstat: a
+ * symbolic link anywhere is judged itself, not followed); 0, or -1 with the reason in err */
+int es_trusted_path(const char *path, char *err, size_t errlen);
+
+#endif
