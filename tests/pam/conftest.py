@@ -15,18 +15,13 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator
 
 import pytest
 
 from testlib import real_user
 
-REPO = Path(__file__).resolve().parents[2]
-PAM_DIR = Path("/etc/pam.d")
-RESOLVER = REPO / ".venv" / "bin" / "envsched"
-
-
-PAM_USER = "envsched-pamtu"     # not the shared test user: other suites empty its ~/.chos concurrently
+from pamlib import PAM_DIR, PAM_USER, REPO, free_port, need
 
 
 @pytest.fixture(scope="session")
@@ -43,12 +38,6 @@ def pam_home(pam_user: pwd.struct_passwd) -> Iterator[Path]:
     (h / ".chos").unlink(missing_ok=True)
     yield h
     (h / ".chos").unlink(missing_ok=True)
-
-
-def need(*programs: str) -> None:
-    for p in programs:
-        if shutil.which(p) is None and not Path(p).exists():
-            pytest.skip(f"{p} not installed (scripts/install-deps.sh installs it)")
 
 
 @pytest.fixture(scope="session")
@@ -78,16 +67,6 @@ def pam_service(pam_module: Path) -> Iterator[PamService]:
     svc = PamService(pam_module)
     yield svc
     svc.path.unlink(missing_ok=True)
-
-
-def module_args(policy: Path, run_dir: Path, extra: str = "") -> str:
-    return f"policy={policy} resolver={RESOLVER} run_dir={run_dir} {extra}".strip()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Sshd:
@@ -170,15 +149,3 @@ LogLevel VERBOSE
         shutil.rmtree(root, ignore_errors=True)
         if made_privsep_dir:
             shutil.rmtree("/run/sshd", ignore_errors=True)
-
-
-def pins(run_dir: Path) -> List[str]:
-    return sorted(p.name for p in run_dir.iterdir() if p.name.startswith("pam-")) if run_dir.exists() else []
-
-
-def wait_no_pins(run_dir: Path, timeout: float = 10) -> List[str]:
-    """close_session runs in sshd's monitor after the client has gone: wait for it."""
-    deadline = time.monotonic() + timeout
-    while pins(run_dir) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return pins(run_dir)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PAM_USER, RESOLVER, module_args, need, pins
+from pamlib import PAM_USER, RESOLVER, module_args, need, pins
 
 pytestmark = pytest.mark.pam
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PAM_USER as TEST_USER, module_args, pins, wait_no_pins
+from pamlib import PAM_USER as TEST_USER, module_args, pins, wait_no_pins
 
 pytestmark = pytest.mark.pam
 

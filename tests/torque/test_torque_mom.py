@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
 from envsched.siteconfig import section
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mom_harness import Mom, Refused, root_script_ok  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.torque, pytest.mark.ns]
 PLUGIN = REPO / "plugins" / "torque" / "torque"
 PAYLOAD = """#!/bin/sh
