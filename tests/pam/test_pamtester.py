@@ -126,3 +126,37 @@ def test_rendered_line_works(pam_service, site_dir, pam_user, pam_home, envsched
     assert out.returncode == 0, out.stdout + r.stdout
     assert prepared(site_dir, pam_service.name) == ["deb13"]
     assert pins(site_dir.run_dir) == []
+
+
+def test_session_is_logged_to_syslog(pam_service, site_dir, pam_user, pam_home):
+    """One line per session through syslog (authpriv, PAM's facility for this; pam_syslog): user,
+    service, environment, setup milliseconds. This machine has no syslog daemon: the test listens on
+    /dev/log itself for the duration of the test."""
+    import socket
+    if os.path.exists("/dev/log"):
+        pytest.skip("/dev/log exists: a syslog daemon owns it, the test does not take it over")
+    policy = site_dir.policy()
+    write_chos(pam_home, pam_user, "deb13")
+    pam_service.write(module_args(policy, site_dir.run_dir))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind("/dev/log")
+        os.chmod("/dev/log", 0o666)
+        r = pamtester(pam_service.name)
+        assert r.returncode == 0, r.stdout
+        sock.settimeout(2)
+        lines = []
+        try:
+            while True:
+                lines.append(sock.recv(65536).decode(errors="replace"))
+        except socket.timeout:
+            pass
+    finally:
+        sock.close()
+        os.unlink("/dev/log")
+    ours = [ln for ln in lines if "envsched: user=" in ln and " env=deb13 " in ln]
+    assert ours, lines
+    pri = int(ours[0][1:ours[0].index(">")])
+    assert divmod(pri, 8) == (10, 6), ours[0]             # authpriv.info
+    assert re.search(rf"user={PAM_USER} service={pam_service.name} tty=\S* rhost=\S* env=deb13 key=pam-\S+ "
+                     r"setup_ms=\d+", ours[0]), ours[0]
