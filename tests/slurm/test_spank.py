@@ -241,6 +241,17 @@ def test_killed_step_daemon_still_releases(site, slurm_user, home):
     c.wait(job, timeout=60)
     site.settle(timeout=40)
     assert mount_table() == before
+    # with its slurmstepd gone, nothing tracks the batch script any more (proctrack/linuxproc):
+    # the test kills what it orphaned, so that nothing it started outlives it
+    script = f"/job{int(job):05d}/slurm_script"
+    for pid in [p for p in os.listdir("/proc") if p.isdigit() and script in _cmdline(int(p))]:
+        try:
+            if os.getpgid(int(pid)) == int(pid):        # the task leads its own process group
+                os.killpg(int(pid), signal.SIGKILL)
+            else:
+                os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _wait_for_pin(site, timeout: float = 30) -> None:
