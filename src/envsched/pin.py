@@ -139,23 +139,7 @@ class PinStore:
             raise NotPermitted("prepare needs root (use `chos run` for an unprivileged view)")
         if not plan.mount_ops:
             raise UsageError("the host OS (local) needs no pin: run the job as it is")
-        pin = self.path(key)
-        _secure_dir(self.run_dir, 0o700)
-        make_private_if_shared(self.run_dir)
-        try:
-            os.mkdir(pin, 0o700)
-        except FileExistsError:
-            raise UsageError(f"pin {key} exists already (release it first)") from None
-        try:
-            self._build_and_pin(pin, plan)
-            meta = PinMeta(key, plan.environment, user.name, user.uid, owner_pid,
-                           process_start(owner_pid), time.time())
-            _write_file(os.path.join(pin, "plan.json"), plan.to_json())
-            _write_file(os.path.join(pin, "meta.json"), json.dumps(asdict(meta)))
-            return meta
-        except BaseException:
-            self.release(key)
-            raise
+        return self._create(key, plan, user, owner_pid)
 
     def record(self, key: str, plan: Plan, user: UserInfo, owner_pid: int) -> PinMeta:
         """A record-only pin: the decision for a plan that needs no view (the host OS)."""
@@ -163,13 +147,22 @@ class PinStore:
             raise NotPermitted("recording a decision needs root")
         if plan.mount_ops:
             raise UsageError("a plan with a view is pinned with prepare, not recorded")
+        return self._create(key, plan, user, owner_pid)
+
+    def _create(self, key: str, plan: Plan, user: UserInfo, owner_pid: int) -> PinMeta:
+        """The pin directory, the view pinned in it if the plan has one, plan.json and meta.json;
+        on any failure nothing is left."""
         pin = self.path(key)
         _secure_dir(self.run_dir, 0o700)
+        if plan.mount_ops:
+            make_private_if_shared(self.run_dir)
         try:
             os.mkdir(pin, 0o700)
         except FileExistsError:
             raise UsageError(f"pin {key} exists already (release it first)") from None
         try:
+            if plan.mount_ops:
+                self._build_and_pin(pin, plan)
             meta = PinMeta(key, plan.environment, user.name, user.uid, owner_pid,
                            process_start(owner_pid), time.time())
             _write_file(os.path.join(pin, "plan.json"), plan.to_json())
@@ -187,8 +180,7 @@ class PinStore:
             os.close(ready_r)
             os.close(done_w)
             try:
-                if plan.mount_ops:
-                    build_view(plan)
+                build_view(plan)
                 os.write(ready_w, b'{"ok": true}')
             except EnvschedError as e:
                 os.write(ready_w, json.dumps({"ok": False, "message": e.message,
