@@ -1,9 +1,11 @@
 /* Trust checks for root code: see es_trust.h. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "es_trust.h"
 
@@ -34,4 +36,36 @@ int es_trusted_path(const char *path, char *err, size_t errlen)
             return 0;
         *slash = '\0';
     }
+}
+
+int es_open_pin_dir(const char *run_dir, const char *key, char *err, size_t errlen)
+{
+    int run = open(run_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (run < 0) {
+        int e = errno;
+        snprintf(err, errlen, "%s: %s", run_dir, strerror(e));
+        errno = e;
+        return -1;
+    }
+    if (!es_root_only(run, 1)) {
+        close(run);
+        snprintf(err, errlen, "%s: must be a directory of root's, not writable by others", run_dir);
+        errno = EPERM;
+        return -1;
+    }
+    int dir = openat(run, key, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int e = errno;
+    close(run);
+    if (dir < 0) {
+        snprintf(err, errlen, "%s/%s: %s", run_dir, key, strerror(e));
+        errno = e;
+        return -1;
+    }
+    if (!es_root_only(dir, 1)) {
+        close(dir);
+        snprintf(err, errlen, "%s/%s: not root's alone", run_dir, key);
+        errno = EPERM;
+        return -1;
+    }
+    return dir;
 }

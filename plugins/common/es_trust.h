@@ -10,5 +10,10 @@ int es_root_only(int fd, int want_dir);
 /* path and every directory above it are root's and not writable by group or others (lstat: a
  * symbolic link anywhere is judged itself, not followed); 0, or -1 with the reason in err */
 int es_trusted_path(const char *path, char *err, size_t errlen);
+/* run_dir/KEY (a pin) as a directory fd: each opened with O_NOFOLLOW, the second relative to the
+ * first, and each must pass es_root_only. On failure -1 with the reason in err and errno ENOENT
+ * when either does not exist (a pin not prepared yet), EPERM when one is not root's alone, or the
+ * open's own errno. */
+int es_open_pin_dir(const char *run_dir, const char *key, char *err, size_t errlen);
 
 #endif

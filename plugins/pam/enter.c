@@ -29,21 +29,10 @@ static int open_pin(const struct es_conf *c, const struct es_shim *s, char *err,
                  "policy's run_dir?)", s->pin, want);
         return -1;
     }
-    int run = open(c->run_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (run < 0 || !es_root_only(run, 1)) {
-        snprintf(err, errlen, ES_PREFIX "%.200s: %s", c->run_dir,
-                 run < 0 ? strerror(errno) : "must be a directory of root's, not writable by others");
-        if (run >= 0)
-            close(run);
-        return -1;
-    }
-    int dir = openat(run, s->key, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    close(run);
-    if (dir < 0 || !es_root_only(dir, 1)) {
-        snprintf(err, errlen, ES_PREFIX "%.200s/%s: %s", c->run_dir, s->key,
-                 dir < 0 ? strerror(errno) : "not root's alone");
-        if (dir >= 0)
-            close(dir);
+    char why[PATH_MAX + 256];
+    int dir = es_open_pin_dir(c->run_dir, s->key, why, sizeof why);
+    if (dir < 0) {
+        snprintf(err, errlen, ES_PREFIX "%.400s", why);
         return -1;
     }
     int fd = openat(dir, "mnt", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);

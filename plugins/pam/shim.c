@@ -10,6 +10,7 @@
 #include <string.h>
 #include <security/pam_ext.h>
 
+#include "../common/es_envop.h"
 #include "es_pam.h"
 
 int es_shim_parse(const char *text, struct es_shim *s)
@@ -50,34 +51,21 @@ static int put(pam_handle_t *pamh, const char *name, const char *value)
 
 static int apply(pam_handle_t *pamh, char *line)
 {
-    char *save = NULL;
-    char *action = strtok_r(line, " ", &save), *name = strtok_r(NULL, " ", &save);
-    char *value = strtok_r(NULL, "", &save);
+    struct es_envop op;
 
-    if (action == NULL || name == NULL)
+    if (es_envop_parse(line, &op) != 0)
         return -1;
-    if (strcmp(action, "unset") == 0) {
-        if (pam_getenv(pamh, name) != NULL)
-            return pam_putenv(pamh, name) == PAM_SUCCESS ? 0 : -1;    /* "NAME" alone removes it */
+    if (strcmp(op.action, "unset") == 0) {
+        if (pam_getenv(pamh, op.name) != NULL)
+            return pam_putenv(pamh, op.name) == PAM_SUCCESS ? 0 : -1;    /* "NAME" alone removes it */
         return 0;
     }
-    if (value == NULL)
-        value = "";
-    const char *old = pam_getenv(pamh, name);
+    const char *old = pam_getenv(pamh, op.name);
     if (old == NULL || old[0] == '\0')
-        old = getenv(name);
-    if (strcmp(action, "set") == 0 || old == NULL || old[0] == '\0')
-        return put(pamh, name, value);
-    size_t len = strlen(old) + strlen(value) + 2;
-    char *joined = malloc(len);
-    if (joined == NULL)
-        return -1;
-    if (strcmp(action, "prepend") == 0)
-        snprintf(joined, len, "%s:%s", value, old);
-    else
-        snprintf(joined, len, "%s:%s", old, value);
-    int rc = put(pamh, name, joined);
-    free(joined);
+        old = getenv(op.name);
+    char *value = es_envop_value(&op, old);
+    int rc = value != NULL ? put(pamh, op.name, value) : -1;
+    free(value);
     return rc;
 }
 

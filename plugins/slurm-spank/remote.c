@@ -25,6 +25,7 @@
 
 #include "envsched_spank.h"
 #include "memo.h"
+#include "../common/es_envop.h"
 
 static char failure[ES_MSG_MAX];    /* the user's one line, set when the job must not run */
 static char pin[PATH_MAX];          /* namespace file to join; empty: host OS, nothing to do */
@@ -52,30 +53,21 @@ static int getenv_job(spank_t sp, const char *name, char *buf, int len)
 static int apply_env(spank_t sp, char *line)
 {
     enum { CAP = 131072 };
-    char *save = NULL;
-    char *action = strtok_r(line, " ", &save), *name = strtok_r(NULL, " ", &save);
-    char *value = strtok_r(NULL, "", &save);
+    struct es_envop op;
     int rc = -1;
 
-    if (action == NULL || name == NULL)
+    if (es_envop_parse(line, &op) != 0)
         return -1;
-    if (strcmp(action, "unset") == 0)
-        return spank_unsetenv(sp, name) == ESPANK_SUCCESS ? 0 : -1;
-    if (value == NULL)
-        value = "";
-    char *old = malloc(CAP), *joined = malloc(2 * CAP);
-    if (old == NULL || joined == NULL || getenv_job(sp, name, old, CAP) != 0)
+    if (strcmp(op.action, "unset") == 0)
+        return spank_unsetenv(sp, op.name) == ESPANK_SUCCESS ? 0 : -1;
+    char *old = malloc(CAP), *value = NULL;
+    if (old == NULL || getenv_job(sp, op.name, old, CAP) != 0)
         goto out;                                        /* never drop a value we cannot hold */
-    if (strcmp(action, "prepend") == 0 && old[0])
-        snprintf(joined, 2 * CAP, "%s:%s", value, old);
-    else if (strcmp(action, "append") == 0 && old[0])
-        snprintf(joined, 2 * CAP, "%s:%s", old, value);
-    else
-        snprintf(joined, 2 * CAP, "%s", value);
-    rc = spank_setenv(sp, name, joined, 1) == ESPANK_SUCCESS ? 0 : -1;
+    value = es_envop_value(&op, old);
+    rc = value != NULL && spank_setenv(sp, op.name, value, 1) == ESPANK_SUCCESS ? 0 : -1;
 out:
     free(old);
-    free(joined);
+    free(value);
     return rc;
 }
 

@@ -39,27 +39,22 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <syslog.h>
 #include <unistd.h>
 
+#include "../../common/es_fail.h"
 #include "torque_starter.h"
 
 static struct es_tjob job;
 
 static void __attribute__((noreturn, format(printf, 2, 3))) die(int code, const char *fmt, ...)
 {
-    char msg[2048];
+    char context[256];
     va_list ap;
 
+    snprintf(context, sizeof context, "job=%s user=%s key=%s", job.id[0] ? job.id : "?",
+             job.user[0] ? job.user : "?", job.key[0] ? job.key : "-");
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    const char *text = strncmp(msg, ES_PREFIX, strlen(ES_PREFIX)) == 0 ? msg + strlen(ES_PREFIX) : msg;
-    fprintf(stderr, ES_PREFIX "%s\n", text);
-    openlog("envsched-torque-starter", LOG_PID, LOG_DAEMON);
-    syslog(LOG_ERR, "job=%s user=%s key=%s exit=%d: %s", job.id[0] ? job.id : "?", job.user[0] ? job.user : "?",
-           job.key[0] ? job.key : "-", code, text);
-    exit(code);
+    es_vfail(code, "envsched-torque-starter", context, fmt, ap);
 }
 
 static int valid_jobid(const char *id)

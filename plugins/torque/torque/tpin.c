@@ -44,24 +44,10 @@ static int read_pin(const struct es_conf *c, const struct es_tjob *j, const char
                     struct es_tpin *p, char *err, size_t errlen)
 {
     char inputs[ES_TORQUE_INPUTS_MAX + 8], want[ES_TORQUE_INPUTS_MAX + 8];
-    int runfd = open(c->run_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int dirfd = es_open_pin_dir(c->run_dir, key, err, errlen);
 
-    if (runfd < 0)
-        return errno == ENOENT ? 0 : (snprintf(err, errlen, "%s: %s", c->run_dir, strerror(errno)), -1);
-    if (!es_root_only(runfd, 1)) {
-        close(runfd);
-        snprintf(err, errlen, "%s: must be a directory of root's, not writable by others", c->run_dir);
-        return -1;
-    }
-    int dirfd = openat(runfd, key, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    close(runfd);
     if (dirfd < 0)
-        return errno == ENOENT ? 0 : (snprintf(err, errlen, "%s/%s: %s", c->run_dir, key, strerror(errno)), -1);
-    if (!es_root_only(dirfd, 1)) {
-        close(dirfd);
-        snprintf(err, errlen, "%s/%s: not root's alone", c->run_dir, key);
-        return -1;
-    }
+        return errno == ENOENT ? 0 : -1;
     if (read_small(dirfd, "shim", p->shim, sizeof p->shim) < 0) {
         int e = errno;
         close(dirfd);

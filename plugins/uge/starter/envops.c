@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../../common/es_envop.h"
 #include "starter.h"
 
 static char *saved;         /* NUL-separated NAME=VALUE, as execve gave them */
@@ -57,30 +58,15 @@ void es_env_restore(void)
 
 static int apply(char *line)
 {
-    char *save = NULL;
-    char *action = strtok_r(line, " ", &save), *name = strtok_r(NULL, " ", &save);
-    char *value = strtok_r(NULL, "", &save);
-    const char *old;
+    struct es_envop op;
 
-    if (action == NULL || name == NULL)
+    if (es_envop_parse(line, &op) != 0)
         return -1;
-    if (strcmp(action, "unset") == 0)
-        return unsetenv(name);
-    if (value == NULL)
-        value = "";
-    old = getenv(name);
-    if (strcmp(action, "set") == 0 || old == NULL || old[0] == '\0')
-        return setenv(name, value, 1);
-    size_t len = strlen(old) + strlen(value) + 2;
-    char *joined = malloc(len);
-    if (joined == NULL)
-        return -1;
-    if (strcmp(action, "prepend") == 0)
-        snprintf(joined, len, "%s:%s", value, old);
-    else
-        snprintf(joined, len, "%s:%s", old, value);
-    int rc = setenv(name, joined, 1);
-    free(joined);
+    if (strcmp(op.action, "unset") == 0)
+        return unsetenv(op.name);
+    char *value = es_envop_value(&op, getenv(op.name));
+    int rc = value != NULL ? setenv(op.name, value, 1) : -1;
+    free(value);
     return rc;
 }
 

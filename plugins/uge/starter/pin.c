@@ -23,36 +23,25 @@
 static int read_shim(const struct es_conf *c, const struct es_job *j, struct es_pin *p,
                      char *err, size_t errlen)
 {
-    char dir[PATH_MAX];
-    int runfd = open(c->run_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-
-    if (runfd < 0)
-        return errno == ENOENT ? 0 : (snprintf(err, errlen, "%s: %s", c->run_dir, strerror(errno)), -1);
-    if (!es_root_only(runfd, 1)) {
-        close(runfd);
-        snprintf(err, errlen, "%s: must be a directory of root's, not writable by others", c->run_dir);
-        return -1;
-    }
-    snprintf(dir, sizeof dir, "%s", j->key);
-    p->dirfd = openat(runfd, dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    close(runfd);
+    p->dirfd = es_open_pin_dir(c->run_dir, j->key, err, errlen);
     if (p->dirfd < 0)
-        return errno == ENOENT ? 0 : (snprintf(err, errlen, "%s/%s: %s", c->run_dir, dir, strerror(errno)), -1);
+        return errno == ENOENT ? 0 : -1;
     int fd = openat(p->dirfd, "shim", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
+        int e = errno;
         close(p->dirfd);
         p->dirfd = -1;
-        return errno == ENOENT ? 0 : (snprintf(err, errlen, "%s/%s/shim: %s", c->run_dir, dir, strerror(errno)), -1);
+        return e == ENOENT ? 0 : (snprintf(err, errlen, "%s/%s/shim: %s", c->run_dir, j->key, strerror(e)), -1);
     }
-    if (!es_root_only(p->dirfd, 1) || !es_root_only(fd, 0)) {
+    if (!es_root_only(fd, 0)) {
         close(fd);
-        snprintf(err, errlen, "%s/%s: not root's alone", c->run_dir, dir);
+        snprintf(err, errlen, "%s/%s/shim: not root's alone", c->run_dir, j->key);
         return -1;
     }
     ssize_t n = read(fd, p->shim, sizeof p->shim - 1);
     close(fd);
     if (n <= 0 || (size_t)n >= sizeof p->shim - 1) {
-        snprintf(err, errlen, "%s/%s/shim: unreadable or too long", c->run_dir, dir);
+        snprintf(err, errlen, "%s/%s/shim: unreadable or too long", c->run_dir, j->key);
         return -1;
     }
     p->shim[n] = '\0';

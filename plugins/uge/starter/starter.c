@@ -31,27 +31,22 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <syslog.h>
 #include <unistd.h>
 
+#include "../../common/es_fail.h"
 #include "starter.h"
 
 static struct es_job job;
 
 static void __attribute__((noreturn, format(printf, 2, 3))) die(int code, const char *fmt, ...)
 {
-    char msg[2048];
+    char context[256];
     va_list ap;
 
+    snprintf(context, sizeof context, "job=%s.%s uid=%u key=%s", job.id[0] ? job.id : "?",
+             job.task[0] ? job.task : "?", (unsigned)getuid(), job.key[0] ? job.key : "-");
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    const char *text = strncmp(msg, ES_PREFIX, strlen(ES_PREFIX)) == 0 ? msg + strlen(ES_PREFIX) : msg;
-    fprintf(stderr, ES_PREFIX "%s\n", text);
-    openlog("envsched-uge-starter", LOG_PID, LOG_DAEMON);
-    syslog(LOG_ERR, "job=%s.%s uid=%u key=%s exit=%d: %s", job.id[0] ? job.id : "?",
-           job.task[0] ? job.task : "?", (unsigned)getuid(), job.key[0] ? job.key : "-", code, text);
-    exit(code);
+    es_vfail(code, "envsched-uge-starter", context, fmt, ap);
 }
 
 int main(int argc, char **argv)

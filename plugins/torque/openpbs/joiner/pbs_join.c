@@ -103,17 +103,14 @@ static int valid_key(const char *k)
 /* the pin directory (fd); its shim read into shim[] */
 static int open_pin(const char *run_dir, const char *key, char *shim)
 {
-    int runfd = open(run_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (runfd < 0 || !es_root_only(runfd, 1))
-        die(ENVSCHED_EXIT_SETUP_FAILED, "%s: not a directory of root's (%s)", run_dir,
-            runfd < 0 ? strerror(errno) : "owner or mode");
-    int dirfd = openat(runfd, key, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    close(runfd);
+    char why[PATH_MAX + 256];
+    int dirfd = es_open_pin_dir(run_dir, key, why, sizeof why);
+    if (dirfd < 0 && errno == ENOENT)
+        die(ENVSCHED_EXIT_SETUP_FAILED, "the job's environment is not prepared on this host (%s)", why);
     if (dirfd < 0)
-        die(ENVSCHED_EXIT_SETUP_FAILED, "the job's environment is not prepared on this host (%s/%s: %s)",
-            run_dir, key, strerror(errno));
+        die(ENVSCHED_EXIT_SETUP_FAILED, "%s", why);
     int fd = openat(dirfd, "shim", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0 || !es_root_only(dirfd, 1) || !es_root_only(fd, 0))
+    if (fd < 0 || !es_root_only(fd, 0))
         die(ENVSCHED_EXIT_SETUP_FAILED, "%s/%s: not a complete pin of root's", run_dir, key);
     ssize_t n = read(fd, shim, SHIM_MAX - 1);
     close(fd);
