@@ -115,3 +115,15 @@ def throwaway_cluster(scripts: Path, name: str, subdirs: Sequence[str], start_ar
             shutil.rmtree(root, ignore_errors=True)
         if stop.returncode != 0:
             raise RuntimeError(f"stop.sh {root} failed:\n{stop.stdout}")
+
+
+def build_mini_trees(os_dir: Path) -> Dict[str, Path]:
+    """deb12 and deb13 busybox trees (tests/envs/build-mini-env.sh) under os_dir, for the scheduler
+    sites; PRETTY_NAME "Debian 12 (mini)" / "Debian 13 (mini)"."""
+    os_dir.mkdir(mode=0o755, exist_ok=True)
+    trees = {}
+    for name, version in (("deb12", "12"), ("deb13", "13")):
+        trees[name] = os_dir / name
+        subprocess.run([str(Path(__file__).resolve().parent / "envs" / "build-mini-env.sh"), str(trees[name]),
+                        "debian", version, f"Debian {version} (mini)"], check=True, stdout=subprocess.DEVNULL)
+    return trees

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from testlib import SESSION_TAG, mount_table
+from testlib import SESSION_TAG, build_mini_trees, mount_table
 
 pytestmark = pytest.mark.slurm
 
@@ -41,12 +41,7 @@ class Site:
 def site(slurm_cluster, slurm_user):
     subprocess.run(["make", "-s", "-C", str(PLUGIN_DIR)], check=True)
     root = slurm_cluster.dir
-    (root / "os").mkdir(mode=0o755, exist_ok=True)
-    trees = {}
-    for name, version in (("deb12", "12"), ("deb13", "13")):
-        trees[name] = root / "os" / name
-        subprocess.run([str(REPO / "tests/envs/build-mini-env.sh"), str(trees[name]), "debian", version,
-                        f"Debian {version} (mini)"], check=True, stdout=subprocess.DEVNULL)
+    trees = build_mini_trees(root / "os")
     run_dir = Path(f"/run/envsched-slurmtest-{SESSION_TAG}")
     policy = root / "policy.toml"
     policy.write_text(f"""

@@ -63,8 +63,8 @@ from pathlib import Path
 
 import pytest
 
-from testlib import CLEAN_PATH, UGE_TEST_RUN_DIRS, real_user, throwaway_cluster
-from ugecluster import REPO, UgeCluster, read_conf
+from testlib import UGE_TEST_RUN_DIRS, build_mini_trees, real_user, throwaway_cluster
+from ugecluster import REPO, UgeCluster
 from ugesite import JsvSite, _time_qsubs, envsched_cmd, install_site
 
 CLUSTER = REPO / "tests" / "cluster" / "uge"
@@ -78,11 +78,7 @@ def uge_cluster():
         pytest.skip("needs root (CI runs as root)")
     with throwaway_cluster(CLUSTER, "uge", ("scripts", "work", "out"), (), "ENVSCHED_KEEP_UGE") as (root, ready):
         (root / "out").chmod(0o1777)   # default job output, for root and user jobs alike
-        conf = read_conf(root / "cluster.conf")
-        env = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8", "SGE_ROOT": str(root / "root"), "SGE_CELL": "default",
-               "SGE_QMASTER_PORT": conf["QPORT"], "SGE_EXECD_PORT": conf["EPORT"]}
-        yield UgeCluster(dir=root, host=conf["HOST"], ready_seconds=ready, qmaster_port=int(conf["QPORT"]),
-                         execd_port=int(conf["EPORT"]), env=env)
+        yield UgeCluster.started_in(root, ready)
 
 
 @pytest.fixture(scope="session")
@@ -104,17 +100,9 @@ def uge_site(uge_user):
     with throwaway_cluster(CLUSTER, "uge-site", ("scripts", "work", "out", "os"), (), "ENVSCHED_KEEP_UGE") \
             as (root, ready):
         (root / "out").chmod(0o1777)
-        conf = read_conf(root / "cluster.conf")
-        env = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8", "SGE_ROOT": str(root / "root"), "SGE_CELL": "default",
-               "SGE_QMASTER_PORT": conf["QPORT"], "SGE_EXECD_PORT": conf["EPORT"]}
-        c = UgeCluster(dir=root, host=conf["HOST"], ready_seconds=ready, qmaster_port=int(conf["QPORT"]),
-                       execd_port=int(conf["EPORT"]), env=env)
+        c = UgeCluster.started_in(root, ready)
         baseline = _time_qsubs(c, 5, user=uge_user.pw_name)
-        trees = {}
-        for name, version in (("deb12", "12"), ("deb13", "13")):
-            trees[name] = root / "os" / name
-            subprocess.run([str(REPO / "tests/envs/build-mini-env.sh"), str(trees[name]), "debian", version,
-                            f"Debian {version} (mini)"], check=True, stdout=subprocess.DEVNULL)
+        trees = build_mini_trees(root / "os")
         run_dir = Path(f"{UGE_TEST_RUN_DIRS}{root.name}")
         policy = root / "policy.toml"
         policy.write_text(f"""

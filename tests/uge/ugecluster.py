@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set
 
-from testlib import run_client
+from testlib import CLEAN_PATH, run_client
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,6 +58,15 @@ class UgeCluster:
     queues: List[str] = field(default_factory=lambda: ["all.q", "legacy.q"])
     env: Dict[str, str] = field(default_factory=dict)
     _default_output: Set[str] = field(default_factory=set)
+
+    @classmethod
+    def started_in(cls, root: Path, ready: float) -> "UgeCluster":
+        """The cluster start.sh started in `root` (its cluster.conf: host, ports)."""
+        conf = read_conf(root / "cluster.conf")
+        env = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8", "SGE_ROOT": str(root / "root"), "SGE_CELL": "default",
+               "SGE_QMASTER_PORT": conf["QPORT"], "SGE_EXECD_PORT": conf["EPORT"]}
+        return cls(dir=root, host=conf["HOST"], ready_seconds=ready, qmaster_port=int(conf["QPORT"]),
+                   execd_port=int(conf["EPORT"]), env=env)
 
     @property
     def root(self) -> Path:
