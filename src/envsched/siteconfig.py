@@ -23,6 +23,7 @@ jinja2 is imported only when rendering (the optional extra `render`).
 """
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import sys
@@ -227,23 +228,20 @@ def render_slurm(policy: Policy, options: RenderOptions) -> str:
     return text
 
 
-def _render_uge(policy: Policy, options: RenderOptions) -> str:
-    from .siteconfig_uge import render_uge      # noqa: PLC0415 - one module per scheduler
-    return render_uge(policy, options)
+def _lazy(module: str, function: str) -> Callable[[Policy, RenderOptions], str]:
+    """A renderer kept in a module of its own (siteconfig_<scheduler>.py), imported when used."""
+    def render_with(policy: Policy, options: RenderOptions) -> str:
+        return getattr(importlib.import_module(f"envsched.{module}"), function)(policy, options)
+    return render_with
 
 
-def _render_openpbs(policy: Policy, options: RenderOptions) -> str:
-    from .siteconfig_openpbs import render_openpbs  # noqa: PLC0415 - one module per scheduler
-    return render_openpbs(policy, options)
-
-
-# scheduler -> renderer. Add Torque here, with templates/<scheduler>/*.j2.
+# scheduler -> renderer, each with templates/<scheduler>/*.j2.
 RENDERERS: Dict[str, Callable[[Policy, RenderOptions], str]] = {
     "slurm": render_slurm,
-    "uge": _render_uge,
-    "openpbs": _render_openpbs,
-    "torque": lambda p, o: __import__("envsched.siteconfig_torque", fromlist=["x"]).render_torque(p, o),
-    "pam": lambda p, o: __import__("envsched.siteconfig_pam", fromlist=["x"]).render_pam(p, o),
+    "uge": _lazy("siteconfig_uge", "render_uge"),
+    "openpbs": _lazy("siteconfig_openpbs", "render_openpbs"),
+    "torque": _lazy("siteconfig_torque", "render_torque"),
+    "pam": _lazy("siteconfig_pam", "render_pam"),
 }
 
 
