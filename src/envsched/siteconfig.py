@@ -2,9 +2,9 @@
 
 Each scheduler is one entry in RENDERERS: a function that turns the loaded policy and the
 command's options into template variables and renders that scheduler's templates,
-`templates/<scheduler>/*.j2`. Grid Engine or Torque is added with one such function, one small
-template set and one dict entry; `envsched site-config render --scheduler` offers exactly the
-keys of RENDERERS.
+`templates/<scheduler>/*.j2`. Slurm's renderer is here; every other scheduler's sits in
+siteconfig_<scheduler>.py, imported when used. `envsched site-config render --scheduler` offers
+exactly the keys of RENDERERS.
 
 Where the templates live:
   * src/envsched/templates/<scheduler>/ is the canonical copy. It is package data
