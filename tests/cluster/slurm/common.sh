@@ -1,4 +1,5 @@
 # Shared by start.sh and restart-slurmd.sh (sourced; expects DIR, CONF and HERE to be set).
+. "$HERE/../lib.sh"
 CLEAN_PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
 record() { echo "$1 $2" >> "$DIR/pids"; }
@@ -43,4 +44,3 @@ wait_idle() {
     return 1
 }
 
-elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b-a}'; }

@@ -8,12 +8,8 @@ export DEBIAN_FRONTEND=noninteractive
 
 PKGS=(slurm-wlm munge libslurm-dev slurm-client)
 
-missing=()
-for p in "${PKGS[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-        missing+=("$p")
-    fi
-done
+. "$(cd "$(dirname "$0")" && pwd -P)/../lib.sh"
+mapfile -t missing < <(missing_packages "${PKGS[@]}")
 if [ ${#missing[@]} -eq 0 ]; then
     echo "install.sh: ${PKGS[*]} already installed"
     exit 0
@@ -35,22 +31,13 @@ daemon_pids() {
 }
 before=" $(daemon_pids | tr '\n' ' ') "
 
-created_policy=""
-if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-    chmod 0755 /usr/sbin/policy-rc.d
-    created_policy=1
-fi
-cleanup() { [ -n "$created_policy" ] && rm -f /usr/sbin/policy-rc.d; true; }
+forbid_service_starts
+LOG=/tmp/envsched-slurm-install.$$.log
+cleanup() { allow_service_starts; rm -f "$LOG"; }
 trap cleanup EXIT
 
 echo "install.sh: installing ${missing[*]}"
-if ! apt-get install -y --no-install-recommends "${PKGS[@]}" >/tmp/envsched-slurm-install.$$.log 2>&1; then
-    apt-get update -q >/dev/null
-    apt-get install -y --no-install-recommends "${PKGS[@]}" >>/tmp/envsched-slurm-install.$$.log 2>&1 || {
-        tail -n 30 /tmp/envsched-slurm-install.$$.log >&2; exit 1; }
-fi
-rm -f /tmp/envsched-slurm-install.$$.log
+apt_install "$LOG" "${PKGS[@]}"
 
 # Anything started by a maintainer script (not ours: ours always run with a private config/socket)
 for pid in $(daemon_pids); do
@@ -61,7 +48,7 @@ for pid in $(daemon_pids); do
     fi
     echo "install.sh: stopping daemon started by the packages: $pid $(tr '\0' ' ' < /proc/$pid/cmdline 2>/dev/null)"
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do running "$pid" || break; sleep 0.1; done
+    if running "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
 done
 echo "install.sh: done"

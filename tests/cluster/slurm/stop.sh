@@ -18,6 +18,7 @@ DIR=$(cd "$1" && pwd -P)
 CONF=$DIR/slurm.conf
 MARK="SLURM_CONF=$CONF"
 CLEAN_PATH=/usr/sbin:/usr/bin:/sbin:/bin
+. "$(cd "$(dirname "$0")" && pwd -P)/../lib.sh"
 
 ours() {   # pid: does it carry our SLURM_CONF?
     tr '\0' '\n' 2>/dev/null < "/proc/$1/environ" | grep -qxF -- "$MARK"
@@ -43,34 +44,6 @@ strays() {   # daemons of this cluster (our SLURM_CONF) not listed in DIR/pids
                 ours "$pid" && echo "$pid" ;;
         esac
     done
-}
-
-descendants() {   # pids...: all their descendants
-    [ $# -gt 0 ] || return 0
-    ps -e -o pid=,ppid= | awk -v roots=" $* " '
-        { kids[$2] = kids[$2] " " $1 }
-        END {
-            n = split(roots, q, " "); head = 1
-            while (head <= n) { p = q[head++]; m = split(kids[p], k, " ")
-                for (i = 1; i <= m; i++) { print k[i]; q[++n] = k[i] } }
-        }'
-}
-
-alive() { local p; for p in "$@"; do kill -0 "$p" 2>/dev/null && echo "$p"; done; }
-
-term_wait_kill() {   # seconds pids...
-    local secs=$1; shift
-    [ $# -gt 0 ] || return 0
-    kill -TERM "$@" 2>/dev/null
-    local n=$((secs * 20))
-    while [ $n -gt 0 ] && [ -n "$(alive "$@")" ]; do sleep 0.05; n=$((n - 1)); done
-    local left
-    left=$(alive "$@")
-    if [ -n "$left" ]; then
-        echo "stop.sh: KILL $(echo $left)" >&2
-        kill -KILL $left 2>/dev/null
-        sleep 0.2
-    fi
 }
 
 daemons=()

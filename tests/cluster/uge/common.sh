@@ -1,12 +1,11 @@
-# Shared by start.sh and stop.sh (sourced; expects DIR to be set).
+# Shared by start.sh and stop.sh (sourced; expects DIR and HERE to be set).
+. "$HERE/../lib.sh"
 CLEAN_PATH=/usr/sbin:/usr/bin:/sbin:/bin
 ROOT=$DIR/root                   # this cluster's private SGE_ROOT (see start.sh)
 CELL=default
 COMMON=$ROOT/$CELL/common
 MARK="SGE_ROOT=$ROOT"            # every daemon and shepherd of this cluster carries it in its environ
 SGE_LIB=/usr/lib/gridengine      # where Debian puts the real binaries (/usr/sbin/sge_* are wrappers)
-
-elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b-a}'; }
 
 # sge [CMD...]: a client command against this cluster, with a clean environment
 sge() {
@@ -17,14 +16,6 @@ sge() {
 ours() {   # pid: does it carry this cluster's SGE_ROOT?
     tr '\0' '\n' 2>/dev/null < "/proc/$1/environ" | grep -qxF -- "$MARK"
 }
-
-running() {   # pid: alive and not a zombie
-    local st
-    st=$(awk '/^State:/{print $2}' "/proc/$1/status" 2>/dev/null) || return 1
-    [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
-}
-
-alive() { local p; for p in "$@"; do running "$p" && echo "$p"; done; return 0; }
 
 # sge_procs NAME...: pids of this cluster's processes whose executable is $SGE_LIB/NAME
 sge_procs() {
@@ -56,17 +47,6 @@ addgrp_procs() {
         done
     done
     return 0
-}
-
-descendants() {   # pids...: all their descendants
-    [ $# -gt 0 ] || return 0
-    ps -e -o pid=,ppid= | awk -v roots=" $* " '
-        { kids[$2] = kids[$2] " " $1 }
-        END {
-            n = split(roots, q, " "); head = 1
-            while (head <= n) { p = q[head++]; m = split(kids[p], k, " ")
-                for (i = 1; i <= m; i++) { print k[i]; q[++n] = k[i] } }
-        }'
 }
 
 tail_logs() {

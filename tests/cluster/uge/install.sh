@@ -14,12 +14,8 @@ export DEBIAN_FRONTEND=noninteractive
 
 PKGS=(gridengine-master gridengine-exec gridengine-client gridengine-drmaa1.0 libjemalloc2)
 
-missing=()
-for p in "${PKGS[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-        missing+=("$p")
-    fi
-done
+. "$(cd "$(dirname "$0")" && pwd -P)/../lib.sh"
+mapfile -t missing < <(missing_packages "${PKGS[@]}")
 if [ ${#missing[@]} -eq 0 ]; then
     echo "install.sh: ${PKGS[*]} already installed"
     exit 0
@@ -39,21 +35,11 @@ daemon_pids() {   # PIDs of processes whose executable is a packaged sge daemon
         esac
     done
 }
-running() {   # pid: alive and not a zombie
-    local st
-    st=$(awk '/^State:/{print $2}' "/proc/$1/status" 2>/dev/null) || return 1
-    [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
-}
 before=" $(daemon_pids | tr '\n' ' ') "
 
-created_policy=""
-if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-    chmod 0755 /usr/sbin/policy-rc.d
-    created_policy=1
-fi
+forbid_service_starts
 LOG=/tmp/envsched-uge-install.$$.log
-cleanup() { [ -n "$created_policy" ] && rm -f /usr/sbin/policy-rc.d; rm -f "$LOG"; true; }
+cleanup() { allow_service_starts; rm -f "$LOG"; }
 trap cleanup EXIT
 
 HOST=$(hostname)
@@ -74,11 +60,7 @@ SEL
 
 echo "install.sh: installing ${missing[*]}"
 t0=$(date +%s)
-if ! apt-get install -y --no-install-recommends "${PKGS[@]}" >"$LOG" 2>&1; then
-    apt-get update -q >/dev/null
-    apt-get install -y --no-install-recommends "${PKGS[@]}" >>"$LOG" 2>&1 || {
-        tail -n 30 "$LOG" >&2; exit 1; }
-fi
+apt_install "$LOG" "${PKGS[@]}"
 # Anything started by a maintainer script. A test cluster's daemons (start.sh) carry their private
 # SGE_ROOT (not the packages' /var/lib/gridengine) in their environment: those are left alone.
 for pid in $(daemon_pids); do

@@ -23,23 +23,6 @@ QPORT="" EPORT="" HOST="" GID_LO="" GID_HI=""
 # shellcheck disable=SC1091
 [ -f "$DIR/cluster.conf" ] && . "$DIR/cluster.conf"
 
-term_wait_kill() {   # seconds pids...
-    local secs=$1; shift
-    set -- $(alive "$@")
-    [ $# -gt 0 ] || return 0
-    kill -TERM "$@" 2>/dev/null
-    local n=$((secs * 20))
-    while [ $n -gt 0 ] && [ -n "$(alive "$@")" ]; do sleep 0.05; n=$((n - 1)); done
-    local left
-    left=$(alive "$@")
-    if [ -n "$left" ]; then
-        echo "stop.sh: KILL $(echo $left)" >&2
-        kill -KILL $left 2>/dev/null
-        n=40
-        while [ $n -gt 0 ] && [ -n "$(alive $left)" ]; do sleep 0.05; n=$((n - 1)); done
-    fi
-}
-
 job_procs() {   # shepherds of this cluster, what runs below them, and holders of our job gids
     local sh
     sh=$(sge_procs sge_shepherd)
