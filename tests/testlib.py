@@ -14,18 +14,13 @@ TEST_USER = "envsched-tu"
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 
 
-# Pins of the Grid Engine test sites (tests/uge/conftest.py) are checked per test and per session by
-# their own fixture, against their own run_dir: a concurrent test run's site must not fail our guard.
-UGE_TEST_RUN_DIRS = "/run/envsched-ugetest-"
 # This test session's directories under /run carry SESSION_TAG; those of other sessions running at
 # the same time on this host (another engineer's test run) are not ours to judge.
 SESSION_TAG = uuid.uuid4().hex[:8]
-SESSION_DIR_PREFIXES = ("/run/envsched-tests-", "/run/envsched-slurmtest-")
+SESSION_DIR_PREFIXES = ("/run/envsched-tests-", "/run/envsched-slurmtest-", "/run/envsched-ugetest-")
 
 
 def _ours(mount_point: str) -> bool:
-    if mount_point.startswith(UGE_TEST_RUN_DIRS):
-        return False
     for prefix in SESSION_DIR_PREFIXES:
         if mount_point.startswith(prefix):
             return mount_point.startswith(prefix + SESSION_TAG)

@@ -63,7 +63,7 @@ from pathlib import Path
 
 import pytest
 
-from testlib import UGE_TEST_RUN_DIRS, build_mini_trees, real_user, throwaway_cluster
+from testlib import SESSION_TAG, build_mini_trees, real_user, throwaway_cluster
 from ugecluster import REPO, UgeCluster
 from ugesite import JsvSite, _time_qsubs, envsched_cmd, install_site
 
@@ -103,7 +103,7 @@ def uge_site(uge_user):
         c = UgeCluster.started_in(root, ready)
         baseline = _time_qsubs(c, 5, user=uge_user.pw_name)
         trees = build_mini_trees(root / "os")
-        run_dir = Path(f"{UGE_TEST_RUN_DIRS}{root.name}")
+        run_dir = Path(f"/run/envsched-ugetest-{SESSION_TAG}")
         policy = root / "policy.toml"
         policy.write_text(f"""
 [site]
@@ -144,11 +144,10 @@ def uge_jsv(uge_site):
 
 
 @pytest.fixture(autouse=True)
-def uge_pins_released(request):
-    """After each test on the envsched site: every pin of this site is gone (the host-mount guard
-    leaves UGE_TEST_RUN_DIRS to us, so that concurrent test runs do not fail each other). The
-    epilog releases a batch job's pin shortly after the job has left qstat and qacct has its
-    record (measured: up to ~1 s)."""
+def uge_pins_released(request, host_mounts_unchanged):
+    """After each test on the envsched site: every pin of this site is gone before the host-mount
+    guard looks (asking for the guard makes it tear down after us). The epilog releases a batch
+    job's pin shortly after the job has left qstat and qacct has its record (measured: up to ~1 s)."""
     yield
     if "uge_site" not in request.fixturenames:
         return
