@@ -110,9 +110,10 @@ def test_client_side_jsv_with_w_e(uge_jsv, uge_user):
 def test_submission_cost(uge_jsv, uge_user):
     from ugesite import _time_qsubs
     c = uge_jsv.cluster
-    with_jsv = _time_qsubs(c, 10, "-l", "chos=deb13", user=uge_user.pw_name)
-    plain = _time_qsubs(c, 10, user=uge_user.pw_name)
-    client = _time_qsubs(c, 10, "-jsv", str(uge_jsv.wrapper), "-l", "chos=deb13", user=uge_user.pw_name)
+    # the cell's sge_request adds the client JSV to every qsub: -clear leaves the server JSV alone
+    with_jsv = _time_qsubs(c, 10, "-l", "chos=deb13", user=uge_user.pw_name, server_only=True)
+    plain = _time_qsubs(c, 10, user=uge_user.pw_name, server_only=True)
+    client = _time_qsubs(c, 10, "-l", "chos=deb13", user=uge_user.pw_name)
     med = statistics.median
     print(f"qsub median: no JSV {1000 * med(uge_jsv.baseline_qsub):.1f} ms; server JSV, no chos "
           f"{1000 * med(plain):.1f} ms; server JSV, -l chos {1000 * med(with_jsv):.1f} ms; "

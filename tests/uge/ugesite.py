@@ -43,13 +43,18 @@ PE = "envsched"                  # tightly integrated, in SITE_QUEUE
 UNPRIVILEGED_QUEUE = "user.q"    # unprivileged mode: the user-namespace starter, no prolog
 
 
-def _time_qsubs(c: UgeCluster, n: int, *args: str, user: Optional[str] = None) -> List[float]:
+def _time_qsubs(c: UgeCluster, n: int, *args: str, user: Optional[str] = None,
+                server_only: bool = False) -> List[float]:
+    """Seconds per held submission (then qdel). server_only: `qsub -clear` first, which drops the
+    cell's sge_request and so the client JSV: what the server JSV alone costs."""
     times = []
     for _ in range(n):
         t0 = time.monotonic()
-        job = c.qsub(None, "-h", "-b", "y", "-N", "timing", *args, "/bin/true", user=user)
+        p = c.run(["qsub", *(["-clear"] if server_only else []), "-terse", "-o", "/dev/null", "-h", "-b", "y",
+                   "-N", "timing", *args, "/bin/true"], user=user)
         times.append(time.monotonic() - t0)
-        c.run(["qdel", job])
+        assert p.returncode == 0, p.stderr
+        c.run(["qdel", p.stdout.strip().splitlines()[-1].split(".")[0]])
     return times
 
 
