@@ -10,7 +10,10 @@ import uuid
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
-TEST_USER = "envsched-tu"
+# ENVSCHED_TEST_USER_SUFFIX: appended to every test user's name, so that test runs started side by
+# side on one host (engineers, helpers) do not create and remove each other's users
+USER_SUFFIX = os.environ.get("ENVSCHED_TEST_USER_SUFFIX", "")
+TEST_USER = "envsched-tu" + USER_SUFFIX
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 
 

@@ -46,12 +46,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
-from testlib import CLEAN_PATH, real_user, run_client, throwaway_cluster
+from testlib import CLEAN_PATH, USER_SUFFIX, real_user, run_client, throwaway_cluster
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "tests" / "cluster" / "slurm"
 IS_ROOT = os.geteuid() == 0
-SLURM_USER = "envsched-su"
+SLURM_USER = "envsched-su" + USER_SUFFIX
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
             "DEADLINE", "PREEMPTED", "SPECIAL_EXIT", "REVOKED"}
 

@@ -63,13 +63,13 @@ from pathlib import Path
 
 import pytest
 
-from testlib import SESSION_TAG, build_mini_trees, real_user, throwaway_cluster
+from testlib import SESSION_TAG, USER_SUFFIX, build_mini_trees, real_user, throwaway_cluster
 from ugecluster import REPO, UgeCluster
 from ugesite import JsvSite, _time_qsubs, envsched_cmd, install_site
 
 CLUSTER = REPO / "tests" / "cluster" / "uge"
 IS_ROOT = os.geteuid() == 0
-UGE_USER = "envsched-gu"
+UGE_USER = "envsched-gu" + USER_SUFFIX
 
 
 @pytest.fixture(scope="session")
