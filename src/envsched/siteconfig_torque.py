@@ -7,11 +7,12 @@ and the torque.cfg SUBMITFILTER line with its launcher. The Torque contract test
 
 Install layout, under one directory (`--plugin-dir`, default /usr/local/libexec/envsched):
     envsched_torque.py                  copied from plugins/torque/torque/
-    torque-starter, torque-starter-core `make -C plugins/torque/torque install`
+    torque-starter                      `make -C plugins/torque/torque install` (set-user-ID root)
     torque-starter.conf                 the `starter_conf` section
     torque-submitfilter                 the `submitfilter` section
-and in $PBS_HOME/mom_priv: prologue, epilogue (the `prologue`/`epilogue` sections; root-owned,
-mode 0500: pbs_mom refuses root scripts writable by anyone but root).
+and in $PBS_HOME/mom_priv: prologue, prologue.parallel, epilogue, epilogue.parallel (the
+sections of those names; root-owned, mode 0500: pbs_mom refuses root scripts writable by anyone
+but root).
 """
 from __future__ import annotations
 
@@ -39,5 +40,6 @@ def render_torque(policy: Policy, options: RenderOptions) -> str:
         log_file=check_path(f"{policy.source}: site.log_file", policy.site.log_file) if policy.site.log_file else None,
         plugin_dir=plugin_dir, src=check_path("--src", options.src) if options.src else None, binds=binds,
         starter=f"{plugin_dir}/torque-starter", shim=f"{plugin_dir}/envsched_torque.py",
-        submitfilter=f"{plugin_dir}/torque-submitfilter")
+        submitfilter=f"{plugin_dir}/torque-submitfilter",
+        mom_config=None if pbs_home == NONE else f"{pbs_home.rstrip('/')}/mom_priv/config")
 

@@ -5,7 +5,8 @@ Torque runs the prologue from the very process that then becomes the job
 shell in the same child), so the prologue's parent pid is the job's pid. This helper does the
 same: prologue as a child (argv, empty environment, stdin /dev/null, stdout/stderr the job's
 files, cwd mom_priv), its exit code mapped as start_exec.c does (1: abort, other non-zero:
-requeue), then exec of the job starter with the job's environment and the script on stdin.
+requeue), then a new session, the job's user, and the exec of the job starter with the job's
+environment and the script on stdin.
 
     python3 mom_child.py SPEC.json      exit: the job's status, or 201 abort / 202 requeue
 """
@@ -33,12 +34,18 @@ def main() -> int:
             return ABORT
         if rc != 0:
             return REQUEUE
-    script = os.open(spec["script"], os.O_RDONLY)
+    script = os.open(spec["script"], os.O_RDONLY)       # opened as root: stdin of the job
     os.dup2(script, 0)
     os.dup2(out, 1)
     os.dup2(err, 2)
+    # [SRC-SE] TMomFinalizeChild: a new session, then become_the_user_sjr (the starter is not run
+    # privileged), then the exec of [job_starter, shell, -shell]
+    os.setsid()
+    os.initgroups(spec["user"], spec["gid"])
+    os.setgid(spec["gid"])
+    os.setuid(spec["uid"])
     os.chdir(spec["cwd"])
-    os.execve(spec["argv"][0], spec["argv"], spec["env"])
+    os.execve(spec["path"], spec["argv"], spec["env"])
     return 127
 
 

@@ -12,22 +12,25 @@ not a live pbs_mom. Every behaviour it relies on cites its source:
            argv jobid, user, group, jobname, session id, resource list, resources used, queue,
            account, exit code (11th: script path); "the environment passed to the script is
            empty"; stdin /dev/null; stdout/stderr connected to the job's output files.
-  [SRC-SE] Torque source src/resmom/start_exec.c (adaptivecomputing/torque): TMomFinalizeChild
+  [SRC-SE]  Torque source src/resmom/start_exec.c (adaptivecomputing/torque, master): TMomFinalizeChild
            runs the prologue in the child that later execs the job; prologue exit 1 ->
-           JOB_EXEC_FAIL2 (abort), other non-zero -> JOB_EXEC_RETRY (requeue); the job shell's
-           argv0 is "-" + basename(shell) (a login shell) unless $source_login_batch is false;
-           the script is the shell's stdin; cwd PBS_O_INITDIR else the user's home; the job's
-           variables are added to the environment first and pbs_mom's own (HOME, PBS_JOBID,
-           PBS_QUEUE, ...) over them; TM tasks (start_process) get the same environment plus
-           PBS_TASKNUM and the task's argv.
+           JOB_EXEC_FAIL2 (abort), other non-zero -> JOB_EXEC_RETRY (requeue); the child starts a
+           session (setsid) and, unless $job_starter_run_privileged is true, becomes the job's
+           user (become_the_user_sjr: groups, gid, uid) before the exec; the job shell's argv0
+           is "-" + basename(shell) (a login shell) unless $source_login_batch is false; the
+           script is the shell's stdin; cwd PBS_O_INITDIR else the user's home.
+           InitUserEnv: the job's variables first, then pbs_mom's own (HOME, LOGNAME, PBS_JOBID,
+           PBS_QUEUE, USER, PBS_JOBCOOKIE, ...), then, for a TM task, the task's own environment
+           from the TM request, last (so a task sets USER, HOME, PBS_JOBID, ... to anything);
+           a TM task gets neither USER nor LOGNAME from pbs_mom (no passwd entry passed).
+           mom_jobstarter_execute_job: the batch job is exec'd as [job_starter, <shell path>,
+           <shell argv0>, ...]; become_the_jobs_subprocess: a TM task as [job_starter, argv...];
+           start_process: setsid and become_the_user_sjr for the task likewise.
+  [SRC-TM]  src/resmom/mom_comm.c tm_request: a TM request names a job by id and cookie ("verify
+           the jobid is known and the cookie matches"); src/lib/Libifl/tm.c tm_init takes both
+           from PBS_JOBID/PBS_JOBCOOKIE in the caller's environment.
   [SRC-PC] Torque source src/resmom/parse_config.c: `$job_starter PATH` must name an existing
-           file executable by its owner; `$job_starter_run_privileged` is a boolean.
-  [REF]    ../shared/reference/scheduler-contracts.md, "Torque" (from the admin guide's "MOM
-           configuration" page): the batch job is exec'd as [job_starter, <shell path>,
-           <shell argv0>] with the script on stdin, a TM task as [job_starter, task argv...];
-           with $job_starter_run_privileged true the starter runs as root with the job's
-           environment (including -v variables). The stored Torque sources predate the job
-           starter's exec code, so this argv was not re-read in source.
+           file executable by its owner; `$job_starter_run_privileged` is a boolean (setbool).
   [AG-SF]  same guide, appendix "Job submission filter": the filter gets qsub's arguments, the
            script on stdin, prints the (possibly modified) script; a failing exit status makes
            qsub reject the job (documented for -1; qsub treats any non-zero status as a refusal).
@@ -64,6 +67,7 @@ class Job:
     script: str
     variables: Dict[str, str]           # Variable_List: PBS_O_* and the -v variables
     queue: str = "batch"
+    account: str = ""
     cwd: Optional[str] = None           # PBS_O_INITDIR (-d); else the home [SRC-SE]
 
 
@@ -78,7 +82,7 @@ class Outcome:
 @dataclass
 class Mom:
     pbs_home: Path                      # TORQUE_HOME: mom_priv/{prologue,epilogue,jobs}
-    starter: Optional[str]              # $job_starter; run as root ($job_starter_run_privileged true)
+    starter: Optional[str]              # $job_starter, exec'd as the job's user [SRC-SE]
     submit_filter: Optional[str]
     out_dir: Path
     log: List[str] = field(default_factory=list)
@@ -128,14 +132,15 @@ class Mom:
         spec = {"stdout": str(out), "stderr": str(err), "mom_priv": str(self.mom_priv), "script": str(script_path),
                 "cwd": job.cwd or job.user.pw_dir, "env": self.job_env(job),
                 # [SRC-SE]/[REF]: the starter in front of the shell and its login argv0
-                "argv": ([self.starter] if self.starter else []) + [shell, "-" + os.path.basename(shell)],
-                "prologue": None}
+                "path": self.starter or shell,
+                "argv": ([self.starter, shell] if self.starter else []) + ["-" + os.path.basename(shell)],
+                "prologue": None, "user": job.user.pw_name, "uid": job.user.pw_uid, "gid": job.user.pw_gid}
         if prologue.exists():
             if not root_script_ok(prologue):                            # [AG-PE]: -1, job requeued
                 self.log.append(f"prologue {prologue}: permission error")
                 return Outcome("requeued", PERMISSION_ERROR, out.read_text(), err.read_text())
             spec["prologue"] = [str(prologue), job.id, job.user.pw_name, str(group), "job", "walltime=60",
-                                job.queue, "", str(script_path)]        # [AG-ENV], 6.x script path
+                                job.queue, job.account, str(script_path)]   # [AG-ENV], 6.x script path
         spec_path = self.mom_priv / "aux" / f"{job.id}.json"
         spec_path.write_text(json.dumps(spec))
         p = subprocess.run([sys.executable, "-I", str(HERE / "mom_child.py"), str(spec_path)],
@@ -155,15 +160,45 @@ class Mom:
             return PERMISSION_ERROR
         with open(out, "a") as o, open(err, "a") as e:                  # [AG-ENV]
             return subprocess.run([str(epilogue), job.id, job.user.pw_name, str(job.user.pw_gid), "job", "4242",
-                                   "walltime=60", "cput=0", job.queue, "", str(status), script],
+                                   "walltime=60", "cput=0", job.queue, job.account, str(status), script],
                                   env={}, stdin=subprocess.DEVNULL, stdout=o, stderr=e, cwd=self.mom_priv,
                                   timeout=300).returncode
 
-    def tm_spawn(self, job: Job, argv: Sequence[str], task: int = 2) -> subprocess.CompletedProcess:
-        """A TM task (pbsdsh, mpirun via tm): [starter, argv...] as root, the job's environment [REF]."""
-        return subprocess.run([self.starter, *argv] if self.starter else list(argv), env=self.job_env(job, task),
+    def tm_spawn(self, job: Job, argv: Sequence[str], task: int = 2,
+                 task_env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+        """A TM task (pbsdsh, mpirun via tm): a new session, the job's user, [starter, argv...] with
+        the job's environment and then the task's own (the TM request's, the user's) [SRC-SE]."""
+        env = self.job_env(job, task)
+        del env["USER"], env["LOGNAME"]                 # InitUserEnv without a passwd entry [SRC-SE]
+        env.update(task_env or {})
+        user = job.user
+
+        def become_the_user() -> None:
+            os.setsid()
+            os.initgroups(user.pw_name, user.pw_gid)
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+        return subprocess.run([self.starter, *argv] if self.starter else list(argv), env=env,
                               cwd=job.user.pw_dir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, timeout=60)
+                              stderr=subprocess.PIPE, text=True, timeout=60, preexec_fn=become_the_user)
+
+    def prologue_parallel(self, job: Job) -> int:
+        """mom_priv/prologue.parallel on a sister node: root, the prologue's arguments, no script
+        there [AG-PE]/[AG-ENV]."""
+        script = self.mom_priv / "prologue.parallel"
+        if not root_script_ok(script):
+            return PERMISSION_ERROR
+        return subprocess.run([str(script), job.id, job.user.pw_name, str(job.user.pw_gid), "job", "walltime=60",
+                               job.queue, job.account], env={}, stdin=subprocess.DEVNULL, cwd=self.mom_priv,
+                              timeout=300).returncode
+
+    def epilogue_parallel(self, job: Job) -> int:
+        script = self.mom_priv / "epilogue.parallel"
+        if not root_script_ok(script):
+            return PERMISSION_ERROR
+        return subprocess.run([str(script), job.id, job.user.pw_name, str(job.user.pw_gid), "job", "4242",
+                               "walltime=60", "cput=0", job.queue, job.account, "0"], env={},
+                              stdin=subprocess.DEVNULL, cwd=self.mom_priv, timeout=300).returncode
 
 
 def root_script_ok(path: Path) -> bool:

@@ -45,20 +45,24 @@ path = "{broken}"
 description = "a tree missing on this node"
 """)
     subprocess.run(["make", "-s", "-C", str(PLUGIN)], check=True, stdout=subprocess.DEVNULL)
-    for name in ("torque-starter", "torque-starter-core", "envsched_torque.py"):
+    for name in ("torque-starter", "envsched_torque.py"):
         shutil.copy(PLUGIN / name, libexec / name)
-        (libexec / name).chmod(0o755)
+        os.chown(libexec / name, 0, 0)
+        (libexec / name).chmod(0o4755 if name == "torque-starter" else 0o755)   # make install's modes
     rendered = subprocess.run([envsched_cmd(), "--policy", str(policy), "site-config", "render", "--scheduler",
                                "torque", "--plugin-dir", str(libexec), "--src", str(REPO / "src"), "--resolver",
                                envsched_cmd(), "--spool-dir", str(home)],
                               check=True, stdout=subprocess.PIPE, text=True).stdout
-    files = {"starter_conf": libexec / "torque-starter.conf", "prologue": home / "mom_priv" / "prologue",
-             "epilogue": home / "mom_priv" / "epilogue", "submitfilter": libexec / "torque-submitfilter"}
+    mom_priv = home / "mom_priv"
+    files = {"starter_conf": libexec / "torque-starter.conf", "prologue": mom_priv / "prologue",
+             "prologue_parallel": mom_priv / "prologue.parallel", "epilogue": mom_priv / "epilogue",
+             "epilogue_parallel": mom_priv / "epilogue.parallel", "submitfilter": libexec / "torque-submitfilter"}
     for name, path in files.items():
         path.write_text(section(rendered, name))
-        path.chmod(0o644 if name == "starter_conf" else 0o500 if name in ("prologue", "epilogue") else 0o755)
-    config = section(rendered, "mom_config").splitlines()
-    assert config == [f"$job_starter {libexec}/torque-starter", "$job_starter_run_privileged true"]
+        path.chmod(0o644 if name == "starter_conf" else 0o755 if name == "submitfilter" else 0o500)
+    config = [line for line in section(rendered, "mom_config").splitlines() if not line.startswith("#")]
+    assert config == [f"$job_starter {libexec}/torque-starter"]       # not run privileged
+    (mom_priv / "config").write_text("\n".join(config) + "\n")
     mom = Mom(home, config[0].split()[1], str(files["submitfilter"]), out)
     yield mom, policy, site_dir
     shutil.rmtree(root)
@@ -69,6 +73,9 @@ def mom(torque, home):
     m, _policy, site = torque
     yield m
     assert not [p for p in os.listdir(site.run_dir) if p.startswith("torque-")], "a pin was left behind"
+    records = site.run_dir / ".jobs"
+    assert not records.exists() or not [p for p in os.listdir(records) if p.startswith("torque-")], \
+        "a job record was left behind"
 
 
 def decided(site, job) -> list:
@@ -164,7 +171,8 @@ def test_harness_maps_prologue_codes_and_permissions(torque, home, test_user):
     mom, _policy, site = torque
     prologue = mom.mom_priv / "prologue"
     saved = prologue.read_bytes()
-    try:
+    starter, mom.starter = mom.starter, None            # the harness alone: envsched's starter would refuse
+    try:                                                # jobs whose prologue wrote no record
         for code, state in ((1, "aborted"), (2, "requeued"), (0, "completed")):
             prologue.write_text(f"#!/bin/sh\nexit {code}\n")
             r = mom.run(mom.qsub(test_user, "#!/bin/sh\necho ran\n"))
@@ -173,6 +181,7 @@ def test_harness_maps_prologue_codes_and_permissions(torque, home, test_user):
         assert not root_script_ok(prologue)
         assert mom.run(mom.qsub(test_user, "#!/bin/sh\necho ran\n")).state == "requeued"
     finally:
+        mom.starter = starter
         prologue.write_bytes(saved)
         prologue.chmod(0o500)
     for p in os.listdir(site.run_dir):                  # jobs that ran above without a prologue
@@ -180,17 +189,222 @@ def test_harness_maps_prologue_codes_and_permissions(torque, home, test_user):
             subprocess.run([envsched_cmd(), "--policy", str(torque[1]), "release", "--key", p, "--quiet"], check=True)
 
 
-def test_starter_guards(torque, mom, test_user):
-    job = mom.qsub(test_user, PAYLOAD, ["-v", "CHOS=deb12,LD_PRELOAD=/nonexistent/evil.so"])
-    r = mom.run(job)
-    # the root starter's first stage is static: no loader honoured the job's LD_PRELOAD as root
-    assert r.exit_status == 0 and "evil.so" not in r.stderr, r
+# ------------------------------------------------------------------ forged identities (docs/security.md)
+ID_PAYLOAD = ["/bin/sh", "-c", 'echo "uid=$(id -ru) euid=$(id -u) gid=$(id -g) chos=$CHOS"; '
+              '. /etc/os-release; echo "os=$PRETTY_NAME"']
+
+
+def running(mom: Mom, job):
+    """Run `job` (a `sleep`) in a thread until the prologue's record is there; join() afterwards."""
+    import threading
+    import time
+    result: dict = {}
+    t = threading.Thread(target=lambda: result.update(r=mom.run(job)))
+    t.start()
+    record = mom_site(mom).run_dir / ".jobs" / f"torque-{job.id}"
+    shim = mom_site(mom).run_dir / f"torque-{job.id}" / "shim"
+    for _ in range(200):                                # the record, and the prologue's view if it prepares one
+        if record.exists() and (shim.exists() or "#ENVSCHED chos=" not in job.script):
+            break
+        time.sleep(0.05)
+    return t, result
+
+
+def mom_site(mom: Mom):
+    return mom.site                                     # set by the fixture below
+
+
+@pytest.fixture
+def fmom(torque, mom):
+    mom.site = torque[2]
+    return mom
+
+
+def test_forged_tm_task_as_root(fmom, test_user):
+    """The report's case: pbsdsh -e USER=root,HOME=/root,LOGNAME=root runs as the job's user."""
+    job = fmom.qsub(test_user, "#!/bin/sh\n#PBS -v CHOS=deb13\nsleep 2\n")
+    t, result = running(fmom, job)
+    try:
+        task = fmom.tm_spawn(job, ID_PAYLOAD, task_env={"USER": "root", "HOME": "/root", "LOGNAME": "root"})
+    finally:
+        t.join()
+    assert task.returncode == 0, task.stderr
+    uid = test_user.pw_uid
+    assert task.stdout.splitlines()[0] == f"uid={uid} euid={uid} gid={test_user.pw_gid} chos=deb13", task.stdout
+    assert result["r"].exit_status == 0
+
+
+def test_forged_tm_task_as_another_user(fmom, test_user):
+    job = fmom.qsub(test_user, "#!/bin/sh\nsleep 2\n", ["-v", "CHOS=deb12"])
+    t, _ = running(fmom, job)
+    try:
+        task = fmom.tm_spawn(job, ID_PAYLOAD, task_env={"USER": "daemon", "HOME": "/usr/sbin",
+                                                         "LOGNAME": "daemon"})
+    finally:
+        t.join()
+    assert task.returncode == 0, task.stderr
+    assert task.stdout.startswith(f"uid={test_user.pw_uid} "), task.stdout
+
+
+def test_forged_job_id_of_another_users_job(fmom, test_user):
+    """PBS_JOBID naming a job of another user (root's, here): refused, nothing runs."""
+    from envsched import jobrecord
+    other = "9999.torque-test"
+    jobrecord.write(str(fmom.site.run_dir), f"torque-{other}", jobrecord.JobRecord(0, "root", "batch", ""))
+    job = fmom.qsub(test_user, "#!/bin/sh\nsleep 2\n", ["-v", "CHOS=deb12"])
+    t, _ = running(fmom, job)
+    try:
+        task = fmom.tm_spawn(job, ["/bin/sh", "-c", "echo ran"], task_env={"PBS_JOBID": other})
+        nojob = fmom.tm_spawn(job, ["/bin/sh", "-c", "echo ran"], task_env={"PBS_JOBID": "4242.nowhere"})
+    finally:
+        t.join()
+        jobrecord.remove(str(fmom.site.run_dir), f"torque-{other}")
+    assert (task.returncode, task.stdout) == (73, ""), task
+    assert lines(task.stderr) == [f"envsched: job {other} is not {test_user.pw_name}'s (uid {test_user.pw_uid}) job"]
+    assert (nojob.returncode, nojob.stdout) == (73, "") and "has no record on this host" in nojob.stderr, nojob
+
+
+def test_forged_queue_in_a_tm_task_and_with_v(torque, fmom, test_user):
+    """deb13q is for queue `gpu` only; a job in `batch` forging PBS_QUEUE (qsub -v, a TM task's
+    environment) does not get it: the queue is the record's, from pbs_mom's prologue arguments."""
+    mom, policy, site = torque
+    restricted = policy.read_text() + f'\n[environments.deb13q]\npath = "{site.envs["deb13"]}"\n' \
+                                      'allow_partitions = ["gpu"]\n'
+    saved = policy.read_text()
+    policy.write_text(restricted)
+    try:
+        filt, mom.submit_filter = mom.submit_filter, None
+        try:
+            job = mom.qsub(test_user, PAYLOAD, ["-v", "CHOS=deb13q,PBS_QUEUE=gpu"])
+            sleeper = mom.qsub(test_user, "#!/bin/sh\nsleep 2\n", ["-v", "CHOS=deb12"])
+        finally:
+            mom.submit_filter = filt
+        r = mom.run(job)
+        assert (r.state, r.exit_status, r.stdout) == ("completed", 77, ""), r
+        assert lines(r.stderr)[0].startswith("envsched: environment 'deb13q'"), r.stderr
+        t, _ = running(fmom, sleeper)
+        try:
+            task = mom.tm_spawn(sleeper, ID_PAYLOAD, task_env={"CHOS": "deb13q", "PBS_QUEUE": "gpu"})
+        finally:
+            t.join()
+        assert (task.returncode, task.stdout) == (77, ""), task
+        gpu = mom.qsub(test_user, PAYLOAD, ["-v", "CHOS=deb13q"])
+        gpu.queue = "gpu"                                # the real queue: allowed
+        r = mom.run(gpu)
+        assert (r.exit_status, lines(r.stdout)[0]) == (0, "os=debian 13 (mini)"), r
+    finally:
+        policy.write_text(saved)
+
+
+def test_forged_ld_preload_never_reaches_root(fmom, test_user):
+    """-v LD_PRELOAD=evil.so: the set-user-ID starter runs in glibc's secure mode; the library's
+    constructor records every process it was loaded into, and none of them had euid 0."""
+    d = fmom.site.root / f"evil-{uuid.uuid4().hex[:6]}"
+    d.mkdir(mode=0o755)
+    marks = d / "marks"
+    marks.mkdir()
+    marks.chmod(0o1777)
+    src = d / "evil.c"
+    src.write_text('#include <stdio.h>\n#include <unistd.h>\n__attribute__((constructor)) static void mark(void)'
+                   f'{{ char p[256]; snprintf(p, sizeof p, "{marks}/%d-%d", (int)getuid(), (int)geteuid());'
+                   ' FILE *f = fopen(p, "w"); if (f) fclose(f); }\n')
+    evil = d / "evil.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(evil), str(src)], check=True)
+    try:
+        job = fmom.qsub(test_user, "#!/bin/sh\nsleep 1\n", ["-v", f"CHOS=deb12,LD_PRELOAD={evil}"])
+        t, result = running(fmom, job)
+        try:
+            task = fmom.tm_spawn(job, ["/bin/sh", "-c", "true"], task_env={"LD_PRELOAD": str(evil)})
+        finally:
+            t.join()
+        assert result["r"].exit_status == 0 and task.returncode == 0, (result["r"], task)
+        assert not os.listdir(marks)                    # the starter (dynamic, set-user-ID) did not load it
+        # the control: the same library, the same user, a dynamic program outside the starter
+        subprocess.run(["setpriv", f"--reuid={test_user.pw_uid}", f"--regid={test_user.pw_gid}", "--clear-groups",
+                        "/bin/true"], env={"LD_PRELOAD": str(evil)}, check=True)
+        assert f"{test_user.pw_uid}-{test_user.pw_uid}" in os.listdir(marks)   # (setpriv, root, loads it too)
+    finally:
+        shutil.rmtree(d)
+
+
+def test_forged_job_id_loses_to_the_cgroup(fmom, test_user):
+    """Where pbs_mom keeps jobs in cgroups (/torque/<jobid>), the cgroup names the job, whatever
+    PBS_JOBID says: a task of job A naming job B gets A's view."""
+    a = fmom.qsub(test_user, "#!/bin/sh\nsleep 2\n", ["-v", "CHOS=deb13"])
+    b = fmom.qsub(test_user, "#!/bin/sh\nsleep 2\n", ["-v", "CHOS=deb12"])
+    cg = Path("/sys/fs/cgroup/cpuacct/torque") / a.id
+    cg.mkdir(parents=True)
+    ta, _ = running(fmom, a)
+    tb, _ = running(fmom, b)
+    try:
+        env = fmom.job_env(a, 2)
+        env.update(PBS_JOBID=b.id)
+
+        def in_a_cgroup() -> None:
+            (cg / "tasks").write_text(str(os.getpid()))
+            os.setsid()
+            os.initgroups(test_user.pw_name, test_user.pw_gid)
+            os.setgid(test_user.pw_gid)
+            os.setuid(test_user.pw_uid)
+        task = subprocess.run([fmom.starter, *ID_PAYLOAD], env=env, cwd=test_user.pw_dir, preexec_fn=in_a_cgroup,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        ta.join()
+        tb.join()
+        cg.rmdir()
+        if not os.listdir(cg.parent):
+            cg.parent.rmdir()
+    assert task.returncode == 0, task.stderr
+    assert task.stdout.splitlines() == [f"uid={test_user.pw_uid} euid={test_user.pw_uid} gid={test_user.pw_gid} "
+                                        "chos=deb13", "os=debian 13 (mini)"]
+
+
+def test_root_and_privileged_starts_refused(torque, fmom, test_user):
+    """uid 0 is not a job identity unless root_jobs=allow, and never while pbs_mom runs the starter
+    privileged ($job_starter_run_privileged, where every job would arrive as uid 0)."""
+    mom, _policy, site = torque
+    job = mom.qsub(test_user, "#!/bin/sh\nsleep 2\n", ["-v", "CHOS=deb12"])
     env = mom.job_env(job)
-    env.update(USER="root", LOGNAME="root")             # a forged owner: HOME is still the user's
-    p = subprocess.run([mom.starter, "/bin/sh", "-c", "id -u"], env=env, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, text=True)
-    assert p.returncode == 73 and p.stdout == "" and "not pbs_mom's environment" in p.stderr, p
-    p = subprocess.run(["setpriv", f"--reuid={test_user.pw_uid}", f"--regid={test_user.pw_gid}", "--clear-groups",
-                        mom.starter, "/bin/true"], env=mom.job_env(job), stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, text=True)
-    assert p.returncode == 73 and "job_starter_run_privileged" in p.stderr, p
+    conf = Path(mom.starter + ".conf").parent / "torque-starter.conf"
+    saved = conf.read_text()
+    mom_config = mom.mom_priv / "config"
+    t, _ = running(fmom, job)
+    try:
+        as_root = subprocess.run([mom.starter, "/bin/sh", "-c", "id -u"], env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        assert (as_root.returncode, as_root.stdout) == (73, ""), as_root
+        assert "runs as the job's user" in as_root.stderr and len(lines(as_root.stderr)) == 1
+        conf.write_text(saved.replace("root_jobs=refuse", "root_jobs=allow"))
+        mom_config.write_text(mom_config.read_text() + "$job_starter_run_privileged true\n")
+        privileged = subprocess.run([mom.starter, "/bin/sh", "-c", "id -u"], env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+        assert (privileged.returncode, privileged.stdout) == (73, ""), privileged
+        assert "every job would arrive as root" in privileged.stderr
+        mom_config.write_text(mom_config.read_text().replace("$job_starter_run_privileged true\n", ""))
+        not_roots = subprocess.run([mom.starter, "/bin/sh", "-c", "id -u"], env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        assert (not_roots.returncode, not_roots.stdout) == (73, ""), not_roots
+        assert lines(not_roots.stderr) == [f"envsched: job {job.id} is not root's (uid 0) job"]
+    finally:
+        t.join()
+        conf.write_text(saved)
+        mom_config.write_text(mom_config.read_text().replace("$job_starter_run_privileged true\n", ""))
+
+
+def test_sister_node_prologue_parallel(torque, fmom, test_user):
+    """A sister node: no script, so prologue.parallel writes the record alone; the first TM task
+    there has the resolver prepare the view (one decision), a second joins it; epilogue.parallel
+    releases both the pin and the record."""
+    mom, _policy, site = torque
+    job = mom.qsub(test_user, "#!/bin/sh\necho unused\n", ["-v", "CHOS=deb13"])
+    assert mom.prologue_parallel(job) == 0
+    env = {"CHOS": "deb13"}
+    try:
+        first = mom.tm_spawn(job, ID_PAYLOAD, task_env=env)
+        second = mom.tm_spawn(job, ID_PAYLOAD, task_env=env, task=3)
+    finally:
+        assert mom.epilogue_parallel(job) == 0
+    for task in (first, second):
+        assert task.returncode == 0, task.stderr
+        assert task.stdout.splitlines()[1] == "os=debian 13 (mini)"
+    assert len(decided(site, job)) == 1

@@ -1,19 +1,25 @@
 #!/usr/bin/python3 -I
 """envsched's Torque shims that may run Python (at most once per job per node; never per task).
 
-    prologue       mom_priv/prologue (root, Mother Superior, before the job). Torque does not
-                   pass the job's `-v` variables to the prologue (its environment is documented
-                   as empty), so it cannot see CHOS. The submit filter stamps the job's request
-                   into the script (`#ENVSCHED chos=VALUE`); Torque 6.x gives the prologue the
-                   script's path as argv[8] (older: mom_priv/jobs/<jobid>.SC, the prologue's cwd
-                   being mom_priv). With a stamp the prologue prepares the job's view early
-                   (`envsched prepare`, key torque-<jobid>) with exactly the inputs the starter
-                   will compute, so the starter joins it without Python. A tree that is broken on
-                   this node, or a request the policy refuses, aborts the job (exit 1) with one
-                   line on the job's stderr. Without a stamp (no filter) it does nothing: the
-                   starter decides. Any other failure exits 0: the starter fails closed.
-    epilogue       mom_priv/epilogue (root, after the job, also after qdel): `envsched release
-                   --key torque-<jobid> --with-steps --quiet`. Always exits 0.
+    prologue       mom_priv/prologue (root, Mother Superior, before the job) and
+                   mom_priv/prologue.parallel (root, each sister node). Its arguments come from
+                   pbs_mom: jobid, user, group, jobname, resource list, queue, account (6.x: the
+                   script path). It always writes the job's record (jobrecord.py: uid, user,
+                   queue, account), the only place the set-user-ID starter takes the job's owner,
+                   queue and account from (a TM task's environment is the user's to write).
+                   Torque does not pass the job's `-v` variables to the prologue, so it cannot see
+                   CHOS: the submit filter stamps the job's request into the script
+                   (`#ENVSCHED chos=VALUE`; 6.x gives the script's path as argv[8], older:
+                   mom_priv/jobs/<jobid>.SC). With a stamp the prologue prepares the job's view
+                   early (`envsched prepare`, key torque-<jobid>) with exactly the inputs the
+                   starter will compute, so the starter joins it without Python. A tree that is
+                   broken on this node, a refused request, or a record that cannot be written
+                   aborts the job (exit 1) with one line on the job's stderr. Without a stamp
+                   (no filter, or a sister node) the starter decides. Any other failure exits 0:
+                   the starter fails closed.
+    epilogue       mom_priv/epilogue and epilogue.parallel (root, after the job, also after
+                   qdel): `envsched release --key torque-<jobid> --with-steps --quiet` and the
+                   job's record removed. Always exits 0.
     submit-filter  torque.cfg SUBMITFILTER (as the user, in qsub): qsub's arguments, the script on
                    stdin; refuses an unknown or disallowed environment with one line (exit 1),
                    else prints the script with the stamp.
@@ -67,9 +73,9 @@ def parse_args(argv: Sequence[str]) -> Options:
     return Options(mode, policy, src, binds, rest)
 
 
-def inputs(uid: int, chos: str, queue: str) -> str:
-    """The raw request as the starter writes it (plugins/torque/torque/core.c: identify())."""
-    return f"uid={uid}\tchos={chos}\tqueue={queue}"
+def inputs(uid: int, chos: str, queue: str, account: str) -> str:
+    """The raw request as the starter writes it (plugins/torque/torque/job.c: es_tjob_identify)."""
+    return f"uid={uid}\tchos={chos}\tqueue={queue}\taccount={account}"
 
 
 def run_resolver(argv: List[str]) -> Tuple[int, str]:
@@ -100,27 +106,48 @@ def read_stamp(path: str) -> Optional[str]:
     return None
 
 
+def write_record(opts: Options, key: str, uid: int, user: str, queue: str, account: str) -> Optional[str]:
+    """The job's record for the starter (None), or the user's line saying why it cannot be."""
+    from envsched import jobrecord
+    from envsched.errors import EnvschedError, one_line
+    from envsched.policy.load import load_policy
+    try:
+        run_dir = load_policy(opts.policy).site.run_dir
+        jobrecord.write(run_dir, key, jobrecord.JobRecord(uid, user, queue, account))
+    except (EnvschedError, OSError) as e:
+        return one_line(f"envsched: the job's record cannot be written: {e}")
+    return None
+
+
 def prologue(opts: Options) -> int:
     # argv: jobid user group jobname resource_list queue account [script path (6.x)]
     args = opts.rest
     if len(args) < 6 or not JOBID_RE.match(args[0]):
         return 0
     jobid, user, queue = args[0], args[1], args[5]
-    script = args[7] if len(args) > 7 else os.path.join(os.getcwd(), "jobs", f"{jobid}.SC")
-    chos = read_stamp(script)
-    if chos is None:
-        return 0                            # no filter: the starter decides, with the job's CHOS
+    account = args[6] if len(args) > 6 else ""
     try:
         uid = pwd.getpwnam(user).pw_uid
     except KeyError:
-        return 0
+        return 0                            # the starter refuses: no record
     key = KEY_PREFIX + jobid
+    problem = write_record(opts, key, uid, user, queue, account)
+    if problem:
+        print(problem, file=sys.stderr)     # the job's error file
+        return 1                            # 1: Torque aborts the job
+    script = args[7] if len(args) > 7 else os.path.join(os.getcwd(), "jobs", f"{jobid}.SC")
+    chos = read_stamp(script)
+    if chos is None:
+        return 0                            # no filter, or a sister: the starter decides, with the job's CHOS
     # the owner: our parent, the pbs_mom child that runs the prologue and then execs the job
     argv = ["--policy", opts.policy, "prepare", "--format", "shim", "--reuse", "--record-local", "--gc",
             "--key", key, "--fallback-key", key + ".v", "--user", str(uid), "--job", jobid,
-            "--owner-pid", str(os.getppid()), f"--chos-var={chos}", f"--inputs={inputs(uid, chos, queue)}"]
+            "--owner-pid", str(os.getppid()), f"--chos-var={chos}",
+            f"--inputs={inputs(uid, chos, queue, account)}"]
     if queue:
         argv.append(f"--partition={queue}")
+    if account:
+        argv.append(f"--account={account}")
     for b in opts.binds:
         argv += ["--bind", b]
     code, line = run_resolver(argv)
@@ -133,8 +160,11 @@ def prologue(opts: Options) -> int:
 def epilogue(opts: Options) -> int:
     # argv: jobid user group jobname session_id resource_list resources_used queue account exit_code [script]
     if opts.rest and JOBID_RE.match(opts.rest[0]):
-        run_resolver(["--policy", opts.policy, "release", "--key", KEY_PREFIX + opts.rest[0], "--with-steps",
-                      "--quiet"])
+        key = KEY_PREFIX + opts.rest[0]
+        run_resolver(["--policy", opts.policy, "release", "--key", key, "--with-steps", "--quiet"])
+        from envsched import jobrecord
+        from envsched.policy.load import load_policy
+        jobrecord.remove(load_policy(opts.policy).site.run_dir, key)
     return 0
 
 

@@ -1,30 +1,43 @@
-/* envsched's Torque job starter (stage 2, torque-starter-core) and its pieces.
+/* envsched's Torque job starter (torque-starter, set-user-ID root) and its pieces.
  *
  * Reuses the Grid Engine starter's configuration reader (conf.c: `<dir>/torque-starter.conf`,
- * root-owned like the program) and environment operations (envops.c), compiled from
- * plugins/uge/starter; see core.c for the sequence.
+ * root-owned like the program) and environment handling (envops.c), compiled from
+ * plugins/uge/starter; starter.c has the sequence.
  */
 #ifndef ES_TORQUE_STARTER_H
 #define ES_TORQUE_STARTER_H
 
 #include <sys/types.h>
 
-#include "starter.h"            /* plugins/uge/starter: es_conf, es_conf_load, es_env_apply_shim */
+#include "starter.h"            /* plugins/uge/starter: es_conf, es_conf_load, es_env_* */
 
 #define ES_TORQUE_CONF "torque-starter.conf"
 #define ES_TORQUE_KEY_PREFIX "torque-"
+#define ES_TORQUE_RECORDS ".jobs"          /* run_dir/.jobs/torque-<jobid>: the prologue's record */
 #define ES_TORQUE_INPUTS_MAX 1024
 
-/* the job, from the environment pbs_mom built (see core.c on why it is trusted) */
+/* the job: who from the kernel, which from the cgroup or PBS_JOBID checked against the record,
+ * queue and account from the record (job.c) */
 struct es_tjob {
-    char id[64];                 /* PBS_JOBID                                    */
-    char key[96];                /* torque-<PBS_JOBID>                           */
-    char user[64];               /* USER                                         */
-    uid_t uid;
-    gid_t gid;
+    char id[64];                 /* the Torque job id                                        */
+    char key[96];                /* torque-<id>                                              */
+    const char *id_source;       /* "cgroup" or "PBS_JOBID"                                  */
+    char user[64];
+    uid_t uid;                   /* the real uid pbs_mom gave us (become_the_user)           */
+    gid_t gid;                   /* the real gid likewise                                    */
     char home[4096];
-    char inputs[ES_TORQUE_INPUTS_MAX];   /* uid=..\tchos=..\tqueue=.. (the prologue writes the same) */
+    char queue[256];             /* from the record: pbs_mom's prologue argument             */
+    char account[256];           /* likewise                                                 */
+    char inputs[ES_TORQUE_INPUTS_MAX];   /* uid=..\tchos=..\tqueue=..\taccount=.. (the prologue writes the same) */
 };
+/* 0, or an exit code with the user's line in err */
+int es_tjob_identify(const struct es_conf *c, struct es_tjob *j, char *err, size_t errlen);
+/* `$job_starter_run_privileged` in pbs_mom's configuration file: 1 on, 0 off, -1 unreadable */
+int es_mom_starter_privileged(const char *mom_config, char *err, size_t errlen);
+/* the job id in a /proc/PID/cgroup text: a hierarchy path /torque/<jobid>[/...] (pbs_mom's
+ * cgroups); 1 found, 0 none, -1 two different ones */
+int es_cgroup_jobid(const char *cgroup_text, char *id, size_t idlen);
+int es_valid_jobid(const char *id);
 
 /* tpin.c: open the job's pin (prepared by the prologue or by the resolver now) */
 struct es_tpin {
@@ -33,11 +46,7 @@ struct es_tpin {
     char key[96];
     char shim[ES_SHIM_MAX];
 };
-int es_tpin_open(const struct es_conf *c, const struct es_tjob *j, char **jobenv, struct es_tpin *p,
+int es_tpin_open(const struct es_conf *c, const struct es_tjob *j, const char *chos, struct es_tpin *p,
                  int *ran_resolver, char *err, size_t errlen);
-
-/* jobenv.c: the job's environment, handed over by stage 1 through a descriptor */
-char **es_jobenv_read(int fd);
-const char *es_jobenv_get(char **env, const char *name);
 
 #endif

@@ -82,11 +82,11 @@ static int read_pin(const struct es_conf *c, const struct es_tjob *j, const char
 }
 
 /* the resolver as root with a clean environment (plugins/common/es_run.c); the key it chose */
-static int prepare(const struct es_conf *c, const struct es_tjob *j, char **jobenv, char *key, size_t keylen,
+static int prepare(const struct es_conf *c, const struct es_tjob *j, const char *chos, char *key, size_t keylen,
                    char *err, size_t errlen)
 {
-    const char *chos = es_jobenv_get(jobenv, "CHOS"), *queue = es_jobenv_get(jobenv, "PBS_QUEUE");
-    char uid[16], owner[16], fallback[112], a_chos[300], a_queue[300], a_inputs[ES_TORQUE_INPUTS_MAX + 16];
+    char uid[16], owner[16], fallback[112], a_chos[300], a_queue[300], a_account[300],
+        a_inputs[ES_TORQUE_INPUTS_MAX + 16];
     char *argv[64];
     int n = 0;
     struct es_run r;
@@ -96,15 +96,18 @@ static int prepare(const struct es_conf *c, const struct es_tjob *j, char **jobe
     snprintf(owner, sizeof owner, "%d", (int)getpid());
     snprintf(fallback, sizeof fallback, "%s.v", j->key);
     snprintf(a_chos, sizeof a_chos, "--chos-var=%s", chos ? chos : "");
-    snprintf(a_queue, sizeof a_queue, "--partition=%s", queue ? queue : "");
+    snprintf(a_queue, sizeof a_queue, "--partition=%s", j->queue);
+    snprintf(a_account, sizeof a_account, "--account=%s", j->account);
     snprintf(a_inputs, sizeof a_inputs, "--inputs=%s", j->inputs);
     char *fixed[] = {(char *)c->resolver, "--policy", (char *)c->policy, "prepare", "--format", "shim",
                      "--reuse", "--record-local", "--gc", "--key", (char *)j->key, "--fallback-key", fallback,
                      "--user", uid, "--job", (char *)j->id, "--owner-pid", owner, a_chos, a_inputs, NULL};
     for (int i = 0; fixed[i]; i++)
         argv[n++] = fixed[i];
-    if (queue && queue[0])
+    if (j->queue[0])
         argv[n++] = a_queue;
+    if (j->account[0])
+        argv[n++] = a_account;
     for (int i = 0; i < c->nbinds; i++) {
         argv[n++] = "--bind";
         argv[n++] = (char *)c->binds[i];
@@ -123,7 +126,7 @@ static int prepare(const struct es_conf *c, const struct es_tjob *j, char **jobe
     return ENVSCHED_EXIT_SETUP_FAILED;
 }
 
-int es_tpin_open(const struct es_conf *c, const struct es_tjob *j, char **jobenv, struct es_tpin *p,
+int es_tpin_open(const struct es_conf *c, const struct es_tjob *j, const char *chos, struct es_tpin *p,
                  int *ran_resolver, char *err, size_t errlen)
 {
     char fallback[112], key[96];
@@ -140,7 +143,7 @@ int es_tpin_open(const struct es_conf *c, const struct es_tjob *j, char **jobenv
             return rc > 0 ? 0 : ENVSCHED_EXIT_NOT_PERMITTED;
     }
     *ran_resolver = 1;
-    int status = prepare(c, j, jobenv, key, sizeof key, err, errlen);
+    int status = prepare(c, j, chos, key, sizeof key, err, errlen);
     if (status == ENVSCHED_EXIT_USAGE && strstr(err, "exists already") != NULL)
         snprintf(key, sizeof key, "%s", j->key);     /* another task of the job is preparing it: wait */
     else if (status != 0)

@@ -11,6 +11,8 @@
  *   bind=/var/spool/gridengine          (repeatable; host paths for every view)
  *   host_tools=/var/lib/envsched/uge-tools   (optional; `envsched site-config host-tools`)
  *   log_file=/var/log/envsched.log      (optional; the policy's site.log_file, for the epilog)
+ *   root_jobs=refuse|allow              (Torque starter: may root's own jobs run; default refuse)
+ *   mom_config=/var/spool/torque/mom_priv/config   (Torque starter, required with root_jobs=allow)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -82,6 +84,10 @@ int es_conf_load(struct es_conf *c, const char *name, char *err, size_t errlen)
             rc = set(c->log_file, sizeof c->log_file, key, value, err, errlen);
         else if (strcmp(key, "host_tools") == 0)
             rc = set(c->host_tools, sizeof c->host_tools, key, value, err, errlen);
+        else if (strcmp(key, "mom_config") == 0)
+            rc = set(c->mom_config, sizeof c->mom_config, key, value, err, errlen);
+        else if (strcmp(key, "root_jobs") == 0 && (strcmp(value, "allow") == 0 || strcmp(value, "refuse") == 0))
+            c->root_jobs = strcmp(value, "allow") == 0;
         else if (strcmp(key, "bind") == 0 && c->nbinds < ES_MAX_BINDS)
             rc = set(c->binds[c->nbinds++], PATH_MAX, key, value, err, errlen);
         else {

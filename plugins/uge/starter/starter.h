@@ -28,7 +28,10 @@ struct es_conf {
     int nbinds;
     char log_file[PATH_MAX];            /* log_file= the admin log (the epilog's lines)       */
     char host_tools[PATH_MAX];          /* host_tools= wrappers of the host's clients: bound, */
-};                                      /*             and <dir>/bin first in the job's PATH  */
+                                        /*             and <dir>/bin first in the job's PATH  */
+    int root_jobs;                      /* root_jobs=allow (Torque): uid 0 may be a job's owner */
+    char mom_config[PATH_MAX];          /* mom_config= pbs_mom's config (Torque, root_jobs)     */
+};
 /* name: NULL for "<this program>.conf", else a file of that name in this program's directory */
 int es_conf_load(struct es_conf *c, const char *name, char *err, size_t errlen);
 
