@@ -285,3 +285,28 @@ def test_rendered_configuration_drives_the_hooks(site_dir, pbs_site, home):
         assert p.stdout.splitlines()[0] == 'PRETTY_NAME="debian 13 (mini)"'
     finally:
         end(conf, j)
+
+
+def test_forged_owner_and_queue_in_the_jobs_environment(site_dir, pbs_site, test_user, home):
+    """The hook takes the owner and queue from the server's job (euser, queue), never from the
+    job's variables or environment: USER=root and PBS_QUEUE=gpu there change nothing."""
+    policy = site_dir.policy(body=f'[environments.deb13q]\npath = "{site_dir.envs["deb13"]}"\n'
+                                  'allow_partitions = ["gpu"]\n', name="openpbs-forged.toml")
+    conf = config(pbs_site, policy)
+    forged = {"USER": "root", "LOGNAME": "root", "HOME": "/root", "PBS_QUEUE": "gpu", "PBS_JOBID": "1.other"}
+    j = job("16.srv", chos="deb13q", variables=forged)
+    try:
+        r = start(conf, home, j, forged)
+        p = launch(r, home)
+        assert (p.returncode, p.stdout) == (77, ""), p
+        assert p.stderr.startswith("envsched: environment 'deb13q'"), p.stderr
+    finally:
+        end(conf, j)
+    j = job("17.srv", chos="deb12", variables=forged)
+    try:
+        p = launch(start(conf, home, j, forged), home)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.splitlines()[2] == str(test_user.pw_uid)       # not root
+    finally:
+        end(conf, j)
+    assert not (site_dir.run_dir / "openpbs-16.srv").exists() and not (site_dir.run_dir / "openpbs-17.srv").exists()
