@@ -4,9 +4,10 @@
  * is kept (close-on-exec), so close_session can go back there to release the pin: the resolver
  * and run_dir are the host's, not the view's.
  *
- * Only a pin of root's is joined: run_dir, run_dir/<key> root's and not writable by others, each
- * opened O_NOFOLLOW relative to the one above, and the pin the resolver named must be exactly
- * run_dir/<key>/mnt.
+ * Only a pin of root's is joined: run_dir and every directory above it root's and not writable by
+ * others (es_trusted_dir), run_dir, run_dir/<key> root's and not writable by others, each opened
+ * O_NOFOLLOW relative to the one above, and the pin the resolver named must be exactly
+ * run_dir/<key>/mnt for the key the module asked for.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -30,6 +31,12 @@ static int open_pin(const struct es_conf *c, const struct es_shim *s, char *err,
         return -1;
     }
     char why[PATH_MAX + 256];
+    /* run_dir= and every directory above it root's (a symbolic link on the way: root's, its target
+     * judged too), then run_dir and the pin themselves opened O_NOFOLLOW and checked again */
+    if (es_trusted_dir(c->run_dir, why, sizeof why) != 0) {
+        snprintf(err, errlen, ES_PREFIX "run_dir %.200s is not trusted: %.400s", c->run_dir, why);
+        return -1;
+    }
     int dir = es_open_pin_dir(c->run_dir, s->key, why, sizeof why);
     if (dir < 0) {
         snprintf(err, errlen, ES_PREFIX "%.400s", why);

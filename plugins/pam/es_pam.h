@@ -34,7 +34,10 @@ struct es_conf {
 };
 
 struct es_login {
-    const char *user, *service, *tty, *rhost;
+    const char *user;           /* PAM_USER as the application set it: looked up, compared */
+    const char *service, *tty, *rhost;  /* PAM items made printable: logged only (service: --job) */
+    char shown_user[80];        /* PAM_USER made printable, for the log */
+    char bufs[3][130];          /* what service, tty and rhost point to */
     uid_t uid;
     char chos[ES_NAME_MAX];
     char key[80];               /* pam-<uid>-<pid> */

@@ -24,6 +24,17 @@ static const char *item(pam_handle_t *pamh, int type)
     return v;
 }
 
+/* a value for the log: control characters, spaces and non-ASCII bytes shown as '?', truncated; a
+ * remote host name or a tty is the application's, but may come from DNS or a client */
+static const char *printable(const char *in, char *out, size_t len)
+{
+    size_t i = 0;
+    for (; in[i] && i + 1 < len; i++)
+        out[i] = in[i] > ' ' && in[i] < 0x7f ? in[i] : '?';
+    out[i] = '\0';
+    return out;
+}
+
 int es_login_get(pam_handle_t *pamh, struct es_login *l, char *err, size_t errlen)
 {
     struct passwd pw, *found = NULL;
@@ -31,16 +42,17 @@ int es_login_get(pam_handle_t *pamh, struct es_login *l, char *err, size_t errle
 
     memset(l, 0, sizeof *l);
     l->user = item(pamh, PAM_USER);
-    l->service = item(pamh, PAM_SERVICE);
-    l->tty = item(pamh, PAM_TTY);
-    l->rhost = item(pamh, PAM_RHOST);
+    l->service = printable(item(pamh, PAM_SERVICE), l->bufs[0], 65);
+    l->tty = printable(item(pamh, PAM_TTY), l->bufs[1], 65);
+    l->rhost = printable(item(pamh, PAM_RHOST), l->bufs[2], sizeof l->bufs[2]);
+    printable(l->user, l->shown_user, 65);
     if (l->user[0] == '\0') {
         snprintf(err, errlen, ES_PREFIX "no user in the PAM session");
         return -1;
     }
     int rc = getpwnam_r(l->user, &pw, buf, sizeof buf, &found);
     if (found == NULL) {
-        snprintf(err, errlen, ES_PREFIX "unknown user %.64s (%s)", l->user, rc ? strerror(rc) : "not found");
+        snprintf(err, errlen, ES_PREFIX "unknown user %s (%s)", l->shown_user, rc ? strerror(rc) : "not found");
         return -1;
     }
     l->uid = pw.pw_uid;

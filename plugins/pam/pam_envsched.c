@@ -43,12 +43,12 @@ static int fail(pam_handle_t *pamh, const struct es_conf *c, const struct es_log
 {
     if (c->failure == ES_FAIL_OPEN) {
         pam_syslog(pamh, LOG_WARNING, ES_PREFIX "user=%s service=%s: %s; session on the host OS (failure=open)",
-                   l->user, l->service, line);
+                   l->shown_user, l->service, line);
         pam_info(pamh, "%s; this session runs on the host OS", line);
         return PAM_SUCCESS;
     }
     pam_syslog(pamh, LOG_ERR, ES_PREFIX "user=%s service=%s tty=%s rhost=%s: session denied: %s",
-               l->user, l->service, l->tty, l->rhost, line);
+               l->shown_user, l->service, l->tty, l->rhost, line);
     pam_error(pamh, "%s", line);
     return PAM_SESSION_ERR;
 }
@@ -61,7 +61,9 @@ static int prepare(pam_handle_t *pamh, const struct es_conf *c, const struct es_
         return 0;
     es_resolve_log(pamh, r);
     es_user_line(r, line, len);
-    if (c->failure != ES_FAIL_DEFAULT || r->status == ENVSCHED_EXIT_NOT_FOUND)
+    /* no resolver, an untrusted one or an invalid policy: the defaults cannot be had either */
+    if (c->failure != ES_FAIL_DEFAULT || r->status == ENVSCHED_EXIT_NOT_FOUND ||
+        r->status == ENVSCHED_EXIT_POLICY_INVALID)
         return -1;
     if (es_resolve_prepare(c, l, 0, r) != 0) {
         es_resolve_log(pamh, r);
@@ -93,7 +95,7 @@ ES_EXPORT int pam_sm_open_session(pam_handle_t *pamh, int flags, int argc, const
     }
     if (es_login_exempt(&c, &l)) {
         if (c.debug)
-            pam_syslog(pamh, LOG_DEBUG, ES_PREFIX "user=%s service=%s: exempt", l.user, l.service);
+            pam_syslog(pamh, LOG_DEBUG, ES_PREFIX "user=%s service=%s: exempt", l.shown_user, l.service);
         return PAM_IGNORE;
     }
     if (got != 0)                                       /* a request we cannot pass on whole */
@@ -112,8 +114,10 @@ ES_EXPORT int pam_sm_open_session(pam_handle_t *pamh, int flags, int argc, const
     }
     if (c.debug)
         es_resolve_log(pamh, r);
-    if (es_shim_parse(r->out, &s) != 0 || s.uid != (long)l.uid) {
-        snprintf(line, sizeof line, ES_PREFIX "the resolver's answer is not for %.64s", l.user);
+    /* only the pin asked for (pam-<uid>-<pid>), for this user: nothing else is joined or released */
+    if (es_shim_parse(r->out, &s) != 0 || s.uid != (long)l.uid || (s.key[0] && strcmp(s.key, l.key) != 0)) {
+        snprintf(line, sizeof line, ES_PREFIX "the resolver's answer is not for %s", l.shown_user);
+        snprintf(s.key, sizeof s.key, "%s", l.key);   /* undo releases our key, never another */
         goto undo;
     }
     if (es_shim_putenv(pamh, r->out, s.environment) != 0) {
@@ -143,7 +147,7 @@ ES_EXPORT int pam_sm_open_session(pam_handle_t *pamh, int flags, int argc, const
     else if (s.warning[0])
         pam_info(pamh, ES_PREFIX "warning: %s", s.warning);
     pam_syslog(pamh, LOG_INFO, ES_PREFIX "user=%s service=%s tty=%s rhost=%s env=%s key=%s setup_ms=%ld%s",
-               l.user, l.service, l.tty, l.rhost, s.environment, s.key[0] ? s.key : "-", ms_since(&t0),
+               l.shown_user, l.service, l.tty, l.rhost, s.environment, s.key[0] ? s.key : "-", ms_since(&t0),
                fallback[0] ? " fallback=default" : "");
     return PAM_SUCCESS;
 

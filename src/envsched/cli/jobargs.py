@@ -4,14 +4,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import stat
 import syslog
 from typing import Iterator, Optional
 
 from .. import audit
 from ..errors import EnvschedError, NotPermitted
+from ..exitcodes import ExitCode
 from ..identity import lookup_user
 from ..policy.model import Mount
 from ..service import JobContext
+
+MAX_LINKS = 40          # the kernel's limit on symbolic links in one lookup
 
 
 def job_args(p: argparse.ArgumentParser, user_required: bool = True) -> None:
@@ -31,6 +35,8 @@ def job_context(args: argparse.Namespace) -> JobContext:
     binds = tuple(getattr(args, "bind", ()))
     if binds:
         require_root("--bind")
+        for b in binds:
+            check_bind_source(b.source)
     return JobContext(user=lookup_user(args.user), option=args.request, chos_var=chos_var,
                       account=args.account, partition=args.partition, cwd=args.cwd, job=args.job,
                       read_user_file=not args.no_user_file, extra_binds=binds)
@@ -39,6 +45,60 @@ def job_context(args: argparse.Namespace) -> JobContext:
 def require_root(what: str) -> None:
     if os.geteuid() != 0:
         raise NotPermitted(f"{what} needs root")
+
+
+def _untrusted(st: os.stat_result) -> bool:
+    return st.st_uid != 0 or bool(st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
+def check_bind_source(source: str) -> None:
+    """A shim's --bind source is resolved and bind-mounted by root, who follows symbolic links: if
+    a user could replace any directory on the way, or a link, they could point root at a directory
+    they cannot reach themselves (below a 0700 parent: another home, /root) and see it in the view.
+
+    So "/", every directory crossed on the way to the source and every symbolic link met (whose
+    target is walked the same way) must be root's, and the directories not writable by group or
+    others, as for programs root runs (plugins/common/es_run.c). The source itself may be anyone's
+    (a scheduler's spool, a world-writable scratch): its contents are its owner's, with the
+    ordinary permissions, and nobody but root can replace it. A missing component is left to the
+    view (which refuses a required bind that is missing): only root can create it there, since
+    everything above it is root's. Raises an exit-78 error (a configuration problem)."""
+    def refuse(what: str) -> None:
+        raise EnvschedError(f"--bind {source}: {what} (root follows bind sources: keep them in "
+                            f"directories of root's)", code=ExitCode.POLICY_INVALID)
+
+    if _untrusted(os.lstat("/")):
+        refuse("/: must be owned by root and not writable by group or others")
+    parts = [p for p in source.split("/") if p]
+    cur, links = "", 0
+    while parts:
+        comp = parts.pop(0)
+        if comp == ".":
+            continue
+        if comp == "..":
+            cur = cur.rsplit("/", 1)[0]
+            continue
+        nxt = f"{cur}/{comp}"
+        try:
+            st = os.lstat(nxt)
+        except OSError:
+            return                                   # missing (or not a directory): the view says so
+        if stat.S_ISLNK(st.st_mode):
+            if st.st_uid != 0:
+                refuse(f"{nxt}: a symbolic link not owned by root")
+            links += 1
+            if links > MAX_LINKS:
+                refuse("too many levels of symbolic links")
+            target = os.readlink(nxt)
+            parts = [p for p in target.split("/") if p] + parts
+            if target.startswith("/"):
+                cur = ""
+            continue
+        if not parts:
+            return                                   # the source itself: anyone's
+        if _untrusted(st):
+            refuse(f"{nxt}: must be owned by root and not writable by group or others")
+        cur = nxt
 
 
 def bind_arg(value: str) -> Mount:

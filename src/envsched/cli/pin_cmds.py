@@ -10,21 +10,33 @@ from .. import audit
 from ..errors import SetupError, UsageError
 from ..exitcodes import ExitCode
 from ..identity import lookup_user
-from ..pin import PinStore
+from ..names import NAME_RULE, is_valid_name, show
+from ..pin import PinStore, process_start
 from ..service import plan_for_job
 from ..shim import shim_lines
 from .common import policy_from, say, split_command
 from .jobargs import job_context, logged_failure, require_root
 
 
+def _check_keys(*keys: Optional[str]) -> None:
+    """Keys are names, never paths (`../x`, `a/b`, `.hidden`): refused before anything is read."""
+    for key in keys:
+        if key is not None and not is_valid_name(key):
+            raise UsageError(f"invalid pin key {show(key)} ({NAME_RULE})")
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     require_root("envsched prepare")
+    _check_keys(args.key, args.fallback_key)
+    # the owner decides only how long the pin lives (gc: pid and start time); it gives no rights
+    owner = args.owner_pid if args.owner_pid is not None else os.getppid()
+    if owner <= 0 or process_start(owner) is None:
+        raise UsageError(f"--owner-pid {owner}: no such process (the pin would be stale at once)")
     policy = policy_from(args)
     ctx = job_context(args)
     decision, plan = plan_for_job(policy, ctx)
     if decision.warning and args.format != "shim":
         say("warning: " + decision.warning)
-    owner = args.owner_pid if args.owner_pid else os.getppid()
     store = PinStore(policy.site.run_dir)
     if args.gc:
         for stale in store.gc():
@@ -66,6 +78,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_join(args: argparse.Namespace) -> int:
     require_root("envsched join")
+    _check_keys(args.key)
     command = split_command(args.command)
     if not command:
         raise UsageError("join: no command given")
@@ -81,6 +94,7 @@ def cmd_join(args: argparse.Namespace) -> int:
 
 def cmd_release(args: argparse.Namespace) -> int:
     require_root("envsched release")
+    _check_keys(args.key)
     policy = policy_from(args)
     audit.configure(policy.site.log_file)
     store = PinStore(policy.site.run_dir)
