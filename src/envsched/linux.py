@@ -98,3 +98,26 @@ def mount_setattr(path: str, set_flags: int, recursive: bool) -> None:
 def set_no_new_privs() -> None:
     if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise _fail("prctl(PR_SET_NO_NEW_PRIVS)")
+
+
+# ioctl(NS_GET_MNTNS_ID) on a mount namespace file: the namespace's 64-bit id (Linux >= 6.8)
+NS_GET_MNTNS_ID = (2 << 30) | (8 << 16) | (0xB7 << 8) | 5       # _IOR(0xb7, 0x5, __u64)
+
+
+def mntns_id(path: str) -> Optional[int]:
+    """The id of the mount namespace `path` (/proc/PID/ns/mnt) names; None where the kernel has
+    no such ioctl or the namespace is gone."""
+    import fcntl
+    import struct
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        buf = bytearray(8)
+        fcntl.ioctl(fd, NS_GET_MNTNS_ID, buf)
+        return int(struct.unpack("=Q", bytes(buf))[0])
+    except OSError:
+        return None
+    finally:
+        os.close(fd)

@@ -14,8 +14,8 @@ A record-only pin (`record`) keeps a decision for the host OS (local) under a ke
 that looks a job up by key (the Grid Engine starter) can tell "decided: host OS" from
 "never prepared".
 
-The bind of the namespace file is made by the parent, which stays in the host's mount
-namespace: on this kernel the bind fails with EINVAL when done from another namespace.
+The bind of the namespace file is made by the parent, in the caller's mount namespace, onto
+a view the kernel judges newer than that namespace (see _build_and_pin).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import os
 import stat
 import time
 from dataclasses import asdict, dataclass
-from typing import Dict, List, NoReturn, Optional, Sequence
+from typing import Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from . import linux
 from .enter import finish_and_exec
@@ -47,6 +47,23 @@ class PinMeta:
     owner_pid: int
     owner_start: Optional[int]
     created: float
+
+    @classmethod
+    def from_json(cls, text: str) -> "PinMeta":
+        """What _create wrote to meta.json, or ValueError."""
+        try:
+            data = json.loads(text)
+        except RecursionError:
+            raise ValueError("malformed pin meta: nested too deeply") from None
+        if not isinstance(data, dict) or set(data) != {f for f in cls.__dataclass_fields__}:
+            raise ValueError("malformed pin meta: not an object with the expected fields")
+        ints = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+        if not (all(isinstance(data[k], str) for k in ("key", "environment", "user"))
+                and ints(data["uid"]) and ints(data["owner_pid"])
+                and (data["owner_start"] is None or ints(data["owner_start"]))
+                and isinstance(data["created"], (int, float)) and not isinstance(data["created"], bool)):
+            raise ValueError("malformed pin meta: a field has the wrong type")
+        return cls(**data)
 
 
 def process_start(pid: int) -> Optional[int]:
@@ -117,7 +134,7 @@ class PinStore:
 
     def meta(self, key: str) -> PinMeta:
         with open(os.path.join(self.path(key), "meta.json")) as f:
-            return PinMeta(**json.load(f))
+            return PinMeta.from_json(f.read())
 
     def plan(self, key: str) -> Plan:
         with open(os.path.join(self.path(key), "plan.json")) as f:
@@ -173,6 +190,44 @@ class PinStore:
             raise
 
     def _build_and_pin(self, pin: str, plan: Plan) -> None:
+        """Build the view in a child and bind its namespace onto pin/mnt from here.
+
+        The kernel refuses that bind (EINVAL, fs/namespace.c: mnt_ns_loop) unless the view's
+        namespace is newer than ours, judged by namespace id. Ids are not handed out in creation
+        order across CPUs (measured on 6.18 with NS_GET_MNTNS_ID: two CPUs drew from 470.. and
+        4568.. at the same time), so from a mount namespace other than the host's (sshd or su in
+        a private namespace, a container) about half the views came out "older" than their
+        caller and could not be pinned. A view whose id is not above ours is discarded and built
+        again in a child held on the next CPU: every CPU's ids after our namespace was made are
+        above it on the CPU that made it, so one of at most (1 + CPUs) tries can be pinned.
+        Where the kernel has no namespace ids (before 6.8) they follow creation order and the
+        first view is pinned."""
+        ours = linux.mntns_id("/proc/self/ns/mnt")
+        cpus: List[Optional[int]] = [None] + list(range(os.cpu_count() or 1))   # every CPU, not just ours
+        for attempt, cpu in enumerate(cpus):
+            last = attempt == len(cpus) - 1
+            pid, ready_r, done_w = self._spawn_builder(plan, cpu)
+            try:
+                report = json.loads(_read_all(ready_r) or b'{"ok": false, "message": "view builder died", "code": 70}')
+                if not report["ok"]:
+                    raise EnvschedError(report["message"], code=ExitCode(report["code"]))
+                view = linux.mntns_id(f"/proc/{pid}/ns/mnt")
+                if ours is not None and view is not None and view <= ours and not last:
+                    continue                            # older than us: the bind would fail
+                target = os.path.join(pin, "mnt")
+                if not os.path.exists(target):
+                    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+                linux.mount(f"/proc/{pid}/ns/mnt", target, None, linux.MS_BIND)
+                return
+            finally:
+                os.close(ready_r)
+                os.close(done_w)                        # releases the child
+                os.waitpid(pid, 0)
+
+    @staticmethod
+    def _spawn_builder(plan: Plan, cpu: Optional[int]) -> Tuple[int, int, int]:
+        """A child that builds the view (on `cpu` if given), reports on a pipe and waits until
+        the parent closes the other one: (pid, report fd, release fd)."""
         ready_r, ready_w = os.pipe()
         done_r, done_w = os.pipe()
         pid = os.fork()
@@ -180,6 +235,11 @@ class PinStore:
             os.close(ready_r)
             os.close(done_w)
             try:
+                if cpu is not None:
+                    try:
+                        os.sched_setaffinity(0, {cpu})
+                    except OSError:                     # not ours to use (cpuset): try it where we are
+                        pass
                 build_view(plan)
                 os.write(ready_w, b'{"ok": true}')
             except EnvschedError as e:
@@ -193,17 +253,7 @@ class PinStore:
             os._exit(0)
         os.close(ready_w)
         os.close(done_r)
-        try:
-            report = json.loads(_read_all(ready_r) or b'{"ok": false, "message": "view builder died", "code": 70}')
-            if not report["ok"]:
-                raise EnvschedError(report["message"], code=ExitCode(report["code"]))
-            target = os.path.join(pin, "mnt")
-            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
-            linux.mount(f"/proc/{pid}/ns/mnt", target, None, linux.MS_BIND)
-        finally:
-            os.close(ready_r)
-            os.close(done_w)                            # releases the child
-            os.waitpid(pid, 0)
+        return pid, ready_r, done_w
 
     def write_memo(self, key: str, inputs: str, shim: str) -> None:
         """`inputs` (the shim's raw request) and `shim` (its protocol lines) for later steps."""
