@@ -31,7 +31,7 @@ _LDD_INTERP = re.compile(r"^\s*(/\S+)\s+\(")
 
 def loader_and_libdirs(binary: str) -> Tuple[str, List[str]]:
     """The ELF interpreter and the directories of the libraries `binary` links (from ldd)."""
-    out = subprocess.run(["ldd", binary], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out = subprocess.run(["/usr/bin/ldd", binary], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if out.returncode != 0:
         raise EnvschedError(f"ldd {binary} failed: {out.stderr.strip() or out.stdout.strip()}")
     interp, dirs = "", []  # type: Tuple[str, List[str]]

@@ -169,8 +169,10 @@ def _mount_image(plan: Plan) -> None:
         raise SetupError(f"image {plan.source} needs the privileged path (loop mount)")
     # util-linux sets up the loop device (autoclear) and mounts; nosuid,nodev,ro from the start
     import subprocess  # only images need it; keeps every other job start lighter
+    # a clean environment: root's mount must not see LD_*, PATH or locale settings of whoever ran us
     result = subprocess.run(["/bin/mount", "-t", "squashfs", "-o", "loop,ro,nosuid,nodev", source, target],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False,
+                            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}, close_fds=True)
     if result.returncode != 0:
         raise EnvironmentBroken(f"image {plan.source} cannot be mounted: "
                                 f"{result.stdout.decode(errors='replace').strip()}")

@@ -103,6 +103,10 @@ def end(conf: Path, j: Dict[str, Any]) -> Dict[str, Any]:
     return run_hook("envsched_end.py", "execjob_end", conf, j)
 
 
+def lines(text: str) -> List[str]:
+    return [line for line in text.splitlines() if line]
+
+
 def restricted(site_dir) -> Path:
     """A policy with deb13r, which the test user may not use."""
     return site_dir.policy(body=f'[environments.deb13r]\npath = "{site_dir.envs["deb13"]}"\n'
@@ -310,3 +314,15 @@ def test_forged_owner_and_queue_in_the_jobs_environment(site_dir, pbs_site, test
     finally:
         end(conf, j)
     assert not (site_dir.run_dir / "openpbs-16.srv").exists() and not (site_dir.run_dir / "openpbs-17.srv").exists()
+
+
+def test_forged_src_directory_is_not_imported_by_root(site_dir, pbs_site, test_user, home, tmp_path):
+    """A hook configuration whose `src` (put on root's sys.path) is the user's: refused, 78."""
+    evil = home / "pbs-src"
+    (evil / "envsched").mkdir(parents=True, exist_ok=True)
+    conf = config(pbs_site, site_dir.policy(), src=str(evil))
+    r = start(conf, home, job("18.srv", chos="deb12"))
+    p = launch(r, home)
+    assert (p.returncode, p.stdout) == (78, ""), p
+    assert lines(p.stderr) == [f"envsched: {conf}: src {evil}: {home} must be root's and not writable by group or "
+                               "others"], p.stderr

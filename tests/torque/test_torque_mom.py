@@ -72,7 +72,8 @@ description = "a tree missing on this node"
 def mom(torque, home):
     m, _policy, site = torque
     yield m
-    assert not [p for p in os.listdir(site.run_dir) if p.startswith("torque-")], "a pin was left behind"
+    assert not site.run_dir.exists() or not [p for p in os.listdir(site.run_dir) if p.startswith("torque-")], \
+        "a pin was left behind"
     records = site.run_dir / ".jobs"
     assert not records.exists() or not [p for p in os.listdir(records) if p.startswith("torque-")], \
         "a job record was left behind"
@@ -408,3 +409,20 @@ def test_sister_node_prologue_parallel(torque, fmom, test_user):
         assert task.returncode == 0, task.stderr
         assert task.stdout.splitlines()[1] == "os=debian 13 (mini)"
     assert len(decided(site, job)) == 1
+
+
+def test_forged_src_directory_aborts_the_prologue(torque, fmom, test_user, home):
+    """A prologue whose --src (root's sys.path) is the user's imports nothing: one line, job aborted."""
+    mom, _policy, site = torque
+    evil = home / "torque-src"
+    evil.mkdir(exist_ok=True)
+    os.chown(evil, test_user.pw_uid, test_user.pw_gid)
+    prologue = mom.mom_priv / "prologue"
+    saved = prologue.read_text()
+    prologue.write_text(saved.replace(f"--src {REPO / 'src'}", f"--src {evil}"))
+    try:
+        r = mom.run(mom.qsub(test_user, PAYLOAD, ["-v", "CHOS=deb12"]))
+    finally:
+        prologue.write_text(saved)
+    assert r.state == "aborted" and r.stdout == "", r
+    assert lines(r.stderr) == [f"envsched: --src {evil}: {evil} must be root's and not writable by group or others"]

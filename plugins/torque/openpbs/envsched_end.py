@@ -12,6 +12,7 @@ with its last process. It always accepts: a failure is logged (mom log, admin lo
 `envsched gc` collects what is left.
 """
 import json
+import os
 import re
 import sys
 
@@ -24,11 +25,20 @@ def pin_key(job_id):
     return (KEY_PREFIX + re.sub(r"[^A-Za-z0-9._-]", "_", str(job_id)))[:64]
 
 
+def untrusted_src(src):
+    """The first of `src` and the directories above it not root's alone (root imports code from it)."""
+    parts = os.path.abspath(src).split("/")
+    return next((d for d in ("/".join(parts[:i]) or "/" for i in range(1, len(parts) + 1))
+                 if os.lstat(d).st_uid != 0 or os.lstat(d).st_mode & 0o022), None)
+
+
 def main():
     e = pbs.event()
     try:
         with open(pbs.hook_config_filename) as f:
             conf = json.load(f)
+        if conf.get("src") and untrusted_src(conf["src"]):
+            raise ValueError(f"src {conf['src']}: {untrusted_src(conf['src'])} is not root's alone")
         if conf.get("src") and conf["src"] not in sys.path:
             sys.path.insert(0, conf["src"])
         from envsched import audit

@@ -67,6 +67,13 @@ def one_line(text):
     return " ".join(str(text).split())
 
 
+def untrusted_src(src):
+    """The first of `src` and the directories above it not root's alone (root imports code from it)."""
+    parts = os.path.abspath(src).split("/")
+    return next((d for d in ("/".join(parts[:i]) or "/" for i in range(1, len(parts) + 1))
+                 if os.lstat(d).st_uid != 0 or os.lstat(d).st_mode & 0o022), None)
+
+
 def load_config():
     path = pbs.hook_config_filename
     if not path:
@@ -77,6 +84,9 @@ def load_config():
         raise Refused(f"envsched: {path}: expected a JSON object with \"policy\" and \"joiner\"", 78)
     if conf.get("on_refusal", "exit") not in ("exit", "reject"):
         raise Refused(f"envsched: {path}: on_refusal must be \"exit\" or \"reject\"", 78)
+    if conf.get("src") and untrusted_src(conf["src"]):
+        raise Refused(f"envsched: {path}: src {conf['src']}: {untrusted_src(conf['src'])} must be root's and not "
+                      "writable by group or others", 78)
     return conf
 
 

@@ -25,6 +25,7 @@ file (JSON), whose path PBS puts in pbs.hook_config_filename (pbs_module.7B):
 `src` (optional) is put first on sys.path to import envsched from a directory of root's.
 """
 import json
+import os
 import sys
 
 import pbs
@@ -36,6 +37,13 @@ def one_line(text):
     return " ".join(str(text).split())
 
 
+def untrusted_src(src):
+    """The first of `src` and the directories above it not root's alone (root imports code from it)."""
+    parts = os.path.abspath(src).split("/")
+    return next((d for d in ("/".join(parts[:i]) or "/" for i in range(1, len(parts) + 1))
+                 if os.lstat(d).st_uid != 0 or os.lstat(d).st_mode & 0o022), None)
+
+
 def load_config():
     path = pbs.hook_config_filename
     if not path:
@@ -44,6 +52,9 @@ def load_config():
         conf = json.load(f)
     if not isinstance(conf, dict) or not isinstance(conf.get("policy"), str):
         raise RuntimeError(f"{path}: expected a JSON object with \"policy\"")
+    if conf.get("src") and untrusted_src(conf["src"]):
+        raise RuntimeError(f"{path}: src {conf['src']}: {untrusted_src(conf['src'])} must be root's and not "
+                           "writable by group or others")
     return conf
 
 

@@ -73,6 +73,18 @@ def parse_args(argv: Sequence[str]) -> Options:
     return Options(mode, policy, src, binds, rest)
 
 
+def untrusted_dir(path: str) -> Optional[str]:
+    """The first of `path` and the directories above it that is not root's alone, or None."""
+    p = os.path.abspath(path)
+    while True:
+        st = os.lstat(p)
+        if st.st_uid != 0 or st.st_mode & 0o022:
+            return p
+        if p == "/":
+            return None
+        p = os.path.dirname(p)
+
+
 def inputs(uid: int, chos: str, queue: str, account: str) -> str:
     """The raw request as the starter writes it (plugins/torque/torque/job.c: es_tjob_identify)."""
     return f"uid={uid}\tchos={chos}\tqueue={queue}\taccount={account}"
@@ -226,6 +238,11 @@ def submit_filter(opts: Options) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     opts = parse_args(sys.argv[1:] if argv is None else argv)
     if opts.src:
+        untrusted = untrusted_dir(opts.src)
+        if untrusted:                       # root would import code from it
+            print(f"envsched: --src {opts.src}: {untrusted} must be root's and not writable by group or others",
+                  file=sys.stderr)
+            return {"submit-filter": 78, "prologue": 1}.get(opts.mode, 0)    # prologue: 1 aborts the job
         sys.path.insert(0, opts.src)
     if opts.mode == "submit-filter":
         return submit_filter(opts)
