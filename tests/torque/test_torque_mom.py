@@ -426,3 +426,33 @@ def test_forged_src_directory_aborts_the_prologue(torque, fmom, test_user, home)
         prologue.write_text(saved)
     assert r.state == "aborted" and r.stdout == "", r
     assert lines(r.stderr) == [f"envsched: --src {evil}: {evil} must be root's and not writable by group or others"]
+
+
+def test_forged_starter_configuration_and_resolver(torque, fmom, test_user, home):
+    """The starter's configuration must be root's alone, and so must the resolver it names (and
+    that resolver's interpreter): otherwise 78 and one line, nothing runs."""
+    mom, _policy, site = torque
+    conf = Path(mom.starter).parent / "torque-starter.conf"
+    saved = conf.read_text()
+    fake = home / "envsched"
+    fake.write_text("#!/bin/sh\nid -u > /tmp/envsched-forged-resolver-ran\n")
+    os.chown(fake, test_user.pw_uid, test_user.pw_gid)
+    fake.chmod(0o755)
+    filt, mom.submit_filter = mom.submit_filter, None   # no stamp: the starter itself runs the resolver
+    try:
+        conf.chmod(0o664)
+        r = mom.run(mom.qsub(test_user, PAYLOAD, ["-v", "CHOS=deb13"]))
+        assert (r.exit_status, r.stdout) == (78, ""), r
+        assert lines(r.stderr) == [f"envsched: starter configuration: {conf}: must be owned by root and not "
+                                   "writable by group or others"]
+        conf.chmod(0o644)
+        conf.write_text("\n".join(f"resolver={fake}" if line.startswith("resolver=") else line
+                                  for line in saved.splitlines()) + "\n")
+        r = mom.run(mom.qsub(test_user, PAYLOAD, ["-v", "CHOS=deb13"]))
+        assert (r.exit_status, r.stdout) == (78, ""), r
+        assert len(lines(r.stderr)) == 1 and f"the resolver {fake} is not trusted, not run" in r.stderr, r.stderr
+        assert not Path("/tmp/envsched-forged-resolver-ran").exists()
+    finally:
+        mom.submit_filter = filt
+        conf.chmod(0o644)
+        conf.write_text(saved)
