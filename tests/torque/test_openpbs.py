@@ -326,3 +326,18 @@ def test_forged_src_directory_is_not_imported_by_root(site_dir, pbs_site, test_u
     assert (p.returncode, p.stdout) == (78, ""), p
     assert lines(p.stderr) == [f"envsched: {conf}: src {evil}: {home} must be root's and not writable by group or "
                                "others"], p.stderr
+
+
+def test_forged_joiner_configuration(site_dir, pbs_site, home):
+    """pbs-join.conf (run_dir) writable by others: the joiner joins nothing, 78 and one line."""
+    conf_file = pbs_site / "pbs-join.conf"
+    fake = {"progname": str(pbs_site / "pbs-join"), "env": {"PATH": "/usr/bin:/bin"},
+            "argv": [str(pbs_site / "pbs-join"), "openpbs-19.srv", "/bin/id", "id"]}
+    conf_file.chmod(0o666)
+    try:
+        p = launch(fake, home)
+    finally:
+        conf_file.chmod(0o644)
+    assert (p.returncode, p.stdout) == (78, ""), p
+    assert lines(p.stderr) == [f"envsched: joiner configuration: {conf_file}: must be owned by root and not "
+                               "writable by group or others"]
