@@ -28,7 +28,7 @@ from typing import Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from . import linux
 from .enter import finish_and_exec
-from .errors import EnvschedError, NotPermitted, SetupError, UsageError
+from .errors import EnvschedError, NotPermitted, PolicyError, SetupError, UsageError
 from .exitcodes import ExitCode
 from .identity import UserInfo
 from .names import NAME_RULE, is_valid_name
@@ -76,7 +76,37 @@ def process_start(pid: int) -> Optional[int]:
     return int(data[data.rindex(b")") + 2:].split()[19])
 
 
+def run_dir_problem(run_dir: str) -> Optional[str]:
+    """Why `run_dir` cannot be used or created safely, or None: every directory on its way that
+    exists must be a directory of root's, not writable by group or others (a symbolic link is
+    judged itself, not followed); what is missing is created by _secure_dir."""
+    path = "/"
+    for part in [p for p in run_dir.split("/") if p]:
+        path = os.path.join(path, part)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None                                 # this and the rest are created, root's
+        if stat.S_ISLNK(st.st_mode):
+            if st.st_uid != 0:
+                return f"{path} is a symbolic link of uid {st.st_uid}'s"
+            return run_dir_problem(os.path.join(os.path.realpath(path), os.path.relpath(run_dir, path)))
+        if not stat.S_ISDIR(st.st_mode):
+            return f"{path} is not a directory"
+        if path != run_dir and (st.st_uid != 0 or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)):
+            return f"{path} must be a directory of root's, not writable by group or others"
+    return None
+
+
 def _secure_dir(path: str, mode: int) -> None:
+    """`path` as a directory of root's with `mode`; its missing parents are created (root's,
+    0755) once every existing one is known to be root's alone (run_dir_problem)."""
+    problem = run_dir_problem(path)
+    if problem:
+        raise PolicyError(f"site.run_dir {path}: {problem}")
+    parent = os.path.dirname(path.rstrip("/"))
+    if parent and not os.path.isdir(parent):
+        _secure_dir(parent, 0o755)
     try:
         os.mkdir(path, mode)
     except FileExistsError:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 
 import pytest
 
@@ -12,8 +14,9 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="records are root's (C
 
 
 @needs_root
-def test_write_read_remove(tmp_path):
-    run_dir = str(tmp_path / "run")
+def test_write_read_remove():
+    base = f"/run/envsched-jobrecord-{uuid.uuid4().hex[:8]}"          # not below /tmp: run_dir is root's alone
+    run_dir = base + "/run"
     rec = jobrecord.JobRecord(1001, "alice", "batch", "proj")
     path = jobrecord.write(run_dir, "torque-12.srv", rec)
     assert open(path).read() == "uid 1001\nuser alice\nqueue batch\naccount proj\n"
@@ -24,6 +27,7 @@ def test_write_read_remove(tmp_path):
     assert jobrecord.remove(run_dir, "torque-12.srv") and not jobrecord.remove(run_dir, "torque-12.srv")
     assert jobrecord.read(run_dir, "torque-12.srv") is None
     assert os.listdir(os.path.dirname(path)) == []
+    shutil.rmtree(base)
 
 
 @pytest.mark.parametrize("queue", ["a\nuid 0", "a\rb", "q" * 256])

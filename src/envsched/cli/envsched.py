@@ -10,6 +10,8 @@ from typing import List, Optional
 from .. import siteconfig, trees
 from ..enter import enter_and_exec
 from ..errors import PolicyError, UsageError
+from ..pin import run_dir_problem
+from ..policy import meaning
 from ..exitcodes import ExitCode
 from ..plan import build_plan
 from ..resolve import Refusal, resolve
@@ -43,6 +45,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     for m in policy.site.shared:
         if m.required and not os.path.exists(m.source):
             found.append(f"{policy.source}: site.shared: required path missing on this host: {m.source}")
+    found += meaning.problems(policy)
+    run_dir = run_dir_problem(policy.site.run_dir)
+    if run_dir:
+        found.append(f"{policy.source}: site.run_dir: {policy.site.run_dir}: {run_dir}")
     for line in found:
         print(line)
     if found:
