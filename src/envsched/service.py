@@ -33,6 +33,7 @@ class JobContext:
     partition: Optional[str] = None
     cwd: Optional[str] = None
     job: Optional[str] = None           # scheduler job id, for the admin log
+    scheduler: Optional[str] = None     # whose job id that is: slurm, uge, torque, openpbs, pam
     read_user_file: bool = True
     user_file: Optional[UserFile] = None  # already read by the caller (e.g. a shim as the user)
     extra_binds: Tuple[Mount, ...] = ()   # shim-provided host paths (root callers only)
@@ -53,11 +54,11 @@ def decide(policy: Policy, ctx: JobContext) -> Decision:
     if isinstance(outcome, Refusal):
         audit.log("refused", syslog.LOG_WARNING, job=ctx.job, user=ctx.user.name,
                   env=outcome.requested, source=outcome.source, reason=outcome.reason,
-                  policy=policy.source)
+                  policy=policy.source, scheduler=ctx.scheduler)
         raise RequestRefused(outcome.message())
     if outcome.warning:
         audit.log("fallback", syslog.LOG_WARNING, job=ctx.job, user=ctx.user.name,
-                  env=outcome.name, reason=outcome.warning, policy=policy.source)
+                  env=outcome.name, reason=outcome.warning, policy=policy.source, scheduler=ctx.scheduler)
     return outcome
 
 
@@ -69,7 +70,7 @@ def plan_for_job(policy: Policy, ctx: JobContext) -> Tuple[Decision, Plan]:
             trees.require_usable(decision.environment)
         except EnvironmentBroken as e:
             audit.log("broken", syslog.LOG_ERR, job=ctx.job, user=ctx.user.name, env=decision.name,
-                      reason=e.detail or e.message, policy=policy.source)
+                      reason=e.detail or e.message, policy=policy.source, scheduler=ctx.scheduler)
             fallback = _fallback(policy, ctx, decision, e)
             if fallback is None:
                 raise
@@ -78,7 +79,7 @@ def plan_for_job(policy: Policy, ctx: JobContext) -> Tuple[Decision, Plan]:
     plan = build_plan(policy, decision.name, decision.environment, ctx.user, cwd or ctx.user.home,
                       ctx.extra_binds)
     audit.log("decided", job=ctx.job, user=ctx.user.name, env=decision.name, source=decision.source,
-              path=plan.source or "/")
+              path=plan.source or "/", scheduler=ctx.scheduler)
     return decision, plan
 
 

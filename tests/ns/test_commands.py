@@ -44,6 +44,13 @@ def test_chos_which_refused_exit_code(site_dir, chos_cmd, home):
                                         "at this site; allowed for you: deb12, deb13, local")
 
 
+def test_chos_compat_mode_names_the_chos_variable(site_dir, chos_cmd, home):
+    """`CHOS=deb99 chos true` says where the name came from as `chos which` and the shims do."""
+    r = chos_cmd("--policy", str(site_dir.policy()), "true", user=TEST_USER, env={"CHOS": "deb99"})
+    assert (r.returncode, r.stdout) == (77, "")
+    assert r.stderr.startswith("envsched: environment 'deb99' (CHOS variable) refused: no such environment"), r.stderr
+
+
 def test_chos_set_writes_file_and_replaces_symlink(site_dir, chos_cmd, home):
     target = home / "precious"
     target.write_text("keep me\n")

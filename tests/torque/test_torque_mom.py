@@ -95,6 +95,7 @@ def test_qsub_v_chos(torque, mom, test_user):
     assert lines(r.stdout) == ['os=debian 13 (mini)', f"chos=deb13 uid={test_user.pw_uid} cwd={test_user.pw_dir}"]
     assert r.stderr == ""
     assert len(decided(torque[2], job)) == 1          # the prologue prepared; the starter joined
+    assert decided(torque[2], job)[0].endswith(" scheduler=torque")     # job ids of schedulers apart
 
 
 def test_pbs_directive_in_the_script(torque, mom, test_user):

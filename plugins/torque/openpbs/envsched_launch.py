@@ -164,6 +164,7 @@ def prepare(conf, e, key):
     chos = e.env.get("CHOS") or (job.Variable_List or {}).get("CHOS")
     ctx = JobContext(user=user, option=str(option) if option is not None else None,
                      chos_var=chos or None, partition=job.queue or None, cwd=user.home, job=str(job.id),
+                     scheduler="openpbs",
                      extra_binds=tuple(bind_arg(b) for b in conf.get("binds", [])))
     decision, plan = plan_for_job(policy, ctx)
     owner = mom_pid()

@@ -169,7 +169,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         # CHOS compatibility: `chos [CMD...]` in $CHOS (or what ~/.chos / the site gives)
         p = parser("chos", "CHOS compatibility mode")
         p.add_argument("command", nargs=argparse.REMAINDER)
-        return run_main(lambda a: _run(a, os.environ.get("CHOS") or None, split_command(a.command)),
+        return run_main(lambda a: _run(a, None, split_command(a.command)),     # CHOS: the variable, as it is
                         p, policy_args + rest)
     p = build_parser()
     p.set_defaults(may_reexec=from_command_line)

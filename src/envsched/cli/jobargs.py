@@ -39,7 +39,17 @@ def job_context(args: argparse.Namespace) -> JobContext:
             check_bind_source(b.source)
     return JobContext(user=lookup_user(args.user), option=args.request, chos_var=chos_var,
                       account=args.account, partition=args.partition, cwd=args.cwd, job=args.job,
+                      scheduler=scheduler_of(getattr(args, "key", None)),
                       read_user_file=not args.no_user_file, extra_binds=binds)
+
+
+SCHEDULER_KEYS = ("slurm", "uge", "torque", "openpbs", "pam")     # each shim's pin key prefix
+
+
+def scheduler_of(key: Optional[str]) -> Optional[str]:
+    """The scheduler a pin key belongs to ("slurm-123.0" -> "slurm"), for the admin log."""
+    prefix = (key or "").split("-", 1)[0]
+    return prefix if prefix in SCHEDULER_KEYS else None
 
 
 def require_root(what: str) -> None:
@@ -121,5 +131,5 @@ def logged_failure(what: str, ctx: JobContext, env: str, key: Optional[str] = No
         yield
     except EnvschedError as e:
         audit.log("failed", syslog.LOG_ERR, job=ctx.job, user=ctx.user.name, env=env, key=key,
-                  step=what, code=int(e.code), reason=e.detail or e.message)
+                  step=what, code=int(e.code), reason=e.detail or e.message, scheduler=ctx.scheduler)
         raise

@@ -59,10 +59,12 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         if not reused and plan.mount_ops:
             with logged_failure("prepare", ctx, decision.name, key=key):
                 store.prepare(key, plan, ctx.user, owner)
-            audit.log("prepared", job=ctx.job, user=ctx.user.name, env=decision.name, key=key, owner=owner)
+            audit.log("prepared", job=ctx.job, user=ctx.user.name, env=decision.name, key=key, owner=owner,
+                      scheduler=ctx.scheduler)
         elif not reused:
             store.record(key, plan, ctx.user, owner)
-            audit.log("recorded", job=ctx.job, user=ctx.user.name, env=decision.name, key=key, owner=owner)
+            audit.log("recorded", job=ctx.job, user=ctx.user.name, env=decision.name, key=key, owner=owner,
+                      scheduler=ctx.scheduler)
     pin = os.path.join(store.path(key), "mnt") if key and plan.mount_ops else None
     lines = shim_lines(decision, plan, key, pin, reused, ctx.user)
     if key and not reused and args.inputs is not None:
