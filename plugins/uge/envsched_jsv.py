@@ -13,6 +13,11 @@ envsched package is imported in-process (no fork per job). Per job it
   * refuses interactive logins (CMDNAME NONE: qlogin, qsh, qrsh without a command) unless the
     decision is the host OS: Grid Engine starts them without the starter, so they would land on
     the host, not in the job's environment; the line names the qrsh -pty y workaround;
+  * refuses a job whose exchange shows a value with a line break (a line that is no command, a
+    PARAM or variable twice, CMDARGs missing, input behind a BEGIN): Grid Engine sends PARAM values
+    unescaped, and writes the same values unescaped into the job's config on the execution host,
+    where the shepherd obeys the extra lines (measured on 8.1.9: an argument holding
+    "\njob_owner=root" ran the job as root);
   * on acceptance records the request for the execution side in ENVSCHED_REQUEST (overwriting a value
     the user set with -v), or deletes a user-set ENVSCHED_REQUEST when there is no -l chos; removes
     `chos` from l_hard (no queue offers it: the job would pend forever) and answers CORRECT, or ACCEPT
@@ -66,6 +71,12 @@ def one_line(text):
     return " ".join(str(text).split())
 
 
+LINE_BREAK = ("a value of the job's (an argument, -N, -M, -o, -wd, ...) holds a line break: Grid Engine "
+              "would write it unescaped into the job's configuration, as lines of their own; submit it "
+              "without one")
+COMMANDS = ("START", "PARAM", "ENV", "BEGIN", "QUIT", "SHOW")
+
+
 class Jsv:
     def __init__(self, opts, out=sys.stdout):
         self.opts = opts
@@ -80,53 +91,117 @@ class Jsv:
         self.policy_stamp = None
         self.params = {}
         self.envs = {}
+        self.in_job = False     # between START and the BEGIN we answer
+        self.broken = None      # why this job's exchange cannot be trusted (a line break in a value)
+        self.outbox = None      # lines held back while a verification's answer may still be void
 
     # ------------------------------------------------------------ protocol
     def send(self, line):
+        if self.outbox is not None:
+            self.outbox.append(line)
+            return
         self.out.write(line + "\n")
         self.out.flush()
         if self.log:
             self.log.write(f"{os.getpid()} <<< {line}\n")
 
-    def handle(self, line):
+    def handle(self, line, pending=lambda wait=0.0: False):
+        """One protocol line. Grid Engine sends PARAM values (job arguments, -N, -M, -o, -wd, ...)
+        unescaped, so a value with a line break arrives as several lines. Such a value would also
+        reach the job's config on the execution host as lines of their own, which the shepherd
+        obeys (job_owner=, prolog=, starter_method=, queue=): the job is refused when its exchange
+        has a line that is no command, a PARAM or variable twice, fewer CMDARGs than CMDARGS, or
+        more input behind a BEGIN (qmaster sends nothing after the real BEGIN until it has our
+        answer, so a BEGIN with input behind it was inside a value). `pending(wait)` says whether
+        more input is there."""
         if self.log:
             self.log.write(f"{os.getpid()} >>> {line}\n")
         cmd, _, rest = line.partition(" ")
+        if cmd not in COMMANDS and not self.in_job:
+            cmd = ""
         if cmd == "START":
-            self.params, self.envs = {}, {}
+            self.params, self.envs, self.in_job, self.broken = {}, {}, True, None
             self.send("SEND ENV")
             self.send("STARTED")
+        elif cmd == "QUIT":
+            return False
+        elif not self.in_job:
+            # after our answer and before the next START: only what followed a BEGIN that was inside
+            # a value (see above) can be here; answering it would answer the next job
+            if self.log:
+                self.log.write(f"{os.getpid()} ignored outside a job: {line!r}\n")
         elif cmd == "PARAM":
             name, _, value = rest.partition(" ")
+            if name in self.params:
+                self.broken = LINE_BREAK
             self.params[name] = value
         elif cmd == "ENV":
             action, _, nv = rest.partition(" ")
             name, _, value = nv.partition(" ")
             if action == "ADD":
+                if name in self.envs:
+                    self.broken = LINE_BREAK
                 self.envs[name] = value
         elif cmd == "BEGIN":
+            if pending():
+                self.broken = LINE_BREAK        # not the real BEGIN: that one is still to come
+                return True
             t0 = time.perf_counter()
+            self.outbox = []
             try:
-                self.verify()
+                if self.broken is None and not self.cmdargs_complete():
+                    self.broken = LINE_BREAK
+                if self.broken is not None:
+                    self.send(f"RESULT STATE REJECT envsched: {self.broken}")
+                else:
+                    self.verify()
             except Exception as e:  # noqa: BLE001 - fail closed, but keep serving
-                self.send(f"RESULT STATE REJECT envsched: internal error in the JSV: "
-                          f"{one_line(type(e).__name__ + ': ' + str(e))}")
+                self.outbox = [f"RESULT STATE REJECT envsched: internal error in the JSV: "
+                               f"{one_line(type(e).__name__ + ': ' + str(e))}"]
+            answer, self.outbox = self.outbox, None
+            if pending(0.001):
+                self.broken = LINE_BREAK        # this BEGIN was inside a value after all
+                return True
+            for out in answer:
+                self.send(out)
             if self.log:
                 self.log.write(f"{os.getpid()} verify took {1000 * (time.perf_counter() - t0):.2f} ms\n")
-            self.params, self.envs = {}, {}
-        elif cmd == "QUIT":
-            return False
+            self.params, self.envs, self.in_job = {}, {}, False
         elif cmd == "SHOW":
             for k, v in self.params.items():
                 self.send(f"LOG INFO param {k}={v}")
-        elif line.strip():
-            self.send(f"ERROR envsched JSV got unknown command {cmd!r}")
+        else:
+            self.broken = LINE_BREAK            # no command: the rest of a value
         return True
 
-    def run(self, stdin=sys.stdin):
-        for raw in stdin:
-            if not self.handle(raw.rstrip("\n")):
-                break
+    def cmdargs_complete(self):
+        try:
+            count = int(self.params.get("CMDARGS", "0"))
+        except ValueError:
+            return False
+        return all(f"CMDARG{i}" in self.params for i in range(count)) and \
+            not any(k.startswith("CMDARG") and k[6:].isdigit() and int(k[6:]) >= count for k in self.params)
+
+    def run(self, fd=0):
+        """Serve protocol lines from fd until QUIT or end of input (read unbuffered by Python, so
+        that what is pending behind a line can be told)."""
+        import select
+        buf = [b""]
+
+        def pending(wait=0.0):
+            return bool(buf[0]) or bool(select.select([fd], [], [], wait)[0])
+
+        while True:
+            nl = buf[0].find(b"\n")
+            if nl < 0:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    return
+                buf[0] += chunk
+                continue
+            line, buf[0] = buf[0][:nl], buf[0][nl + 1:]
+            if not self.handle(line.decode("utf-8", "surrogateescape"), pending):
+                return
 
     # ------------------------------------------------------------ decision
     def load(self):
@@ -234,7 +309,6 @@ class Jsv:
 
 def main(argv=None):
     # job environments may hold bytes that are not UTF-8: pass them through, never crash on them
-    sys.stdin.reconfigure(errors="surrogateescape")
     sys.stdout.reconfigure(errors="surrogateescape")
     opts = parse_args(sys.argv[1:] if argv is None else argv)
     if opts["src"]:

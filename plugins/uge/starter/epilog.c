@@ -2,7 +2,8 @@
  * after the job, also after qdel: release the job's pin (what `envsched release` does, without
  * starting Python for every job).
  *
- *   1. the job from our parent, the root sge_shepherd (its cwd names the job), as the starter does
+ *   1. the job from our parent, the root sge_shepherd held by a pidfd (its cwd names the job, and
+ *      the config execd wrote there must agree), as the starter does (job.c)
  *   2. run_dir and log_file from the starter's configuration beside us (uge-starter.conf)
  *   3. detach the pinned namespace (the view dies with its last process), remove the pin
  *   4. one line to the admin log (log_file, same format as the resolver's) and to syslog

@@ -1,8 +1,20 @@
 /* Which job we start and how the shepherd would have started it.
  *
- * The job id comes from the process that started us, not from the environment (which the
- * user controls): our parent must be an sge_shepherd running as root, and its working
- * directory is the job's directory in the execd spool, .../active_jobs/<job>.<task>[/<petask>].
+ * Nothing here comes from the environment, the arguments or a path the user chose. The job is
+ * the one of the process that started us: our parent must be an sge_shepherd whose real uid is
+ * 0 (for qrsh CMD and qrsh -inherit tasks: a qrsh_starter whose parent is such a shepherd). Its
+ * working directory is the job's directory in the execd spool,
+ * .../active_jobs/<job>.<task>[/<petask>], which names the job, and holds `config`, written by
+ * execd (exec_job.c): the queue (`queue=`, the partition for the policy) and how to start the
+ * job (`handle_as_binary=`, `no_shell=`) come from there. The shepherd is held by a pidfd and
+ * its /proc directory (../../common/es_proc.c), so a parent that exits and whose pid is reused
+ * meanwhile is noticed, not read.
+ *
+ * Grid Engine writes the job's own values (arguments, -M, -o, -wd ...) into `config` without
+ * escaping them: a value with a line break adds lines, and the shepherd takes the last line of a
+ * key (measured on 8.1.9: `qsub -b y /bin/echo "$(printf 'a\njob_owner=root')"` ran as root).
+ * So `config` is read as the shepherd reads it, and a key that appears twice with different
+ * values refuses the job.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -13,7 +25,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../../common/es_proc.h"
 #include "starter.h"
+
+#define ES_SHEPHERD_LINE 100000     /* the shepherd's read_config: fgets(buf[100000]) */
 
 static int digits(const char *s, size_t n)
 {
@@ -25,103 +40,277 @@ static int digits(const char *s, size_t n)
     return 1;
 }
 
-/* the first number of a /proc/PID/status line ("Uid:", "PPid:"), -1 if unknown */
-static long status_field(pid_t pid, const char *field)
+/* a path read from /proc for a message: the user names their own programs, so control
+ * characters become '?' (the message is one line, also in syslog) */
+static char *printable(char *s)
 {
-    char path[64], line[256];
-    long value = -1;
-
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (f == NULL)
-        return -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, field, strlen(field)) == 0) {
-            value = strtol(line + strlen(field), NULL, 10);
-            break;
-        }
-    fclose(f);
-    return value;
+    for (char *c = s; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = '?';
+    return s;
 }
 
-/* the executable's name of a process, "" if unknown */
-static const char *exe_name(pid_t pid, char *buf, size_t len)
+static const char *base(const char *path)
 {
-    char link[64];
-    snprintf(link, sizeof link, "/proc/%d/exe", (int)pid);
-    ssize_t n = readlink(link, buf, len - 1);
-    buf[n > 0 ? n : 0] = '\0';
-    return strrchr(buf, '/') ? strrchr(buf, '/') + 1 : buf;
+    return strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+}
+
+/* root's, or the Grid Engine admin user's (the shepherd's effective uid: execd spools as it),
+ * not writable by group or others, and of the wanted type */
+static int spool_owned(const struct stat *st, uid_t admin, mode_t type)
+{
+    return (st->st_uid == 0 || st->st_uid == admin) && !(st->st_mode & (S_IWGRP | S_IWOTH)) &&
+           (st->st_mode & S_IFMT) == type;
+}
+
+/* one line of config as the shepherd sees it (read_config: strtok(buf, " =") for the name,
+ * strtok(NULL, "\n") for the value) */
+struct es_kv {
+    const char *key, *val;
+    size_t klen, vlen;
+    int has_val;
+};
+
+static int kv_cmp(const void *a, const void *b)
+{
+    const struct es_kv *x = a, *y = b;
+    size_t n = x->klen < y->klen ? x->klen : y->klen;
+    int c = memcmp(x->key, y->key, n);
+    return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
+}
+
+/* Split text[0..len) into the shepherd's lines: fgets with a 100000-byte buffer ends a line at
+ * a newline or after 99999 bytes (the rest of a longer line is a line of its own). A line of
+ * delimiters alone ends the shepherd's reading, and ours. Returns the number of lines. */
+static size_t split_config(const char *text, size_t len, struct es_kv *kv)
+{
+    size_t n = 0, off = 0;
+
+    while (off < len) {
+        size_t end = off;
+        while (end < len && end - off < ES_SHEPHERD_LINE - 1 && text[end] != '\n')
+            end++;
+        if (end < len && text[end] == '\n' && end - off < ES_SHEPHERD_LINE - 1)
+            end++;                                          /* the newline belongs to the line */
+        size_t k = off;
+        while (k < end && (text[k] == ' ' || text[k] == '='))
+            k++;
+        if (k == end)
+            break;
+        size_t ke = k;
+        while (ke < end && text[ke] != ' ' && text[ke] != '=')
+            ke++;
+        struct es_kv *e = &kv[n++];
+        e->key = text + k;
+        e->klen = ke - k;
+        e->has_val = ke < end;
+        if (e->has_val) {
+            size_t v = ke + 1;
+            while (v < end && text[v] == '\n')
+                v++;
+            size_t ve = v;
+            while (ve < end && text[ve] != '\n')
+                ve++;
+            e->val = text + v;
+            e->vlen = ve - v;
+            e->has_val = ve > v;                           /* strtok: no token, no value */
+        }
+        off = end;
+    }
+    return n;
+}
+
+/* the value of a key, copied into buf; -1 if missing or too long */
+static int lookup(const struct es_kv *kv, size_t n, const char *key, char *buf, size_t len)
+{
+    struct es_kv want = {.key = key, .klen = strlen(key)};
+    const struct es_kv *e = bsearch(&want, kv, n, sizeof *kv, kv_cmp);
+    if (e == NULL || !e->has_val || e->vlen >= len)
+        return -1;
+    memcpy(buf, e->val, e->vlen);
+    buf[e->vlen] = '\0';
+    return 0;
+}
+
+/* a queue name as one argv element for the resolver: printable, no white space */
+static int queue_name_ok(const char *q)
+{
+    if (q[0] == '\0')
+        return 0;
+    for (const char *c = q; *c; c++)
+        if (!isgraph((unsigned char)*c))
+            return 0;
+    return 1;
+}
+
+/* config in the job's directory: read as root, O_NOFOLLOW, the spool's owner, at most
+ * ES_CONFIG_MAX bytes; each key once (or repeated with the same value) */
+static int read_config(int dirfd, uid_t admin, const char *where, struct es_job *j, char *err, size_t errlen)
+{
+    struct stat st;
+    char value[256];
+    int rc = -1;
+    char *text = NULL;
+    struct es_kv *kv = NULL;
+    int fd = openat(dirfd, "config", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+
+    if (fd < 0) {
+        snprintf(err, errlen, "the job's configuration %s/config: %s", where, strerror(errno));
+        return -1;
+    }
+    if (fstat(fd, &st) != 0 || !spool_owned(&st, admin, S_IFREG)) {
+        snprintf(err, errlen, "the job's configuration %s/config is not a regular file of root's or "
+                 "Grid Engine's admin user's, or writable by others", where);
+        goto out;
+    }
+    if (st.st_size > ES_CONFIG_MAX) {
+        snprintf(err, errlen, "the job's configuration %s/config is larger than %d bytes", where, ES_CONFIG_MAX);
+        goto out;
+    }
+    text = malloc(ES_CONFIG_MAX + 1);
+    size_t len = 0;
+    ssize_t got = 1;
+    while (text != NULL && len <= ES_CONFIG_MAX && (got = read(fd, text + len, ES_CONFIG_MAX + 1 - len)) > 0)
+        len += (size_t)got;
+    if (text == NULL || got < 0) {
+        snprintf(err, errlen, "the job's configuration %s/config: %s", where, text ? strerror(errno) : "out of memory");
+        goto out;
+    }
+    if (len > ES_CONFIG_MAX) {                   /* it grew after fstat */
+        snprintf(err, errlen, "the job's configuration %s/config is larger than %d bytes", where, ES_CONFIG_MAX);
+        goto out;
+    }
+    size_t lines = len / (ES_SHEPHERD_LINE - 1) + 1;            /* at most one per newline, plus */
+    for (const char *nl = text; (nl = memchr(nl, '\n', len - (size_t)(nl - text))) != NULL; nl++)
+        lines++;                                                    /* one per 99999-byte piece   */
+    kv = calloc(lines, sizeof *kv);
+    if (kv == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    size_t n = split_config(text, len, kv);
+    qsort(kv, n, sizeof *kv, kv_cmp);
+    for (size_t i = 1; i < n; i++)
+        if (kv_cmp(&kv[i - 1], &kv[i]) == 0 &&
+            (kv[i - 1].has_val != kv[i].has_val ||
+             (kv[i].has_val && (kv[i - 1].vlen != kv[i].vlen || memcmp(kv[i - 1].val, kv[i].val, kv[i].vlen) != 0)))) {
+            char key[65];
+            size_t k = 0;
+            for (; k < kv[i].klen && k < sizeof key - 1; k++)             /* the user's bytes: one line */
+                key[k] = isgraph((unsigned char)kv[i].key[k]) ? kv[i].key[k] : '?';
+            key[k] = '\0';
+            snprintf(err, errlen, "the job's configuration %s/config sets '%s' twice: a value of the "
+                     "job's (an argument, -M, -o, ...) holds a line break, which Grid Engine does not "
+                     "escape; submit it without one", where, key);
+            goto out;
+        }
+    /* the job id and task of the directory must be the config's */
+    if (lookup(kv, n, "job_id", value, sizeof value) != 0 || strcmp(value, j->id) != 0 ||
+        lookup(kv, n, "ja_task_id", value, sizeof value) != 0 ||
+        !(strcmp(value, j->task) == 0 || (strcmp(value, "0") == 0 && strcmp(j->task, "1") == 0))) {
+        snprintf(err, errlen, "the job's configuration %s/config does not name job %s.%s", where, j->id, j->task);
+        goto out;
+    }
+    if (lookup(kv, n, "queue", j->queue, sizeof j->queue) != 0 || !queue_name_ok(j->queue)) {
+        snprintf(err, errlen, "the job's configuration %s/config has no usable queue= line", where);
+        goto out;
+    }
+    if (lookup(kv, n, "handle_as_binary", value, sizeof value) == 0 && strcmp(value, "1") == 0)
+        j->kind |= ES_JOB_BINARY;
+    if (lookup(kv, n, "no_shell", value, sizeof value) == 0 && strcmp(value, "1") == 0)
+        j->kind |= ES_JOB_NO_SHELL;
+    rc = 0;
+out:
+    free(kv);
+    free(text);
+    close(fd);
+    return rc;
 }
 
 int es_job_identify(struct es_job *j, char *err, size_t errlen)
 {
-    char link[64], exe[PATH_MAX], cwd[PATH_MAX];
-    ssize_t n;
-    pid_t parent = getppid();
+    struct es_proc parent = {.pidfd = -1, .dirfd = -1}, shep = {.pidfd = -1, .dirfd = -1};
+    char exe[PATH_MAX], cwd[PATH_MAX];
+    int cwdfd = -1, rc = -1;
+    struct stat st;
 
     memset(j, 0, sizeof *j);
-    /* interactive jobs (qrsh CMD, qrsh -inherit) run us from the shepherd's qrsh_starter */
-    if (strcmp(exe_name(parent, exe, sizeof exe), "qrsh_starter") == 0) {
-        j->shepherd = (pid_t)status_field(parent, "PPid:");
-        j->via_qrsh = 1;
-    } else
-        j->shepherd = parent;
-    /* the real uid: the shepherd's effective uid is Grid Engine's admin user */
-    if (strcmp(exe_name(j->shepherd, exe, sizeof exe), "sge_shepherd") != 0 ||
-        status_field(j->shepherd, "Uid:") != 0) {
-        snprintf(err, errlen, "not started by Grid Engine (parent %d is %s, not a root sge_shepherd)",
-                 (int)parent, exe[0] ? exe : "unknown");
-        return -1;
+    /* 1. our parent, held by a pidfd and its /proc directory from here on */
+    pid_t ppid = getppid();
+    if (es_proc_open(&parent, ppid) != 0) {
+        snprintf(err, errlen, "not started by Grid Engine (parent %d is gone)", (int)ppid);
+        goto out;
     }
-    snprintf(link, sizeof link, "/proc/%d/cwd", (int)j->shepherd);
-    n = readlink(link, cwd, sizeof cwd - 1);
-    cwd[n > 0 ? n : 0] = '\0';
+    /* 2. interactive jobs (qrsh CMD, qrsh -inherit) run us from the shepherd's qrsh_starter, a
+     *    process of the user's: the shepherd is its parent (read through its /proc directory) */
+    es_proc_link(&parent, "exe", exe, sizeof exe);
+    if (strcmp(base(exe), "qrsh_starter") == 0) {
+        j->via_qrsh = 1;
+        j->shepherd = (pid_t)es_proc_status(&parent, "PPid:", 0);
+        if (es_proc_open(&shep, j->shepherd) != 0 ||
+            es_proc_status(&parent, "PPid:", 0) != (long)j->shepherd) {  /* the pidfd is its parent's */
+            snprintf(err, errlen, "not started by Grid Engine (the parent of qrsh_starter %d is gone)", (int)ppid);
+            goto out;
+        }
+    } else {
+        j->shepherd = ppid;
+        shep = parent;
+        parent.pidfd = parent.dirfd = -1;
+    }
+    /* 3. the shepherd: its executable, real uid 0 (its effective uid is Grid Engine's admin user,
+     *    who owns the execd spool) */
+    es_proc_link(&shep, "exe", exe, sizeof exe);
+    long admin = es_proc_status(&shep, "Uid:", 1);
+    if (strcmp(base(exe), "sge_shepherd") != 0 || es_proc_status(&shep, "Uid:", 0) != 0 || admin < 0) {
+        snprintf(err, errlen, "not started by Grid Engine (parent %d is %s, not a root sge_shepherd)",
+                 (int)ppid, exe[0] ? printable(exe) : "unknown");
+        goto out;
+    }
+    /* 4. its working directory, the job's directory: by name (the job id) and as a descriptor
+     *    (the files), both through the shepherd's /proc directory */
+    es_proc_link(&shep, "cwd", cwd, sizeof cwd);
+    printable(cwd);                                  /* root's path; a '?' can only fail below */
+    cwdfd = es_proc_cwd_fd(&shep);
+    if (cwdfd < 0 || fstat(cwdfd, &st) != 0 || !spool_owned(&st, (uid_t)admin, S_IFDIR)) {
+        snprintf(err, errlen, "sge_shepherd %d works in %s, not in a job directory of Grid Engine's",
+                 (int)j->shepherd, cwd[0] ? cwd : "an unreadable directory");
+        goto out;
+    }
     const char *p = strstr(cwd, "/active_jobs/");
     if (p == NULL) {
-        snprintf(err, errlen, "sge_shepherd %d works in %s, not in a job directory",
-                 (int)j->shepherd, cwd);
-        return -1;
+        snprintf(err, errlen, "sge_shepherd %d works in %s, not in a job directory", (int)j->shepherd, cwd);
+        goto out;
     }
     p += strlen("/active_jobs/");
     size_t len = strcspn(p, "/");
     const char *dot = memchr(p, '.', len);
     if (dot == NULL || !digits(p, (size_t)(dot - p)) || !digits(dot + 1, len - (size_t)(dot - p) - 1)) {
         snprintf(err, errlen, "cannot read the job id from %s", cwd);
-        return -1;
+        goto out;
     }
     snprintf(j->id, sizeof j->id, "%.*s", (int)(dot - p), p);
     snprintf(j->task, sizeof j->task, "%.*s", (int)(len - (size_t)(dot - p) - 1), dot + 1);
     snprintf(j->key, sizeof j->key, "uge-%s.%s", j->id, j->task);
-    return 0;
-}
-
-/* How the shepherd's job config says to start the job (read with the user's rights: the path
- * comes from the environment): ES_JOB_BINARY for handle_as_binary=1 (qsub -b y, qrsh), plus
- * ES_JOB_NO_SHELL for no_shell=1 (qsub -shell no, every DRMAA job). */
-int es_job_kind(void)
-{
-    const char *dir = getenv("SGE_JOB_SPOOL_DIR");
-    char path[PATH_MAX], line[4096];
-    int kind = 0;
-
-    if (dir == NULL || snprintf(path, sizeof path, "%s/config", dir) >= (int)sizeof path)
-        return 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
-    if (f == NULL) {
-        if (fd >= 0)
-            close(fd);
-        return 0;
+    /* 5. the job's config from that directory: the queue, binary or script, the same job id */
+    if (read_config(cwdfd, (uid_t)admin, cwd, j, err, errlen) != 0)
+        goto out;
+    /* 6. everything above was read from processes that are still ours: the shepherd's pidfd is
+     *    alive (so its pid was never reused), our parent is still our parent (a dead parent's
+     *    children go to a reaper whose pid is another), and qrsh_starter's parent still the
+     *    shepherd */
+    if (!es_proc_alive(&shep) || getppid() != ppid ||
+        (j->via_qrsh && es_proc_status(&parent, "PPid:", 0) != (long)j->shepherd)) {
+        snprintf(err, errlen, "not started by Grid Engine (sge_shepherd %d went away while the job was "
+                 "identified)", (int)j->shepherd);
+        goto out;
     }
-    while (fgets(line, sizeof line, f)) {
-        if (strcmp(line, "handle_as_binary=1\n") == 0)
-            kind |= ES_JOB_BINARY;
-        else if (strcmp(line, "no_shell=1\n") == 0)
-            kind |= ES_JOB_NO_SHELL;
-    }
-    fclose(f);
-    return kind;
+    rc = 0;
+out:
+    if (cwdfd >= 0)
+        close(cwdfd);
+    es_proc_close(&parent);
+    es_proc_close(&shep);
+    return rc;
 }
 
 /* What the shepherd runs when no starter is configured (measured on SGE 8.1.9):

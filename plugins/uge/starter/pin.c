@@ -72,17 +72,20 @@ static int check(struct es_pin *p, char *err, size_t errlen)
     return 0;
 }
 
-/* the resolver as root with a clean environment; the job's raw request as --opt=VALUE */
+/* the resolver as root with a clean environment; the job's raw request as --opt=VALUE. The
+ * request (ENVSCHED_REQUEST, CHOS) is the user's to choose and is checked against the policy for
+ * the real uid; the queue is not the user's: it comes from the job's config (job.c), never from
+ * $QUEUE */
 static int prepare(const struct es_conf *c, const struct es_job *j, char *err, size_t errlen)
 {
-    const char *req = getenv("ENVSCHED_REQUEST"), *chos = getenv("CHOS"), *queue = getenv("QUEUE");
+    const char *req = getenv("ENVSCHED_REQUEST"), *chos = getenv("CHOS"), *queue = j->queue;
     char uid[16], owner[16], jobstep[80], a_req[300], a_chos[300], a_queue[300], a_inputs[1024];
     char *argv[64];
     int n = 0;
     struct es_run r;
 
     if ((req && strlen(req) > 255) || (chos && strlen(chos) > 255) || (queue && strlen(queue) > 255)) {
-        snprintf(err, errlen, "the job's ENVSCHED_REQUEST, CHOS or QUEUE is longer than 255 characters");
+        snprintf(err, errlen, "the job's ENVSCHED_REQUEST, CHOS or queue is longer than 255 characters");
         return ENVSCHED_EXIT_REFUSED;
     }
     snprintf(uid, sizeof uid, "%u", (unsigned)getuid());

@@ -5,8 +5,9 @@
  *
  *   1. keep our initial environment: glibc dropped TMPDIR, LD_* for a set-user-ID program
  *   2. read the configuration beside this program (root's, like the program)
- *   3. learn the job from our parent, which must be a root sge_shepherd (its cwd names the job)
- *   4. script or binary job: the shepherd's job config, read with the user's rights
+ *   3. learn the job from our parent, which must be a root sge_shepherd held by a pidfd (its
+ *      cwd names the job; the `config` execd wrote there, read as root, gives the queue)
+ *   4. script or binary job: from that same config (never a path from the environment)
  *   5. open the job's pin: prepared by the root prolog, or now by the resolver (qrsh, PE
  *      slave tasks); it must be root's and recorded for our real uid
  *   6. setns into the pinned mount namespace (moves our root and cwd into the view)
@@ -71,11 +72,7 @@ int main(int argc, char **argv)
     if (es_job_identify(&job, err, sizeof err) != 0)
         die(ENVSCHED_EXIT_NOT_PERMITTED, "%s", err);
     /* 4 */
-    if (setresuid((uid_t)-1, uid, (uid_t)-1) != 0)
-        die(ENVSCHED_EXIT_SETUP_FAILED, "seteuid(%u): %s", (unsigned)uid, strerror(errno));
-    int kind = es_job_kind() | (job.via_qrsh ? ES_JOB_BINARY : 0);   /* a qrsh command is a command line */
-    if (setresuid((uid_t)-1, 0, (uid_t)-1) != 0)
-        die(ENVSCHED_EXIT_SETUP_FAILED, "seteuid(0): %s", strerror(errno));
+    int kind = job.kind | (job.via_qrsh ? ES_JOB_BINARY : 0);   /* a qrsh command is a command line */
     /* 5 */
     int rc = es_pin_open(&conf, &job, &pin, err, sizeof err);
     if (rc != 0)

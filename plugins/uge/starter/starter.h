@@ -36,18 +36,21 @@ struct es_conf {
 int es_conf_load(struct es_conf *c, const char *name, char *err, size_t errlen);
 
 /* job.c: which job we start, from the sge_shepherd that started us (not from the environment) */
+#define ES_JOB_BINARY   1                /* handle_as_binary=1 */
+#define ES_JOB_NO_SHELL 2                /* no_shell=1         */
+#define ES_CONFIG_MAX   (1 << 20)        /* the job's config file: larger is refused            */
 struct es_job {
     char id[32];                        /* JOB_ID                                          */
     char task[32];                      /* array task id, "1" for a job without tasks      */
     char key[96];                       /* the pin key: uge-<id>.<task>                    */
+    char queue[256];                    /* queue= of the job's config: the policy's partition */
+    int kind;                           /* ES_JOB_* from the job's config                  */
     pid_t shepherd;
     int via_qrsh;                       /* started by qrsh_starter: qrsh CMD, qrsh -inherit  */
 };
+/* the job, its queue and how to start it: from our parent (a root sge_shepherd, held by a pidfd)
+ * and the config file execd wrote into the shepherd's working directory */
 int es_job_identify(struct es_job *j, char *err, size_t errlen);
-/* how to start the job, from $SGE_JOB_SPOOL_DIR/config (read with the user's rights) */
-#define ES_JOB_BINARY   1                /* handle_as_binary=1 */
-#define ES_JOB_NO_SHELL 2                /* no_shell=1         */
-int es_job_kind(void);
 /* argv to exec for the job, following the shepherd's own rules (script, binary, qrsh) */
 char **es_job_argv(int argc, char **argv, int kind, const char **path);
 
