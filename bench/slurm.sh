@@ -9,7 +9,7 @@
 #                                             slurmctld, one slurmd, a private munged, free ports),
 #                                             os/deb12 (tests/envs/build-mini-env.sh), policy.toml
 #                                             (site default `local`, environment deb12), envsched.log
-#   /run/envsched-bench-slurm-<random>/       the plugin's run_dir (pins)
+#   /run/envsched-bench-slurm-<random>/       the plugin's run_dir (pins, and .jobs/: the job records)
 #   plugstack.conf                            required DIR/envsched_spank.so (a copy of the one built
 #                                             in the work tree) policy=... resolver=<repo>/
 #                                             .venv/bin/envsched run_dir=... bind=DIR/spool bind=DIR/munge
@@ -88,7 +88,12 @@ cleanup() {
         "$cluster_scripts/stop.sh" "$DIR" || { echo "bench: stop.sh failed" >&2; rc=1; }
     fi
     if [ -d "$RUN" ]; then
-        left=$(ls -A "$RUN")
+        records=$(ls -A "$RUN/.jobs" 2>/dev/null)
+        if [ -n "$records" ]; then
+            echo "bench: job records left under $RUN/.jobs after the jobs ended: $(echo $records)" >&2
+            rc=1
+        fi
+        left=$(ls -A "$RUN" | grep -vx '.jobs')
         if [ -n "$left" ]; then
             echo "bench: pins left under $RUN after the jobs ended: $(echo $left)" >&2
             rc=1
@@ -191,7 +196,8 @@ status=${PIPESTATUS[0]}
 set -e
 {
     echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "# pins under $RUN now: $(ls -A "$RUN" 2>/dev/null | wc -l)"
+    echo "# pins under $RUN now: $(ls -A "$RUN" 2>/dev/null | grep -vx '.jobs' | wc -l)," \
+         "job records: $(ls -A "$RUN/.jobs" 2>/dev/null | wc -l)"
     # timestamps and job ids stripped, so that repeats count together
     for f in "$DIR"/log/slurmctld.log "$DIR"/log/slurmd-*.log; do
         echo "# $(basename "$f"): $(grep -ci error "$f") lines with 'error', $(grep -c 'envsched:' "$f") with 'envsched:'"

@@ -94,10 +94,16 @@ class Ctx:
         return p.returncode == 0 and p.stdout.strip() == ""
 
     def pins(self) -> List[str]:
+        """Pins under run_dir, and the job records (run_dir/.jobs/*) no job epilog has removed yet."""
         try:
-            return sorted(os.listdir(self.run_dir))
+            names = sorted(n for n in os.listdir(self.run_dir) if n != ".jobs")
         except FileNotFoundError:
             return []
+        try:
+            names += sorted(".jobs/" + n for n in os.listdir(self.run_dir / ".jobs"))
+        except FileNotFoundError:
+            pass
+        return names
 
     def settle(self, timeout: float = 60) -> float:
         """Wait until no job is in the queue (COMPLETING included: the epilog has run) and no pin
@@ -228,6 +234,10 @@ def section_steps(ctx: Ctx, a) -> dict:
     A = ctx.env_name
     passthrough = {k: v for k, v in os.environ.items() if k.startswith(("SLURM_", "SPANK_", "_SLURM_SPANK"))}
     ctx.env.update(passthrough)
+    # the allocation's first step runs the job prolog on the node: it must see the plugin, which
+    # writes there the job record the plugin's later steps need (plugins/slurm-spank/jobrec.c)
+    ctx.plugstack(True)
+    check_ok(ctx, "first step", ctx.timed(["srun", "true"])[1])
     cases = {}
     for n in a.tasks:
         sfx = "" if n == 1 else f" -n{n}"

@@ -32,13 +32,11 @@ static int set_path(char *dst, const char *arg, const char *value)
     return 0;
 }
 
-int es_config_parse(int ac, char **av)
+/* Pure but for slurm_error: the arguments into *cfg, whose defaults stay for those not given;
+ * -1 on the first bad one (cfg then half-set). */
+int es_config_parse_args(struct es_config *cfg, int ac, char **av)
 {
-    static int parsed;
-
-    if (parsed)
-        return 0;
-    es_cfg.nbinds = 0;
+    cfg->nbinds = 0;
     for (int i = 0; i < ac; i++) {
         const char *eq = strchr(av[i], '=');
         const char *value = eq ? eq + 1 : "";
@@ -46,28 +44,28 @@ int es_config_parse(int ac, char **av)
         int rc;
 
         if (klen == 6 && strncmp(av[i], "policy", klen) == 0)
-            rc = set_path(es_cfg.policy, "policy", value);
+            rc = set_path(cfg->policy, "policy", value);
         else if (klen == 8 && strncmp(av[i], "resolver", klen) == 0)
-            rc = set_path(es_cfg.resolver, "resolver", value);
+            rc = set_path(cfg->resolver, "resolver", value);
         else if (klen == 7 && strncmp(av[i], "run_dir", klen) == 0)
-            rc = set_path(es_cfg.run_dir, "run_dir", value);
+            rc = set_path(cfg->run_dir, "run_dir", value);
         else if (klen == 4 && strncmp(av[i], "bind", klen) == 0) {
-            if (es_cfg.nbinds == ES_MAX_BINDS) {
+            if (cfg->nbinds == ES_MAX_BINDS) {
                 slurm_error(ES_PREFIX "plugstack.conf: more than %d bind= arguments", ES_MAX_BINDS);
                 return -1;
             }
-            rc = set_path(es_cfg.binds[es_cfg.nbinds++], "bind", value);
+            rc = set_path(cfg->binds[cfg->nbinds++], "bind", value);
         } else if (klen == 10 && strncmp(av[i], "host_tools", klen) == 0) {
-            rc = set_path(es_cfg.host_tools, "host_tools", value);
+            rc = set_path(cfg->host_tools, "host_tools", value);
         } else if (klen == 8 && strncmp(av[i], "validate", klen) == 0) {
             if (strcmp(value, "0") != 0 && strcmp(value, "1") != 0) {
                 slurm_error(ES_PREFIX "plugstack.conf: validate: expected 0 or 1, got '%s'", value);
                 return -1;
             }
-            es_cfg.validate = value[0] == '1';
+            cfg->validate = value[0] == '1';
             rc = 0;
         } else if (strcmp(av[i], "debug") == 0) {
-            es_cfg.debug = 1;
+            cfg->debug = 1;
             rc = 0;
         } else {
             slurm_error(ES_PREFIX "plugstack.conf: unknown argument '%s' "
@@ -77,6 +75,18 @@ int es_config_parse(int ac, char **av)
         if (rc != 0)
             return -1;
     }
+    return 0;
+}
+
+/* Once per process (SPANK calls every plugin hook with the same arguments). */
+int es_config_parse(int ac, char **av)
+{
+    static int parsed;
+
+    if (parsed)
+        return 0;
+    if (es_config_parse_args(&es_cfg, ac, av) != 0)
+        return -1;
     parsed = 1;
     return 0;
 }

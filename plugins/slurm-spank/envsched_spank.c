@@ -1,7 +1,8 @@
 /* envsched SPANK plugin: the dispatcher. One small file per context does the work:
  *   local.c    srun/sbatch/salloc (as the user): refuse a bad request before it is queued
  *   remote.c   slurmstepd: prepare the view once per job per node, tasks join it
- *   epilog.c   job epilog (root, once per job per node): release the view
+ *   prolog.c   job prolog (root, once per job per node): record the job's partition and account
+ *   epilog.c   job epilog (root, once per job per node): release the view, remove the record
  */
 #include "envsched_spank.h"
 
@@ -48,8 +49,15 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
     return spank_context() == S_CTX_REMOTE ? es_remote_task_init(sp) : 0;
 }
 
-/* slurmd runs the job epilog in a process of its own that does not call slurm_spank_init:
- * the plugstack arguments arrive here. */
+/* slurmd runs the job prolog and epilog in a process of its own that does not call
+ * slurm_spank_init: the plugstack arguments arrive here. */
+int slurm_spank_job_prolog(spank_t sp, int ac, char **av)
+{
+    if (es_config_parse(ac, av) != 0)
+        return -1;
+    return spank_context() == S_CTX_JOB_SCRIPT ? es_job_prolog(sp) : 0;
+}
+
 int slurm_spank_job_epilog(spank_t sp, int ac, char **av)
 {
     if (es_config_parse(ac, av) != 0)

@@ -9,6 +9,8 @@
 
 #include <limits.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
 #include <slurm/spank.h>
 
 #include "../common/envsched_exit.h"
@@ -32,6 +34,7 @@ struct es_config {
 /* config.c */
 extern struct es_config es_cfg;
 int es_config_parse(int ac, char **av);
+int es_config_parse_args(struct es_config *cfg, int ac, char **av);   /* pure: the fuzz harness */
 
 /* request.c: the job's raw request (the --chos option) */
 extern char es_option[128];
@@ -49,7 +52,24 @@ int es_remote_user_init(spank_t sp);
 int es_remote_task_privileged(spank_t sp);
 int es_remote_task_init(spank_t sp);
 
-/* epilog.c: the job epilog on each node */
+/* prolog.c / epilog.c: the job prolog and epilog on each node (root, slurmd's environment) */
+int es_job_prolog(spank_t sp);
 int es_job_epilog(spank_t sp);
+
+/* jobrec.c: run_dir/.jobs/slurm-<job>, the job's uid, partition and account as the controller
+ * gave them to the job prolog; the steps take them from there, never from the job's environment */
+#define ES_JOBREC_MAX 4096
+struct es_jobrec {
+    uid_t uid;
+    char partition[256];
+    char account[256];
+};
+void es_jobrec_key(uint32_t job, char *key, size_t cap);
+int es_jobrec_write(const char *run_dir, uint32_t job, uid_t uid, const char *user, const char *queue,
+                    const char *account, char *err, size_t errlen);
+void es_jobrec_remove(const char *run_dir, uint32_t job);
+/* as root: the record's text (-1: none, or not root's alone) */
+ssize_t es_jobrec_read(const char *run_dir, uint32_t job, char *buf, size_t cap);
+int es_jobrec_parse(const char *text, struct es_jobrec *rec);
 
 #endif

@@ -1,6 +1,7 @@
 /* The job epilog (root, once per job per node, also after scancel or a killed step):
- * release the job's views. Defining it costs slurmd an extra slurmstepd per job (~30 ms);
- * it is the one place that runs exactly when the job is over on this node. */
+ * release the job's views and remove its record (jobrec.c). Defining it costs slurmd an extra
+ * slurmstepd per job (~30 ms); it is the one place that runs exactly when the job is over on
+ * this node. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +24,9 @@ int es_job_epilog(spank_t sp)
     snprintf(key, sizeof key, "slurm-%u", job);
     char *argv[] = {es_cfg.resolver, "--policy", es_cfg.policy, "release", "--key", key,
                     "--with-steps", "--quiet", NULL};
-    if (es_run(argv, 0, &r) != 0) {
+    int rc = es_run(argv, 0, &r);
+    es_jobrec_remove(es_cfg.run_dir, job);
+    if (rc != 0) {
         es_replay_log(&r);
         slurm_error(ES_PREFIX "job %u: releasing its views failed (exit %d)", job, r.status);
         return -1;

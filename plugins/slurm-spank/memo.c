@@ -2,16 +2,20 @@
  * without starting the resolver: the decision is a pure function of its inputs (the job's
  * environment is fixed when the job starts; a changed ~/.chos does not move a running job).
  *
- * The pin directory is root-only (0700) and user_init runs with the user's effective uid,
- * so the two small files are read by a forked child that takes root back. */
+ * The pin directory and the job record are root-only (0700 directories) and user_init runs with
+ * the user's effective uid, so the small files are read by one forked child that takes root back
+ * (slurmstepd is multithreaded: changing its own ids would change every thread's). */
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "envsched_spank.h"
 #include "memo.h"
 
 static ssize_t read_file(const char *path, char *buf, size_t cap)
@@ -62,54 +66,100 @@ static int same_view(const char *have, const char *inputs, const char *requested
     return strcmp(env, requested) == 0 && strcmp(a, b) == 0;
 }
 
-/* 1 and the shim lines in `shim` when the job's pin `key` holds the view this step needs. */
-int es_memo_lookup(const char *run_dir, const char *key, const char *inputs, const char *requested,
-                   char *shim, size_t cap)
+/* One item to the parent: its length (-1: none) and its bytes. */
+static int send_item(int fd, const char *buf, ssize_t len)
+{
+    int32_t n = (int32_t)len;
+
+    if (write(fd, &n, sizeof n) != (ssize_t)sizeof n)
+        return -1;
+    return len <= 0 || write(fd, buf, (size_t)len) == len ? 0 : -1;
+}
+
+static const char *take_item(const char *p, const char *end, char *dst, size_t cap, ssize_t *len)
+{
+    int32_t n;
+
+    *len = -1;
+    dst[0] = '\0';
+    if (p == NULL || end - p < (ptrdiff_t)sizeof n)
+        return NULL;
+    memcpy(&n, p, sizeof n);
+    p += sizeof n;
+    if (n < 0)
+        return p;
+    if ((size_t)n >= cap || end - p < n)
+        return NULL;
+    memcpy(dst, p, (size_t)n);
+    dst[n] = '\0';
+    *len = n;
+    return p + n;
+}
+
+int es_root_read(const char *run_dir, uint32_t job, const char *key, struct es_root_files *f)
 {
     int p[2], status = 0;
     pid_t pid;
     size_t len = 0;
     ssize_t got;
-    char buf[1024 + 16384 + 2];
+    static char buf[3 * sizeof(int32_t) + sizeof f->record + sizeof f->inputs + sizeof f->shim];
 
+    f->record_len = f->inputs_len = f->shim_len = -1;
     if (pipe2(p, O_CLOEXEC) != 0)
-        return 0;
+        return -1;
     pid = fork();
     if (pid < 0) {
         close(p[0]);
         close(p[1]);
-        return 0;
+        return -1;
     }
-    if (pid == 0) {                      /* root again: "inputs\0shim" to the parent */
-        char path[PATH_MAX], have[1024], lines[16384];
+    if (pid == 0) {                      /* root again: the three files to the parent */
+        char path[PATH_MAX];
         close(p[0]);
         if (setresuid(0, 0, 0) != 0 || setresgid(0, 0, 0) != 0 || setgroups(0, NULL) != 0)
             _exit(1);
+        f->record_len = es_jobrec_read(run_dir, job, f->record, sizeof f->record);
         snprintf(path, sizeof path, "%s/%s/inputs", run_dir, key);
-        ssize_t hl = read_file(path, have, sizeof have);
+        f->inputs_len = read_file(path, f->inputs, sizeof f->inputs);
         snprintf(path, sizeof path, "%s/%s/shim", run_dir, key);
-        got = read_file(path, lines, sizeof lines);
-        if (hl <= 0 || got <= 0 || write(p[1], have, (size_t)hl + 1) != hl + 1 ||
-            write(p[1], lines, (size_t)got) != got)
+        f->shim_len = read_file(path, f->shim, sizeof f->shim);
+        if (send_item(p[1], f->record, f->record_len) != 0 ||
+            send_item(p[1], f->inputs, f->inputs_len) != 0 ||
+            send_item(p[1], f->shim, f->shim_len) != 0)
             _exit(1);
         _exit(0);
     }
     close(p[1]);
-    while (len < sizeof buf - 1 && (got = read(p[0], buf + len, sizeof buf - 1 - len)) > 0)
+    while (len < sizeof buf && (got = read(p[0], buf + len, sizeof buf - len)) != 0) {
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            break;
         len += (size_t)got;
-    buf[len] = '\0';
+    }
     close(p[0]);
     pid_t done;
     while ((done = waitpid(pid, &status, 0)) < 0 && errno == EINTR)
         ;
     if (done < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return -1;
+    const char *q = buf, *end = buf + len;
+    q = take_item(q, end, f->record, sizeof f->record, &f->record_len);
+    q = take_item(q, end, f->inputs, sizeof f->inputs, &f->inputs_len);
+    q = take_item(q, end, f->shim, sizeof f->shim, &f->shim_len);
+    if (q == NULL) {
+        f->record_len = f->inputs_len = f->shim_len = -1;
+        return -1;
+    }
+    return 0;
+}
+
+/* 1 and the shim lines in `shim` when the job's pin holds the view this step needs. */
+int es_memo_match(const struct es_root_files *f, const char *inputs, const char *requested,
+                  char *shim, size_t cap)
+{
+    if (f->inputs_len <= 0 || f->shim_len <= 0 || !same_view(f->inputs, inputs, requested, f->shim))
         return 0;
-    size_t hl = strlen(buf);
-    if (hl + 1 >= len)
-        return 0;
-    const char *lines = buf + hl + 1;
-    if (!same_view(buf, inputs, requested, lines))
-        return 0;
-    snprintf(shim, cap, "%s", lines);
+    snprintf(shim, cap, "%s", f->shim);
     return 1;
 }

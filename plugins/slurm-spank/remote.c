@@ -1,7 +1,9 @@
 /* slurmstepd: prepare the view once per job per node (user_init), join it in every task.
  *
  *   user_init               slurmstepd, real uid root / effective uid the user. Gathers the
- *                           request (--chos, the job's CHOS, partition, account), then either
+ *                           request (--chos, the job's CHOS) and the job's partition and
+ *                           account (from the job record the job prolog wrote, jobrec.c: never
+ *                           from the job's environment, which is the user's), then either
  *                           finds the job's view prepared by an earlier step with the same
  *                           request (memo.c) or runs the resolver as root, which reads
  *                           ~/.chos as the user, decides, and pins the view. Sets CHOS and the
@@ -100,10 +102,14 @@ int es_remote_user_init(spank_t sp)
 {
     uint32_t job = 0, step = 0;
     uid_t uid = 0;
-    char chos[256], partition[256], account[256], inputs[1024], key[128], fallback[160];
+    char chos[256], inputs[1024], key[128], fallback[160];
     char jobstep[64], uidstr[16], owner[16], shim[16384];
+    static struct es_root_files files;
+    struct es_jobrec rec;
     struct es_run r;
 
+    /* the job, its user and the step: from the launch request, which slurmd checked against the
+     * job credential slurmctld signed (req.c: _check_job_credential) */
     if (spank_get_item(sp, S_JOB_ID, &job) != ESPANK_SUCCESS ||
         spank_get_item(sp, S_JOB_STEPID, &step) != ESPANK_SUCCESS ||
         spank_get_item(sp, S_JOB_UID, &uid) != ESPANK_SUCCESS) {
@@ -112,26 +118,44 @@ int es_remote_user_init(spank_t sp)
     }
     if (step == SLURM_EXTERN_CONT)
         return 0;                                        /* no user tasks in the extern step */
-    if (getenv_job(sp, "CHOS", chos, sizeof chos) != 0 ||
-        getenv_job(sp, "SLURM_JOB_PARTITION", partition, sizeof partition) != 0 ||
-        getenv_job(sp, "SLURM_JOB_ACCOUNT", account, sizeof account) != 0) {
-        fail(ES_PREFIX "the job's CHOS, partition or account is too long (more than %s characters)", "255");
+    /* the request: the user's to choose (the policy decides whether it is granted) */
+    if (getenv_job(sp, "CHOS", chos, sizeof chos) != 0) {
+        fail(ES_PREFIX "the job's CHOS is too long (more than %s characters)", "255");
         return 0;
     }
-    /* the option beats CHOS: with an option, CHOS is no input of the decision */
-    snprintf(inputs, sizeof inputs, "uid=%u\toption=%s\tchos=%s\tpartition=%s\taccount=%s",
-             (unsigned)uid, es_option_set ? es_option : "", es_option_set ? "" : chos, partition, account);
-    /* the job's node index keeps keys apart when several slurmd share one host (test clusters) */
+    /* the node index keeps keys apart when several slurmd share one host (test clusters) */
     uint32_t nodeid = 0;
     if (spank_get_item(sp, S_JOB_NODEID, &nodeid) != ESPANK_SUCCESS)
         nodeid = 0;
     snprintf(key, sizeof key, "slurm-%u-%u", job, nodeid);
     snprintf(fallback, sizeof fallback, "%s.%u", key, step);
 
+    /* partition and account: never the job's SLURM_JOB_PARTITION/SLURM_JOB_ACCOUNT (srun sends the
+     * user's environment as it is), but the record the job prolog made from the job credential */
+    if (es_root_read(es_cfg.run_dir, job, key, &files) != 0 || files.record_len < 0) {
+        fail(ES_PREFIX "this node has no record of the job's partition and account (the job "
+             "prolog wrote none: the node's slurmd log says why); the job does not run here%s", "");
+        slurm_error(ES_PREFIX "job %u: no job record under %s/.jobs: the job prolog did not run "
+                    "with the plugin (slurmd not restarted since the plugin was added, or the job "
+                    "started before) or could not write it (its message is above)", job, es_cfg.run_dir);
+        return 0;
+    }
+    if (es_jobrec_parse(files.record, &rec) != 0 || rec.uid != uid) {
+        fail(ES_PREFIX "this node's record of the job is not usable; the job does not run here%s", "");
+        slurm_error(ES_PREFIX "job %u: the job record under %s/.jobs is unreadable or names another "
+                    "user than %u", job, es_cfg.run_dir, (unsigned)uid);
+        return 0;
+    }
+    const char *partition = rec.partition, *account = rec.account;
+
+    /* the option beats CHOS: with an option, CHOS is no input of the decision */
+    snprintf(inputs, sizeof inputs, "uid=%u\toption=%s\tchos=%s\tpartition=%s\taccount=%s",
+             (unsigned)uid, es_option_set ? es_option : "", es_option_set ? "" : chos, partition, account);
+
     /* the same request as an earlier step of this job: join its view, no resolver */
     char inputs_nl[sizeof inputs + 1];
     snprintf(inputs_nl, sizeof inputs_nl, "%s\n", inputs);
-    if (es_memo_lookup(es_cfg.run_dir, key, inputs_nl, es_option_set ? es_option : chos, shim, sizeof shim)) {
+    if (es_memo_match(&files, inputs_nl, es_option_set ? es_option : chos, shim, sizeof shim)) {
         if (apply_shim(sp, shim) != 0)
             fail(ES_PREFIX "cannot set the job environment for %s", key);
         return 0;
@@ -164,7 +188,7 @@ int es_remote_user_init(spank_t sp)
     argv[n++] = owner;
     /* values the user controls go as --opt=VALUE: a value starting with '-' stays a value */
     char a_chos[sizeof chos + 16], a_inputs[sizeof inputs + 16], a_req[sizeof es_option + 16];
-    char a_part[sizeof partition + 16], a_acct[sizeof account + 16];
+    char a_part[sizeof rec.partition + 16], a_acct[sizeof rec.account + 16];
     snprintf(a_chos, sizeof a_chos, "--chos-var=%s", chos);
     snprintf(a_inputs, sizeof a_inputs, "--inputs=%s", inputs);
     argv[n++] = a_chos;

@@ -18,6 +18,9 @@ Fixture `slurm_cluster` (session scope) yields a `SlurmCluster`:
     c.restart_slurmd()
     c.logs(lines=40) -> str                   tails of the daemon logs, for failure messages
 
+Fixtures `site` (session scope: the envsched plugin installed on that cluster, spanksite.Site) and `home`
+(the test user's home without ~/.chos) serve the plugin tests, test_spank.py and test_spank_forged.py.
+
 `user=` runs the client as that user through `setpriv --reuid/--regid/--init-groups` with HOME/USER/
 LOGNAME set and SLURM_CONF preserved; the default cwd is then the user's home (root: c.dir/"work").
 
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import subprocess
 import time
 import uuid
@@ -46,7 +50,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
-from testlib import CLEAN_PATH, USER_SUFFIX, real_user, run_client, throwaway_cluster
+from spanksite import PLUGIN_DIR, Site, policy_text
+from testlib import CLEAN_PATH, SESSION_TAG, USER_SUFFIX, build_mini_trees, real_user, run_client, throwaway_cluster
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "tests" / "cluster" / "slurm"
@@ -147,7 +152,9 @@ class SlurmCluster:
         p = self.scontrol("show", "job", "-o", str(job_id))
         if p.returncode != 0:
             raise AssertionError(f"scontrol show job {job_id}: {p.stderr.strip()}")
-        return Job(str(job_id), parse_scontrol_oneliner(p.stdout.splitlines()[0]))
+        # one job, one line; a value may hold a line break itself (an account is any string when
+        # there is no accounting), so the whole output is that line
+        return Job(str(job_id), parse_scontrol_oneliner(p.stdout.strip().replace("\n", " ")))
 
     def wait(self, job_id: str, timeout: float = 60) -> Job:
         """Poll until the job reaches a terminal state; return its final record."""
@@ -206,3 +213,45 @@ def slurm_user() -> pwd.struct_passwd:
         pytest.skip("needs root to create a user")
     with real_user(SLURM_USER) as pw:
         yield pw
+
+
+@pytest.fixture(scope="session")
+def site(slurm_cluster, slurm_user):
+    """The envsched plugin on the cluster: trees deb12/deb13, the policy (spanksite.policy_text), a
+    run dir, plugstack.conf with the plugin (slurmd restarted: job prolog and epilog), the host-tools
+    wrappers. At the end: the queue drained, every view released, plugstack.conf emptied."""
+    subprocess.run(["make", "-s", "-C", str(PLUGIN_DIR)], check=True)
+    root = slurm_cluster.dir
+    trees = build_mini_trees(root / "os")
+    run_dir = Path(f"/run/envsched-slurmtest-{SESSION_TAG}")
+    policy = root / "policy.toml"
+    policy.write_text(policy_text(root, run_dir, trees))
+    policy.chmod(0o644)
+    resolver = Path(os.sys.executable).parent / "envsched"
+    slurm_cluster.write_plugstack(
+        f"required {PLUGIN_DIR}/envsched_spank.so policy={policy} resolver={resolver} run_dir={run_dir} "
+        f"bind={root}/spool bind={root}/munge host_tools={root}/tools\n", restart_slurmd=True)
+    # the host's Slurm clients, usable from inside views (after plugstack.conf: it is derived from it)
+    subprocess.run([str(resolver), "--policy", str(policy), "site-config", "host-tools", "--scheduler", "slurm",
+                    "--slurm-conf", str(slurm_cluster.conf), str(root / "tools")], check=True,
+                   stdout=subprocess.DEVNULL)
+    site = Site(slurm_cluster, run_dir, policy, trees)
+    yield site
+    # no job may still start (and pin) once the run dir is gone: drain the queue first
+    slurm_cluster.run(["scancel", "--full", "--quiet", "--state=PENDING,RUNNING", "--partition=debug,legacy"])
+    deadline = time.monotonic() + 60
+    while slurm_cluster.run(["squeue", "-h"]).stdout.strip() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    site.settle()
+    slurm_cluster.write_plugstack("")
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+
+
+@pytest.fixture
+def home(slurm_user):
+    """The test user's home, without ~/.chos before and after the test."""
+    h = Path(slurm_user.pw_dir)
+    subprocess.run(["rm", "-f", str(h / ".chos")], check=True)
+    yield h
+    subprocess.run(["rm", "-f", str(h / ".chos")], check=True)

@@ -2,119 +2,25 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
-from testlib import SESSION_TAG, build_mini_trees, mount_table
+from spanksite import PLUGIN_DIR, lines, run_batch
+from testlib import mount_table
 
 pytestmark = pytest.mark.slurm
-
-REPO = Path(__file__).resolve().parents[2]
-PLUGIN_DIR = REPO / "plugins" / "slurm-spank"
-SHOW = 'head -1 /etc/os-release; echo "CHOS=$CHOS"; echo "CWD=$(pwd)"; echo "USER=$(id -un)"'
-
-
-class Site:
-    def __init__(self, cluster, run_dir: Path, policy: Path, trees: dict):
-        self.cluster, self.run_dir, self.policy, self.trees = cluster, run_dir, policy, trees
-
-    def settle(self, timeout: float = 20) -> None:
-        """Wait for the job epilogs to release every view; fail if one is left."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.run_dir.exists() or not any(self.run_dir.iterdir()):
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"views left after the jobs ended: {sorted(os.listdir(self.run_dir))}")
-
-    def output(self, job: str, user_home: Path) -> str:
-        return (user_home / f"out-{job}.txt").read_text()
-
-
-@pytest.fixture(scope="session")
-def site(slurm_cluster, slurm_user):
-    subprocess.run(["make", "-s", "-C", str(PLUGIN_DIR)], check=True)
-    root = slurm_cluster.dir
-    trees = build_mini_trees(root / "os")
-    run_dir = Path(f"/run/envsched-slurmtest-{SESSION_TAG}")
-    policy = root / "policy.toml"
-    policy.write_text(f"""
-[site]
-default = "deb12"
-run_dir = "{run_dir}"
-log_file = "{root}/envsched.log"
-
-[defaults]
-partitions = {{ legacy = "deb13" }}
-
-[environments.deb12]
-path = "{trees['deb12']}"
-[environments.deb13]
-path = "{trees['deb13']}"
-[environments.secret]
-path = "{trees['deb13']}"
-allow_users = ["root"]
-""")
-    policy.chmod(0o644)
-    resolver = Path(os.sys.executable).parent / "envsched"
-    slurm_cluster.write_plugstack(
-        f"required {PLUGIN_DIR}/envsched_spank.so policy={policy} resolver={resolver} run_dir={run_dir} "
-        f"bind={root}/spool bind={root}/munge host_tools={root}/tools\n", restart_slurmd=True)
-    # the host's Slurm clients, usable from inside views (after plugstack.conf: it is derived from it)
-    subprocess.run([str(resolver), "--policy", str(policy), "site-config", "host-tools", "--scheduler", "slurm",
-                    "--slurm-conf", str(slurm_cluster.conf), str(root / "tools")], check=True,
-                   stdout=subprocess.DEVNULL)
-    site = Site(slurm_cluster, run_dir, policy, trees)
-    yield site
-    # no job may still start (and pin) once the run dir is gone: drain the queue first
-    slurm_cluster.run(["scancel", "--full", "--quiet", "--state=PENDING,RUNNING", "--partition=debug,legacy"])
-    deadline = time.monotonic() + 60
-    while slurm_cluster.run(["squeue", "-h"]).stdout.strip() and time.monotonic() < deadline:
-        time.sleep(0.3)
-    site.settle()
-    slurm_cluster.write_plugstack("")
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
 
 
 @pytest.fixture(autouse=True)
 def views_released(site):
-    """After every test, also a failed one: the job epilogs have released every view (before
-    the host mount table is compared)."""
+    """After every test, also a failed one: the job epilogs have released every view and removed
+    every job record (before the host mount table is compared)."""
     yield
     site.settle()
-
-
-@pytest.fixture
-def home(slurm_user):
-    h = Path(slurm_user.pw_dir)
-    subprocess.run(["rm", "-f", str(h / ".chos")], check=True)
-    yield h
-    subprocess.run(["rm", "-f", str(h / ".chos")], check=True)
-
-
-def lines(text: str) -> dict:
-    out = {}
-    for line in text.splitlines():
-        if "=" in line:
-            k, v = line.split("=", 1)
-            out[k] = v.strip('"')
-    return out
-
-
-def run_batch(site, home, user, *args, script=SHOW, env=None):
-    c = site.cluster
-    job = c.sbatch("#!/bin/sh\n" + script + "\n", "-o", f"{home}/out-%j.txt", *args, user=user, cwd=str(home),
-                   env=env)
-    state = c.wait(job, timeout=60)
-    site.settle()
-    return job, state, site.output(job, home)
 
 
 def test_sbatch_chos_as_user(site, slurm_user, home):
@@ -324,7 +230,7 @@ def test_plugin_exports_only_spank_symbols(site):
     assert names == sorted(["plugin_name", "plugin_type", "plugin_version", "spank_plugin_version",
                             "slurm_spank_init", "slurm_spank_init_post_opt", "slurm_spank_user_init",
                             "slurm_spank_task_init_privileged", "slurm_spank_task_init",
-                            "slurm_spank_job_epilog"])
+                            "slurm_spank_job_prolog", "slurm_spank_job_epilog"])
 
 
 def test_unknown_plugstack_argument_is_fatal(site, slurm_user, home):
@@ -347,7 +253,7 @@ def test_step_with_unusable_chos_fails_closed_at_start(site, slurm_user, home):
                           "CHOS=sl5 srun sh -c 'echo PAYLOAD'"],
                          user=slurm_user.pw_name, timeout=90)
     assert "PAYLOAD" not in r.stdout
-    assert "envsched: the job's CHOS, partition or account is too long" in r.stderr
+    assert "envsched: the job's CHOS is too long" in r.stderr
     assert "envsched: environment 'sl5' (CHOS variable) refused: no such environment" in r.stderr
     site.settle()
 

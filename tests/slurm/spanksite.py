@@ -1,0 +1,90 @@
+"""What the SPANK plugin tests share (test_spank.py, test_spank_forged.py): the site the `site` fixture
+(conftest.py) sets up, its policy, and helpers to run a batch job and read what its payload saw."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Dict
+
+REPO = Path(__file__).resolve().parents[2]
+# ENVSCHED_TEST_SPANK_PLUGIN_DIR: build and load the plugin from another tree (e.g. an older version,
+# to see which tests it fails)
+PLUGIN_DIR = Path(os.environ.get("ENVSCHED_TEST_SPANK_PLUGIN_DIR") or REPO / "plugins" / "slurm-spank")
+SHOW = 'head -1 /etc/os-release; echo "CHOS=$CHOS"; echo "CWD=$(pwd)"; echo "USER=$(id -un)"'
+RECORDS = ".jobs"          # run_dir/.jobs/slurm-<job>: the job records the job prolog writes
+
+
+def policy_text(root: Path, run_dir: Path, trees: Dict[str, Path], extra_defaults: str = "",
+                extra_environments: str = "") -> str:
+    """The site's policy: default deb12, partition legacy -> deb13, `secret` for root only."""
+    return f"""
+[site]
+default = "deb12"
+run_dir = "{run_dir}"
+log_file = "{root}/envsched.log"
+
+[defaults]
+partitions = {{ legacy = "deb13" }}
+{extra_defaults}
+[environments.deb12]
+path = "{trees['deb12']}"
+[environments.deb13]
+path = "{trees['deb13']}"
+[environments.secret]
+path = "{trees['deb13']}"
+allow_users = ["root"]
+{extra_environments}"""
+
+
+class Site:
+    def __init__(self, cluster, run_dir: Path, policy: Path, trees: dict):
+        self.cluster, self.run_dir, self.policy, self.trees = cluster, run_dir, policy, trees
+
+    def leftovers(self):
+        """Pins under run_dir, and job records under run_dir/.jobs."""
+        if not self.run_dir.exists():
+            return []
+        left = sorted(p.name for p in self.run_dir.iterdir() if p.name != RECORDS)
+        records = self.run_dir / RECORDS
+        if records.is_dir():
+            left += sorted(f"{RECORDS}/{p.name}" for p in records.iterdir())
+        return left
+
+    def settle(self, timeout: float = 20) -> None:
+        """Wait for the job epilogs to release every view and remove every job record; fail if one
+        is left."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.leftovers():
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"views or job records left after the jobs ended: {self.leftovers()}")
+
+    def output(self, job: str, user_home: Path) -> str:
+        return (user_home / f"out-{job}.txt").read_text()
+
+    def record_path(self, job: str) -> Path:
+        return self.run_dir / RECORDS / f"slurm-{job}"
+
+
+def lines(text: str) -> dict:
+    out = {}
+    for line in text.splitlines():
+        if "=" in line:
+            k, v = line.split("=", 1)
+            out[k] = v.strip('"')
+    return out
+
+
+def run_batch(site, home, user, *args, script=SHOW, env=None):
+    c = site.cluster
+    job = c.sbatch("#!/bin/sh\n" + script + "\n", "-o", f"{home}/out-%j.txt", *args, user=user, cwd=str(home),
+                   env=env)
+    state = c.wait(job, timeout=60)
+    site.settle()
+    return job, state, site.output(job, home)
+
+
+def chown_to(path: Path, pw) -> None:
+    os.chown(path, pw.pw_uid, pw.pw_gid)
