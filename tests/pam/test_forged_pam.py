@@ -258,8 +258,8 @@ def test_forged_key_and_identity_arguments_are_not_arguments(pam_service, site_d
 
 
 def test_forged_run_dir_below_a_user_writable_directory(pam_service, site_dir, pam_user, pam_home, forge):
-    """run_dir itself root's and 0700 (the resolver accepts it), but in a directory of the user's, who
-    could swap it: the module refuses to join, and the pin it asked for is released."""
+    """run_dir itself root's and 0700, but in a directory of the user's, who could swap it: the
+    resolver refuses it before preparing anything (78, site.run_dir named), and the module denies."""
     mine = user_dir(forge.root, pam_user)
     run_dir = mine / "run"
     run_dir.mkdir(mode=0o700)
@@ -268,7 +268,7 @@ def test_forged_run_dir_below_a_user_writable_directory(pam_service, site_dir, p
     policy_path = site_dir.policy(name="forged-run-dir.toml")
     policy_path.write_text(policy_path.read_text().replace(f'run_dir = "{site_dir.run_dir}"', f'run_dir = "{run_dir}"'))
     pam_service.write(f"policy={policy_path} resolver={RESOLVER} run_dir={run_dir}")
-    denied(pamtester(pam_service.name), f"run_dir {run_dir} is not trusted", f"{mine}: must be owned by root")
+    denied(pamtester(pam_service.name), f"site.run_dir {run_dir}: {mine} must be a directory of root's")
     assert pins(run_dir) == []
 
 
