@@ -3,8 +3,13 @@ PYTHON   ?= /usr/bin/python3
 VENV     ?= .venv
 PY       := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# make fuzz: seconds per C parser (libFuzzer), examples per Python parser (hypothesis), and
+# FUZZ_MERGE=1 to keep what it finds in tests/fuzz/corpus/ (new coverage, crash inputs)
+FUZZ_SECONDS  ?= 300
+FUZZ_EXAMPLES ?= 10000
+FUZZ_MERGE    ?= 0
 
-.PHONY: all deps venv test test-unit test-ns demo bench bench-slurm bench-uge clean
+.PHONY: all deps venv test test-unit test-ns fuzz demo bench bench-slurm bench-uge clean
 
 all: venv
 
@@ -28,6 +33,11 @@ test-unit: venv
 
 test-ns: venv
 	$(PY) -m pytest tests -m ns $(PYTEST_ARGS)
+
+# the parsers that see hostile bytes, for longer than the smoke run in `make test` (tests/fuzz)
+fuzz: venv
+	ENVSCHED_FUZZ_PROFILE=long ENVSCHED_FUZZ_SECONDS=$(FUZZ_SECONDS) ENVSCHED_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
+	    ENVSCHED_FUZZ_MERGE=$(FUZZ_MERGE) $(PY) -m pytest tests/fuzz -p no:cacheprovider $(PYTEST_ARGS)
 
 demo: venv
 	bash scripts/demo.sh

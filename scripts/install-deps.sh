@@ -4,9 +4,11 @@
 set -euo pipefail
 # openssh-server, openssh-client, pamtester: tests/pam (on a host with a running init, installing
 # openssh-server also enables and starts the system ssh service)
+# clang, libclang-rt-14-dev: tests/fuzz (libFuzzer and the sanitizers' runtimes, which Debian 12's
+# clang package does not pull in)
 packages=(busybox-static squashfs-tools bubblewrap python3-venv util-linux gcc make libc6-dev binutils passwd
           iproute2 bsdextrautils gridengine-drmaa1.0 libjemalloc2 libpam0g-dev openssh-server openssh-client
-          pamtester "$@")
+          pamtester clang libclang-rt-14-dev "$@")
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -22,8 +22,13 @@ def show(value: object, limit: int = 40) -> str:
     """Render an untrusted value for a one-line message: escaped, quoted, truncated."""
     if isinstance(value, bytes):
         text = value.decode("utf-8", "backslashreplace")
+    elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        text = f"<integer of {value.bit_length()} bits>"   # str() refuses more than 4300 digits
     else:
-        text = str(value)
+        try:
+            text = str(value)
+        except (ValueError, RecursionError):
+            text = f"<{type(value).__name__}>"
     text = text.encode("unicode_escape").decode("ascii")
     if len(text) > limit:
         text = text[:limit] + "..."

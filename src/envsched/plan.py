@@ -57,14 +57,40 @@ class Plan:
 
     @classmethod
     def from_json(cls, text: str) -> "Plan":
-        data = json.loads(text)
+        """What to_json wrote, or ValueError: the shape is checked, so that mount_ops, process_ops
+        and the process operations a joiner replays work on what comes back."""
+        try:
+            data = json.loads(text)
+        except RecursionError:
+            raise ValueError("malformed plan: nested too deeply") from None
+        if not isinstance(data, dict):
+            raise ValueError("malformed plan: not a JSON object")
         version = data.pop("version", None)
         if type(version) is not int or version != PLAN_VERSION:
             raise ValueError(f"unsupported plan version {version!r}")
         try:
-            return cls(**data)
+            plan = cls(**data)
         except TypeError as e:
             raise ValueError(f"malformed plan: {e}") from None
+        if not all(isinstance(v, str) for v in (plan.environment, plan.kind, plan.source)):
+            raise ValueError("malformed plan: environment, kind and source must be strings")
+        if not isinstance(plan.ops, list) or not all(_well_formed(op) for op in plan.ops):
+            raise ValueError("malformed plan: ops must be a list of operations")
+        return plan
+
+
+def _well_formed(op: Any) -> bool:
+    """An operation with its kind; the process operations (replayed by every joiner) in full."""
+    if not isinstance(op, dict) or not isinstance(op.get("op"), str):
+        return False
+    if op["op"] == "chdir":
+        c = op.get("candidates")
+        return isinstance(c, list) and all(isinstance(p, str) for p in c)
+    if op["op"] == "env":
+        action, value = op.get("action"), op.get("value")
+        return (action in ("set", "prepend", "append", "unset") and isinstance(op.get("name"), str)
+                and (isinstance(value, str) or (action == "unset" and value is None)))
+    return True
 
 
 def _bind(m: Mount, root: str = "host") -> List[Dict[str, Any]]:

@@ -20,6 +20,7 @@ from typing import Optional
 from .identity import UserInfo
 
 MAX_BYTES = 256
+MAX_REPORT_BYTES = 65536      # the child's JSON report: the path (at most PATH_MAX, escaped) and a line
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,12 @@ def _read_as_current(path: str, uid: int) -> UserFile:
         return UserFile(path, error=f"cannot read: {e.strerror}")
     finally:
         os.close(fd)
+    return parse_user_file(path, data)
+
+
+def parse_user_file(path: str, data: bytes) -> UserFile:
+    """Pure: the file's bytes to its value, the first line stripped of blanks, or an error.
+    The value is plain ASCII without a newline; it is only ever checked as a name by the caller."""
     if len(data) > MAX_BYTES:
         return UserFile(path, error=f"is larger than {MAX_BYTES} bytes")
     first = data.split(b"\n", 1)[0].strip(b" \t\r")
@@ -67,6 +74,28 @@ def _read_as_current(path: str, uid: int) -> UserFile:
     except UnicodeDecodeError:
         return UserFile(path, error="first line is not plain ASCII")
     return UserFile(path, value=text)
+
+
+def decode_report(path: str, data: bytes) -> UserFile:
+    """Pure: the reader child's report (JSON of a UserFile) to a UserFile for `path`. Anything
+    but what _read_as_current can produce (a JSON object with `value` or `error`, a string of
+    at most MAX_BYTES characters without a newline, or neither) is "reader failed"."""
+    failed = UserFile(path, error="could not be read (reader failed)")
+    if not data or len(data) > MAX_REPORT_BYTES:
+        return failed
+    try:
+        report = json.loads(data)
+    except (ValueError, RecursionError):
+        return failed
+    if not isinstance(report, dict) or not set(report) <= {"path", "value", "error"}:
+        return failed
+    value, error = report.get("value"), report.get("error")
+    for field in (value, error):
+        if field is not None and (not isinstance(field, str) or len(field) > MAX_BYTES or "\n" in field):
+            return failed
+    if value is not None and (error is not None or not value.isascii()):
+        return failed
+    return UserFile(path, value=value, error=error)
 
 
 def read_user_file(user: UserInfo, filename: str = ".chos", timeout: float = 10.0) -> UserFile:
@@ -105,6 +134,4 @@ def read_user_file(user: UserInfo, filename: str = ".chos", timeout: float = 10.
     finally:
         os.close(rfd)
         os.waitpid(pid, 0)
-    if not data:
-        return UserFile(path, error="could not be read (reader failed)")
-    return UserFile(**json.loads(data))
+    return decode_report(path, data)

@@ -34,6 +34,16 @@ static int set(char *dst, size_t len, const char *key, const char *value, char *
     return 0;
 }
 
+/* fgets, but a line that does not fit is an error rather than two lines (the tail of a long comment
+ * must not be read as a setting): 1 a line, 0 the end, -1 too long */
+static int read_line(char *line, size_t len, FILE *f)
+{
+    line[len - 1] = '\n';                  /* fgets puts its NUL there only when the line fills line */
+    if (fgets(line, (int)len, f) == NULL)
+        return 0;
+    return line[len - 1] == '\0' && line[len - 2] != '\n' ? -1 : 1;
+}
+
 int es_conf_load(struct es_conf *c, const char *name, char *err, size_t errlen)
 {
     char exe[PATH_MAX], path[PATH_MAX + 64], line[PATH_MAX + 32];
@@ -60,9 +70,14 @@ int es_conf_load(struct es_conf *c, const char *name, char *err, size_t errlen)
             close(fd);
         return -1;
     }
-    int rc = 0, lineno = 0;
-    while (rc == 0 && fgets(line, sizeof line, f)) {
+    int rc = 0, lineno = 0, got;
+    while (rc == 0 && (got = read_line(line, sizeof line, f)) != 0) {
         lineno++;
+        if (got < 0) {
+            snprintf(err, errlen, "%s:%d: longer than %d bytes", path, lineno, (int)sizeof line - 2);
+            rc = -1;
+            break;
+        }
         line[strcspn(line, "\r\n")] = '\0';
         char *eq = strchr(line, '=');
         if (line[0] == '#' || line[0] == '\0')

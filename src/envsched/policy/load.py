@@ -92,6 +92,10 @@ def parse_policy_text(text: str, source: str) -> Policy:
         m = _AT_LINE.search(msg)
         where = f"{source}:{m.group(1)}" if m else source
         raise PolicyError(f"{where}: TOML syntax error: {_AT_LINE.sub('', msg)}") from e
+    except RecursionError:
+        raise PolicyError(f"{source}: TOML syntax error: arrays or tables nested too deeply") from None
+    except ValueError as e:     # tomllib lets int() refuse a number of more than 4300 digits
+        raise PolicyError(f"{source}: TOML syntax error: a number is out of range") from e
     return build_policy(data, source, text)
 
 

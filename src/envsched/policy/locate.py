@@ -8,12 +8,75 @@ from __future__ import annotations
 import re
 from typing import List, Optional, Sequence
 
-_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
 _KEY = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_.-]+)\s*=""")
+
+# The text is the policy as written, hostile or not (a long line inside a multi-line string
+# reaches these): the two helpers below run in linear time. They give what the regular expressions
+#   header:  ^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$        (its group)
+#   dotted:  re.findall(r"""\s*("[^"]*"|'[^']*'|[^.\s]+)\s*(?:\.|$)""", text)
+# give, which backtrack quadratically over long runs of blanks or of characters other than dots.
+
+
+def _header(line: str) -> Optional[str]:
+    """The inside of a table header line `[a.b]` / `[[a.b]]` (a comment may follow), else None."""
+    s = line.lstrip()
+    if not s.startswith("["):
+        return None
+    end = s.find("]")
+    if end < 0:
+        return None
+    tail = s[end + 1:]
+    tail = (tail[1:] if tail.startswith("]") else tail).lstrip()
+    if tail and not tail.startswith("#"):
+        return None
+    for start in ((2, 1) if s.startswith("[[") else (1,)):
+        inside = s[start:end]
+        if inside:
+            return inside.strip() or inside[-1]
+    return None
 
 
 def _split_dotted(text: str) -> List[str]:
-    parts = re.findall(r"""\s*("[^"]*"|'[^']*'|[^.\s]+)\s*(?:\.|$)""", text)
+    """The parts of a dotted key: 'a."b.c".d' -> ['a', 'b.c', 'd']."""
+    n = len(text)
+    nonblank = [n] * (n + 1)             # the first non-blank at or after i
+    run_end = [n] * (n + 1)              # the end of the run of characters other than '.' and blanks at i
+    next_quote = {'"': [n] * (n + 1), "'": [n] * (n + 1)}
+    for i in range(n - 1, -1, -1):
+        c = text[i]
+        nonblank[i] = nonblank[i + 1] if c.isspace() else i
+        run_end[i] = run_end[i + 1] if c != "." and not c.isspace() and i + 1 < n and \
+            text[i + 1] != "." and not text[i + 1].isspace() else i + 1
+        for q, table in next_quote.items():
+            table[i] = i if c == q else table[i + 1]
+
+    def part_ends(i: int) -> Optional[int]:
+        """After a part at i: blanks, then a dot (taken) or the end; where the match ends."""
+        j = nonblank[i]
+        if j == n:
+            return n
+        return j + 1 if text[j] == "." else None
+
+    parts: List[str] = []
+    i = 0
+    while i < n:
+        j = nonblank[i]
+        if j == n:
+            break
+        c, part, end = text[j], "", None
+        if c in next_quote:
+            k = next_quote[c][j + 1] if j + 1 <= n else n
+            if k < n:
+                end = part_ends(k + 1)
+                part = text[j:k + 1]
+        if end is None and c != ".":
+            end = part_ends(run_end[j])
+            part = text[j:run_end[j]]
+        if end is None:
+            i += 1
+            continue
+        parts.append(part)
+        i = end
     return [p.strip("\"'") for p in parts]
 
 
@@ -25,10 +88,10 @@ def line_of(text: str, path: Sequence[object]) -> Optional[int]:
     best: Optional[int] = None
     best_depth = 0
     header: List[str] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        head = _HEADER.match(line)
-        if head:
-            header = _split_dotted(head.group(1))
+    for number, line in enumerate(text.split("\n"), start=1):     # TOML's lines, as tomllib counts them
+        head = _header(line)
+        if head is not None:
+            header = _split_dotted(head)
             depth = min(len(header), len(keys))
             if header[:depth] == keys[:depth] and depth > best_depth:
                 best, best_depth = number, depth

@@ -38,6 +38,7 @@ TOP_KEYS = {"site", "defaults", "environments"}
 KINDS = ("tree", "image")
 ON_ERROR = ("closed", "default")
 MODES = ("ro", "rw")
+MAX_TIMEOUT = 86400.0       # seconds: site.user_file_timeout
 VAR_RE_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
 
@@ -77,9 +78,12 @@ class _Checker:
             raise self.fail(path, "must be true or false", data)
         return data
 
-    def number(self, data: Any, path: KeyPath) -> float:
-        if isinstance(data, bool) or not isinstance(data, (int, float)) or not math.isfinite(data) or data <= 0:
+    def number(self, data: Any, path: KeyPath, maximum: float) -> float:
+        if (isinstance(data, bool) or not isinstance(data, (int, float))
+                or (isinstance(data, float) and not math.isfinite(data)) or data <= 0):
             raise self.fail(path, "must be a positive number", data)
+        if data > maximum:                      # (a timeout past select()'s range would raise there)
+            raise self.fail(path, f"must be at most {maximum:g}", data)
         return float(data)
 
     def strings(self, data: Any, path: KeyPath, item: Optional[Callable[[Any, KeyPath], str]] = None
@@ -88,9 +92,11 @@ class _Checker:
             raise self.fail(path, "must be a list of strings", data)
         check = item or self.string
         out = tuple(check(v, path + (i,)) for i, v in enumerate(data))
+        seen = set()
         for i, v in enumerate(out):
-            if v in out[:i]:
+            if v in seen:
                 raise self.fail(path + (i,), "duplicate entry", v)
+            seen.add(v)
         return out
 
     def mapping(self, data: Any, path: KeyPath, value: Callable[[Any, KeyPath], str]) -> Dict[str, str]:
@@ -223,7 +229,7 @@ def _site(c: _Checker, data: Any) -> Site:
         run_dir=c.abspath(t.get("run_dir", DEFAULT_RUN_DIR), p + ("run_dir",)),
         log_file=(c.abspath(t["log_file"], p + ("log_file",))
                   if c.string(t.get("log_file", ""), p + ("log_file",)) else ""),
-        user_file_timeout=c.number(t.get("user_file_timeout", 10), p + ("user_file_timeout",)),
+        user_file_timeout=c.number(t.get("user_file_timeout", 10), p + ("user_file_timeout",), MAX_TIMEOUT),
     )
 
 
@@ -274,8 +280,10 @@ def _reference_checker(c: _Checker, site: Site, environments: Mapping[str, Envir
 
 def _check_site_mounts(c: _Checker, site: Site) -> None:
     targets = [m.target for m in site.shared]
+    seen = set()
     for i, t in enumerate(targets):
-        if t in targets[:i]:
+        if t in seen:
             raise c.fail(("site", "shared", i), "duplicate target", t)
+        seen.add(t)
     if site.local_root and site.local_root in targets:
         raise c.fail(("site", "local_root"), "also listed in site.shared", site.local_root)
