@@ -3,8 +3,10 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include "es_trust.h"
@@ -68,4 +70,17 @@ int es_open_pin_dir(const char *run_dir, const char *key, char *err, size_t errl
         return -1;
     }
     return dir;
+}
+
+long es_parse_uid(const char *text)
+{
+    char *end = NULL;
+
+    if (text[0] < '0' || text[0] > '9')
+        return -1;
+    errno = 0;
+    long uid = strtol(text, &end, 10);
+    if (errno != 0 || *end != '\0' || uid < 0 || (unsigned long)uid >= (unsigned long)(uid_t)-1)
+        return -1;
+    return uid;
 }

@@ -16,4 +16,8 @@ int es_trusted_path(const char *path, char *err, size_t errlen);
  * open's own errno. */
 int es_open_pin_dir(const char *run_dir, const char *key, char *err, size_t errlen);
 
+/* A uid written as decimal digits alone that fits uid_t (not (uid_t)-1), or -1: "1000junk",
+ * "4294968296" (which strtol plus a cast would take for 1000) and "" are no uid. */
+long es_parse_uid(const char *text);
+
 #endif

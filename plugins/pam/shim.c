@@ -11,6 +11,7 @@
 #include <security/pam_ext.h>
 
 #include "../common/es_envop.h"
+#include "../common/es_trust.h"
 #include "es_pam.h"
 
 int es_shim_parse(const char *text, struct es_shim *s)
@@ -29,7 +30,7 @@ int es_shim_parse(const char *text, struct es_shim *s)
         else if (strncmp(l, "pin ", 4) == 0)
             snprintf(s->pin, sizeof s->pin, "%s", strcmp(l + 4, "-") == 0 ? "" : l + 4);
         else if (strncmp(l, "uid ", 4) == 0)
-            s->uid = strtol(l + 4, NULL, 10);
+            s->uid = es_parse_uid(l + 4);
         else if (strncmp(l, "warning ", 8) == 0)
             snprintf(s->warning, sizeof s->warning, "%s", l + 8);
     }

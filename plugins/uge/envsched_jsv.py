@@ -175,12 +175,14 @@ class Jsv:
         return True
 
     def cmdargs_complete(self):
-        try:
-            count = int(self.params.get("CMDARGS", "0"))
-        except ValueError:
+        def number(text):                   # ASCII digits only ("²".isdigit() is true), at most 9
+            return int(text) if 0 < len(text) <= 9 and all("0" <= c <= "9" for c in text) else None
+        count = number(self.params.get("CMDARGS", "0"))
+        if count is None:
             return False
+        indexes = [k[6:] for k in self.params if k.startswith("CMDARG") and k != "CMDARGS"]
         return all(f"CMDARG{i}" in self.params for i in range(count)) and \
-            not any(k.startswith("CMDARG") and k[6:].isdigit() and int(k[6:]) >= count for k in self.params)
+            all(number(i) is not None and number(i) < count for i in indexes)
 
     def run(self, fd=0):
         """Serve protocol lines from fd until QUIT or end of input (read unbuffered by Python, so

@@ -614,7 +614,6 @@ def test_torque_stamp(lines: List[str], chos: str, final: bool, examples, tmp_pa
     test_torque_stamp_first_line_without_newline.)"""
     examples.hit()
     script = "\n".join(lines) + ("\n" if final else "")
-    assume(not script.startswith("#!") or "\n" in script)
     out = envsched_torque.stamped(script, chos)
     path = tmp_path / "job.SC"
     path.write_text(out)
@@ -623,8 +622,6 @@ def test_torque_stamp(lines: List[str], chos: str, final: bool, examples, tmp_pa
         assert out.split("\n", 1)[0] == script.split("\n", 1)[0]
 
 
-@pytest.mark.xfail(strict=True, reason="known, reported: plugins/torque/torque/envsched_torque.py stamped() "
-                                       "splits with str.splitlines and appends to a last line without '\\n'")
 @pytest.mark.parametrize("script", ["#!/bin/sh", "#!/bin/sh\x85echo hi\n", "#!/bin/sh\u2028echo hi\n"])
 def test_torque_stamp_first_line_without_newline(script: str, tmp_path: Path) -> None:
     out = envsched_torque.stamped(script, "deb12")

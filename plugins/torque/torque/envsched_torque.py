@@ -112,7 +112,7 @@ def read_stamp(path: str) -> Optional[str]:
         return None
     with os.fdopen(fd, "rb") as f:
         head = f.read(65536).decode("utf-8", "replace")
-    for line in head.splitlines()[:50]:
+    for line in head.split("\n")[:50]:
         if line.startswith(STAMP):
             return line[len(STAMP):].strip()
     return None
@@ -215,8 +215,15 @@ def requested_chos(qsub_args: Sequence[str], script: str) -> Optional[str]:
 
 
 def stamped(script: str, chos: str) -> str:
-    lines = script.splitlines(keepends=True)
+    """The script with the stamp as its second line (after a #! line) or first; lines are split
+    at "\n" only, as the kernel and the shell do (not at "\x85" or "\u2028")."""
+    lines = [ln + "\n" for ln in script.split("\n")]
+    lines[-1] = lines[-1][:-1]                  # the last piece has no "\n" of its own
+    if not lines[-1]:
+        lines.pop()
     at = 1 if lines and lines[0].startswith("#!") else 0
+    if at and not lines[0].endswith("\n"):
+        lines[0] += "\n"                         # "#!/bin/sh" alone: the stamp goes on a line of its own
     lines = [ln for ln in lines if not ln.startswith(STAMP)]
     lines.insert(at, f"{STAMP}{chos}\n")
     return "".join(lines)

@@ -67,7 +67,7 @@ static int read_pin(const struct es_conf *c, const struct es_tjob *j, const char
     memcpy(copy, p->shim, sizeof copy);
     for (char *l = strtok_r(copy, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
         if (strncmp(l, "uid ", 4) == 0)
-            uid = strtol(l + 4, NULL, 10);
+            uid = es_parse_uid(l + 4);
         else if (strncmp(l, "pin ", 4) == 0)
             p->has_view = strcmp(l + 4, "-") != 0;
     }

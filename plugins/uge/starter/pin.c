@@ -58,7 +58,7 @@ static int check(struct es_pin *p, char *err, size_t errlen)
     p->has_view = 0;
     for (char *l = strtok_r(copy, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
         if (strncmp(l, "uid ", 4) == 0)
-            uid = strtol(l + 4, NULL, 10);
+            uid = es_parse_uid(l + 4);
         else if (strncmp(l, "pin ", 4) == 0)
             p->has_view = strcmp(l + 4, "-") != 0;
         else if (strncmp(l, "home ", 5) == 0)
