@@ -39,10 +39,12 @@ int es_config_parse_args(struct es_config *cfg, int ac, char **av);   /* pure: t
 /* request.c: the job's raw request (the --chos option) */
 extern char es_option[128];
 extern int es_option_set;
+extern const char *es_option_error;          /* the one line for a value that cannot be a name */
 int es_option_register(spank_t sp);
 
 /* run.c (runner: ../common/es_run.c): the resolver as a child with a clean environment */
-void es_replay_log(const struct es_run *r);
+void es_replay_log(const struct es_run *r, int as_error);
+int es_exit_code(int status);
 
 /* local.c: submit time (srun, sbatch, salloc as the user) */
 int es_local_check(spank_t sp);

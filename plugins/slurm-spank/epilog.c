@@ -27,7 +27,7 @@ int es_job_epilog(spank_t sp)
     int rc = es_run(argv, 0, &r);
     es_jobrec_remove(es_cfg.run_dir, job);
     if (rc != 0) {
-        es_replay_log(&r);
+        es_replay_log(&r, 1);
         slurm_error(ES_PREFIX "job %u: releasing its views failed (exit %d)", job, r.status);
         return -1;
     }

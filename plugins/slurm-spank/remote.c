@@ -14,7 +14,19 @@
  *                           a threaded process cannot change its mount namespace.
  *   task_init               the task as the user, just before exec: chdir back to the job's
  *                           cwd (setns moved it to the view's root) with the user's own
- *                           permissions, or $HOME, or /; or print the refusal and fail.
+ *                           permissions, or $HOME, or /; or refuse (below).
+ *
+ * What the user sees of a refusal is one line (Slurm 22.05.8 source):
+ *   - the node's first task writes the line on its stderr (srun's stderr, the batch job's output
+ *     file) and every task of the node _exits with the refusal's code (77, 69, 71 ...) before exec.
+ *     Returning an error from task_init instead makes the task print "spank: required plugin ...:
+ *     task_init() failed with rc=-1" and "Failed to invoke spank plugin stack" and exit 1
+ *     (plugstack.c _do_call_stack, task.c exec_task); slurmstepd itself prints nothing for a task
+ *     that exits, srun prints "srun: error: NODE: task N: Exited with exit code C";
+ *   - what is for the admin goes to slurmd's log with slurm_info, never slurm_error: from
+ *     user_init on, slurmstepd's stderr is task 0's and its stderr log level is "error" raised by
+ *     srun --slurmd-debug (mgr.c _slurmd_job_log_init): every slurm_error here would reach the
+ *     user as "slurmstepd-NODE: error: ..." next to our line.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -30,13 +42,15 @@
 #include "../common/es_envop.h"
 
 static char failure[ES_MSG_MAX];    /* the user's one line, set when the job must not run */
+static int failure_code;            /* and the tasks' exit code */
 static char pin[PATH_MAX];          /* namespace file to join; empty: host OS, nothing to do */
 static char home[PATH_MAX];
 static char task_cwd[PATH_MAX];
 
-static void fail(const char *fmt, const char *arg)
+static void fail(int code, const char *fmt, const char *arg)
 {
     snprintf(failure, sizeof failure, fmt, arg);
+    failure_code = code;
 }
 
 /* A variable of the job's environment; "" when unset. -1 when it does not fit: a value we
@@ -113,14 +127,19 @@ int es_remote_user_init(spank_t sp)
     if (spank_get_item(sp, S_JOB_ID, &job) != ESPANK_SUCCESS ||
         spank_get_item(sp, S_JOB_STEPID, &step) != ESPANK_SUCCESS ||
         spank_get_item(sp, S_JOB_UID, &uid) != ESPANK_SUCCESS) {
-        fail(ES_PREFIX "cannot read the job's id and user%s", "");
+        fail(ENVSCHED_EXIT_INTERNAL, ES_PREFIX "cannot read the job's id and user%s", "");
         return 0;
     }
     if (step == SLURM_EXTERN_CONT)
         return 0;                                        /* no user tasks in the extern step */
     /* the request: the user's to choose (the policy decides whether it is granted) */
+    if (es_option_error) {
+        fail(ENVSCHED_EXIT_USAGE, "%s", es_option_error);
+        return 0;
+    }
     if (getenv_job(sp, "CHOS", chos, sizeof chos) != 0) {
-        fail(ES_PREFIX "the job's CHOS is too long (more than %s characters)", "255");
+        fail(ENVSCHED_EXIT_REFUSED, ES_PREFIX "the job's CHOS is too long (more than %s characters)",
+             "255");
         return 0;
     }
     /* the node index keeps keys apart when several slurmd share one host (test clusters) */
@@ -133,17 +152,19 @@ int es_remote_user_init(spank_t sp)
     /* partition and account: never the job's SLURM_JOB_PARTITION/SLURM_JOB_ACCOUNT (srun sends the
      * user's environment as it is), but the record the job prolog made from the job credential */
     if (es_root_read(es_cfg.run_dir, job, key, &files) != 0 || files.record_len < 0) {
-        fail(ES_PREFIX "this node has no record of the job's partition and account (the job "
-             "prolog wrote none: the node's slurmd log says why); the job does not run here%s", "");
-        slurm_error(ES_PREFIX "job %u: no job record under %s/.jobs: the job prolog did not run "
-                    "with the plugin (slurmd not restarted since the plugin was added, or the job "
-                    "started before) or could not write it (its message is above)", job, es_cfg.run_dir);
+        fail(ENVSCHED_EXIT_SETUP_FAILED,
+             ES_PREFIX "this node has no record of the job's partition and account (the job prolog "
+             "wrote none: the node's slurmd log says why); the job does not run here%s", "");
+        slurm_info(ES_PREFIX "job %u: no job record under %s/.jobs: the job prolog did not run "
+                   "with the plugin (slurmd not restarted since the plugin was added, or the job "
+                   "started before) or could not write it (its message is above)", job, es_cfg.run_dir);
         return 0;
     }
     if (es_jobrec_parse(files.record, &rec) != 0 || rec.uid != uid) {
-        fail(ES_PREFIX "this node's record of the job is not usable; the job does not run here%s", "");
-        slurm_error(ES_PREFIX "job %u: the job record under %s/.jobs is unreadable or names another "
-                    "user than %u", job, es_cfg.run_dir, (unsigned)uid);
+        fail(ENVSCHED_EXIT_SETUP_FAILED,
+             ES_PREFIX "this node's record of the job is not usable; the job does not run here%s", "");
+        slurm_info(ES_PREFIX "job %u: the job record under %s/.jobs is unreadable or names another "
+                   "user than %u", job, es_cfg.run_dir, (unsigned)uid);
         return 0;
     }
     const char *partition = rec.partition, *account = rec.account;
@@ -157,7 +178,7 @@ int es_remote_user_init(spank_t sp)
     snprintf(inputs_nl, sizeof inputs_nl, "%s\n", inputs);
     if (es_memo_match(&files, inputs_nl, es_option_set ? es_option : chos, shim, sizeof shim)) {
         if (apply_shim(sp, shim) != 0)
-            fail(ES_PREFIX "cannot set the job environment for %s", key);
+            fail(ENVSCHED_EXIT_SETUP_FAILED, ES_PREFIX "cannot set the job environment for %s", key);
         return 0;
     }
 
@@ -216,16 +237,17 @@ int es_remote_user_init(spank_t sp)
     argv[n] = NULL;
 
     if (es_run(argv, 1, &r) != 0) {
-        es_replay_log(&r);
-        slurm_error(ES_PREFIX "job %s user %s: environment not prepared (resolver exit %d)",
-                    jobstep, uidstr, r.status);
+        es_replay_log(&r, 0);
+        slurm_info(ES_PREFIX "job %s user %s: environment not prepared (resolver exit %d)",
+                   jobstep, uidstr, r.status);
         es_user_line(&r, failure, sizeof failure);
+        failure_code = es_exit_code(r.status);
         return 0;
     }
     if (es_cfg.debug)
-        es_replay_log(&r);
+        es_replay_log(&r, 0);
     if (apply_shim(sp, r.out) != 0)
-        fail(ES_PREFIX "cannot set the job environment for %s", key);
+        fail(ENVSCHED_EXIT_SETUP_FAILED, ES_PREFIX "cannot set the job environment for %s", key);
     return 0;
 }
 
@@ -241,26 +263,38 @@ int es_remote_task_privileged(spank_t sp)
         int err = errno;
         snprintf(failure, sizeof failure, ES_PREFIX "cannot enter the prepared environment (%s: %s)",
                  fd < 0 ? "open" : "setns", strerror(err));
-        slurm_error("%s [%s]", failure, pin);
+        failure_code = ENVSCHED_EXIT_SETUP_FAILED;
+        slurm_info("%s [%s]", failure, pin);
     }
     if (fd >= 0)
         close(fd);
     return 0;
 }
 
+/* The refusal: one line from the node's first task, on its stderr (srun's stderr or the batch
+ * job's output file), and every task ends here with the refusal's code, before exec. */
+static void refuse_task(spank_t sp)
+{
+    int task = 0;
+
+    if (spank_get_item(sp, S_TASK_ID, &task) != ESPANK_SUCCESS || task == 0) {
+        size_t len = strlen(failure);
+        failure[len] = '\n';                  /* one write: the line stays whole */
+        ssize_t written = write(STDERR_FILENO, failure, len + 1);
+        (void)written;                        /* nowhere left to say it otherwise */
+    }
+    _exit(failure_code ? failure_code : ENVSCHED_EXIT_INTERNAL);
+}
+
 int es_remote_task_init(spank_t sp)
 {
-    (void)sp;
-    if (failure[0]) {
-        /* the task's stderr: srun's terminal or the batch job's output file */
-        fprintf(stderr, "%s\n", failure);
-        fflush(stderr);
-        return -1;
-    }
+    if (failure[0])
+        refuse_task(sp);
     if (pin[0] == '\0')
         return 0;
     if ((task_cwd[0] && chdir(task_cwd) == 0) || (home[0] && chdir(home) == 0) || chdir("/") == 0)
         return 0;
-    fprintf(stderr, ES_PREFIX "no usable working directory in the environment\n");
-    return -1;
+    fail(ENVSCHED_EXIT_SETUP_FAILED, ES_PREFIX "no usable working directory in the environment%s", "");
+    refuse_task(sp);
+    return -1;                                /* not reached */
 }

@@ -103,8 +103,8 @@ def refusal(env: str, source: str, reason: str) -> str:
 
 
 def refusals(text: str, env: str, source: str, reason: str) -> int:
-    """How many of the user's refusal lines (slurmstepd's own log lines, also on the step's stderr,
-    say it once more after "error: envsched: resolver: ")."""
+    """How many of the user's refusal lines (one per refused step and node; the exact lines around
+    them are test_spank_messages.py's)."""
     return sum(line.startswith(refusal(env, source, reason)) for line in text.splitlines())
 
 

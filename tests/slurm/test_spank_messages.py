@@ -1,0 +1,160 @@
+"""What the user sees when the SPANK plugin says no: exactly one line of ours, and only the lines Slurm
+itself prints whatever a plugin does (docs/user.md, "Slurm", lists them verbatim).
+
+  * at submit (sbatch, srun, salloc): our line alone, exit 77 (64 for a --chos that cannot be a
+    name); nothing queued.
+    Returning an error from init_post_opt would add "spank: required plugin ...: init_post_opt()
+    failed with rc=-1" and "Plugin stack post-option processing failed" and exit 1.
+  * at step start: our line once per node (from the node's first task), on srun's stderr or in the
+    batch job's output file; the tasks exit with the refusal's code. srun adds its own "srun: error:
+    NODE: task N: Exited with exit code C". Nothing from slurmstepd: the admin's lines go to the slurmd
+    log (info level), not to the user through slurmstepd's stderr.
+
+Lines Slurm prints on success too (srun's "job N queued and waiting for resources", salloc's "Pending
+job allocation N" and, racily, "Job allocation N has been revoked.") are left out of the comparison;
+node names and job ids are normalised (NODE, N), and srun's lines are compared in any order (srun
+writes the task's stderr and its own messages from different threads).
+"""
+from __future__ import annotations
+
+import os
+import re
+import uuid
+
+import pytest
+
+from spanksite import policy_text
+
+pytestmark = pytest.mark.slurm
+
+ALLOWED = "allowed for you: deb12, deb13, local"
+SL5_OPTION = f"envsched: environment 'sl5' (option) refused: no such environment at this site; {ALLOWED}"
+SL5_CHOS = f"envsched: environment 'sl5' (CHOS variable) refused: no such environment at this site; {ALLOWED}"
+LEGACYONLY = f"envsched: environment 'legacyonly' (option) refused: not allowed in partition 'debug'; {ALLOWED}"
+EMPTY = "envsched: --chos needs an environment name (see `chos list`)"
+TOO_LONG = "envsched: --chos: no environment name is that long (see `chos list`)"
+# Slurm's progress lines, printed whether or not anything is refused; salloc's "revoked" is a race in
+# salloc 22.05 (salloc.c: the job-complete message from slurmctld can be handled between
+# slurm_complete_job() and marking the allocation REVOKED after "Relinquishing job allocation")
+CHATTER = re.compile(r"(srun|salloc): (job N queued and waiting for resources|job N has been allocated resources|"
+                     r"Pending job allocation N|Job allocation N has been revoked\.)")
+
+
+def seen(text: str):
+    """The lines the user sees, normalised (NODE, N), progress chatter left out, sorted."""
+    out = []
+    for line in text.splitlines():
+        line = re.sub(r"\bnode\d+\b", "NODE", line)
+        line = re.sub(r"\b(job|allocation) \d+\b", r"\1 N", line)
+        if not CHATTER.fullmatch(line):
+            out.append(line)
+    return sorted(out)
+
+
+def exited(code: int, tasks: str = "task 0") -> str:
+    return f"srun: error: NODE: {tasks}: Exited with exit code {code}"
+
+
+@pytest.fixture(scope="module")
+def msg_site(site):
+    """The site's policy plus `legacyonly`, allowed only in partition legacy: accepted at submit (which
+    leaves partition rules to the start), refused when a job of partition debug starts."""
+    base = site.policy.read_text()
+    site.policy.write_text(policy_text(site.cluster.dir, site.run_dir, site.trees, extra_environments=f"""
+[environments.legacyonly]
+path = "{site.trees['deb13']}"
+allow_partitions = ["legacy"]
+"""))
+    yield site
+    site.policy.write_text(base)
+
+
+@pytest.fixture(autouse=True)
+def views_released(msg_site):
+    yield
+    msg_site.settle()
+
+
+@pytest.fixture
+def broken_deb13(msg_site):
+    """deb13's /usr writable by others: the tree is refused (exit 69) when a job starts in it."""
+    usr = msg_site.trees["deb13"] / "usr"
+    os.chmod(usr, 0o777)
+    yield f"envsched: environment deb13 is not usable: {usr}: writable by group or others (mode 0777)"
+    os.chmod(usr, 0o755)
+
+
+def batch(site, home, user, *args):
+    """Submit `touch MARKER` with args; (job, final state, lines of the output file, marker made)."""
+    c = site.cluster
+    marker = home / f"ran-{uuid.uuid4().hex[:6]}"
+    job = c.sbatch(f"#!/bin/sh\ntouch {marker}\n", "-o", f"{home}/out-%j.txt", *args, user=user, cwd=str(home))
+    state = c.wait(job, timeout=60)
+    site.settle()
+    out = site.output(job, home)
+    return job, state, out.splitlines(), marker.exists()
+
+
+# ------------------------------------------------------------------------------------------ submit
+@pytest.mark.parametrize("client", ["sbatch", "srun", "salloc"])
+def test_refusal_at_submit_is_our_line_alone(msg_site, slurm_user, home, client):
+    marker = home / f"ran-{uuid.uuid4().hex[:6]}"
+    argv = {"sbatch": ["sbatch", "--chos=sl5", "--wrap", f"touch {marker}"],
+            "srun": ["srun", "--chos=sl5", "touch", str(marker)],
+            "salloc": ["salloc", "--chos=sl5", "touch", str(marker)]}[client]
+    r = msg_site.cluster.run(argv, user=slurm_user.pw_name, timeout=90)
+    assert (r.returncode, r.stderr.splitlines(), r.stdout) == (77, [SL5_OPTION], ""), r.stderr
+    assert msg_site.cluster.run(["squeue", "-h", "-u", slurm_user.pw_name]).stdout.strip() == ""
+    assert not marker.exists()
+
+
+def test_empty_option_is_our_line_alone(msg_site, slurm_user, home):
+    for argv in (["srun", "--chos=", "true"], ["sbatch", "--chos=", "--wrap", "true"]):
+        r = msg_site.cluster.run(argv, user=slurm_user.pw_name)
+        assert (r.returncode, r.stderr.splitlines()) == (64, [EMPTY]), r.stderr
+    # longer than any name: refused whole, never cut to a name that might exist
+    r = msg_site.cluster.run(["salloc", "--chos=" + "d" * 200, "true"], user=slurm_user.pw_name)
+    assert (r.returncode, r.stderr.splitlines()) == (64, [TOO_LONG]), r.stderr
+    # a step of an allocation (srun skips the submit-time check there): refused when it starts
+    r = msg_site.cluster.run(["salloc", "-N1", "srun", "--chos=", "true"], user=slurm_user.pw_name, timeout=90)
+    salloc = ["salloc: Granted job allocation N", "salloc: Relinquishing job allocation N"]
+    assert (r.returncode, seen(r.stderr)) == (64, sorted(salloc + [EMPTY, exited(64)])), r.stderr
+
+
+# ------------------------------------------------------------------------------------------ start
+def test_refusal_at_batch_start_is_our_line_alone(msg_site, slurm_user, home):
+    job, state, out, ran = batch(msg_site, home, slurm_user.pw_name, "-p", "debug", "--chos=legacyonly")
+    assert (state.state, state.exit_code, out, ran) == ("FAILED", (77, 0), [LEGACYONLY], False), out
+    # the admin's lines are in the node's slurmd log, not in the job's output
+    log = "\n".join(p.read_text(errors="replace") for p in (msg_site.cluster.dir / "log").glob("slurmd-*.log"))
+    assert f"envsched: resolver: {LEGACYONLY}" in log
+    assert (f"envsched: job {job}.batch user {slurm_user.pw_uid}: environment not prepared (resolver exit 77)"
+            in log)
+
+
+def test_refusal_at_srun_start(msg_site, slurm_user, home):
+    r = msg_site.cluster.srun("-p", "debug", "--chos=legacyonly", "true", user=slurm_user.pw_name)
+    assert (r.returncode, seen(r.stderr)) == (77, sorted([LEGACYONLY, exited(77)])), r.stderr
+
+
+def test_refusal_at_srun_start_once_per_node(msg_site, slurm_user, home):
+    r = msg_site.cluster.srun("-N2", "-n4", "-p", "debug", "--chos=legacyonly", "true", user=slurm_user.pw_name)
+    assert (r.returncode, seen(r.stderr)) == (77, sorted([LEGACYONLY, LEGACYONLY, exited(77, "tasks 0-1"),
+                                                          exited(77, "tasks 2-3")])), r.stderr
+
+
+def test_refusal_at_start_under_salloc(msg_site, slurm_user, home):
+    c = msg_site.cluster
+    r = c.run(["salloc", "-p", "debug", "--chos=legacyonly", "srun", "true"], user=slurm_user.pw_name, timeout=90)
+    salloc = ["salloc: Granted job allocation N", "salloc: Relinquishing job allocation N"]
+    assert (r.returncode, seen(r.stderr)) == (77, sorted(salloc + [LEGACYONLY, exited(77)])), r.stderr
+    # a step of an allocation (srun skips the submit-time check there): refused when it starts
+    r = c.run(["salloc", "-N1", "sh", "-c", "CHOS=sl5 srun true"], user=slurm_user.pw_name, timeout=90)
+    assert (r.returncode, seen(r.stderr)) == (77, sorted(salloc + [SL5_CHOS, exited(77)])), r.stderr
+
+
+def test_broken_tree_at_start(msg_site, slurm_user, home, broken_deb13):
+    r = msg_site.cluster.srun("--chos=deb13", "true", user=slurm_user.pw_name)
+    assert (r.returncode, seen(r.stderr)) == (69, sorted([broken_deb13, exited(69)])), r.stderr
+    job, state, out, ran = batch(msg_site, home, slurm_user.pw_name, "--chos=deb13")
+    assert (state.state, state.exit_code, out, ran) == ("FAILED", (69, 0), [broken_deb13], False), out
