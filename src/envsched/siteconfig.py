@@ -71,6 +71,8 @@ class RenderOptions:
     plugin_dir: Optional[str] = None          # uge: where the JSV, shims and starter are installed
     src: Optional[str] = None                 # uge: directory holding the envsched package, if not installed
     unprivileged: bool = False                # uge: user-namespace starter, no set-user-ID program
+    tmpdirs: Tuple[str, ...] = ()             # uge: the queues' tmpdir (--tmpdir), bound read-write; () = ask qconf
+    queues: Tuple[str, ...] = ()              # uge: whose tmpdir to ask qconf for (--queue); () = every queue
     service: Optional[str] = None             # pam: the PAM service the line is for (--pam SERVICE)
 
 

@@ -125,7 +125,7 @@ allow_users = ["root"]
         log = jdir / "protocol.log"
         log.touch()
         log.chmod(0o666)        # written by sgeadmin (server side) and by users (client side)
-        libexec, rendered = install_site(c, policy, log, [str(root / "tmp")])
+        libexec, rendered = install_site(c, policy, log, [])      # the queues' tmpdir: from qconf -sq
         site = JsvSite(c, policy, libexec / "uge-jsv", log, trees, baseline, libexec=libexec,
                        rendered=rendered, run_dir=run_dir, admin_log=root / "envsched.log")
         try:

@@ -65,7 +65,8 @@ def render_section(rendered: str, name: str) -> List[str]:
 
 def install_site(c: UgeCluster, policy: Path, log: Path, binds: Sequence[str]) -> Tuple[Path, str]:
     """Install the shims and the starter under c.dir/libexec and configure the cluster from the
-    render output, section by section, the way docs/admin.md tells an admin to."""
+    render output, section by section, the way docs/admin.md tells an admin to. The render runs
+    with the cluster's environment, so it reads the queues' tmpdir (c.dir/tmp) with qconf."""
     libexec = c.dir / "libexec"
     libexec.mkdir(mode=0o755, exist_ok=True)
     for name in ("envsched_jsv.py", "envsched_uge.py"):
@@ -87,7 +88,7 @@ def install_site(c: UgeCluster, policy: Path, log: Path, binds: Sequence[str]) -
             "--spool-dir", str(c.dir / "spool" / "execd"), "--host-tools", str(tools)]
     for b in binds:
         argv += ["--bind", b]
-    rendered = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True).stdout
+    rendered = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True, env=render_env(c)).stdout
     # files
     jsv = render_section(rendered, "jsv")
     jsv[-1] += f" --log {log}"            # test only: the protocol log, read by test_submission_cost
@@ -130,7 +131,7 @@ def add_unprivileged_queue(c: UgeCluster, render_argv: List[str], libexec: Path)
     """user.q (last by seq_no: only for -q user.q while all.q has room): unprivileged mode, its
     starter and queue lines from `render --unprivileged`."""
     rendered = subprocess.run(render_argv + ["--unprivileged"], check=True, stdout=subprocess.PIPE,
-                              text=True).stdout
+                              text=True, env=render_env(c)).stdout
     (libexec / "uge-user-starter").write_text("\n".join(render_section(rendered, "user_starter")) + "\n")
     (libexec / "uge-user-starter").chmod(0o755)
     template = (c.dir / "conf" / SITE_QUEUE).read_text()      # as start.sh made it, before envsched
@@ -145,6 +146,11 @@ def add_unprivileged_queue(c: UgeCluster, render_argv: List[str], libexec: Path)
     path = c.dir / "conf" / UNPRIVILEGED_QUEUE
     path.write_text("\n".join(lines) + "\n")
     c.qconf("-Aq", str(path))
+
+
+def render_env(c: UgeCluster) -> Dict[str, str]:
+    """`site-config render` as an admin runs it on the cluster: qconf reaches this cluster."""
+    return {**os.environ, **c.env}
 
 
 def envsched_cmd() -> str:

@@ -19,10 +19,26 @@ POLICY = parse_policy_text('[site]\ndefault = "deb12"\nrun_dir = "/run/es"\n[env
                            "/etc/envsched/policy.toml")
 
 
-def render(**kw) -> str:
+@pytest.fixture(autouse=True)
+def qconf(monkeypatch):
+    """No cluster answers unless a test says what qconf prints: {args tuple: (status, stdout)}."""
+    from envsched import siteconfig_uge
+    answers = {}
+    calls = []
+
+    def run_qconf(args):
+        calls.append(tuple(args))
+        return answers.get(tuple(args), (None, "no qconf on PATH"))
+    monkeypatch.setattr(siteconfig_uge, "run_qconf", run_qconf)
+    monkeypatch.setattr(siteconfig_uge, "_looked_up", {})
+    answers["calls"] = calls
+    return answers
+
+
+def render(policy=POLICY, **kw) -> str:
     base = dict(policy_path="/etc/envsched/policy.toml", resolver="/usr/bin/envsched")
     base.update(kw)
-    return siteconfig.render("uge", POLICY, RenderOptions(**base))
+    return siteconfig.render("uge", policy, RenderOptions(**base))
 
 
 def test_privileged_sections():
@@ -84,3 +100,108 @@ def test_starter_conf_keys_are_those_conf_c_parses():
 def test_too_many_binds():
     with pytest.raises(SiteConfigError, match="at most 16"):
         render(binds=tuple(f"/b{i}" for i in range(16)))
+
+
+# ------------------------------------------------------------------ the queues' tmpdir (issue 16, item 3)
+QUEUE_TEXT = """qname                 {q}
+hostlist              @allhosts
+seq_no                0
+tmpdir                {tmpdir}
+shell                 /bin/sh
+"""
+
+
+def test_parse_queue_tmpdirs():
+    from envsched.siteconfig_uge import parse_queue_tmpdirs
+    assert parse_queue_tmpdirs(QUEUE_TEXT.format(q="all.q", tmpdir="/tmp")) == ["/tmp"]
+    assert parse_queue_tmpdirs(QUEUE_TEXT.format(q="all.q", tmpdir="/tmp,[node7=/scratch/tmp], [@big=/local/tmp],"
+                                                 "[node8=/tmp]")) == ["/tmp", "/scratch/tmp", "/local/tmp"]
+    assert parse_queue_tmpdirs("qname a.q\ntmpdir                /tmp,[node1=/a], \\\n    [node2=/b]\n") \
+        == ["/tmp", "/a", "/b"]
+    assert parse_queue_tmpdirs("qname a.q\nshell /bin/sh\n") == []
+
+
+def test_tmpdirs_read_from_every_queue(qconf):
+    qconf[("-sql",)] = (0, "all.q\nscratch.q\n")
+    qconf[("-sq", "all.q")] = (0, QUEUE_TEXT.format(q="all.q", tmpdir="/tmp"))
+    qconf[("-sq", "scratch.q")] = (0, QUEUE_TEXT.format(q="scratch.q", tmpdir="/scratch/sge,[node7=/tmp]"))
+    text = render()
+    assert "#   tmpdir /tmp (all.q, scratch.q) [qconf -sq]: already read-write in every view through " \
+           "site.shared /tmp; no bind\n" in text
+    assert "#   tmpdir /scratch/sge (scratch.q) [qconf -sq]: bound read-write (not in the view otherwise)\n" in text
+    assert "warning" not in text
+    prolog = section(text, "queue").splitlines()[0]
+    assert prolog.endswith(" --bind /var/spool/gridengine/execd --bind /scratch/sge:/scratch/sge:rw")
+    assert section(text, "starter_conf").endswith("bind=/var/spool/gridengine/execd\n"
+                                                  "bind=/scratch/sge:/scratch/sge:rw\n")
+    assert "--bind /scratch/sge:/scratch/sge:rw -- \"$@\"" in section(render(unprivileged=True), "user_starter")
+
+
+def test_tmpdir_option_wins_and_replaces_a_read_only_bind(qconf):
+    text = render(tmpdirs=("/scratch/sge/",), binds=("/scratch/sge", "/data"))
+    assert qconf["calls"] == []                               # --tmpdir: qconf is not asked
+    assert "#   tmpdir /scratch/sge [--tmpdir] (--bind /scratch/sge dropped: it would be read-only): bound " \
+           "read-write (not in the view otherwise)\n" in text
+    assert section(text, "starter_conf").endswith("bind=/var/spool/gridengine/execd\nbind=/data\n"
+                                                  "bind=/scratch/sge:/scratch/sge:rw\n")
+    # binds mount after site.shared: a read-only one over /tmp hides the shared /tmp, the rw bind goes last
+    text = render(tmpdirs=("/tmp/sge",), binds=("/tmp/x", "/tmp:/tmp:ro"))
+    assert "#   tmpdir /tmp/sge [--tmpdir]: bound read-write (--bind /tmp:/tmp:ro is read-only there)\n" in text
+    assert section(text, "queue").splitlines()[0].endswith(
+        " --bind /tmp/x --bind /tmp:/tmp:ro --bind /tmp/sge:/tmp/sge:rw")
+    text = render(tmpdirs=("/tmp",), binds=("/tmp:/tmp:ro",))       # the tmpdir itself: dropped
+    assert "#   tmpdir /tmp [--tmpdir] (--bind /tmp:/tmp:ro dropped: it would be read-only): already read-write " \
+           "in every view through site.shared /tmp; no bind\n" in text
+    assert section(text, "queue").count("--bind") == 1
+    # a read-write --bind that already shows it: nothing more
+    text = render(tmpdirs=("/scratch/sge",), binds=("/scratch:/scratch:rw",))
+    assert "through --bind /scratch:/scratch:rw; no bind" in text and text.count("/scratch/sge:") == 0
+    text = render(tmpdirs=("none",))
+    assert "#   (--tmpdir none: no queue tmpdir is bound)\n" in text and text.count("--bind") == 1
+    with pytest.raises(SiteConfigError, match="--tmpdir"):
+        render(tmpdirs=("tmp",))
+    with pytest.raises(SiteConfigError, match="none"):
+        render(tmpdirs=("none", "/tmp"))
+
+
+@pytest.mark.parametrize("site,envs,why", [
+    ('shared = ["/home", "/proc", "/dev", "/sys"]', "", "not in the view otherwise"),
+    ('shared = [{path = "/tmp", mode = "ro"}, "/proc"]', "", "site.shared /tmp is read-only there"),
+    ('shared = [{path = "/scratch/tmp", target = "/tmp"}]', "", "site.shared /tmp shows another host path there"),
+    ("", 'binds = [{source = "/scratch/deb12-tmp", target = "/tmp"}]', "environments deb12 bind over it"),
+])
+def test_tmp_is_bound_when_the_view_does_not_show_it_read_write(site, envs, why):
+    policy = parse_policy_text(f'[site]\ndefault = "deb12"\nrun_dir = "/run/es"\n{site}\n[environments.deb12]\n'
+                               f'path = "/os/deb12"\n{envs}\n', "/etc/envsched/policy.toml")
+    text = render(policy=policy, tmpdirs=("/tmp",))
+    assert f"#   tmpdir /tmp [--tmpdir]: bound read-write ({why})\n" in text
+    assert section(text, "starter_conf").endswith("bind=/tmp:/tmp:rw\n")
+
+
+def test_no_cluster_assumes_tmp_with_a_warning(qconf):
+    from envsched import siteconfig_uge
+    text = render()
+    assert qconf["calls"] == [("-sql",)]
+    assert "#   tmpdir /tmp [default]: already read-write in every view through site.shared /tmp; no bind\n" in text
+    assert "# warning: no Grid Engine cluster answered `qconf -sql` (no qconf on PATH): assumed" in text
+    assert any("qconf -sql" in w for w in siteconfig.host_warnings("uge", RenderOptions(
+        policy_path="/etc/envsched/policy.toml", resolver="/usr/bin/envsched")))
+    qconf[("-sql",)] = (1, "error: commlib error: got select error (Connection refused)")
+    siteconfig_uge._looked_up.clear()                     # asked once per process
+    assert "(error: commlib error: got select error (Connection refused))" in render(binds=("/x",))
+    with pytest.raises(SiteConfigError, match=r"qconf -sq all.q: no qconf on PATH; give --tmpdir PATH"):
+        render(queues=("all.q",))                           # a named queue must be answered
+    qconf[("-sq", "all.q")] = (0, "qname all.q\n")
+    with pytest.raises(SiteConfigError, match="shows no tmpdir"):
+        render(queues=("all.q",))
+    qconf[("-sq", "all.q")] = (0, QUEUE_TEXT.format(q="all.q", tmpdir="/scratch tmp"))
+    with pytest.raises(SiteConfigError, match="tmpdir of queue all.q"):
+        render(queues=("all.q",))
+
+
+def test_rendered_tmpdir_bind_is_writable_for_the_resolver():
+    from envsched.cli.jobargs import bind_arg
+    conf = section(render(tmpdirs=("/scratch/sge",)), "starter_conf")
+    value = [ln.split("=", 1)[1] for ln in conf.splitlines() if ln.startswith("bind=")][-1]
+    m = bind_arg(value)
+    assert (m.source, m.target, m.writable) == ("/scratch/sge", "/scratch/sge", True)

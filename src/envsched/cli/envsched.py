@@ -236,6 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--unprivileged", action="store_true",
                    help="uge: enter through a user namespace from a starter running as the user; no "
                    "prolog, no set-user-ID program (see docs/admin.md for the trade-off)")
+    r.add_argument("--tmpdir", action="append", default=[], metavar="PATH",
+                   help="uge: a queue's tmpdir (the parent of each job's TMPDIR), bound read-write into every "
+                   "view, repeatable; wins over what `qconf -sq` says (default: the tmpdir of every queue, or "
+                   "of each --queue, read with qconf; /tmp when no cluster answers; 'none': no bind)")
+    r.add_argument("--queue", action="append", default=[], metavar="NAME",
+                   help="uge: read the tmpdir of this queue only (qconf -sq NAME), repeatable (default: every "
+                   "queue qconf -sql lists)")
     r.add_argument("--section", metavar="NAME",
                    help="print one section of a sectioned output (uge: complex, global, sge_request, jsv, "
                    "queue, interactive_queue, starter_conf, user_starter)")

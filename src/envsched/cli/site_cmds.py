@@ -18,7 +18,8 @@ def cmd_site_config_render(args: argparse.Namespace) -> int:
         policy_path=policy.source, resolver=args.resolver or siteconfig.default_resolver(),
         binds=tuple(args.bind), debug=args.debug, plugin=args.plugin, spool_dir=args.spool_dir,
         munge_socket_dir=args.munge_socket_dir, host_tools=args.host_tools, plugin_dir=args.plugin_dir,
-        src=args.src, unprivileged=args.unprivileged, service=args.pam)
+        src=args.src, unprivileged=args.unprivileged, service=args.pam, tmpdirs=tuple(args.tmpdir),
+        queues=tuple(args.queue))
     text = siteconfig.render("pam" if args.pam else args.scheduler, policy, options)
     if args.section:
         text = siteconfig.section(text, args.section)
