@@ -36,16 +36,14 @@
  * never runs in another environment.
  */
 #include <errno.h>
-#include <fcntl.h>
-#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "../../common/es_fail.h"
+#include "../../common/es_join.h"
 #include "torque_starter.h"
 
 static struct es_tjob job;
@@ -82,19 +80,6 @@ static void check_identity(const struct es_conf *conf)
             "would arrive as root; remove it from mom_priv/config");
 }
 
-static void drop_privileges(void)
-{
-    if (setresgid(job.gid, job.gid, job.gid) != 0 || setresuid(job.uid, job.uid, job.uid) != 0)
-        die(ENVSCHED_EXIT_SETUP_FAILED, "cannot drop privileges: %s", strerror(errno));
-    uid_t r, e, s;
-    if (getresuid(&r, &e, &s) != 0 || r != job.uid || e != job.uid || s != job.uid)
-        die(ENVSCHED_EXIT_SETUP_FAILED, "privileges not dropped");
-    if (job.uid != 0 && (setuid(0) == 0 || seteuid(0) == 0))
-        die(ENVSCHED_EXIT_SETUP_FAILED, "privileges came back after dropping them");
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-        die(ENVSCHED_EXIT_SETUP_FAILED, "prctl(PR_SET_NO_NEW_PRIVS): %s", strerror(errno));
-}
-
 int main(int argc, char **argv)
 {
     struct es_conf conf;
@@ -122,17 +107,12 @@ int main(int argc, char **argv)
         die(rc, "%s", err);
     if (getcwd(cwd, sizeof cwd) == NULL)
         cwd[0] = '\0';
-    /* 6 */
-    if (pin.has_view) {
-        int ns = openat(pin.dirfd, "mnt", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        if (ns < 0 || setns(ns, CLONE_NEWNS) != 0)
-            die(ENVSCHED_EXIT_SETUP_FAILED, "cannot enter the job's environment (%s %s/%s/mnt: %s)",
-                ns < 0 ? "open" : "setns", conf.run_dir, pin.key, strerror(errno));
-        close(ns);
-    }
-    close(pin.dirfd);
-    /* 7 */
-    drop_privileges();
+    /* 6, 7 (plugins/common/es_join.c, shared with the Grid Engine starter and the OpenPBS joiner) */
+    char where[PATH_MAX + 100];
+    snprintf(where, sizeof where, "%s/%s", conf.run_dir, pin.key);
+    rc = es_join_and_drop(pin.dirfd, pin.has_view, where, job.uid, job.gid, err, sizeof err);
+    if (rc != 0)
+        die(rc, "%s", err);
     /* 8 */
     es_env_restore();
     if (es_env_apply_shim(pin.shim) != 0)

@@ -10,6 +10,7 @@
  *   4. script or binary job: from that same config (never a path from the environment)
  *   5. open the job's pin: prepared by the root prolog, or now by the resolver (qrsh, PE
  *      slave tasks); it must be root's and recorded for our real uid
+ *   6-8 (plugins/common/es_join.c, shared with the Torque starter and the OpenPBS joiner):
  *   6. setns into the pinned mount namespace (moves our root and cwd into the view)
  *   7. drop privileges for good: real/effective/saved gid and uid back to the user's;
  *      supplementary groups stay as the shepherd set them (Grid Engine kills the job's
@@ -26,15 +27,14 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "../../common/es_fail.h"
+#include "../../common/es_join.h"
 #include "starter.h"
 
 static struct es_job job;
@@ -79,23 +79,12 @@ int main(int argc, char **argv)
         die(rc, "%s", err);
     if (getcwd(cwd, sizeof cwd) == NULL)
         cwd[0] = '\0';
-    /* 6 */
-    if (pin.has_view) {
-        int fd = openat(pin.dirfd, "mnt", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0 || setns(fd, CLONE_NEWNS) != 0)
-            die(ENVSCHED_EXIT_SETUP_FAILED, "cannot enter the job's environment (%s %s/%s/mnt: %s)",
-                fd < 0 ? "open" : "setns", conf.run_dir, job.key, strerror(errno));
-        close(fd);
-    }
-    close(pin.dirfd);
-    /* 7 */
-    if (setresgid(gid, gid, gid) != 0 || setresuid(uid, uid, uid) != 0)
-        die(ENVSCHED_EXIT_SETUP_FAILED, "cannot drop privileges: %s", strerror(errno));
-    if (uid != 0 && (setuid(0) == 0 || seteuid(0) == 0))
-        die(ENVSCHED_EXIT_SETUP_FAILED, "privileges came back after dropping them");
-    /* 8 */
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-        die(ENVSCHED_EXIT_SETUP_FAILED, "prctl(PR_SET_NO_NEW_PRIVS): %s", strerror(errno));
+    /* 6, 7, 8 (plugins/common/es_join.c) */
+    char where[PATH_MAX + 100];
+    snprintf(where, sizeof where, "%s/%s", conf.run_dir, job.key);
+    rc = es_join_and_drop(pin.dirfd, pin.has_view, where, uid, gid, err, sizeof err);
+    if (rc != 0)
+        die(rc, "%s", err);
     /* 9 */
     es_env_restore();
     if (es_env_apply_shim(pin.shim) != 0)

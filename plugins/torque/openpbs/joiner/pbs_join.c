@@ -25,16 +25,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "../../../common/envsched_exit.h"
+#include "../../../common/es_join.h"
 #include "../../../common/es_trust.h"
 
 #define KEY_PREFIX "openpbs-"
@@ -186,25 +185,17 @@ int main(int argc, char **argv)
         die(ENVSCHED_EXIT_USAGE, "not a job key: '%.80s'", argv[1]);
     int dirfd = open_pin(run_dir, argv[1], shim);
     const char *u = shim_value(shim, "uid", value, sizeof value);
-    char *end = NULL;
-    long pin_uid = u ? strtol(u, &end, 10) : -1;
-    if (u == NULL || *end != '\0' || pin_uid < 0 || (uid_t)pin_uid != uid)
+    long pin_uid = u ? es_parse_uid(u) : -1;
+    if (pin_uid < 0 || (uid_t)pin_uid != uid)
         die(ENVSCHED_EXIT_NOT_PERMITTED, "the job's environment was prepared for uid %ld, not for %u",
             pin_uid, (unsigned)uid);
     if (getcwd(cwd, sizeof cwd) == NULL)
         cwd[0] = '\0';
-    int fd = openat(dirfd, "mnt", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);   /* 4 */
-    if (fd < 0 || setns(fd, CLONE_NEWNS) != 0)
-        die(ENVSCHED_EXIT_SETUP_FAILED, "cannot enter the job's environment (%s %s/%s/mnt: %s)",
-            fd < 0 ? "open" : "setns", run_dir, argv[1], strerror(errno));
-    close(fd);
-    close(dirfd);
-    if (setresgid(gid, gid, gid) != 0 || setresuid(uid, uid, uid) != 0)    /* 5 */
-        die(ENVSCHED_EXIT_SETUP_FAILED, "cannot drop privileges: %s", strerror(errno));
-    if (uid != 0 && (setuid(0) == 0 || seteuid(0) == 0))
-        die(ENVSCHED_EXIT_SETUP_FAILED, "privileges came back after dropping them");
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-        die(ENVSCHED_EXIT_SETUP_FAILED, "prctl(PR_SET_NO_NEW_PRIVS): %s", strerror(errno));
+    char where[PATH_MAX * 2 + 2], err[PATH_MAX * 2 + 200];                /* 4, 5: ../../../common/es_join.c */
+    snprintf(where, sizeof where, "%s/%s", run_dir, argv[1]);
+    int rc = es_join_and_drop(dirfd, 1, where, uid, gid, err, sizeof err);
+    if (rc != 0)
+        die(rc, "%s", err);
     restore_environ();                                            /* 6 */
     const char *home = shim_value(shim, "home", value, sizeof value);
     if (!((cwd[0] && chdir(cwd) == 0) || (home && chdir(home) == 0) || chdir("/") == 0))

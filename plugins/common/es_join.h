@@ -1,0 +1,16 @@
+/* The last privileged steps of every set-user-ID shim (the Grid Engine starter, the Torque
+ * starter, the OpenPBS joiner): enter the job's pinned view, then become the job's user for good.
+ * See es_join.c. */
+#ifndef ES_JOIN_H
+#define ES_JOIN_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* pin_dirfd: the pin directory (es_open_pin_dir); has_view: 0 for a record-only pin (the host
+ * OS: nothing to enter); pin_path names it in messages. 0, or an exit code of envsched_exit.h
+ * with the reason in err. pin_dirfd is closed either way. */
+int es_join_and_drop(int pin_dirfd, int has_view, const char *pin_path, uid_t uid, gid_t gid, char *err,
+                     size_t errlen);
+
+#endif
