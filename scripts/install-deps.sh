@@ -7,7 +7,7 @@ set -euo pipefail
 # clang, libclang-rt-14-dev: tests/fuzz (libFuzzer and the sanitizers' runtimes, which Debian 12's
 # clang package does not pull in)
 packages=(busybox-static squashfs-tools bubblewrap python3-venv util-linux gcc make libc6-dev binutils passwd
-          iproute2 bsdextrautils gridengine-drmaa1.0 libjemalloc2 libpam0g-dev openssh-server openssh-client
+          iproute2 bsdextrautils gridengine-drmaa1.0 libjemalloc2 libpam0g-dev openssh-server openssh-client debootstrap
           pamtester clang libclang-rt-14-dev "$@")
 missing=()
 for p in "${packages[@]}"; do

@@ -17,6 +17,11 @@ from testlib import SESSION_TAG, TEST_USER, mount_table, real_user
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_MINI = REPO / "tests" / "envs" / "build-mini-env.sh"
+BUILD_REAL = REPO / "site-config" / "environments" / "build-debootstrap.sh"
+# A real Debian tree (debootstrap minbase bookworm), built once per machine and reused by every
+# later test run: root's, outside any session directory. Rebuilt when missing or not what RECIPE says.
+REAL_TREE = Path("/var/cache/envsched-tests/deb12-real")
+REAL_TREE_RECIPE = {"suite": "bookworm", "variant": "minbase", "include": ""}
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root (CI runs as root)")
 
@@ -71,6 +76,52 @@ def site_dir() -> Site:
     yield site
     subprocess.run(["umount", "-R", "-l", str(site.run_dir)], stderr=subprocess.DEVNULL)
     shutil.rmtree(root)
+
+
+def _real_tree_complete(dest: Path) -> bool:
+    """Built to the recipe and finished: build-debootstrap.sh renames a tree into place only once
+    it is complete, and writes etc/envsched-build-info just before."""
+    try:
+        info = dict(line.split("=", 1) for line in (dest / "etc" / "envsched-build-info").read_text().splitlines()
+                    if "=" in line)
+    except OSError:
+        return False
+    return (all(info.get(k) == v for k, v in REAL_TREE_RECIPE.items())
+            and (dest / "etc" / "profile").is_file() and (dest / "bin" / "sh").exists())
+
+
+@pytest.fixture(scope="session")
+def real_tree() -> Path:
+    """A real Debian 12 tree with a real /etc/profile (it resets PATH), for the login-shell tests.
+
+    Reused when REAL_TREE is complete; otherwise built with site-config's build-debootstrap.sh
+    (about 35 s with a nearby mirror; debootstrap is installed if missing), which builds next to
+    the destination and renames into place, so an interrupted build leaves nothing half made. A
+    lock file serialises test runs started side by side on one machine."""
+    if not IS_ROOT:
+        pytest.skip("needs root (CI runs as root)")
+    import fcntl
+    import time
+    parent = REAL_TREE.parent
+    parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    if parent.stat().st_uid != 0 or parent.stat().st_mode & 0o022:
+        pytest.fail(f"{parent} must be root's and not writable by group or others")
+    with open(parent / f".{REAL_TREE.name}.fixture.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _real_tree_complete(REAL_TREE):
+            args = [str(BUILD_REAL), REAL_TREE_RECIPE["suite"], str(REAL_TREE), "--variant", REAL_TREE_RECIPE["variant"]]
+            if REAL_TREE_RECIPE["include"]:
+                args += ["--include", REAL_TREE_RECIPE["include"]]
+            if REAL_TREE.exists():
+                args.append("--replace")
+            start = time.monotonic()
+            p = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
+            if p.returncode != 0 or not _real_tree_complete(REAL_TREE):
+                pytest.fail(f"building {REAL_TREE} failed (exit {p.returncode}):\n{p.stdout[-4000:]}")
+            for old in parent.glob(f"{REAL_TREE.name}.replaced-*"):     # an incomplete or outdated tree
+                shutil.rmtree(old)
+            sys.stderr.write(f"\nreal_tree: built {REAL_TREE} in {time.monotonic() - start:.0f} s\n")
+    return REAL_TREE
 
 
 @pytest.fixture(scope="session")

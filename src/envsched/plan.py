@@ -13,6 +13,9 @@ Operation kinds:
                                           read-only, or re-created as a symlink if it is one
   bind      {root, source, target, required, recursive}
   remount   {target, ro, nosuid, nodev, recursive}   flags a bind only gets on a remount
+  login_env {dir, name}                   the login shells' snippet (loginenv.py) as dir/name,
+                                          in the view only, where the tree has dir (planned
+                                          when the view takes etc from the environment)
   pivot_root {}                           the view becomes "/", staging and host detached
   chdir     {candidates}                  first that exists in the view
   env       {action, name, value}         set | prepend | append | unset
@@ -24,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 from .identity import UserInfo
+from .loginenv import PROFILE_DIR, SNIPPET_NAME
 from .names import LOCAL
 from .policy.model import Environment, Mount, Policy
 
@@ -141,6 +145,8 @@ def build_plan(policy: Policy, name: str, env: Optional[Environment], user: User
                     "required": True, "recursive": True})
         ops.append({"op": "remount", "target": site.local_root, "ro": True, "nosuid": True,
                     "nodev": True, "recursive": True, "required": True})
+    if "etc" in env.dirs:       # the tree's /etc/profile: after every bind, so it stacks on what is there
+        ops.append({"op": "login_env", "dir": PROFILE_DIR, "name": SNIPPET_NAME})
     ops.append({"op": "remount", "target": "/", "ro": True, "nosuid": True, "nodev": True,
                 "recursive": False, "required": True})
     ops.append({"op": "pivot_root"})

@@ -8,7 +8,8 @@ have imported everything it needs: after step 7 the host's files are gone.
   3. tmpfs staging root            mounted over SCRATCH, a directory every host has
   4. pivot_root into the staging   the host root is now /oldroot; sources are read there
   5. tmpfs /newroot                the view's own "/", mountpoints created on demand
-  6. the plan's ops                env dirs, shared paths, identity files, binds, remounts
+  6. the plan's ops                env dirs, shared paths, identity files, binds, remounts,
+                                   the login shells' snippet in /etc/profile.d (loginenv.py)
   7. pivot_root into /newroot and detach the staging root (and the host root with it)
 
 Mount targets are created inside /newroot one component at a time with lstat: a target
@@ -18,9 +19,9 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
-from . import linux
+from . import linux, loginenv
 from .errors import EnvironmentBroken, SetupError
 from .plan import Plan
 
@@ -28,6 +29,8 @@ SCRATCH = "/tmp"          # staging mountpoint; hidden only inside our own names
 OLD = "/oldroot"
 NEW = "/newroot"
 IMAGE = "/image"
+LOGIN = "/login"          # staging: the snippet's layer (and the covered directory, see _login_shadow)
+MS_RDONLY = 0x1
 ATTR = {"ro": linux.MOUNT_ATTR_RDONLY, "nosuid": linux.MOUNT_ATTR_NOSUID, "nodev": linux.MOUNT_ATTR_NODEV}
 
 
@@ -178,6 +181,88 @@ def _mount_image(plan: Plan) -> None:
                                 f"{result.stdout.decode(errors='replace').strip()}")
 
 
+def _existing_dir(rel: str) -> Optional[str]:
+    """/newroot + rel when every component exists and is a directory (a symlink is not): else None."""
+    path = NEW
+    for part in [p for p in rel.split("/") if p]:
+        path = f"{path}/{part}"
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        if not stat.S_ISDIR(st.st_mode):
+            return None
+    return path
+
+
+def _op_login_env(plan: Plan, op: Dict[str, Any]) -> None:
+    """The login shells' snippet (loginenv.py) as op["dir"]/op["name"], in the view only.
+
+    Where the tree has no such directory (busybox trees), or it is a symlink or crosses one,
+    nothing is done. Otherwise a read-only overlay stacks a one-file layer on the directory;
+    where overlayfs is refused (no module, an older kernel in a user namespace) or a bind of the
+    plan lands inside the directory (an overlay's lower layer does not show submounts), a tmpfs
+    takes its place holding the same entries (each bound from the covered directory) and the file.
+    """
+    name, rel = op["name"], op["dir"]
+    if "/" in name or name in ("", ".", ".."):
+        raise SetupError(f"login_env: bad file name {name!r}")
+    target = _existing_dir(rel)
+    if target is None:
+        return
+    text = loginenv.snippet(plan.process_ops)
+    inside = rel.rstrip("/") + "/"
+    submounts = any(o["op"] == "bind" and o["target"].startswith(inside) for o in plan.mount_ops)
+    layer = LOGIN + "/layer"
+    try:
+        _mkdir(LOGIN)
+        _mkdir(layer)
+        _write_new(f"{layer}/{name}", text)
+        if not submounts and not any(c in target for c in ",:\\"):
+            try:
+                linux.mount("envsched-login", target, "overlay", MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV,
+                            f"ro,lowerdir={layer}:{target}")
+                return
+            except SetupError:
+                pass                                      # the tmpfs below does the same
+        _login_shadow(target, name, text)
+    except OSError as e:
+        raise SetupError(f"login shells' file in {rel}: {e.strerror} (errno {e.errno})") from e
+
+
+def _write_new(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, text.encode())
+        os.fchmod(fd, 0o644)                              # whatever the umask
+    finally:
+        os.close(fd)
+
+
+def _login_shadow(target: str, name: str, text: str) -> None:
+    """A tmpfs over `target` with its entries (bound read-only from it) plus the snippet."""
+    lower = LOGIN + "/lower"
+    _mkdir(lower)
+    linux.mount(target, lower, None, linux.MS_BIND | linux.MS_REC)   # the directory, before covering it
+    entries = sorted(e for e in os.listdir(lower) if e != name)
+    linux.mount("envsched-login", target, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=0755,size=1m")
+    for entry in entries:
+        source, dest = f"{lower}/{entry}", f"{target}/{entry}"
+        st = os.lstat(source)
+        if stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(source), dest)
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            os.mkdir(dest, 0o755)
+        elif stat.S_ISREG(st.st_mode):
+            os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
+        else:
+            continue                                      # no fifos or devices in a profile directory
+        linux.mount(source, dest, None, linux.MS_BIND | linux.MS_REC)
+    _write_new(f"{target}/{name}", text)
+    linux.mount_setattr(target, ATTR["ro"] | ATTR["nosuid"] | ATTR["nodev"], recursive=True)
+
+
 def build_view(plan: Plan, unprivileged: bool = False) -> None:
     """Steps 1-7 in the calling process. On return, "/" is the view."""
     resolved = _resolve_host_paths(plan)
@@ -207,6 +292,8 @@ def build_view(plan: Plan, unprivileged: bool = False) -> None:
             _op_bind(op, skipped, resolved)
         elif kind == "remount":
             _op_remount(op, skipped)
+        elif kind == "login_env":
+            _op_login_env(plan, op)
         elif kind == "pivot_root":
             # 7. the view becomes "/": pivot_root(".", ".") stacks the staging root on top,
             #    and detaching it takes /oldroot (the host) and /image with it

@@ -8,6 +8,8 @@
 # /etc/os-release, passwd/group/hosts/resolv.conf/nsswitch.conf (bound over by the host's in a
 # view) and a static busybox providing sh, cat, id, env, ls, stat, ... Built in well under a
 # second; root-owned and not writable by others, as envsched requires of a tree.
+# It has no /etc/profile or /etc/profile.d: tests of login shells use the real debootstrap
+# tree of the `real_tree` fixture (tests/conftest.py) instead.
 set -euo pipefail
 
 if [ $# -ne 4 ]; then

@@ -111,6 +111,8 @@ def test_tree_plan_full_op_order(sl6_plan):
         bind("/data/x", "/x", required=False), remount("/x", ro=False, required=False),
         # the host, read-only and recursive
         bind("/", "/host"), remount("/host", ro=True, recursive=True),
+        # login shells: the env operations again after the tree's /etc/profile (loginenv.py)
+        {"op": "login_env", "dir": "/etc/profile.d", "name": "zz-envsched.sh"},
         # the view's root
         remount("/", ro=True, recursive=False),
         {"op": "pivot_root"},

@@ -88,5 +88,10 @@ int es_env_prepend_path(const char *tools_dir)
 {
     char line[PATH_MAX + 32];
     snprintf(line, sizeof line, "prepend PATH %s/bin", tools_dir);
+    if (apply(line) != 0)
+        return -1;
+    /* login shells: the view's /etc/profile.d/zz-envsched.sh puts it first in PATH again after a
+     * tree's /etc/profile reset PATH (src/envsched/loginenv.py) */
+    snprintf(line, sizeof line, "set ENVSCHED_PATH_PREPEND %s/bin", tools_dir);
     return apply(line);
 }
