@@ -35,9 +35,9 @@ if [ "$(id -u)" -eq 0 ] && [ -z "${ENVSCHED_TEST_COPY:-}" ] && ! trusted "$PWD";
     exec env ENVSCHED_TEST_COPY=1 make test PYTEST_ARGS="$*"
 fi
 
-# the fuzzers in a process of their own: Debian 12's Python 3.11.2 can be left unable to parse
-# source (ast: "recursion depth mismatch", CPython gh-106905) after the deeply nested inputs they
-# feed the parsers, and pytest parses source to show any later failure
+# the fuzzers in a process of their own: after the deeply nested inputs they feed the parsers,
+# Debian 12's Python 3.11.2 was seen unable to parse source ("SystemError: AST constructor
+# recursion depth mismatch"), and pytest parses source to show any later failure
 status=0
 .venv/bin/python -m pytest tests --ignore=tests/fuzz "$@" || status=$?
 .venv/bin/python -m pytest tests/fuzz "$@" || status=$?
