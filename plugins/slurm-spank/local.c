@@ -9,6 +9,9 @@
  * allocated yet, and exit() runs the atexit handlers the clients registered (spank_fini: the other
  * plugins' exit callbacks), as the clients' own exit(error_exit) would.
  *
+ * A fallback warning (on_error = "default") is printed here by sbatch and salloc only: a step says
+ * it when it starts, once per node (remote.c), so srun would print it twice.
+ *
  * Steps inside an existing allocation (srun with SLURM_JOB_ID set) are not checked here: the
  * job's environment was checked when it was submitted, and a step asking for another one is
  * refused by slurmstepd with the same one-line message (no resolver start per srun).
@@ -56,7 +59,9 @@ int es_local_check(spank_t sp)
     }
     argv[n] = NULL;
     if (es_run(argv, 0, &r) == 0) {
-        if (r.err_len)                       /* a warning (on_error = default) */
+        /* a warning (on_error = "default"): sbatch and salloc say it now; srun not, as its step
+         * says it when it starts (remote.c), on the same stderr */
+        if (r.err_len && spank_context() == S_CTX_ALLOCATOR)
             fputs(r.err, stderr);
         return 0;
     }

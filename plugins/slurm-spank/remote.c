@@ -14,7 +14,9 @@
  *                           a threaded process cannot change its mount namespace.
  *   task_init               the task as the user, just before exec: chdir back to the job's
  *                           cwd (setns moved it to the view's root) with the user's own
- *                           permissions, or $HOME, or /; or refuse (below).
+ *                           permissions, or $HOME, or /; or refuse (below). A fallback
+ *                           (site.on_error = "default": the shim's `warning` line) is told
+ *                           the same way, one line per node, and the tasks go on.
  *
  * What the user sees of a refusal is one line (Slurm 22.05.8 source):
  *   - the node's first task writes the line on its stderr (srun's stderr, the batch job's output
@@ -43,6 +45,7 @@
 
 static char failure[ES_MSG_MAX];    /* the user's one line, set when the job must not run */
 static int failure_code;            /* and the tasks' exit code */
+static char warning[ES_MSG_MAX];    /* the user's one line when the job runs elsewhere (on_error) */
 static char pin[PATH_MAX];          /* namespace file to join; empty: host OS, nothing to do */
 static char home[PATH_MAX];
 static char task_cwd[PATH_MAX];
@@ -87,9 +90,10 @@ out:
     return rc;
 }
 
-/* The resolver's shim protocol (src/envsched/shim.py): remember the pin, apply env ops;
- * inside a view, the host's Slurm clients come first in PATH. */
-static int apply_shim(spank_t sp, char *text)
+/* The resolver's shim protocol (src/envsched/shim.py): remember the pin and the warning, apply
+ * env ops; inside a view, the host's Slurm clients come first in PATH. `warn` 0: a step that asked
+ * by name for the environment the job already has is not told again why the job has it. */
+static int apply_shim(spank_t sp, char *text, int warn)
 {
     char *save = NULL;
     int rc = 0;
@@ -101,8 +105,10 @@ static int apply_shim(spank_t sp, char *text)
             snprintf(home, sizeof home, "%s", line + 5);
         else if (strncmp(line, "env ", 4) == 0 && apply_env(sp, line + 4) != 0)
             rc = -1;
-        else if (strncmp(line, "warning ", 8) == 0)
-            slurm_info(ES_PREFIX "warning: %s", line + 8);
+        else if (strncmp(line, "warning ", 8) == 0 && warn) {
+            snprintf(warning, sizeof warning, ES_PREFIX "warning: %s", line + 8);
+            slurm_info("%s", warning);
+        }
     }
     if (rc == 0 && pin[0] && es_cfg.host_tools[0]) {
         char path_op[PATH_MAX + 32];
@@ -177,7 +183,8 @@ int es_remote_user_init(spank_t sp)
     char inputs_nl[sizeof inputs + 1];
     snprintf(inputs_nl, sizeof inputs_nl, "%s\n", inputs);
     if (es_memo_match(&files, inputs_nl, es_option_set ? es_option : chos, shim, sizeof shim)) {
-        if (apply_shim(sp, shim) != 0)
+        /* the same request as the first step: the same fallback and its warning, if any */
+        if (apply_shim(sp, shim, strcmp(files.inputs, inputs_nl) == 0) != 0)
             fail(ENVSCHED_EXIT_SETUP_FAILED, ES_PREFIX "cannot set the job environment for %s", key);
         return 0;
     }
@@ -246,7 +253,7 @@ int es_remote_user_init(spank_t sp)
     }
     if (es_cfg.debug)
         es_replay_log(&r, 0);
-    if (apply_shim(sp, r.out) != 0)
+    if (apply_shim(sp, r.out, 1) != 0)
         fail(ENVSCHED_EXIT_SETUP_FAILED, ES_PREFIX "cannot set the job environment for %s", key);
     return 0;
 }
@@ -271,18 +278,26 @@ int es_remote_task_privileged(spank_t sp)
     return 0;
 }
 
-/* The refusal: one line from the node's first task, on its stderr (srun's stderr or the batch
- * job's output file), and every task ends here with the refusal's code, before exec. */
-static void refuse_task(spank_t sp)
+/* `line` from the node's first task, on its stderr (srun's stderr or the batch job's output file):
+ * once per node, as one write so that the line stays whole. */
+static void tell_user(spank_t sp, char *line)
 {
     int task = 0;
 
     if (spank_get_item(sp, S_TASK_ID, &task) != ESPANK_SUCCESS || task == 0) {
-        size_t len = strlen(failure);
-        failure[len] = '\n';                  /* one write: the line stays whole */
-        ssize_t written = write(STDERR_FILENO, failure, len + 1);
+        size_t len = strlen(line);
+        line[len] = '\n';                     /* the buffers are ES_MSG_MAX, filled by snprintf */
+        ssize_t written = write(STDERR_FILENO, line, len + 1);
         (void)written;                        /* nowhere left to say it otherwise */
+        line[len] = '\0';
     }
+}
+
+/* The refusal: its line once per node, and every task ends here with the refusal's code, before
+ * exec. */
+static void refuse_task(spank_t sp)
+{
+    tell_user(sp, failure);
     _exit(failure_code ? failure_code : ENVSCHED_EXIT_INTERNAL);
 }
 
@@ -290,11 +305,14 @@ int es_remote_task_init(spank_t sp)
 {
     if (failure[0])
         refuse_task(sp);
-    if (pin[0] == '\0')
-        return 0;
-    if ((task_cwd[0] && chdir(task_cwd) == 0) || (home[0] && chdir(home) == 0) || chdir("/") == 0)
-        return 0;
-    fail(ENVSCHED_EXIT_SETUP_FAILED, ES_PREFIX "no usable working directory in the environment%s", "");
-    refuse_task(sp);
-    return -1;                                /* not reached */
+    if (pin[0] && !((task_cwd[0] && chdir(task_cwd) == 0) || (home[0] && chdir(home) == 0) ||
+                    chdir("/") == 0)) {
+        fail(ENVSCHED_EXIT_SETUP_FAILED, ES_PREFIX "no usable working directory in the environment%s", "");
+        refuse_task(sp);
+    }
+    /* on_error = "default": the job runs, in the site default, and the user is told so, once per
+     * node like a refusal (a step that started runs; nothing of Slurm's is added) */
+    if (warning[0])
+        tell_user(sp, warning);
+    return 0;
 }

@@ -10,6 +10,12 @@ itself prints whatever a plugin does (docs/user.md, "Slurm", lists them verbatim
     NODE: task N: Exited with exit code C". Nothing from slurmstepd: the admin's lines go to the slurmd
     log (info level), not to the user through slurmstepd's stderr.
 
+With `site.on_error = "default"` a request that is refused or broken when the job starts falls back to
+the site default: the job runs, and the user sees our warning line once per node, from the node's first
+task (srun's stderr, the batch job's output file), before the payload's output; sbatch and salloc also
+print it at submit when the submit-time check already falls back (a refused name), srun does not (its
+step says it).
+
 Lines Slurm prints on success too (srun's "job N queued and waiting for resources", salloc's "Pending
 job allocation N" and, racily, "Job allocation N has been revoked.") are left out of the comparison;
 node names and job ids are normalised (NODE, N), and srun's lines are compared in any order (srun
@@ -158,3 +164,122 @@ def test_broken_tree_at_start(msg_site, slurm_user, home, broken_deb13):
     assert (r.returncode, seen(r.stderr)) == (69, sorted([broken_deb13, exited(69)])), r.stderr
     job, state, out, ran = batch(msg_site, home, slurm_user.pw_name, "--chos=deb13")
     assert (state.state, state.exit_code, out, ran) == ("FAILED", (69, 0), [broken_deb13], False), out
+
+
+# ------------------------------------------------------------------------------------------ fallback
+OS_RELEASE = 'head -1 /etc/os-release; echo "CHOS=$CHOS"'
+IN_DEB12 = ['PRETTY_NAME="Debian 12 (mini)"', "CHOS=deb12"]
+SL5_FALLBACK = (f"envsched: warning: environment 'sl5' (option) refused: no such environment at this site; "
+                f"{ALLOWED}; using the site default deb12")
+
+
+@pytest.fixture
+def on_error_default(msg_site):
+    """The site's policy with `site.on_error = "default"`."""
+    text = msg_site.policy.read_text()
+    assert "\n[site]\n" in text
+    msg_site.policy.write_text(text.replace("\n[site]\n", '\n[site]\non_error = "default"\n', 1))
+    yield msg_site
+    msg_site.policy.write_text(text)
+
+
+def fallback_line(broken: str) -> str:
+    """The warning for a broken deb13 (the refusal's line, told that the job runs in deb12)."""
+    return broken.replace("envsched: ", "envsched: warning: ", 1) + "; using the site default deb12"
+
+
+def test_fallback_warning_at_srun_start(on_error_default, slurm_user, home, broken_deb13):
+    c = on_error_default.cluster
+    r = c.srun("--chos=deb13", "sh", "-c", OS_RELEASE, user=slurm_user.pw_name)
+    assert (r.returncode, seen(r.stderr), r.stdout.splitlines()) == (0, [fallback_line(broken_deb13)], IN_DEB12), \
+        r.stderr
+    # once per node, as a refusal
+    r = c.srun("-N2", "-n4", "--chos=deb13", "true", user=slurm_user.pw_name)
+    assert (r.returncode, seen(r.stderr)) == (0, [fallback_line(broken_deb13)] * 2), r.stderr
+
+
+def test_fallback_warning_in_batch_output(on_error_default, slurm_user, home, broken_deb13):
+    c = on_error_default.cluster
+    job = c.sbatch(f"#!/bin/sh\n{OS_RELEASE}\n", "-o", f"{home}/out-%j.txt", "--chos=deb13",
+                   user=slurm_user.pw_name, cwd=str(home))
+    state = c.wait(job, timeout=60)
+    on_error_default.settle()
+    out = on_error_default.output(job, home).splitlines()
+    assert (state.state, state.exit_code, out) == ("COMPLETED", (0, 0), [fallback_line(broken_deb13)] + IN_DEB12), out
+    # the admin's: the same line in the node's slurmd log (info level), the tree in the admin log
+    log = "\n".join(p.read_text(errors="replace") for p in (c.dir / "log").glob("slurmd-*.log"))
+    assert f"[{job}.batch] {fallback_line(broken_deb13)}" in log
+    admin = [line.split(": ", 1)[1] for line in (c.dir / "envsched.log").read_text().splitlines()
+             if f" job={job}.batch " in line]
+    assert [line.split(" ", 3)[0] for line in admin] == ["event=broken", "event=decided", "event=prepared"], admin
+    assert 'env=deb12 source="site default (on_error)"' in admin[1], admin
+
+
+def test_fallback_warning_per_step(on_error_default, slurm_user, home, broken_deb13):
+    """A step of the job with the job's request (srun inherits --chos) is told again; a step that asks
+    by name for the environment the job runs in is not."""
+    c = on_error_default.cluster
+    job = c.sbatch(f"#!/bin/sh\n{OS_RELEASE}\nsrun -n1 echo step\nsrun -n1 --chos=deb12 echo named\n",
+                   "-o", f"{home}/out-%j.txt", "--chos=deb13", user=slurm_user.pw_name, cwd=str(home))
+    state = c.wait(job, timeout=60)
+    on_error_default.settle()
+    out = on_error_default.output(job, home).splitlines()
+    warn = fallback_line(broken_deb13)
+    assert (state.state, out[:3], sorted(out[3:])) == ("COMPLETED", [warn] + IN_DEB12,
+                                                       sorted([warn, "step", "named"])), out
+
+
+def test_fallback_warning_for_a_refused_name(on_error_default, slurm_user, home):
+    """A name refused at submit: sbatch and salloc say so then, and the job's steps when they start;
+    srun once (its step's line), not twice."""
+    c = on_error_default.cluster
+    r = c.srun("--chos=sl5", "sh", "-c", OS_RELEASE, user=slurm_user.pw_name)
+    assert (r.returncode, seen(r.stderr), r.stdout.splitlines()) == (0, [SL5_FALLBACK], IN_DEB12), r.stderr
+    script = c.dir / "scripts" / f"job-{uuid.uuid4().hex[:10]}.sh"
+    script.write_text(f"#!/bin/sh\n{OS_RELEASE}\n")
+    script.chmod(0o644)
+    r = c.run(["sbatch", "--parsable", "-o", f"{home}/out-%j.txt", "--chos=sl5", str(script)],
+              user=slurm_user.pw_name, cwd=str(home))
+    assert (r.returncode, r.stderr.splitlines()) == (0, [SL5_FALLBACK]), r.stderr
+    job = r.stdout.strip().split(";")[0]
+    state = c.wait(job, timeout=60)
+    on_error_default.settle()
+    out = on_error_default.output(job, home).splitlines()
+    assert (state.state, state.exit_code, out) == ("COMPLETED", (0, 0), [SL5_FALLBACK] + IN_DEB12), out
+
+
+# ------------------------------------------------------------------------------------------ programs
+@pytest.fixture
+def programs(msg_site):
+    """`envsched-viewonly` only in deb13's /usr/bin; `envsched-hostonly` only in a host directory first in
+    srun's PATH. Yields srun's environment (that PATH)."""
+    view = msg_site.trees["deb13"] / "usr" / "bin" / "envsched-viewonly"
+    hostbin = msg_site.cluster.dir / "hostbin"
+    hostbin.mkdir(mode=0o755, exist_ok=True)
+    for prog, where in ((view, "in the view"), (hostbin / "envsched-hostonly", "on the host")):
+        prog.write_text(f"#!/bin/sh\necho {where}\n")
+        prog.chmod(0o755)
+    yield {"PATH": f"{hostbin}:{msg_site.cluster.env['PATH']}"}
+    view.unlink()
+    (hostbin / "envsched-hostonly").unlink()
+
+
+def test_a_command_name_is_looked_up_in_the_view(msg_site, slurm_user, home, programs):
+    """srun 22.05 sends the name as typed (it resolves it itself only with LaunchParameters=test_exec,
+    SLURM_TEST_EXEC or --bcast: srun/libsrun/opt.c); slurmstepd looks it up in the job's PATH after
+    task_init, i.e. inside the view (slurmstepd/task.c: exec_task, _build_path). docs/user.md quotes
+    these lines."""
+    c, user = msg_site.cluster, slurm_user.pw_name
+    r = c.srun("--chos=deb13", "envsched-viewonly", user=user, env=programs)
+    assert (r.returncode, r.stdout, seen(r.stderr)) == (0, "in the view\n", []), r.stderr
+    r = c.srun("--chos=deb13", "envsched-hostonly", user=user, env=programs)
+    assert (r.returncode, r.stdout, seen(r.stderr)) == (2, "", sorted([
+        "slurmstepd-NODE: error: execve(): envsched-hostonly: No such file or directory", exited(2)])), r.stderr
+    # where srun resolves names itself (test_exec), a program it does not find on the submit host is
+    # refused there, and `sh -c` looks the name up in the view again
+    test_exec = dict(programs, SLURM_TEST_EXEC="1")
+    r = c.srun("--chos=deb13", "envsched-viewonly", user=user, env=test_exec)
+    assert (r.returncode, r.stdout, r.stderr.splitlines()) == (1, "", [
+        "srun: fatal: Can not execute envsched-viewonly"]), r.stderr
+    r = c.srun("--chos=deb13", "sh", "-c", "exec envsched-viewonly", user=user, env=test_exec)
+    assert (r.returncode, r.stdout, seen(r.stderr)) == (0, "in the view\n", []), r.stderr
