@@ -27,6 +27,7 @@ from .common import (
     split_command,
 )
 from .jobargs import bind_arg, job_args, job_context, logged_failure, require_root
+from . import metrics_cmd
 from .pin_cmds import cmd_gc, cmd_join, cmd_pins, cmd_prepare, cmd_release
 from .site_cmds import cmd_site_config_host_tools, cmd_site_config_render
 
@@ -195,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("pins", help="list the pins on this node")
     s.set_defaults(func=cmd_pins)
+
+    metrics_cmd.add_parser(sub)
 
     s = sub.add_parser("policy", help="policy tools")
     psub = s.add_subparsers(dest="policy_cmd", required=True, metavar="COMMAND")

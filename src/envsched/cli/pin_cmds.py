@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from typing import Optional
 
 from .. import audit
@@ -57,10 +58,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                              if len(keys) == 1 else
                              f"pins {' and '.join(keys)} exist already with other views (release first)")
         if not reused and plan.mount_ops:
+            started = time.monotonic()
             with logged_failure("prepare", ctx, decision.name, key=key):
                 store.prepare(key, plan, ctx.user, owner)
             audit.log("prepared", job=ctx.job, user=ctx.user.name, env=decision.name, key=key, owner=owner,
-                      scheduler=ctx.scheduler)
+                      scheduler=ctx.scheduler, setup_ms=round((time.monotonic() - started) * 1000))
         elif not reused:
             store.record(key, plan, ctx.user, owner)
             audit.log("recorded", job=ctx.job, user=ctx.user.name, env=decision.name, key=key, owner=owner,
