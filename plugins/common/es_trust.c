@@ -84,3 +84,51 @@ long es_parse_uid(const char *text)
         return -1;
     return uid;
 }
+
+int es_mkdir_trusted(const char *path, unsigned mode, char *err, size_t errlen)
+{
+    char prefix[PATH_MAX];
+    struct stat st;
+    size_t len = strlen(path);
+
+    if (path[0] != '/' || len >= sizeof prefix) {
+        snprintf(err, errlen, "%s: not an absolute path", path);
+        return -1;
+    }
+    for (size_t i = 1; i <= len; i++) {
+        if (path[i] != '/' && path[i] != '\0')
+            continue;
+        if (path[i - 1] == '/')                 /* "//" or a trailing "/" */
+            continue;
+        memcpy(prefix, path, i);
+        prefix[i] = '\0';
+        int last = path[i] == '\0' || (path[i] == '/' && path[i + 1] == '\0');
+        if (lstat(prefix, &st) != 0) {
+            if (errno != ENOENT || (mkdir(prefix, last ? mode : 0755) != 0 && errno != EEXIST)) {
+                snprintf(err, errlen, "%s: %s", prefix, strerror(errno));
+                return -1;
+            }
+            continue;                           /* made by root (us) */
+        }
+        if (last)
+            break;
+        if (S_ISLNK(st.st_mode)) {
+            char target[PATH_MAX];
+            if (st.st_uid != 0 || realpath(prefix, target) == NULL) {
+                snprintf(err, errlen, "%s: a symbolic link that is not root's, or leads nowhere", prefix);
+                return -1;
+            }
+            if (es_trusted_path(target, err, errlen) != 0 || stat(target, &st) != 0 || !S_ISDIR(st.st_mode)) {
+                if (!S_ISDIR(st.st_mode))
+                    snprintf(err, errlen, "%s: not a directory", target);
+                return -1;
+            }
+            continue;
+        }
+        if (!S_ISDIR(st.st_mode) || st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH))) {
+            snprintf(err, errlen, "%s must be a directory of root's, not writable by group or others", prefix);
+            return -1;
+        }
+    }
+    return 0;
+}

@@ -16,6 +16,13 @@ int es_trusted_path(const char *path, char *err, size_t errlen);
  * open's own errno. */
 int es_open_pin_dir(const char *run_dir, const char *key, char *err, size_t errlen);
 
+/* PATH as a directory, creating what is missing: every directory on its way that exists must be
+ * root's and not writable by group or others (a symbolic link of root's counts as its target,
+ * whose own chain es_trusted_path judges); each missing one is made root's, 0755, the last one
+ * with `mode`. PATH itself, when it exists, is left for the caller to judge. The rule of
+ * src/envsched/pin.py run_dir_problem/_secure_dir. 0, or -1 with the reason in err. */
+int es_mkdir_trusted(const char *path, unsigned mode, char *err, size_t errlen);
+
 /* A uid written as decimal digits alone that fits uid_t (not (uid_t)-1), or -1: "1000junk",
  * "4294968296" (which strtol plus a cast would take for 1000) and "" are no uid. */
 long es_parse_uid(const char *text);

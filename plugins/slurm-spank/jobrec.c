@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../common/es_trust.h"
 #include "envsched_spank.h"
 
 #define RECORDS ".jobs"
@@ -42,10 +43,8 @@ static int open_records(const char *run_dir, int create, char *err, size_t errle
 {
     int dfd, jfd;
 
-    if (create && mkdir(run_dir, 0700) != 0 && errno != EEXIST) {
-        snprintf(err, errlen, "%s: mkdir: %s", run_dir, strerror(errno));
+    if (create && es_mkdir_trusted(run_dir, 0700, err, errlen) != 0)   /* missing parents too */
         return -1;
-    }
     dfd = open(run_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (dfd < 0 || !root_dir_ok(dfd)) {
         snprintf(err, errlen, "%s: %s", run_dir,
