@@ -105,9 +105,10 @@ def test_forged_job_variables_do_not_name_the_job(uge_site, uge_user):
                      user=uge_user.pw_name)
         key = f"uge-{job}.1"
         deadline = time.monotonic() + 30
-        while key not in uge_site.pins() and time.monotonic() < deadline:
+        inputs_file = uge_site.run_dir / key / "inputs"            # written last (pin.py write_memo)
+        while not inputs_file.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        inputs = (uge_site.run_dir / key / "inputs").read_text()
+        inputs = inputs_file.read_text()
         assert inputs.startswith(f"uid={uge_user.pw_name}\t") and "\tqueue=all.q" in inputs, inputs
         assert not [k for k in uge_site.pins() if k.startswith(f"uge-{other}.")]
         flag.touch()
