@@ -288,8 +288,8 @@ class PinStore:
     def write_memo(self, key: str, inputs: str, shim: str) -> None:
         """`inputs` (the shim's raw request) and `shim` (its protocol lines) for later steps."""
         pin = self.path(key)
-        _write_file(os.path.join(pin, "shim"), shim)
         _write_file(os.path.join(pin, "inputs"), inputs.replace("\n", " ") + "\n")
+        _write_file(os.path.join(pin, "shim"), shim)       # last: a pin with `shim` is complete
 
     # -- join ----------------------------------------------------------------------------
     def join_and_exec(self, key: str, user: UserInfo, argv: Sequence[str],
