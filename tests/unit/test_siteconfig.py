@@ -24,12 +24,16 @@ try:
 except ImportError:  # run from a checkout without installing: tests/unit -> src
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "src"))
 
-from envsched import siteconfig
+from envsched import schedulers, siteconfig
 from envsched.cli import envsched as cli
 from envsched.errors import UsageError
 from envsched.exitcodes import ExitCode
 from envsched.policy import parse_policy_text
+from envsched.schedulers import rendering as core
 from envsched.siteconfig import RenderOptions, SiteConfigError
+
+sys.path.insert(0, os.path.dirname(__file__))
+from scheduler_fakes import fake_cluster  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "site-config" / "examples" / "policy.toml"
@@ -39,6 +43,12 @@ RESOLVER = "/opt/envsched/bin/envsched"
 EXPECTED = ("required /usr/local/lib/envsched/envsched_spank.so policy=/etc/envsched/policy.toml "
             "resolver=/opt/envsched/bin/envsched run_dir=/run/envsched "
             "bind=/var/spool/slurmd bind=/run/munge")
+
+
+@pytest.fixture(autouse=True)
+def cluster(monkeypatch):
+    """No Slurm answers (no scontrol, no slurm.conf) unless a test says what scontrol prints."""
+    return fake_cluster(monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +80,7 @@ def arguments(line: str) -> Dict[str, str]:
 
 # config.c arguments the host's plugstack.conf never carries, and why
 NOT_RENDERED = {"validate=": "validate=0 is only for the plugstack.conf Slurm clients read inside views "
-                             "(src/envsched/hosttools.py)"}
+                             "(src/envsched/schedulers/slurm/hosttools.py)"}
 
 
 def config_c_known() -> List[str]:
@@ -179,10 +189,10 @@ def test_the_template_itself_refuses_unsafe_values():
     good = {"plugin": "/p.so", "policy": "/p", "resolver": "/r", "run_dir": "/d", "binds": [],
             "spool_dir": None, "spool_bind": None, "munge_bind": None, "extra_binds": [],
             "host_tools": None, "debug": False}
-    assert siteconfig.render_template("slurm/plugstack.conf.j2", **good).endswith(
+    assert core.render_template("slurm/plugstack.conf.j2", **good).endswith(
         "required /p.so policy=/p resolver=/r run_dir=/d\n")
     with pytest.raises(SiteConfigError, match="white space"):
-        siteconfig.render_template("slurm/plugstack.conf.j2", **dict(good, binds=["/a b"]))
+        core.render_template("slurm/plugstack.conf.j2", **dict(good, binds=["/a b"]))
 
 
 # -- the plugin accepts exactly these arguments -------------------------------------------------
@@ -217,8 +227,8 @@ def test_unknown_scheduler_is_refused_by_argparse(capsys):
     assert "invalid choice: 'lsf'" in capsys.readouterr().err
     render = _subparser(_subparser(p, "site-config"), "render")
     scheduler = next(a for a in render._actions if a.dest == "scheduler")
-    assert list(scheduler.choices) == sorted(siteconfig.RENDERERS)
-    assert {"openpbs", "slurm", "torque", "uge"} <= set(siteconfig.RENDERERS)
+    assert list(scheduler.choices) == list(schedulers.names()) == sorted(schedulers.names())
+    assert {"openpbs", "pam", "slurm", "torque", "uge"} <= set(schedulers.names())
     assert not scheduler.required                      # --scheduler or --pam SERVICE, one of them
     with pytest.raises(SystemExit):
         p.parse_args(["site-config", "render"])
@@ -274,12 +284,12 @@ def test_default_resolver(tmp_path):
     script.parent.mkdir()
     script.write_text("#!/bin/sh\n")
     script.chmod(0o755)
-    assert siteconfig.default_resolver(str(script), which=lambda name: None) == str(script.resolve())
+    assert core.default_resolver(str(script), which=lambda name: None) == str(script.resolve())
     # run as `python -m envsched.cli.envsched` or from pytest: look envsched up on PATH
-    assert siteconfig.default_resolver("/x/envsched/cli/envsched.py", which=lambda name: str(script)) == \
+    assert core.default_resolver("/x/envsched/cli/envsched.py", which=lambda name: str(script)) == \
         str(script.resolve())
     with pytest.raises(SiteConfigError, match="give --resolver"):
-        siteconfig.default_resolver("/usr/bin/pytest", which=lambda name: None)
+        core.default_resolver("/usr/bin/pytest", which=lambda name: None)
 
 
 def test_missing_jinja2_is_a_clear_error(policy, monkeypatch):
@@ -295,8 +305,9 @@ def test_unknown_scheduler_in_the_api(policy):
 
 # -- the templates ship with the package, and the checkout's site-config shows them --------------
 def test_every_renderer_has_packaged_templates():
-    for scheduler in siteconfig.RENDERERS:
-        assert list((siteconfig.PACKAGE_TEMPLATES / scheduler).glob("*.j2")), scheduler
+    for scheduler in schedulers.names():
+        assert list((core.PACKAGE_TEMPLATES / scheduler).glob("*.j2")) or \
+            list((core.ADAPTERS_DIR / scheduler / "templates").glob("*.j2")), scheduler
 
 
 def test_package_data_covers_every_template():
@@ -315,8 +326,8 @@ def test_site_config_templates_is_the_packaged_copy():
     link = REPO / "site-config" / "templates"
     assert link.is_symlink() and os.readlink(link) == "../src/envsched/templates"
     assert link.resolve() == (REPO / "src" / "envsched" / "templates").resolve()
-    assert siteconfig.CHECKOUT_TEMPLATES == link
-    assert siteconfig._template_dirs() == [str(link)]        # the same directory, searched once
+    assert core.CHECKOUT_TEMPLATES == link
+    assert core._template_dirs() == [str(link)]        # the same directory, searched once
 
 
 # -- the plugin's own parser accepts the rendered line --------------------------------------------

@@ -2,7 +2,9 @@
 privileged, and a starter configuration the set-user-ID starter parses (conf.c)."""
 from __future__ import annotations
 
+import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,10 +15,18 @@ from envsched import siteconfig  # noqa: E402
 from envsched.policy import parse_policy_text  # noqa: E402
 from envsched.siteconfig import RenderOptions, section  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(__file__))
+from scheduler_fakes import fake_cluster  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 CONF_C = REPO / "plugins" / "uge" / "starter" / "conf.c"
 POLICY = parse_policy_text('[site]\ndefault = "deb12"\nrun_dir = "/run/es"\n[environments.deb12]\npath = "/os/deb12"\n',
                            "/etc/envsched/policy.toml")
+
+
+@pytest.fixture(autouse=True)
+def cluster(monkeypatch):
+    return fake_cluster(monkeypatch)
 
 
 def render(**kw) -> str:

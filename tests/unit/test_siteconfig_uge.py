@@ -2,7 +2,9 @@
 starter configuration holds exactly the keys the set-user-ID starter parses (conf.c)."""
 from __future__ import annotations
 
+import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,26 +15,34 @@ from envsched import siteconfig  # noqa: E402
 from envsched.policy import parse_policy_text  # noqa: E402
 from envsched.siteconfig import RenderOptions, SiteConfigError, section  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(__file__))
+from scheduler_fakes import fake_cluster  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 CONF_C = REPO / "plugins" / "uge" / "starter" / "conf.c"
 POLICY = parse_policy_text('[site]\ndefault = "deb12"\nrun_dir = "/run/es"\n[environments.deb12]\npath = "/os/deb12"\n',
                            "/etc/envsched/policy.toml")
 
 
+class Qconf(dict):
+    """{qconf's arguments: (status, stdout)}; .calls: every qconf run, without the `qconf`."""
+
+    def __init__(self, cluster):
+        super().__init__()
+        self.cluster = cluster
+
+    def __setitem__(self, args, answer):
+        self.cluster.answers[("qconf", *args)] = answer
+
+    def __getitem__(self, key):
+        assert key == "calls"
+        return [c[1:] for c in self.cluster.calls if c[0] == "qconf"]
+
+
 @pytest.fixture(autouse=True)
 def qconf(monkeypatch):
-    """No cluster answers unless a test says what qconf prints: {args tuple: (status, stdout)}."""
-    from envsched import siteconfig_uge
-    answers = {}
-    calls = []
-
-    def run_qconf(args):
-        calls.append(tuple(args))
-        return answers.get(tuple(args), (None, "no qconf on PATH"))
-    monkeypatch.setattr(siteconfig_uge, "run_qconf", run_qconf)
-    monkeypatch.setattr(siteconfig_uge, "_looked_up", {})
-    answers["calls"] = calls
-    return answers
+    """No cluster answers unless a test says what qconf prints: qconf[args tuple] = (status, stdout)."""
+    return Qconf(fake_cluster(monkeypatch))
 
 
 def render(policy=POLICY, **kw) -> str:
@@ -112,7 +122,7 @@ shell                 /bin/sh
 
 
 def test_parse_queue_tmpdirs():
-    from envsched.siteconfig_uge import parse_queue_tmpdirs
+    from envsched.schedulers.uge.tmpdirs import parse_queue_tmpdirs
     assert parse_queue_tmpdirs(QUEUE_TEXT.format(q="all.q", tmpdir="/tmp")) == ["/tmp"]
     assert parse_queue_tmpdirs(QUEUE_TEXT.format(q="all.q", tmpdir="/tmp,[node7=/scratch/tmp], [@big=/local/tmp],"
                                                  "[node8=/tmp]")) == ["/tmp", "/scratch/tmp", "/local/tmp"]
@@ -139,7 +149,7 @@ def test_tmpdirs_read_from_every_queue(qconf):
 
 def test_tmpdir_option_wins_and_replaces_a_read_only_bind(qconf):
     text = render(tmpdirs=("/scratch/sge/",), binds=("/scratch/sge", "/data"))
-    assert qconf["calls"] == []                               # --tmpdir: qconf is not asked
+    assert qconf["calls"] == [("-sconf", "global")]           # --tmpdir: no queue is asked
     assert "#   tmpdir /scratch/sge [--tmpdir] (--bind /scratch/sge dropped: it would be read-only): bound " \
            "read-write (not in the view otherwise)\n" in text
     assert section(text, "starter_conf").endswith("bind=/var/spool/gridengine/execd\nbind=/data\n"
@@ -179,15 +189,13 @@ def test_tmp_is_bound_when_the_view_does_not_show_it_read_write(site, envs, why)
 
 
 def test_no_cluster_assumes_tmp_with_a_warning(qconf):
-    from envsched import siteconfig_uge
     text = render()
-    assert qconf["calls"] == [("-sql",)]
+    assert qconf["calls"] == [("-sconf", "global"), ("-sql",)]
     assert "#   tmpdir /tmp [default]: already read-write in every view through site.shared /tmp; no bind\n" in text
     assert "# warning: no Grid Engine cluster answered `qconf -sql` (no qconf on PATH): assumed" in text
     assert any("qconf -sql" in w for w in siteconfig.host_warnings("uge", RenderOptions(
         policy_path="/etc/envsched/policy.toml", resolver="/usr/bin/envsched")))
     qconf[("-sql",)] = (1, "error: commlib error: got select error (Connection refused)")
-    siteconfig_uge._looked_up.clear()                     # asked once per process
     assert "(error: commlib error: got select error (Connection refused))" in render(binds=("/x",))
     with pytest.raises(SiteConfigError, match=r"qconf -sq all.q: no qconf on PATH; give --tmpdir PATH"):
         render(queues=("all.q",))                           # a named queue must be answered

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import List, Optional
 
-from .. import siteconfig, trees
+from .. import trees
 from ..enter import enter_and_exec
 from ..errors import PolicyError, UsageError
 from ..pin import run_dir_problem
@@ -29,15 +29,11 @@ from .common import (
 from .jobargs import bind_arg, job_args, job_context, logged_failure, require_root
 from . import metrics_cmd
 from .pin_cmds import cmd_gc, cmd_join, cmd_pins, cmd_prepare, cmd_release
-from .site_cmds import cmd_site_config_host_tools, cmd_site_config_render
+from . import site_cmds
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    try:
-        policy = policy_from(args)
-    except PolicyError as e:
-        print(e.message)
-        return ExitCode.POLICY_INVALID
+def check_findings(policy, run_dir: bool = True) -> List[str]:
+    """What `envsched check` finds, one line each (also `envsched doctor`'s first checks)."""
     found: List[str] = []
     for name in policy.names():
         env = policy.environments[name]
@@ -47,9 +43,19 @@ def cmd_check(args: argparse.Namespace) -> int:
         if m.required and not os.path.exists(m.source):
             found.append(f"{policy.source}: site.shared: required path missing on this host: {m.source}")
     found += meaning.problems(policy)
-    run_dir = run_dir_problem(policy.site.run_dir)
-    if run_dir:
-        found.append(f"{policy.source}: site.run_dir: {policy.site.run_dir}: {run_dir}")
+    problem = run_dir_problem(policy.site.run_dir) if run_dir else None
+    if problem:
+        found.append(f"{policy.source}: site.run_dir: {policy.site.run_dir}: {problem}")
+    return found
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        policy = policy_from(args)
+    except PolicyError as e:
+        print(e.message)
+        return ExitCode.POLICY_INVALID
+    found = check_findings(policy)
     for line in found:
         print(line)
     if found:
@@ -205,67 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("file", nargs="?", default="/etc/chos")
     i.set_defaults(func=cmd_import_chos)
 
-    s = sub.add_parser("site-config", help="scheduler configuration for this site")
-    ssub = s.add_subparsers(dest="site_config_cmd", required=True, metavar="COMMAND")
-    r = ssub.add_parser("render", help="print the scheduler configuration for this policy "
-                        "(Slurm: the plugstack.conf line; Grid Engine: complex, JSV, queue and starter settings)")
-    which = r.add_mutually_exclusive_group(required=True)
-    which.add_argument("--scheduler", choices=siteconfig.schedulers())
-    which.add_argument("--pam", metavar="SERVICE",
-                       help="the /etc/pam.d/SERVICE session line of pam_envsched.so (same as --scheduler pam, "
-                       "naming the service)")
-    r.add_argument("--plugin", metavar="PATH",
-                   help=f"slurm: the SPANK plugin (default {siteconfig.DEFAULT_SLURM_PLUGIN})")
-    r.add_argument("--resolver", metavar="PATH",
-                   help="the envsched command the scheduler runs (default: this envsched)")
-    r.add_argument("--bind", action="append", default=[], metavar="PATH",
-                   help="extra host path for every view, repeatable (SRC[:DST[:ro|rw]], default ro)")
-    r.add_argument("--spool-dir", metavar="DIR",
-                   help=f"slurm: SlurmdSpoolDir, uge: execd_spool_dir, bound into every view (default "
-                   f"{siteconfig.DEFAULT_SLURM_SPOOL_DIR} / /var/spool/gridengine/execd; a per-node "
-                   f".../%%n: its parent is bound; '{siteconfig.NONE}': no bind)")
-    r.add_argument("--munge-socket-dir", metavar="DIR",
-                   help=f"munged's socket directory, bound into every view (default "
-                   f"{siteconfig.DEFAULT_MUNGE_SOCKET_DIR}; '{siteconfig.NONE}': no bind)")
-    r.add_argument("--host-tools", metavar="DIR",
-                   help="slurm: directory of wrappers of the host's Slurm clients, bound into every "
-                   "view and first in the job's PATH (default: none)")
-    r.add_argument("--plugin-dir", metavar="DIR",
-                   help="uge: where envsched_jsv.py, envsched_uge.py and the starter are installed "
-                   "(default /usr/local/libexec/envsched)")
-    r.add_argument("--src", metavar="DIR",
-                   help="uge: directory holding the envsched package, for hooks run by /usr/bin/python3 "
-                   "when envsched is not installed system-wide (default: none)")
-    r.add_argument("--unprivileged", action="store_true",
-                   help="uge: enter through a user namespace from a starter running as the user; no "
-                   "prolog, no set-user-ID program (see docs/admin.md for the trade-off)")
-    r.add_argument("--tmpdir", action="append", default=[], metavar="PATH",
-                   help="uge: a queue's tmpdir (the parent of each job's TMPDIR), bound read-write into every "
-                   "view, repeatable; wins over what `qconf -sq` says (default: the tmpdir of every queue, or "
-                   "of each --queue, read with qconf; /tmp when no cluster answers; 'none': no bind)")
-    r.add_argument("--queue", action="append", default=[], metavar="NAME",
-                   help="uge: read the tmpdir of this queue only (qconf -sq NAME), repeatable (default: every "
-                   "queue qconf -sql lists)")
-    r.add_argument("--section", metavar="NAME",
-                   help="print one section of a sectioned output (uge: complex, global, sge_request, jsv, "
-                   "queue, interactive_queue, starter_conf, user_starter)")
-    r.add_argument("--debug", action="store_true",
-                   help="the plugin logs the resolver's output for every job, not only on failure")
-    r.add_argument("--policy", metavar="FILE", default=argparse.SUPPRESS,
-                   help="site policy (default /etc/envsched/policy.toml); its path goes into the output")
-    r.set_defaults(func=cmd_site_config_render)
-    h = ssub.add_parser("host-tools", help="root: wrappers that run the host's scheduler clients "
-                        "(srun, squeue, ...) from inside views")
-    h.add_argument("--scheduler", required=True, choices=("slurm", "uge"))
-    h.add_argument("--sge-root", default=os.environ.get("SGE_ROOT"),
-                   help="uge: the cell's SGE_ROOT (default: $SGE_ROOT)")
-    h.add_argument("--slurm-conf", default=os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf"),
-                   help="the host's slurm.conf (default: $SLURM_CONF or /etc/slurm/slurm.conf)")
-    h.add_argument("dir", help="where to write bin/ and the view's slurm.conf (root-owned, e.g. "
-                   "/var/lib/envsched/slurm-tools)")
-    h.add_argument("--policy", metavar="FILE", default=argparse.SUPPRESS,
-                   help="site policy (default /etc/envsched/policy.toml): its local_root is used")
-    h.set_defaults(func=cmd_site_config_host_tools)
+    site_cmds.add_parsers(sub)
     policy_on_subcommands(sub)
     return p
 

@@ -1,6 +1,7 @@
 """The generic part of portable submission: load DRMAA, one session, a job template, wait, report.
 
-The scheduler-specific part is a Scheduler (submit/scheduler.py): library defaults, preloads,
+The scheduler-specific part is a Scheduler (submit/scheduler.py), one per scheduler package in
+envsched/schedulers/ (schedulers/uge/submit.py): library defaults, preloads,
 native specification, how a policy refusal looks.
 """
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The fixed set of methods a scheduler fills for portable (DRMAA) submission, psij-python style.
 
-A scheduler module subclasses Scheduler; submit/registry.py lists the known ones. Everything
+A scheduler package (envsched/schedulers/<name>/submit.py) subclasses Scheduler and names it in its
+__init__.py (SUBMIT); submit/registry.py finds them there. Everything
 else (session, job template, waiting, reporting) is generic (submit/core.py).
 """
 from __future__ import annotations
