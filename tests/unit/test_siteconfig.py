@@ -313,10 +313,12 @@ def test_every_renderer_has_packaged_templates():
 def test_package_data_covers_every_template():
     cfg = configparser.ConfigParser()
     cfg.read(REPO / "setup.cfg")
-    patterns = cfg["options.package_data"]["envsched"].split()
+    # setuptools splits package_data values at commas and newlines, never at spaces
+    value = cfg["options.package_data"]["envsched"]
+    patterns = [pat.strip() for pat in value.replace("\n", ",").split(",") if pat.strip()]
     package = REPO / "src" / "envsched"
-    templates = [str(p.relative_to(package)) for p in (package / "templates").rglob("*") if p.is_file()
-                 and "__pycache__" not in p.parts]
+    templates = [str(p.relative_to(package)) for p in list((package / "templates").rglob("*")) +
+                 list((package / "schedulers").glob("*/templates/*")) if p.is_file() and "__pycache__" not in p.parts]
     assert templates
     for t in templates:
         assert any(fnmatch.fnmatch(t, pat) for pat in patterns), f"{t} is not package data in setup.cfg"
