@@ -9,7 +9,8 @@ FUZZ_SECONDS  ?= 300
 FUZZ_EXAMPLES ?= 10000
 FUZZ_MERGE    ?= 0
 
-.PHONY: all deps venv test test-unit test-ns fuzz demo bench bench-slurm bench-uge clean
+.PHONY: all deps venv test test-unit test-ns fuzz demo bench bench-slurm bench-uge clean \
+        man deb rpm test-packages test-installed
 
 all: venv
 
@@ -49,6 +50,32 @@ bench-slurm: venv
 
 bench-uge: venv
 	bash bench/uge.sh
+
+# Packages (docs/admin.md section 1): man pages into build/man, the Debian packages into build/
+# (lintian clean), the RPM spec built into build/rpm/ (a build test), and the test that builds,
+# installs and purges them (tests/packaging; `make test` runs only its fast part)
+DEB_BUILD_DEPS := debhelper dh-python python3-all python3-setuptools pybuild-plugin-pyproject \
+                  python3-argparse-manpage libslurm-dev libpam0g-dev lintian
+RPM_BUILD_DEPS := rpm python3-build python3-installer python3-wheel python3-setuptools \
+                  python3-argparse-manpage libslurm-dev libpam0g-dev
+
+man: deps
+	$(PYTHON) -B scripts/gen-man.py --outdir build/man
+
+deb:
+	bash scripts/install-deps.sh $(DEB_BUILD_DEPS)
+	bash packaging/build-deb.sh
+
+rpm:
+	bash scripts/install-deps.sh $(RPM_BUILD_DEPS)
+	bash packaging/build-rpm.sh
+
+test-packages: venv
+	ENVSCHED_TEST_PACKAGES=1 $(PY) -m pytest tests/packaging $(PYTEST_ARGS)
+
+# the end-to-end suites against the installed packages instead of the checkout (tests/installed.py)
+test-installed: venv deb
+	PY=$(PY) bash packaging/test-installed.sh $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info bench/out .pytest_cache

@@ -13,6 +13,7 @@ from typing import Dict, Optional, Sequence
 
 import pytest
 
+import installed
 from testlib import SESSION_TAG, TEST_USER, mount_table, real_user
 
 REPO = Path(__file__).resolve().parent.parent
@@ -163,15 +164,17 @@ class Result:
 
 def run_tool(tool: str, args: Sequence[str], user: Optional[str] = None, cwd: Optional[str] = None,
              env: Optional[Dict[str, str]] = None, stdin: Optional[str] = None, timeout: float = 60) -> Result:
-    """Run `envsched`/`chos` from this checkout, as root or (via setpriv) as `user`."""
-    cmd = [sys.executable, "-m", f"envsched.cli.{tool}", *args]
+    """Run `envsched`/`chos` from this checkout (or as installed, see tests/installed.py), as root or
+    (via setpriv) as `user`."""
+    cmd = [*installed.tool_command(tool), *args]
     base = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"}
     if user is not None:
         pw = pwd.getpwnam(user)
         base.update(HOME=pw.pw_dir, USER=user, LOGNAME=user)
         cmd = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--"] + cmd
     base.update(env or {})
-    base["PYTHONPATH"] = str(REPO / "src")
+    if installed.src():
+        base["PYTHONPATH"] = installed.src()
     p = subprocess.run(cmd, cwd=cwd or "/", env=base, input=stdin, stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, text=True, timeout=timeout)
     return Result(p.returncode, p.stdout, p.stderr)

@@ -19,6 +19,7 @@ from typing import Iterator
 
 import pytest
 
+import installed
 from testlib import real_user
 
 from pamlib import PAM_DIR, PAM_USER, REPO, free_port, need
@@ -44,8 +45,7 @@ def pam_home(pam_user: pwd.struct_passwd) -> Iterator[Path]:
 def pam_module() -> Path:
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    subprocess.run(["make", "-s", "-C", str(REPO / "plugins" / "pam")], check=True)
-    return REPO / "plugins" / "pam" / "pam_envsched.so"
+    return installed.shim(REPO / "plugins" / "pam" / "pam_envsched.so", "pam_envsched.so")
 
 
 class PamService:

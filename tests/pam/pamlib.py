@@ -10,11 +10,12 @@ from typing import List
 
 import pytest
 
+import installed
 from testlib import USER_SUFFIX
 
 REPO = Path(__file__).resolve().parents[2]
 PAM_DIR = Path("/etc/pam.d")
-RESOLVER = REPO / ".venv" / "bin" / "envsched"
+RESOLVER = Path(installed.envsched()) if installed.INSTALLED else REPO / ".venv" / "bin" / "envsched"
 PAM_USER = "envsched-pamtu" + USER_SUFFIX    # not the shared test user: other suites empty its ~/.chos concurrently
 
 

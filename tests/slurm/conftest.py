@@ -50,6 +50,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
+import installed
 from spanksite import PLUGIN_DIR, Site, policy_text
 from testlib import CLEAN_PATH, SESSION_TAG, USER_SUFFIX, build_mini_trees, real_user, run_client, throwaway_cluster
 
@@ -220,14 +221,15 @@ def site(slurm_cluster, slurm_user):
     """The envsched plugin on the cluster: trees deb12/deb13, the policy (spanksite.policy_text), a
     run dir, plugstack.conf with the plugin (slurmd restarted: job prolog and epilog), the host-tools
     wrappers. At the end: the queue drained, every view released, plugstack.conf emptied."""
-    subprocess.run(["make", "-s", "-C", str(PLUGIN_DIR)], check=True)
+    if not installed.INSTALLED:
+        subprocess.run(["make", "-s", "-C", str(PLUGIN_DIR)], check=True)
     root = slurm_cluster.dir
     trees = build_mini_trees(root / "os")
     run_dir = Path(f"/run/envsched-slurmtest-{SESSION_TAG}")
     policy = root / "policy.toml"
     policy.write_text(policy_text(root, run_dir, trees))
     policy.chmod(0o644)
-    resolver = Path(os.sys.executable).parent / "envsched"
+    resolver = Path(installed.envsched())
     slurm_cluster.write_plugstack(
         f"required {PLUGIN_DIR}/envsched_spank.so policy={policy} resolver={resolver} run_dir={run_dir} "
         f"bind={root}/spool bind={root}/munge host_tools={root}/tools\n", restart_slurmd=True)

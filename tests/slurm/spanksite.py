@@ -7,10 +7,13 @@ import time
 from pathlib import Path
 from typing import Dict
 
+import installed
+
 REPO = Path(__file__).resolve().parents[2]
 # ENVSCHED_TEST_SPANK_PLUGIN_DIR: build and load the plugin from another tree (e.g. an older version,
 # to see which tests it fails)
-PLUGIN_DIR = Path(os.environ.get("ENVSCHED_TEST_SPANK_PLUGIN_DIR") or REPO / "plugins" / "slurm-spank")
+PLUGIN_DIR = Path(os.environ.get("ENVSCHED_TEST_SPANK_PLUGIN_DIR")
+                  or (installed.SPANK_DIR if installed.INSTALLED else REPO / "plugins" / "slurm-spank"))
 SHOW = 'head -1 /etc/os-release; echo "CHOS=$CHOS"; echo "CWD=$(pwd)"; echo "USER=$(id -un)"'
 RECORDS = ".jobs"          # run_dir/.jobs/slurm-<job>: the job records the job prolog writes
 

@@ -13,18 +13,18 @@ import os
 import pwd
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import pytest
 
+import installed
 from testlib import TEST_USER
 
 pytestmark = pytest.mark.torque
 
 REPO = Path(__file__).resolve().parents[2]
-HOOKS = REPO / "plugins" / "torque" / "openpbs"
+HOOKS = installed.LIBEXEC if installed.INSTALLED else REPO / "plugins" / "torque" / "openpbs"
 DRIVER = Path(__file__).resolve().parent / "pbs_standin" / "driver.py"
 PAYLOAD = "head -1 /etc/os-release; echo CHOS=$CHOS; id -u; pwd"
 
@@ -34,9 +34,8 @@ def pbs_site(site_dir):
     """The joiner installed set-user-ID root beside its configuration, and the hook config file."""
     d = site_dir.root / "openpbs"
     d.mkdir(mode=0o755, exist_ok=True)
-    subprocess.run(["make", "-s", "-C", str(HOOKS / "joiner")], check=True)
     joiner = d / "pbs-join"
-    shutil.copy(HOOKS / "joiner" / "envsched-pbs-join", joiner)
+    shutil.copy(installed.shim(REPO / "plugins/torque/openpbs/joiner/envsched-pbs-join", "pbs-join"), joiner)
     os.chown(joiner, 0, 0)
     joiner.chmod(0o4755)
     (d / "pbs-join.conf").write_text(f"run_dir={site_dir.run_dir}\n")
@@ -45,7 +44,7 @@ def pbs_site(site_dir):
 
 
 def config(pbs_site: Path, policy: Path, **extra: Any) -> Path:
-    conf = {"policy": str(policy), "src": str(REPO / "src"), "joiner": str(pbs_site / "pbs-join"),
+    conf = {"policy": str(policy), "src": installed.src(), "joiner": str(pbs_site / "pbs-join"),
             "binds": [], "on_refusal": "exit"}
     conf.update(extra)
     path = pbs_site / "envsched.json"
@@ -56,7 +55,7 @@ def config(pbs_site: Path, policy: Path, **extra: Any) -> Path:
 
 def run_hook(hook: str, type_: str, conf: Path, job: Dict[str, Any], **event: Any) -> Dict[str, Any]:
     spec = {"hook": str(HOOKS / hook), "type": type_, "config": str(conf), "job": job, **event}
-    p = subprocess.run([sys.executable, "-I", str(DRIVER)], input=json.dumps(spec), stdout=subprocess.PIPE,
+    p = subprocess.run([installed.hook_python(), "-I", str(DRIVER)], input=json.dumps(spec), stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, text=True, timeout=120, cwd="/",
                        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
     assert p.returncode == 0, p.stderr

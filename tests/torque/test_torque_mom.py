@@ -16,6 +16,7 @@ from envsched.siteconfig import section
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mom_harness import Mom, Refused, root_script_ok  # noqa: E402
+import installed  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.torque, pytest.mark.ns]
@@ -27,7 +28,7 @@ echo "chos=$CHOS uid=$(id -u) cwd=$(pwd)"
 
 
 def envsched_cmd() -> str:
-    return str(Path(sys.executable).parent / "envsched")
+    return installed.envsched()
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +45,12 @@ def torque(site_dir):
 path = "{broken}"
 description = "a tree missing on this node"
 """)
-    subprocess.run(["make", "-s", "-C", str(PLUGIN)], check=True, stdout=subprocess.DEVNULL)
     for name in ("torque-starter", "envsched_torque.py"):
-        shutil.copy(PLUGIN / name, libexec / name)
+        shutil.copy(installed.shim(PLUGIN / name, name), libexec / name)
         os.chown(libexec / name, 0, 0)
         (libexec / name).chmod(0o4755 if name == "torque-starter" else 0o755)   # make install's modes
     rendered = subprocess.run([envsched_cmd(), "--policy", str(policy), "site-config", "render", "--scheduler",
-                               "torque", "--plugin-dir", str(libexec), "--src", str(REPO / "src"), "--resolver",
+                               "torque", "--plugin-dir", str(libexec), *(["--src", installed.src()] if installed.src() else []), "--resolver",
                                envsched_cmd(), "--spool-dir", str(home)],
                               check=True, stdout=subprocess.PIPE, text=True).stdout
     mom_priv = home / "mom_priv"
@@ -420,7 +420,10 @@ def test_forged_src_directory_aborts_the_prologue(torque, fmom, test_user, home)
     os.chown(evil, test_user.pw_uid, test_user.pw_gid)
     prologue = mom.mom_priv / "prologue"
     saved = prologue.read_text()
-    prologue.write_text(saved.replace(f"--src {REPO / 'src'}", f"--src {evil}"))
+    forged = (saved.replace(f"--src {REPO / 'src'}", f"--src {evil}") if installed.src()
+              else saved.replace(" prologue --policy ", f" prologue --src {evil} --policy "))   # installed: no --src
+    assert forged != saved
+    prologue.write_text(forged)
     try:
         r = mom.run(mom.qsub(test_user, PAYLOAD, ["-v", "CHOS=deb12"]))
     finally:

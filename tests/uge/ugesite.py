@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import installed
 from ugecluster import REPO, UgeCluster
 
 
@@ -70,21 +70,19 @@ def install_site(c: UgeCluster, policy: Path, log: Path, binds: Sequence[str]) -
     libexec = c.dir / "libexec"
     libexec.mkdir(mode=0o755, exist_ok=True)
     for name in ("envsched_jsv.py", "envsched_uge.py"):
-        shutil.copy(REPO / "plugins" / "uge" / name, libexec / name)
+        shutil.copy(installed.shim(REPO / "plugins" / "uge" / name, name), libexec / name)
         (libexec / name).chmod(0o755)
-    subprocess.run(["make", "-s", "-C", str(REPO / "plugins/uge/starter")], check=True,
-                   stdout=subprocess.DEVNULL)
-    shutil.copy(REPO / "plugins/uge/starter/envsched-uge-starter", libexec / "uge-starter")
+    shutil.copy(installed.shim(REPO / "plugins/uge/starter/envsched-uge-starter", "uge-starter"), libexec / "uge-starter")
     os.chown(libexec / "uge-starter", 0, 0)
     (libexec / "uge-starter").chmod(0o4755)
-    shutil.copy(REPO / "plugins/uge/starter/envsched-uge-epilog", libexec / "uge-epilog")
+    shutil.copy(installed.shim(REPO / "plugins/uge/starter/envsched-uge-epilog", "uge-epilog"), libexec / "uge-epilog")
     (libexec / "uge-epilog").chmod(0o755)
     envsched = envsched_cmd()
     tools = c.dir / "uge-tools"
     subprocess.run([envsched, "--policy", str(policy), "site-config", "host-tools", "--scheduler", "uge",
                     "--sge-root", str(c.root), str(tools)], check=True, stdout=subprocess.DEVNULL)
     argv = [envsched, "--policy", str(policy), "site-config", "render", "--scheduler", "uge",
-            "--plugin-dir", str(libexec), "--src", str(REPO / "src"), "--resolver", envsched,
+            "--plugin-dir", str(libexec), *(["--src", installed.src()] if installed.src() else []), "--resolver", envsched,
             "--spool-dir", str(c.dir / "spool" / "execd"), "--host-tools", str(tools)]
     for b in binds:
         argv += ["--bind", b]
@@ -154,4 +152,4 @@ def render_env(c: UgeCluster) -> Dict[str, str]:
 
 
 def envsched_cmd() -> str:
-    return str(Path(sys.executable).parent / "envsched")
+    return installed.envsched()
