@@ -33,6 +33,31 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ..errors import UsageError
 from ..policy.model import Policy
 
+# Where the plugins are: the Makefiles install below PREFIX=/usr/local; the packages (make deb, the
+# RPM spec) put the programs in /usr/libexec/envsched and the shared objects in the system's
+# library directory. Which one applies follows where this envsched itself was installed.
+CHECKOUT_PLUGIN_DIR = "/usr/local/libexec/envsched"
+CHECKOUT_LIB_DIR = "/usr/local/lib/envsched"
+
+
+def packaged() -> bool:
+    """Whether this envsched is the packages' (its modules under /usr/lib*/python3*)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return here.startswith(("/usr/lib/python3", "/usr/lib64/python3"))
+
+
+def default_plugin_dir() -> str:
+    """The starters' and hooks' directory: the packages' when this envsched is packaged."""
+    return "/usr/libexec/envsched" if packaged() else CHECKOUT_PLUGIN_DIR
+
+
+def default_lib_dir() -> str:
+    """The SPANK plugin's directory: /usr/lib/envsched (Debian), /usr/lib64/envsched (EL's
+    %{_libdir}, where the RPM puts it) when packaged."""
+    if not packaged():
+        return CHECKOUT_LIB_DIR
+    return "/usr/lib64/envsched" if os.path.exists("/usr/lib64/envsched/envsched_spank.so") else "/usr/lib/envsched"
+
 NONE = "none"                     # --spool-dir/--munge-socket-dir/--tmpdir: no bind
 COMMAND_TIMEOUT = 30              # seconds for one scheduler command (qconf, scontrol)
 

@@ -23,12 +23,12 @@ import os
 from typing import Dict, List, Optional, Tuple
 
 from ...policy.model import Policy
-from ..base import (NONE, Finding, InstallTarget, ManualStep, RenderOptions, SchedulerAdapter, SiteConfigError,
+from ..base import (CHECKOUT_PLUGIN_DIR, NONE, default_plugin_dir, Finding, InstallTarget, ManualStep, RenderOptions, SchedulerAdapter, SiteConfigError,
                     SiteFacts, read_text)
 from ..doctor import conf_findings, file_findings, parse_kv, setuid_findings
 from ..rendering import check_bind, check_path, render_template, section
 
-DEFAULT_PLUGIN_DIR = "/usr/local/libexec/envsched"
+DEFAULT_PLUGIN_DIR = CHECKOUT_PLUGIN_DIR                # the packaged envsched: default_plugin_dir()
 DEFAULT_PBS_HOME = "/var/spool/pbs"      # PBS_HOME: the mom keeps job scripts below it (mom_priv/jobs)
 DEFAULT_PBS_CONF = "/etc/pbs.conf"
 HOOK_FILES = ("envsched_queuejob.py", "envsched_launch.py", "envsched_end.py")
@@ -64,7 +64,7 @@ class OpenpbsAdapter(SchedulerAdapter):
 
     def read_site(self, options: RenderOptions) -> SiteFacts:
         facts = SiteFacts()
-        facts.set("plugin_dir", (options.plugin_dir or DEFAULT_PLUGIN_DIR).rstrip("/") or "/",
+        facts.set("plugin_dir", (options.plugin_dir or default_plugin_dir()).rstrip("/") or "/",
                   "--plugin-dir" if options.plugin_dir else "default")
         conf_path = self._pbs_conf()
         text = read_text(conf_path)

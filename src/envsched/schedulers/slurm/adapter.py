@@ -28,13 +28,17 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ...policy.model import Policy
 from .. import trust
-from ..base import (NONE, Finding, InstallTarget, ManualStep, RenderOptions, SchedulerAdapter, SiteConfigError,
+from ..base import (CHECKOUT_LIB_DIR, NONE, default_lib_dir, Finding, InstallTarget, ManualStep, RenderOptions, SchedulerAdapter, SiteConfigError,
                     SiteFacts, read_text)
 from ..rendering import PATH_MAX, check_bind, check_path, comment_lines, parse_bind, render_template, under
 from . import config as slurm_config
 
-# The plugin's install path is the Makefile's: $(PREFIX)/lib/envsched, PREFIX=/usr/local.
-DEFAULT_PLUGIN = "/usr/local/lib/envsched/envsched_spank.so"
+# The plugin's install path: the Makefile's $(PREFIX)/lib/envsched (PREFIX=/usr/local), or the packages'.
+DEFAULT_PLUGIN = CHECKOUT_LIB_DIR + "/envsched_spank.so"    # the packaged envsched: default_plugin()
+
+
+def default_plugin() -> str:
+    return default_lib_dir() + "/envsched_spank.so"
 DEFAULT_SPOOL_DIR = "/var/spool/slurmd"             # SlurmdSpoolDir's default
 DEFAULT_MUNGE_SOCKET_DIR = "/run/munge"             # munged's default socket /run/munge/munge.socket.2
 MAX_BINDS = 16                                      # envsched_spank.h: ES_MAX_BINDS
@@ -248,7 +252,7 @@ class SlurmAdapter(SchedulerAdapter):
         return sbind, mbind, extra, defaults + extra
 
     def render(self, policy: Policy, options: RenderOptions, site: SiteFacts) -> str:
-        plugin = check_path("--plugin", options.plugin or DEFAULT_PLUGIN)
+        plugin = check_path("--plugin", options.plugin or default_plugin())
         policy_path = check_path("--policy", options.policy_path)
         resolver = check_path("--resolver", options.resolver)
         run_dir = check_path(f"{policy.source}: site.run_dir", policy.site.run_dir)
@@ -275,7 +279,7 @@ class SlurmAdapter(SchedulerAdapter):
 
     def host_warnings(self, policy: Policy, options: RenderOptions, site: SiteFacts) -> List[str]:
         found = super().host_warnings(policy, options, site)
-        plugin = options.plugin or DEFAULT_PLUGIN
+        plugin = options.plugin or default_plugin()
         if not os.path.isfile(plugin):
             found.append(f"plugin {plugin} does not exist on this host "
                          "(make -C plugins/slurm-spank && make -C plugins/slurm-spank install)")

@@ -26,12 +26,12 @@ import os
 from typing import Dict, List, Optional, Tuple
 
 from ...policy.model import Policy
-from ..base import (NONE, Finding, InstallTarget, ManualStep, RenderOptions, SchedulerAdapter, SiteConfigError,
+from ..base import (CHECKOUT_PLUGIN_DIR, NONE, default_plugin_dir, Finding, InstallTarget, ManualStep, RenderOptions, SchedulerAdapter, SiteConfigError,
                     SiteFacts, read_text)
 from ..doctor import conf_findings, file_findings, parse_kv, setuid_findings
 from ..rendering import check_bind, check_path, render_template, section
 
-DEFAULT_PLUGIN_DIR = "/usr/local/libexec/envsched"
+DEFAULT_PLUGIN_DIR = CHECKOUT_PLUGIN_DIR                # the packaged envsched: default_plugin_dir()
 DEFAULT_PBS_HOME = "/var/spool/torque"          # TORQUE_HOME of the packages; jobs run from mom_priv/jobs
 HOMES = ("/var/spool/torque", "/var/lib/torque", "/usr/spool/PBS", "/var/spool/pbs")
 MAX_BINDS = 16                                  # plugins/uge/starter/starter.h: ES_MAX_BINDS (conf.c)
@@ -103,7 +103,7 @@ class TorqueAdapter(SchedulerAdapter):
 
     def read_site(self, options: RenderOptions) -> SiteFacts:
         facts = SiteFacts()
-        facts.set("plugin_dir", (options.plugin_dir or DEFAULT_PLUGIN_DIR).rstrip("/") or "/",
+        facts.set("plugin_dir", (options.plugin_dir or default_plugin_dir()).rstrip("/") or "/",
                   "--plugin-dir" if options.plugin_dir else "default")
         if options.spool_dir:
             facts.set("pbs_home", options.spool_dir, "--spool-dir")

@@ -24,13 +24,13 @@ import re
 from typing import Any, Dict, List, Optional, Tuple
 
 from ...policy.model import Policy
-from ..base import (NONE, Finding, InstallTarget, ManualStep, RenderOptions, SchedulerAdapter, SiteConfigError,
+from ..base import (CHECKOUT_PLUGIN_DIR, NONE, default_plugin_dir, Finding, InstallTarget, ManualStep, RenderOptions, SchedulerAdapter, SiteConfigError,
                     SiteFacts, read_text)
 from ..doctor import conf_findings, file_findings, parse_kv, setuid_findings, userns_findings
 from ..rendering import check_bind, check_path, comment_lines, render_template, section
 from .tmpdirs import Tmpdirs, lookup_tmpdirs, tmpdir_binds, tmpdir_header
 
-DEFAULT_PLUGIN_DIR = "/usr/local/libexec/envsched"
+DEFAULT_PLUGIN_DIR = CHECKOUT_PLUGIN_DIR                # the packaged envsched: default_plugin_dir()
 DEFAULT_EXECD_SPOOL = "/var/spool/gridengine/execd"     # Debian's; job scripts live below it
 DEFAULT_SGE_ROOT = "/var/lib/gridengine"                 # Debian's
 MAX_BINDS = 16                                          # plugins/uge/starter/starter.h: ES_MAX_BINDS
@@ -66,7 +66,7 @@ class UgeAdapter(SchedulerAdapter):
         env = self._env()
         facts.set("sge_root", env.get("SGE_ROOT") or DEFAULT_SGE_ROOT, "SGE_ROOT" if env.get("SGE_ROOT") else "default")
         facts.set("sge_cell", env.get("SGE_CELL") or "default", "SGE_CELL" if env.get("SGE_CELL") else "default")
-        facts.set("plugin_dir", (options.plugin_dir or DEFAULT_PLUGIN_DIR).rstrip("/") or "/",
+        facts.set("plugin_dir", (options.plugin_dir or default_plugin_dir()).rstrip("/") or "/",
                   "--plugin-dir" if options.plugin_dir else "default")
         if options.spool_dir:
             facts.set("spool_dir", options.spool_dir, "--spool-dir")
