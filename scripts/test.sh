@@ -46,3 +46,10 @@ if [ "$(id -u)" -eq 0 ]; then
     echo "== unit tests again as an unprivileged user"
     bash scripts/test-unprivileged.sh "$@"
 fi
+# CI (.ci/run): then the packages, built, installed, and the end-to-end suites run against the
+# installed files (make test-installed purges them again)
+if [ -n "${ENVSCHED_TEST_WITH_PACKAGES:-}" ] && [ "$(id -u)" -eq 0 ]; then
+    echo "== the Debian packages: make test-packages, make test-installed"
+    make test-packages PYTEST_ARGS="$*"
+    make test-installed PYTEST_ARGS="$*"
+fi
