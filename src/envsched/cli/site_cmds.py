@@ -33,8 +33,9 @@ def _config_args(r: argparse.ArgumentParser, what: str) -> None:
                        help="the /etc/pam.d/SERVICE session line of pam_envsched.so (same as --scheduler pam, "
                        "naming the service)")
     r.add_argument("--plugin", metavar="PATH",
-                   help="slurm: the SPANK plugin (default /usr/local/lib/envsched/envsched_spank.so); pam: the "
-                   "module (default pam_envsched.so)")
+                   help="slurm: the SPANK plugin (default /usr/lib/envsched/envsched_spank.so for a packaged "
+                   "envsched, else /usr/local/lib/envsched/envsched_spank.so); pam: the module (default "
+                   "pam_envsched.so)")
     r.add_argument("--resolver", metavar="PATH",
                    help="the envsched command the scheduler runs (default: this envsched)")
     r.add_argument("--bind", action="append", default=[], metavar="PATH",
@@ -50,8 +51,8 @@ def _config_args(r: argparse.ArgumentParser, what: str) -> None:
                    help="slurm, uge: directory of wrappers of the host's clients, bound into every "
                    "view and first in the job's PATH (default: none)")
     r.add_argument("--plugin-dir", metavar="DIR",
-                   help="uge, torque, openpbs: where the shims and starters are installed "
-                   "(default /usr/local/libexec/envsched)")
+                   help="uge, torque, openpbs: where the shims and starters are installed (default "
+                   "/usr/libexec/envsched for a packaged envsched, else /usr/local/libexec/envsched)")
     r.add_argument("--src", metavar="DIR",
                    help="directory holding the envsched package, for hooks run by /usr/bin/python3 "
                    "when envsched is not installed system-wide (default: none)")
