@@ -340,3 +340,24 @@ def test_forged_joiner_configuration(site_dir, pbs_site, home):
     assert (p.returncode, p.stdout) == (78, ""), p
     assert lines(p.stderr) == [f"envsched: joiner configuration: {conf_file}: must be owned by root and not "
                                "writable by group or others"]
+
+
+def test_forged_account_in_the_jobs_environment(site_dir, pbs_site, test_user, home):
+    """deb13a is for account proj1 only: the hook takes the account from the server's job
+    (Account_Name, qsub -A), never from PBS_ACCOUNT in the job's variables or environment."""
+    policy = site_dir.policy(body=f'[environments.deb13a]\npath = "{site_dir.envs["deb13"]}"\n'
+                                  'allow_accounts = ["proj1"]\n', name="openpbs-account.toml")
+    conf = config(pbs_site, policy)
+    forged = {"PBS_ACCOUNT": "proj1"}
+    for job_id, account, expected in (("20.srv", "other", 77), ("21.srv", None, 77), ("22.srv", "proj1", 0)):
+        j = job(job_id, chos="deb13a", variables=forged)
+        j["Account_Name"] = account
+        try:
+            p = launch(start(conf, home, j, forged), home)
+        finally:
+            end(conf, j)
+        assert p.returncode == expected, (account, p)
+        if expected:
+            assert p.stdout == "" and p.stderr.startswith("envsched: environment 'deb13a'"), p.stderr
+        else:
+            assert p.stdout.splitlines()[:2] == ['PRETTY_NAME="debian 13 (mini)"', "CHOS=deb13a"], p.stdout

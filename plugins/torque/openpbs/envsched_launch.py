@@ -19,7 +19,8 @@ changes made ... by the 2 mom hooks").
 What the hook does, once per job per host:
 
   1. the request: the `chos` resource (e.job.Resource_List["chos"]), the job's CHOS (e.env,
-     else e.job.Variable_List), the queue (as the partition), the job user (e.job.euser);
+     else e.job.Variable_List), the queue (as the partition), the account (e.job.Account_Name,
+     qsub -A), the job user (e.job.euser): all but the request as the server keeps them;
   2. if this host already has the job's pin, run_dir/openpbs-<jobid> (a second task of the
      job: pbsdsh, pbs_tmrsh, mpirun over TM), reuse it without deciding again; else decide
      (reading ~/.chos as the user), check the tree, build the view and pin it (PinStore), or
@@ -164,6 +165,7 @@ def prepare(conf, e, key):
     chos = e.env.get("CHOS") or (job.Variable_List or {}).get("CHOS")
     ctx = JobContext(user=user, option=str(option) if option is not None else None,
                      chos_var=chos or None, partition=job.queue or None, cwd=user.home, job=str(job.id),
+                     account=str(job.Account_Name) if getattr(job, "Account_Name", None) else None,
                      scheduler="openpbs",
                      extra_binds=tuple(bind_arg(b) for b in conf.get("binds", [])))
     decision, plan = plan_for_job(policy, ctx)

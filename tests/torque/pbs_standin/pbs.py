@@ -70,12 +70,13 @@ class pbs_resource(dict):
 
 class job:
     """pbs.job: the attributes the hooks read (pbs_job_attributes.7B: id, euser, Job_Owner,
-    queue, Resource_List, Variable_List)."""
+    queue, Account_Name, Resource_List, Variable_List)."""
 
     def __init__(self, id: str, euser: Optional[str] = None, Job_Owner: Optional[str] = None,
                  queue: Optional[str] = None, Resource_List: Optional[Dict[str, str]] = None,
-                 Variable_List: Optional[Dict[str, str]] = None) -> None:
+                 Variable_List: Optional[Dict[str, str]] = None, Account_Name: Optional[str] = None) -> None:
         self.id = id
+        self.Account_Name = Account_Name        # qsub -A; None when the job names no account
         self.euser = euser
         self.Job_Owner = Job_Owner
         self.queue = queue
