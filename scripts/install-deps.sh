@@ -6,11 +6,13 @@ set -euo pipefail
 # openssh-server also enables and starts the system ssh service)
 # clang, libclang-rt-14-dev: tests/fuzz (libFuzzer and the sanitizers' runtimes, which Debian 12's
 # clang package does not pull in)
+# skopeo, umoci, squashfuse, fuse3: container images (envsched image import, user images through FUSE)
 # python3-argparse-manpage, man-db, bash-completion: tests/packaging (the man pages, rendered; chos's
 # completion); `make deb` and `make rpm` pass their build dependencies as arguments
 packages=(busybox-static squashfs-tools bubblewrap python3-venv util-linux gcc make libc6-dev binutils passwd
           iproute2 bsdextrautils gridengine-drmaa1.0 libjemalloc2 libpam0g-dev openssh-server openssh-client debootstrap
-          pamtester clang libclang-rt-14-dev python3-argparse-manpage man-db bash-completion "$@")
+          pamtester clang libclang-rt-14-dev python3-argparse-manpage man-db bash-completion
+          skopeo umoci squashfuse fuse3 "$@")
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
