@@ -4,30 +4,66 @@
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <unistd.h>
+#include <linux/nsfs.h>
 
 #include "envsched_exit.h"
 #include "es_join.h"
 
+static int drop(uid_t uid, gid_t gid, char *err, size_t errlen);
+
 int es_join_and_drop(int pin_dirfd, int has_view, const char *pin_path, uid_t uid, gid_t gid, char *err,
                      size_t errlen)
 {
+    int ns = -1, userns = -1;
+
     /* 1. the view: its pinned mount namespace, opened without following a link planted in place
-     *    of it; setns moves our root and cwd into the view (the caller chdirs afterwards) */
+     *    of it */
     if (has_view) {
-        int ns = openat(pin_dirfd, "mnt", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        if (ns < 0 || setns(ns, CLONE_NEWNS) != 0) {
-            snprintf(err, errlen, "cannot enter the job's environment (%s %s/mnt: %s)", ns < 0 ? "open" : "setns",
-                     pin_path, strerror(errno));
-            if (ns >= 0)
-                close(ns);
+        ns = openat(pin_dirfd, "mnt", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (ns < 0) {
+            snprintf(err, errlen, "cannot enter the job's environment (open %s/mnt: %s)", pin_path, strerror(errno));
             close(pin_dirfd);
             return ENVSCHED_EXIT_SETUP_FAILED;
         }
-        close(ns);
+        /* a user's own view (a user image; the pin has a `userns` file): it belongs to the user's
+         *    own user namespace, and the user controls the tree in it. Root only takes that
+         *    namespace here; the view is entered after privileges are dropped (step 5) */
+        if (faccessat(pin_dirfd, "userns", F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+            userns = ioctl(ns, NS_GET_USERNS);
+            if (userns < 0) {
+                snprintf(err, errlen, "cannot enter the job's environment (NS_GET_USERNS %s/mnt: %s)", pin_path,
+                         strerror(errno));
+                close(ns);
+                close(pin_dirfd);
+                return ENVSCHED_EXIT_SETUP_FAILED;
+            }
+        } else if (setns(ns, CLONE_NEWNS) != 0) {
+            /*    an admin's view: setns moves our root and cwd into it (the caller chdirs later) */
+            snprintf(err, errlen, "cannot enter the job's environment (setns %s/mnt: %s)", pin_path, strerror(errno));
+            close(ns);
+            close(pin_dirfd);
+            return ENVSCHED_EXIT_SETUP_FAILED;
+        }
     }
     close(pin_dirfd);
+    int rc = drop(uid, gid, err, errlen);
+    /* 5. a user's own view, as the user: its user namespace, then its mount namespace */
+    if (rc == 0 && userns >= 0 && (setns(userns, CLONE_NEWUSER) != 0 || setns(ns, CLONE_NEWNS) != 0)) {
+        snprintf(err, errlen, "cannot enter your image's environment (setns: %s)", strerror(errno));
+        rc = ENVSCHED_EXIT_SETUP_FAILED;
+    }
+    if (userns >= 0)
+        close(userns);
+    if (ns >= 0)
+        close(ns);
+    return rc;
+}
+
+static int drop(uid_t uid, gid_t gid, char *err, size_t errlen)
+{
     /* 2. real, effective and saved gid, then uid (a uid change first would forbid the gid one);
      *    the supplementary groups stay as the scheduler set them */
     if (setresgid(gid, gid, gid) != 0 || setresuid(uid, uid, uid) != 0) {

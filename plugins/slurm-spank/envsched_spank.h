@@ -37,7 +37,7 @@ int es_config_parse(int ac, char **av);
 int es_config_parse_args(struct es_config *cfg, int ac, char **av);   /* pure: the fuzz harness */
 
 /* request.c: the job's raw request (the --chos option) */
-extern char es_option[128];
+extern char es_option[256];
 extern int es_option_set;
 extern const char *es_option_error;          /* the one line for a value that cannot be a name */
 int es_option_register(spank_t sp);

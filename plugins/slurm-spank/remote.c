@@ -36,7 +36,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
+#include <linux/nsfs.h>
 #include <slurm/slurm.h>
 
 #include "envsched_spank.h"
@@ -47,6 +49,8 @@ static char failure[ES_MSG_MAX];    /* the user's one line, set when the job mus
 static int failure_code;            /* and the tasks' exit code */
 static char warning[ES_MSG_MAX];    /* the user's one line when the job runs elsewhere (on_error) */
 static char pin[PATH_MAX];          /* namespace file to join; empty: host OS, nothing to do */
+static int userns_join;             /* the view is the user's own (a user image): join it as the user */
+static int pin_fd = -1, userns_fd = -1;   /* opened as root in task_init_privileged, for task_init */
 static char home[PATH_MAX];
 static char task_cwd[PATH_MAX];
 
@@ -103,6 +107,8 @@ static int apply_shim(spank_t sp, char *text, int warn)
             snprintf(pin, sizeof pin, "%s", strcmp(line + 4, "-") == 0 ? "" : line + 4);
         else if (strncmp(line, "home ", 5) == 0)
             snprintf(home, sizeof home, "%s", line + 5);
+        else if (strcmp(line, "userns 1") == 0)
+            userns_join = 1;
         else if (strncmp(line, "env ", 4) == 0 && apply_env(sp, line + 4) != 0)
             rc = -1;
         else if (strncmp(line, "warning ", 8) == 0 && warn) {
@@ -266,6 +272,22 @@ int es_remote_task_privileged(spank_t sp)
     if (getcwd(task_cwd, sizeof task_cwd) == NULL)
         task_cwd[0] = '\0';
     int fd = open(pin, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd >= 0 && userns_join) {
+        /* a user's own view: root only opens it here (the pin is root's); the task enters it as
+         * the user in task_init, through the user namespace that owns it, and root never walks a
+         * tree the user controls */
+        userns_fd = ioctl(fd, NS_GET_USERNS);
+        if (userns_fd < 0) {
+            int err = errno;
+            snprintf(failure, sizeof failure, ES_PREFIX "cannot enter the prepared environment (%s: %s)",
+                     "NS_GET_USERNS", strerror(err));
+            failure_code = ENVSCHED_EXIT_SETUP_FAILED;
+            close(fd);
+            return 0;
+        }
+        pin_fd = fd;
+        return 0;
+    }
     if (fd < 0 || setns(fd, CLONE_NEWNS) != 0) {
         int err = errno;
         snprintf(failure, sizeof failure, ES_PREFIX "cannot enter the prepared environment (%s: %s)",
@@ -305,6 +327,18 @@ int es_remote_task_init(spank_t sp)
 {
     if (failure[0])
         refuse_task(sp);
+    if (pin_fd >= 0) {                    /* as the user: the user namespace, then the view */
+        if (setns(userns_fd, CLONE_NEWUSER) != 0 || setns(pin_fd, CLONE_NEWNS) != 0) {
+            int err = errno;
+            snprintf(failure, sizeof failure, ES_PREFIX "cannot enter your image's environment (setns: %s)",
+                     strerror(err));
+            failure_code = ENVSCHED_EXIT_SETUP_FAILED;
+            refuse_task(sp);
+        }
+        close(userns_fd);
+        close(pin_fd);
+        userns_fd = pin_fd = -1;
+    }
     if (pin[0] && !((task_cwd[0] && chdir(task_cwd) == 0) || (home[0] && chdir(home) == 0) ||
                     chdir("/") == 0)) {
         fail(ENVSCHED_EXIT_SETUP_FAILED, ES_PREFIX "no usable working directory in the environment%s", "");

@@ -8,7 +8,7 @@
 
 #include "envsched_spank.h"
 
-char es_option[128];
+char es_option[256];
 int es_option_set;
 const char *es_option_error;
 

@@ -61,3 +61,11 @@ def log(event: str, level: int = syslog.LOG_INFO, **fields: object) -> None:
             os.write(_log_fd, f"{stamp} envsched[{os.getpid()}]: {line}\n".encode())
         except OSError:
             pass  # syslog has it; a full disk must not stop a job start
+
+
+def close() -> None:
+    """Forget the log file (before a process becomes a user's: its descriptor must not stay)."""
+    global _log_fd
+    if _log_fd is not None:
+        os.close(_log_fd)
+        _log_fd = None

@@ -12,7 +12,7 @@ from . import linux
 from .errors import EnvschedError, SetupError
 from .exitcodes import ExitCode
 from .identity import UserInfo, drop_privileges
-from .plan import Plan
+from .plan import Plan, with_identity
 from .view import build_view
 
 
@@ -73,9 +73,27 @@ def finish_and_exec(plan: Plan, user: UserInfo, argv: Sequence[str], cwd: Option
 def enter_and_exec(plan: Plan, user: UserInfo, argv: Sequence[str], cwd: Optional[str] = None,
                    unprivileged: bool = False) -> NoReturn:
     cwd = cwd or _getcwd()
+    environ = None
+    if plan.kind == "user-image":
+        # a user's own image is found, mounted and entered as the user (userimage.py)
+        if os.geteuid() == 0:
+            environ = dict(os.environ, HOME=user.home, USER=user.name, LOGNAME=user.name)
+            become_user(user)
+        unprivileged = True
+        from .userimage import find_user_image
+        plan = with_identity(plan, *find_user_image(plan))
     if plan.mount_ops:
         build_view(plan, unprivileged=unprivileged)
-    finish_and_exec(plan, user, argv, cwd)
+    finish_and_exec(plan, user, argv, cwd, environ)
+
+
+def become_user(user: UserInfo) -> None:
+    """Root becomes the user for good before touching anything of theirs; the admin log's file
+    is closed first (the process becomes the user's to trace: /proc/self is theirs again)."""
+    from . import audit
+    audit.close()
+    drop_privileges(user)
+    linux.set_dumpable()
 
 
 def _getcwd() -> Optional[str]:

@@ -121,3 +121,24 @@ def mntns_id(path: str) -> Optional[int]:
         return None
     finally:
         os.close(fd)
+
+
+# ioctl(NS_GET_USERNS) on a namespace file: a new file descriptor for the user namespace that
+# owns it (a user image's view is owned by the user's own user namespace)
+NS_GET_USERNS = (0xB7 << 8) | 1                                   # _IO(0xb7, 0x1)
+PR_SET_DUMPABLE = 4
+
+
+def owning_userns(ns_fd: int) -> int:
+    import fcntl
+    try:
+        return fcntl.ioctl(ns_fd, NS_GET_USERNS)
+    except OSError as e:
+        raise SetupError(f"ioctl(NS_GET_USERNS) failed: {e.strerror} (errno {e.errno})") from e
+
+
+def set_dumpable() -> None:
+    """After root became a user: /proc/self (uid_map, setgroups) is the user's again, as it is
+    for any process the user starts (a set-user-ID drop leaves it root's)."""
+    if _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0:
+        raise _fail("prctl(PR_SET_DUMPABLE)")

@@ -6,6 +6,8 @@ grammar is refused with a message that shows the offending value safely escaped.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Optional
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 NAME_RULE = "1-64 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit"
@@ -33,3 +35,54 @@ def show(value: object, limit: int = 40) -> str:
     if len(text) > limit:
         text = text[:limit] + "..."
     return "'" + text.replace("'", "\\'") + "'"
+
+
+# -- what a job may ask for: [user:]NAME[@SELECTOR] ------------------------------------------
+#: A user's own image (`chos image import`), where the site allows them (policy [user_images]).
+USER_PREFIX = "user:"
+DIGEST_PREFIX = "sha256:"
+_HEX = set("0123456789abcdef")
+MIN_DIGEST_HEX = 12
+REQUEST_RULE = "NAME, NAME@VERSION, NAME@sha256:HEX or user:NAME[@...]; NAME: " + NAME_RULE
+
+
+def is_digest(value: str, full: bool = False) -> bool:
+    """sha256:<hex>: all 64 digits, or (full=False) a prefix of at least MIN_DIGEST_HEX."""
+    if not value.startswith(DIGEST_PREFIX):
+        return False
+    hexpart = value[len(DIGEST_PREFIX):]
+    n = len(hexpart)
+    return (n == 64 if full else MIN_DIGEST_HEX <= n <= 64) and set(hexpart) <= _HEX
+
+
+def is_selector(value: str) -> bool:
+    """What may follow '@': a digest (or a unique prefix of one) or a version label."""
+    return is_digest(value) or is_valid_name(value)
+
+
+@dataclass(frozen=True)
+class EnvRequest:
+    """A parsed request: `user` for a user's own image, `selector` for one exact version."""
+    name: str
+    selector: Optional[str] = None
+    user: bool = False
+
+    @property
+    def text(self) -> str:
+        return (USER_PREFIX if self.user else "") + self.name + (f"@{self.selector}" if self.selector else "")
+
+
+def parse_request(value: str) -> Optional[EnvRequest]:
+    """The request grammar; None when `value` is not in it (the caller refuses it with REQUEST_RULE)."""
+    if not isinstance(value, str):
+        return None
+    user = value.startswith(USER_PREFIX)
+    rest = value[len(USER_PREFIX):] if user else value
+    name, at, selector = rest.partition("@")
+    if not is_valid_name(name) or (at and not is_selector(selector)):
+        return None
+    if user and name == LOCAL:
+        return None
+    if name == LOCAL and at:
+        return None                       # the host OS has no versions
+    return EnvRequest(name, selector or None, user)

@@ -32,7 +32,7 @@ from .errors import EnvschedError, NotPermitted, PolicyError, SetupError, UsageE
 from .exitcodes import ExitCode
 from .identity import UserInfo
 from .names import NAME_RULE, is_valid_name
-from .plan import Plan
+from .plan import Plan, with_identity
 from .view import build_view
 
 HALF_MADE_GRACE = 60.0   # seconds a pin without meta.json may be mid-prepare before gc takes it
@@ -47,6 +47,8 @@ class PinMeta:
     owner_pid: int
     owner_start: Optional[int]
     created: float
+    digest: str = ""          # the version's identity ("" if it has none)
+    userns: bool = False      # the view belongs to the user's own user namespace (a user image)
 
     @classmethod
     def from_json(cls, text: str) -> "PinMeta":
@@ -55,8 +57,11 @@ class PinMeta:
             data = json.loads(text)
         except RecursionError:
             raise ValueError("malformed pin meta: nested too deeply") from None
-        if not isinstance(data, dict) or set(data) != {f for f in cls.__dataclass_fields__}:
+        fields = {f for f in cls.__dataclass_fields__}
+        if not isinstance(data, dict) or not (fields - {"digest", "userns"} <= set(data) <= fields):
             raise ValueError("malformed pin meta: not an object with the expected fields")
+        if not isinstance(data.get("digest", ""), str) or not isinstance(data.get("userns", False), bool):
+            raise ValueError("malformed pin meta: a field has the wrong type")
         ints = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
         if not (all(isinstance(data[k], str) for k in ("key", "environment", "user"))
                 and ints(data["uid"]) and ints(data["owner_pid"])
@@ -181,7 +186,9 @@ class PinStore:
             return None
         return meta
 
-    def prepare(self, key: str, plan: Plan, user: UserInfo, owner_pid: int) -> PinMeta:
+    def prepare(self, key: str, plan: Plan, user: UserInfo, owner_pid: int) -> Tuple[PinMeta, Plan]:
+        """The view pinned under `key`, and the plan as pinned (a user image's plan gets its file,
+        digest and Env from the builder that found it as the user)."""
         if os.geteuid() != 0:
             raise NotPermitted("prepare needs root (use `chos run` for an unprivileged view)")
         if not plan.mount_ops:
@@ -194,9 +201,9 @@ class PinStore:
             raise NotPermitted("recording a decision needs root")
         if plan.mount_ops:
             raise UsageError("a plan with a view is pinned with prepare, not recorded")
-        return self._create(key, plan, user, owner_pid)
+        return self._create(key, plan, user, owner_pid)[0]
 
-    def _create(self, key: str, plan: Plan, user: UserInfo, owner_pid: int) -> PinMeta:
+    def _create(self, key: str, plan: Plan, user: UserInfo, owner_pid: int) -> Tuple[PinMeta, Plan]:
         """The pin directory, the view pinned in it if the plan has one, plan.json and meta.json;
         on any failure nothing is left."""
         pin = self.path(key)
@@ -208,18 +215,21 @@ class PinStore:
         except FileExistsError:
             raise UsageError(f"pin {key} exists already (release it first)") from None
         try:
+            userns = plan.kind == "user-image"
             if plan.mount_ops:
-                self._build_and_pin(pin, plan)
+                plan = self._build_and_pin(pin, plan, user)
+            if userns:                                  # joiners enter it as the user (es_join.c)
+                _write_file(os.path.join(pin, "userns"), "")
             meta = PinMeta(key, plan.environment, user.name, user.uid, owner_pid,
-                           process_start(owner_pid), time.time())
+                           process_start(owner_pid), time.time(), plan.digest, userns)
             _write_file(os.path.join(pin, "plan.json"), plan.to_json())
             _write_file(os.path.join(pin, "meta.json"), json.dumps(asdict(meta)))
-            return meta
+            return meta, plan
         except BaseException:
             self.release(key)
             raise
 
-    def _build_and_pin(self, pin: str, plan: Plan) -> None:
+    def _build_and_pin(self, pin: str, plan: Plan, user: UserInfo) -> Plan:
         """Build the view in a child and bind its namespace onto pin/mnt from here.
 
         The kernel refuses that bind (EINVAL, fs/namespace.c: mnt_ns_loop) unless the view's
@@ -234,11 +244,12 @@ class PinStore:
         first view is pinned."""
         ours = linux.mntns_id("/proc/self/ns/mnt")
         cpus: List[Optional[int]] = [None] + list(range(os.cpu_count() or 1))   # every CPU, not just ours
+        as_user = user if plan.kind == "user-image" else None
         for attempt, cpu in enumerate(cpus):
             last = attempt == len(cpus) - 1
-            pid, ready_r, done_w = self._spawn_builder(plan, cpu)
+            pid, ready_r, done_w = self._spawn_builder(plan, cpu, as_user)
             try:
-                report = json.loads(_read_all(ready_r) or b'{"ok": false, "message": "view builder died", "code": 70}')
+                report = _builder_report(_read_all(ready_r))
                 if not report["ok"]:
                     raise EnvschedError(report["message"], code=ExitCode(report["code"]))
                 view = linux.mntns_id(f"/proc/{pid}/ns/mnt")
@@ -248,16 +259,23 @@ class PinStore:
                 if not os.path.exists(target):
                     os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
                 linux.mount(f"/proc/{pid}/ns/mnt", target, None, linux.MS_BIND)
-                return
+                if as_user is None:
+                    return plan
+                from .userimage import check_report      # what the user's builder found, checked
+                return with_identity(plan, *check_report(report))
             finally:
                 os.close(ready_r)
                 os.close(done_w)                        # releases the child
                 os.waitpid(pid, 0)
+        raise SetupError("the view could not be pinned")    # not reached: the last try pins or raises
 
     @staticmethod
-    def _spawn_builder(plan: Plan, cpu: Optional[int]) -> Tuple[int, int, int]:
+    def _spawn_builder(plan: Plan, cpu: Optional[int], as_user: Optional[UserInfo] = None
+                       ) -> Tuple[int, int, int]:
         """A child that builds the view (on `cpu` if given), reports on a pipe and waits until
-        the parent closes the other one: (pid, report fd, release fd)."""
+        the parent closes the other one: (pid, report fd, release fd). `as_user`: a user's own
+        image, found and built by the child as that user, in a user namespace of theirs
+        (userimage.py); its report then carries the version it found."""
         ready_r, ready_w = os.pipe()
         done_r, done_w = os.pipe()
         pid = os.fork()
@@ -270,8 +288,19 @@ class PinStore:
                         os.sched_setaffinity(0, {cpu})
                     except OSError:                     # not ours to use (cpuset): try it where we are
                         pass
-                build_view(plan)
-                os.write(ready_w, b'{"ok": true}')
+                if as_user is None:
+                    build_view(plan)
+                    os.write(ready_w, b'{"ok": true}')
+                else:
+                    from .enter import become_user
+                    from .userimage import find_user_image, identity_report
+                    os.closerange(3, min(ready_w, done_r))          # nothing of root's stays open
+                    os.closerange(max(ready_w, done_r) + 1, 1 << 16)
+                    become_user(as_user)
+                    source, digest, image_env, workdir = find_user_image(plan)
+                    build_view(with_identity(plan, source, digest, image_env, workdir), unprivileged=True)
+                    os.write(ready_w, json.dumps({"ok": True, **identity_report(
+                        with_identity(plan, source, digest, image_env, workdir), image_env, workdir)}).encode())
             except EnvschedError as e:
                 os.write(ready_w, json.dumps({"ok": False, "message": e.message,
                                               "code": int(e.code), "type": type(e).__name__}).encode())
@@ -310,9 +339,19 @@ class PinStore:
                 cwd = os.getcwd()
             except OSError:
                 cwd = None
+        environ = None
+        if meta.userns:
+            # a user's own view: entered as the user (root never walks a tree the user controls),
+            # through the user namespace that owns it
+            from .enter import become_user
+            userns = linux.owning_userns(fd)
+            environ = dict(os.environ, HOME=user.home, USER=user.name, LOGNAME=user.name)
+            become_user(user)
+            linux.setns(userns, linux.CLONE_NEWUSER)
+            os.close(userns)
         linux.setns(fd, linux.CLONE_NEWNS)              # also moves our root and cwd to the view's
         os.close(fd)
-        finish_and_exec(plan, user, argv, cwd)
+        finish_and_exec(plan, user, argv, cwd, environ)
 
     # -- release and gc ------------------------------------------------------------------
     def release(self, key: str) -> bool:
@@ -327,7 +366,7 @@ class PinStore:
             except SetupError as e:
                 if linux.errno_of(e) not in ("EINVAL", "ENOENT"):   # released meanwhile by another
                     raise
-        for name in ("mnt", "plan.json", "meta.json", "shim", "inputs"):
+        for name in ("mnt", "plan.json", "meta.json", "shim", "inputs", "userns"):
             try:
                 os.unlink(os.path.join(pin, name))
             except FileNotFoundError:
@@ -390,10 +429,28 @@ def _write_file(path: str, text: str) -> None:
         f.write(text)
 
 
-def _read_all(fd: int) -> bytes:
+def _builder_report(data: bytes) -> Dict[str, object]:
+    """The builder's report: {"ok": true, ...} or {"ok": false, "message", "code"}; anything
+    else (it died, or a user's builder wrote nonsense) is a failure."""
+    try:
+        report = json.loads(data) if data else None
+    except (ValueError, RecursionError):
+        report = None
+    if not isinstance(report, dict) or not isinstance(report.get("ok"), bool):
+        return {"ok": False, "message": "the view builder died or reported nonsense", "code": int(ExitCode.SETUP_FAILED)}
+    if not report["ok"]:
+        code = report.get("code")
+        if not isinstance(report.get("message"), str) or code not in set(int(c) for c in ExitCode):
+            return {"ok": False, "message": "the view builder failed", "code": int(ExitCode.SETUP_FAILED)}
+    return report
+
+
+def _read_all(fd: int, limit: int = 1 << 20) -> bytes:
+    """Up to `limit` bytes until EOF (a report is small; a user's builder may not fill memory)."""
     data = b""
-    while True:
+    while len(data) <= limit:
         chunk = os.read(fd, 65536)
         if not chunk:
             return data
         data += chunk
+    return b""

@@ -5,12 +5,19 @@ another process can apply or inspect it (`envsched explain --json`). Building it
 no file system access. The mount operations run in a new mount namespace staged as:
 
   /oldroot   the host's root (sources with root "host" are read from here)
-  /image     the environment's image, when kind = "image"  (root "image")
+  /image     the environment's image, when kind = "image" or "user-image" (root "image")
+  /rw        with `writable`: a tmpfs holding the upper layer of an overlay of the tree or
+             image, mounted at /image (root "image")
   /newroot   a tmpfs that becomes the view's "/" (targets are relative to it)
 
 Operation kinds:
+  user_image {name, selector}            a user's own image, found in their store (the plan's
+                                          source) as the user when the view is built
+  writable  {kind}                        first, when the environment says writable = "tmpfs":
+                                          env_dir sources come from a per-view overlay
   env_dir   {root, name}                  a top-level directory of the environment: bound
-                                          read-only, or re-created as a symlink if it is one
+                                          read-only (read-write under `writable`), or
+                                          re-created as a symlink if it is one
   bind      {root, source, target, required, recursive}
   remount   {target, ro, nosuid, nodev, recursive}   flags a bind only gets on a remount
   login_env {dir, name}                   the login shells' snippet (loginenv.py) as dir/name,
@@ -37,9 +44,11 @@ PLAN_VERSION = 1
 @dataclass(frozen=True)
 class Plan:
     environment: str
-    kind: str                          # "local" | "tree" | "image"
-    source: str                        # path of the tree or image ("" for local)
+    kind: str                          # "local" | "tree" | "image" | "user-image"
+    source: str                        # path of the tree or image ("" for local; the user's store
+                                       # for a user image, whose file is found there as the user)
     ops: List[Dict[str, Any]] = field(default_factory=list)
+    digest: str = ""                   # the version's identity (CHOS_DIGEST), "" if it has none
 
     @property
     def mount_ops(self) -> List[Dict[str, Any]]:
@@ -76,8 +85,8 @@ class Plan:
             plan = cls(**data)
         except TypeError as e:
             raise ValueError(f"malformed plan: {e}") from None
-        if not all(isinstance(v, str) for v in (plan.environment, plan.kind, plan.source)):
-            raise ValueError("malformed plan: environment, kind and source must be strings")
+        if not all(isinstance(v, str) for v in (plan.environment, plan.kind, plan.source, plan.digest)):
+            raise ValueError("malformed plan: environment, kind, source and digest must be strings")
         if not isinstance(plan.ops, list) or not all(_well_formed(op) for op in plan.ops):
             raise ValueError("malformed plan: ops must be a list of operations")
         return plan
@@ -97,6 +106,26 @@ def _well_formed(op: Any) -> bool:
     return True
 
 
+def with_identity(plan: Plan, source: str, digest: str, image_env: Sequence[str], workdir: str) -> Plan:
+    """`plan` for the version found only while building (a user's own image, found as the user):
+    its file as the source, the image's Env before every other env operation, CHOS_DIGEST after
+    CHOS, its WorkingDir tried after the job's working directory (what build_plan would have made
+    had it known them)."""
+    ops: List[Dict[str, Any]] = []
+    for op in plan.ops:
+        if op["op"] == "chdir":
+            c = list(op["candidates"])
+            ops.append({"op": "chdir", "candidates": c[:1] + ([workdir] if workdir else []) + c[1:]})
+            ops += [{"op": "env", "action": "set", "name": var, "value": value}
+                    for var, _, value in (e.partition("=") for e in image_env)
+                    if var not in ("CHOS", "CHOS_DIGEST")]
+            continue
+        ops.append(op)
+        if op["op"] == "env" and op["name"] == "CHOS" and digest:
+            ops.append({"op": "env", "action": "set", "name": "CHOS_DIGEST", "value": digest})
+    return Plan(plan.environment, plan.kind, source, ops, digest)
+
+
 def _bind(m: Mount, root: str = "host") -> List[Dict[str, Any]]:
     dev = m.target == "/dev" or m.target.startswith("/dev/")
     return [
@@ -107,8 +136,15 @@ def _bind(m: Mount, root: str = "host") -> List[Dict[str, Any]]:
     ]
 
 
-def env_ops(env: Optional[Environment], name: str) -> List[Dict[str, Any]]:
+def env_ops(env: Optional[Environment], name: str, digest: str = "",
+            image_env: Sequence[str] = ()) -> List[Dict[str, Any]]:
+    """The image's own Env first (set), then the policy's operations, then CHOS (and
+    CHOS_DIGEST when the version has an identity): the site has the last word."""
     ops: List[Dict[str, Any]] = []
+    for entry in image_env:
+        var, _, value = entry.partition("=")
+        if var and var not in ("CHOS", "CHOS_DIGEST"):
+            ops.append({"op": "env", "action": "set", "name": var, "value": value})
     if env is not None:
         for action in ("set", "prepend", "append"):
             for var, value in getattr(env.env, action).items():
@@ -116,22 +152,32 @@ def env_ops(env: Optional[Environment], name: str) -> List[Dict[str, Any]]:
         for var in env.env.unset:
             ops.append({"op": "env", "action": "unset", "name": var, "value": None})
     ops.append({"op": "env", "action": "set", "name": "CHOS", "value": name})
+    if digest:
+        ops.append({"op": "env", "action": "set", "name": "CHOS_DIGEST", "value": digest})
     return ops
 
 
 def build_plan(policy: Policy, name: str, env: Optional[Environment], user: UserInfo,
-               cwd: str, extra_binds: Sequence[Mount] = ()) -> Plan:
+               cwd: str, extra_binds: Sequence[Mount] = (), digest: str = "",
+               image_env: Sequence[str] = (), workdir: str = "", selector: Optional[str] = None) -> Plan:
     """The full plan for `env` (None = the host OS) for `user` starting in `cwd`.
 
     `extra_binds` are paths a scheduler shim needs in every view it makes (e.g. Slurm's spool
     directory holding the batch script); they come from the shim's root-owned configuration,
-    never from the job."""
-    tail = [{"op": "chdir", "candidates": [cwd, user.home, "/"]}] + env_ops(env, name)
+    never from the job. `digest`, `image_env` and `workdir` come from the chosen version
+    (chosen.py): its identity, and an image's own Env and WorkingDir (tried after the job's
+    working directory and before $HOME). `selector`: the version a user image was asked for."""
+    candidates = [cwd] + ([workdir] if workdir and workdir.startswith("/") else []) + [user.home, "/"]
+    tail = [{"op": "chdir", "candidates": candidates}] + env_ops(env, name, digest, image_env)
     if env is None:
         return Plan(LOCAL, LOCAL, "", tail)
     site = policy.site
-    root = "image" if env.kind == "image" else "host"
+    root = "image" if env.kind in ("image", "user-image") or env.writable else "host"
     ops: List[Dict[str, Any]] = []
+    if env.kind == "user-image":              # found in the user's store, as the user (userimage.py)
+        ops.append({"op": "user_image", "name": env.image, "selector": selector or ""})
+    if env.writable:
+        ops.append({"op": "writable", "kind": env.writable})
     for d in env.dirs:
         ops.append({"op": "env_dir", "root": root, "name": d})
     for m in site.shared:
@@ -150,4 +196,4 @@ def build_plan(policy: Policy, name: str, env: Optional[Environment], user: User
     ops.append({"op": "remount", "target": "/", "ro": True, "nosuid": True, "nodev": True,
                 "recursive": False, "required": True})
     ops.append({"op": "pivot_root"})
-    return Plan(env.name, env.kind, env.path, ops + tail)
+    return Plan(name, env.kind, env.path, ops + tail, digest)

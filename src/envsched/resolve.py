@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple, Union
 
-from .names import LOCAL, NAME_RULE, is_valid_name, show
-from .policy.model import Environment, Policy
+from .names import LOCAL, REQUEST_RULE, USER_PREFIX, EnvRequest, parse_request, show
+from .policy.model import Environment, Policy, UserImages
 from .userfile import UserFile
 
 
@@ -42,6 +42,7 @@ class Decision:
     environment: Optional[Environment]    # None for the host OS
     steps: Tuple[Step, ...] = ()
     warning: Optional[str] = None         # set when on_error=default replaced a refused request
+    selector: Optional[str] = None        # NAME@SELECTOR: that exact version (a digest or a label)
 
     @property
     def is_local(self) -> bool:
@@ -87,10 +88,41 @@ def denial_reason(env: Environment, req: Request, identity_only: bool = False) -
     return None
 
 
+def user_image_denial(ui: UserImages, req: Request, identity_only: bool = False) -> Optional[str]:
+    """Why this user/job may not run an image of their own ([user_images]), or None."""
+    if not ui.enabled:
+        return "this site does not run users' own images"
+    if req.user in ui.deny_users:
+        return f"user {req.user} may not run their own images"
+    denied = [g for g in req.groups if g in ui.deny_groups]
+    if denied:
+        return f"group {denied[0]} may not run its own images"
+    if (ui.allow_users or ui.allow_groups) and req.user not in ui.allow_users \
+            and not any(g in ui.allow_groups for g in req.groups):
+        return "users' own images are restricted to other users or groups"
+    if identity_only:
+        return None
+    if ui.allow_accounts and req.account not in ui.allow_accounts:
+        return f"users' own images are not allowed for account {show(req.account) if req.account else '(none)'}"
+    if ui.allow_partitions and req.partition not in ui.allow_partitions:
+        return f"users' own images are not allowed in partition {show(req.partition) if req.partition else '(none)'}"
+    return None
+
+
+def user_image_environment(ui: UserImages, request: EnvRequest) -> Environment:
+    """A user's own image as an environment: what of the host it sees comes from [user_images];
+    the file is found in the user's store, as the user, when the view is built."""
+    return Environment(name=USER_PREFIX + request.name, path="", kind="user-image",
+                       description="your own image", dirs=ui.dirs, binds=ui.binds, env=ui.env,
+                       writable=ui.writable, image=request.name)
+
+
 def allowed_names(policy: Policy, req: Request) -> Tuple[str, ...]:
     names = [n for n in policy.names() if denial_reason(policy.environments[n], req) is None]
     if policy.site.allow_local:
         names.append(LOCAL)
+    if user_image_denial(policy.user_images, req) is None:
+        names.append(USER_PREFIX + "NAME (your own images)")
     return tuple(names)
 
 
@@ -126,19 +158,26 @@ def check_name(policy: Policy, req: Request, source: str, value: str, error: Opt
     allowed = allowed_names(policy, req)
     if error:
         return Refusal(show(value) if value else "from " + source.split()[0], source, error, allowed)
-    if not is_valid_name(value):
-        return Refusal(show(value), source, f"not a valid name ({NAME_RULE})", allowed)
-    if value == LOCAL:
+    request = parse_request(value)
+    if request is None:
+        return Refusal(show(value), source, f"not a valid name ({REQUEST_RULE})", allowed)
+    if request.user:
+        why = user_image_denial(policy.user_images, req, identity_only)
+        if why:
+            return Refusal(show(value), source, why, allowed)
+        return Decision(USER_PREFIX + request.name, source, user_image_environment(policy.user_images, request),
+                        selector=request.selector)
+    if request.name == LOCAL:
         if not policy.site.allow_local:
             return Refusal(show(value), source, "the host OS is not offered at this site", allowed)
         return Decision(LOCAL, source, None)
-    env = policy.get(value)
+    env = policy.get(request.name)
     if env is None:
         return Refusal(show(value), source, "no such environment at this site", allowed)
     why = denial_reason(env, req, identity_only)
     if why:
         return Refusal(show(value), source, why, allowed)
-    return Decision(value, source, env)
+    return Decision(request.name, source, env, selector=request.selector)
 
 
 def resolve(policy: Policy, req: Request, identity_only: bool = False) -> Outcome:
@@ -160,5 +199,6 @@ def resolve(policy: Policy, req: Request, identity_only: bool = False) -> Outcom
             return Decision(fallback.name, "site default (on_error)", fallback.environment, tuple(steps),
                             warning=outcome.message() + f"; using the site default {policy.site.default}")
     if isinstance(outcome, Decision):
-        return Decision(outcome.name, outcome.source, outcome.environment, tuple(steps))
+        return Decision(outcome.name, outcome.source, outcome.environment, tuple(steps),
+                        selector=outcome.selector)
     return Refusal(outcome.requested, outcome.source, outcome.reason, outcome.allowed, tuple(steps))

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from . import audit, trees
+from .chosen import ChosenVersion, VersionNotHere, choose_version
 from .errors import EnvironmentBroken, EnvschedError
 from .exitcodes import ExitCode
 from .identity import UserInfo
@@ -62,29 +63,47 @@ def decide(policy: Policy, ctx: JobContext) -> Decision:
     return outcome
 
 
+def usable_version(policy: Policy, decision: Decision, user: UserInfo) -> Optional[ChosenVersion]:
+    """The version the decision names, checked as every entry checks it (fail closed): the store's
+    record and the file for an image, the tree's owners and modes; raises EnvironmentBroken."""
+    chosen = choose_version(policy, decision, user)
+    if chosen is not None and chosen.environment.kind != "user-image":   # the user's: checked as the user
+        trees.require_usable(chosen.environment)
+    return chosen
+
+
 def plan_for_job(policy: Policy, ctx: JobContext) -> Tuple[Decision, Plan]:
-    """Decide, check the chosen tree (fail closed, or fall back per site.on_error), plan."""
+    """Decide, check the chosen version (fail closed, or fall back per site.on_error), plan."""
     decision = decide(policy, ctx)
+    if decision.environment is not None and decision.environment.kind == "user-image" and ctx.scheduler == "pam":
+        # a login's session process stays root inside the view, and a user's own view is theirs
+        raise RequestRefused(f"environment {decision.name} is not entered at login (your own images run "
+                             f"in jobs and with `chos run {decision.name} -- CMD`)")
+    chosen: Optional[ChosenVersion] = None
     if decision.environment is not None:
         try:
-            trees.require_usable(decision.environment)
+            chosen = usable_version(policy, decision, ctx.user)
         except EnvironmentBroken as e:
             audit.log("broken", syslog.LOG_ERR, job=ctx.job, user=ctx.user.name, env=decision.name,
-                      reason=e.detail or e.message, policy=policy.source, scheduler=ctx.scheduler)
-            fallback = _fallback(policy, ctx, decision, e)
+                      selector=decision.selector, reason=e.detail or e.message, policy=policy.source,
+                      scheduler=ctx.scheduler)
+            fallback = None if isinstance(e, VersionNotHere) else _fallback(policy, ctx, decision, e)
             if fallback is None:
                 raise
-            decision = fallback
+            decision, chosen = fallback
     cwd = ctx.cwd or _cwd()
-    plan = build_plan(policy, decision.name, decision.environment, ctx.user, cwd or ctx.user.home,
-                      ctx.extra_binds)
+    plan = build_plan(policy, decision.name, chosen.environment if chosen else None, ctx.user,
+                      cwd or ctx.user.home, ctx.extra_binds,
+                      digest=chosen.digest if chosen else "", image_env=chosen.image_env if chosen else (),
+                      workdir=chosen.workdir if chosen else "", selector=decision.selector)
     audit.log("decided", job=ctx.job, user=ctx.user.name, env=decision.name, source=decision.source,
-              path=plan.source or "/", scheduler=ctx.scheduler)
+              path=plan.source or "/", digest=plan.digest or None,
+              version=(chosen.version or None) if chosen else None, scheduler=ctx.scheduler)
     return decision, plan
 
 
 def _fallback(policy: Policy, ctx: JobContext, decision: Decision, err: EnvironmentBroken
-              ) -> Optional[Decision]:
+              ) -> Optional[Tuple[Decision, Optional[ChosenVersion]]]:
     site = policy.site
     if site.on_error != "default" or decision.name == site.default:
         return None
@@ -93,10 +112,12 @@ def _fallback(policy: Policy, ctx: JobContext, decision: Decision, err: Environm
     outcome = check_name(policy, req, "site default (on_error)", site.default)
     if not isinstance(outcome, Decision):
         return None
-    if outcome.environment is not None and trees.problems(outcome.environment):
+    try:
+        chosen = usable_version(policy, outcome, ctx.user)
+    except EnvironmentBroken:
         return None
-    return Decision(outcome.name, outcome.source, outcome.environment, decision.steps,
-                    warning=f"{err.message}; using the site default {site.default}")
+    return (Decision(outcome.name, outcome.source, outcome.environment, decision.steps,
+                     warning=f"{err.message}; using the site default {site.default}"), chosen)
 
 
 def _cwd() -> Optional[str]:

@@ -16,6 +16,9 @@ the protocol can grow.
   env append NAME VALUE
   env unset NAME
   home PATH                 chdir fallback when the job's cwd is not in the view
+  digest DIGEST             the version's identity (also in CHOS_DIGEST), when it has one
+  userns 1                  the view is the user's own (a user image): join it as the user,
+                            privileges dropped first, through its user namespace
 """
 from __future__ import annotations
 
@@ -37,4 +40,8 @@ def shim_lines(decision: Decision, plan: Plan, key: Optional[str], pin: Optional
             tail = "" if op["action"] == "unset" else f" {op['value']}"
             out.append(f"env {op['action']} {op['name']}{tail}")
     out.append(f"home {user.home}")
+    if plan.digest:
+        out.append(f"digest {plan.digest}")
+    if plan.kind == "user-image":
+        out.append("userns 1")
     return out

@@ -3,11 +3,15 @@
 The caller must be single-threaded (a threaded process cannot change mount namespace) and
 have imported everything it needs: after step 7 the host's files are gone.
 
-  1. unshare(CLONE_NEWNS)          (+ CLONE_NEWUSER and id maps on the unprivileged path)
+  1. unshare(CLONE_NEWNS)          (+ CLONE_NEWUSER and id maps on the unprivileged path; an
+                                   image entered as the user gets its FUSE server first,
+                                   userimage.py)
   2. make every mount a slave      nothing we mount propagates back to the host
   3. tmpfs staging root            mounted over SCRATCH, a directory every host has
   4. pivot_root into the staging   the host root is now /oldroot; sources are read there
-  5. tmpfs /newroot                the view's own "/", mountpoints created on demand
+  5. tmpfs /newroot                the view's own "/", mountpoints created on demand; with
+                                   `writable`, the tree or image under a per-view overlay
+                                   whose upper layer is a tmpfs at /rw
   6. the plan's ops                env dirs, shared paths, identity files, binds, remounts,
                                    the login shells' snippet in /etc/profile.d (loginenv.py)
   7. pivot_root into /newroot and detach the staging root (and the host root with it)
@@ -19,17 +23,21 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from . import linux, loginenv
 from .errors import EnvironmentBroken, SetupError
 from .plan import Plan
+
+if TYPE_CHECKING:
+    from .userimage import FuseServer
 
 SCRATCH = "/tmp"          # staging mountpoint; hidden only inside our own namespace
 OLD = "/oldroot"
 NEW = "/newroot"
 IMAGE = "/image"
 LOGIN = "/login"          # staging: the snippet's layer (and the covered directory, see _login_shadow)
+RW = "/rw"                # staging: a writable environment's tmpfs (upper, work) and overlay (merged)
 MS_RDONLY = 0x1
 ATTR = {"ro": linux.MOUNT_ATTR_RDONLY, "nosuid": linux.MOUNT_ATTR_NOSUID, "nodev": linux.MOUNT_ATTR_NODEV}
 
@@ -115,8 +123,39 @@ def _source(resolved: Dict[str, str], root: str, path: str) -> str:
     return base + (path if path != "/" else "")
 
 
-def _op_env_dir(plan: Plan, op: Dict[str, Any], resolved: Dict[str, str]) -> None:
-    base = IMAGE if op["root"] == "image" else OLD + resolved.get(plan.source, plan.source)
+def _op_writable(plan: Plan, op: Dict[str, Any], resolved: Dict[str, str]) -> str:
+    """A per-view overlay of the tree or image, its upper layer in a tmpfs (discarded with the
+    view): where the env_dir ops then take their directories from, read-write."""
+    if op["kind"] != "tmpfs":
+        raise SetupError(f"writable: unknown kind {op['kind']!r}")
+    lower = IMAGE if plan.kind != "tree" else OLD + resolved.get(plan.source, plan.source)
+    if any(c in lower for c in ",:\\"):
+        raise EnvironmentBroken(f"writable = \"tmpfs\" needs a path without ',', ':' or '\\': {plan.source}")
+    _mkdir(RW)
+    linux.mount("envsched-rw", RW, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=0755")
+    for d in ("upper", "work", "merged"):
+        _mkdir(f"{RW}/{d}")
+    os.chmod(f"{RW}/upper", 0o755)
+    options = f"lowerdir={lower},upperdir={RW}/upper,workdir={RW}/work"
+    if _in_user_namespace():
+        options += ",userxattr"                            # trusted.* xattrs are root's in the host
+    try:
+        linux.mount("envsched-writable", f"{RW}/merged", "overlay", linux.MS_NOSUID | linux.MS_NODEV, options)
+    except SetupError as e:
+        raise SetupError(f"writable = \"tmpfs\": the overlay cannot be mounted ({e.message})") from e
+    return f"{RW}/merged"
+
+
+def _in_user_namespace() -> bool:
+    try:
+        with open("/proc/self/uid_map") as f:
+            return f.read().split() != ["0", "0", "4294967295"]
+    except OSError:
+        return False
+
+
+def _op_env_dir(plan: Plan, op: Dict[str, Any], resolved: Dict[str, str], writable: str = "") -> None:
+    base = writable or (IMAGE if op["root"] == "image" else OLD + resolved.get(plan.source, plan.source))
     source = f"{base}/{op['name']}"
     try:
         st = os.lstat(source)
@@ -127,7 +166,7 @@ def _op_env_dir(plan: Plan, op: Dict[str, Any], resolved: Dict[str, str]) -> Non
         return
     target = _target("/" + op["name"], want_dir=True)
     linux.mount(source, target, None, linux.MS_BIND | linux.MS_REC)
-    linux.mount_setattr(target, ATTR["ro"] | ATTR["nosuid"] | ATTR["nodev"], recursive=True)
+    linux.mount_setattr(target, (0 if writable else ATTR["ro"]) | ATTR["nosuid"] | ATTR["nodev"], recursive=True)
 
 
 def _op_bind(op: Dict[str, Any], skipped: set, resolved: Dict[str, str]) -> None:
@@ -159,10 +198,14 @@ def _op_remount(op: Dict[str, Any], skipped: set) -> None:
         linux.mount_setattr(target, attrs, recursive=op["recursive"])
 
 
-def _mount_image(plan: Plan) -> None:
-    """Kind "image": a squashfs file (loop, read-only) or an unpacked image directory."""
+def _mount_image(plan: Plan, fuse: "Optional[FuseServer]" = None) -> None:
+    """Kind "image": a squashfs file (loop, read-only) or an unpacked image directory; through
+    FUSE as the user (`fuse`) for a user's own image and any image without root."""
     target = SCRATCH + IMAGE                   # becomes /image after step 4
     _mkdir(target)
+    if fuse is not None:
+        fuse.mount(target)
+        return
     source = os.path.realpath(plan.source)
     if os.path.isdir(source):
         linux.mount(source, target, None, linux.MS_BIND | linux.MS_REC)
@@ -266,8 +309,18 @@ def _login_shadow(target: str, name: str, text: str) -> None:
 def build_view(plan: Plan, unprivileged: bool = False) -> None:
     """Steps 1-7 in the calling process. On return, "/" is the view."""
     resolved = _resolve_host_paths(plan)
-    # 1. a mount namespace of our own (and a user namespace when unprivileged)
-    unshare_mount_ns(unprivileged)
+    # 1. a mount namespace of our own (and a user namespace when unprivileged); an image entered
+    #    as the user gets its FUSE server in between (userimage.py)
+    fuse = None
+    if plan.kind == "user-image" or (unprivileged and plan.kind == "image" and not os.path.isdir(plan.source)):
+        from .userimage import FuseServer, enter_user_namespace
+        if os.geteuid() == 0 and plan.kind == "user-image":
+            raise SetupError("a user's own image is entered as the user, never as root")
+        enter_user_namespace()
+        fuse = FuseServer(plan.source)
+        linux.unshare(linux.CLONE_NEWNS)
+    else:
+        unshare_mount_ns(unprivileged)
     # 2. slave, recursively: our mounts never reach the host; host mounts still reach us
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
     # 3. staging tmpfs over SCRATCH (the host's SCRATCH stays reachable via /oldroot below)
@@ -275,8 +328,8 @@ def build_view(plan: Plan, unprivileged: bool = False) -> None:
     os.chdir(SCRATCH)
     for d in (OLD[1:], NEW[1:]):
         _mkdir(d)
-    if plan.kind == "image":
-        _mount_image(plan)          # while the host's /bin/mount is still reachable
+    if plan.kind in ("image", "user-image"):
+        _mount_image(plan, fuse)    # while the host's /bin/mount is still reachable
     # 4. pivot into the staging root; the host root moves to /oldroot
     linux.pivot_root(".", OLD[1:])
     os.chdir("/")
@@ -284,10 +337,15 @@ def build_view(plan: Plan, unprivileged: bool = False) -> None:
     linux.mount("envsched-view", NEW, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=0755")
     # 6. the plan's mount ops, in order
     skipped: set = set()
+    writable = ""
     for op in plan.mount_ops:
         kind = op["op"]
-        if kind == "env_dir":
-            _op_env_dir(plan, op, resolved)
+        if kind == "user_image":
+            continue                                      # found before the build (userimage.py)
+        if kind == "writable":
+            writable = _op_writable(plan, op, resolved)
+        elif kind == "env_dir":
+            _op_env_dir(plan, op, resolved, writable)
         elif kind == "bind":
             _op_bind(op, skipped, resolved)
         elif kind == "remount":

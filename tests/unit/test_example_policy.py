@@ -44,7 +44,7 @@ def raw(text) -> Dict[str, Any]:
 # -- it validates, and the values are the ones the comments describe ------------------------
 def test_example_validates(policy):
     assert policy.source == str(EXAMPLE)
-    assert policy.names() == ["deb12", "deb13", "rhel8-vasp", "sl6", "sl7"]
+    assert policy.names() == ["bookworm-ci", "deb12", "deb13", "rhel8-vasp", "sl6", "sl7"]
 
 
 def test_site_values(policy):
@@ -121,13 +121,14 @@ def _used(raw: Dict[str, Any]) -> Dict[str, Set[str]]:
     """Which keys the example really uses (parsed, not grepped), per schema key set."""
     envs = raw["environments"].values()
     shared = _tables(raw["site"]["shared"])
-    binds = [b for e in envs for b in _tables(e.get("binds", []))]
+    binds = [b for e in envs for b in _tables(e.get("binds", []))] + _tables(raw["user_images"].get("binds", []))
     return {
         "TOP_KEYS": set(raw),
         "SITE_KEYS": set(raw["site"]),
         "DEFAULTS_KEYS": set(raw["defaults"]),
         "ENV_KEYS": {k for e in envs for k in e},
         "ENV_OPS_KEYS": {k for e in envs for k in e.get("env", {})},
+        "USER_IMAGES_KEYS": set(raw["user_images"]),
         "MOUNT_KEYS": {k for t in shared + binds for k in t},
     }
 
@@ -135,7 +136,7 @@ def _used(raw: Dict[str, Any]) -> Dict[str, Set[str]]:
 def test_schema_key_sets_are_all_covered_by_this_test():
     """A new *_KEYS set in schema.py must be mapped in _used() above (and shown in the example)."""
     assert set(_key_sets()) == {"TOP_KEYS", "SITE_KEYS", "DEFAULTS_KEYS", "ENV_KEYS", "ENV_OPS_KEYS",
-                                "MOUNT_KEYS"}
+                                "MOUNT_KEYS", "USER_IMAGES_KEYS"}
 
 
 @pytest.mark.parametrize("set_name", sorted(_key_sets()))

@@ -275,7 +275,7 @@ def test_json_round_trip_local_and_image(pol):
 def test_json_content(sl6_plan):
     data = json.loads(sl6_plan.to_json())
     assert data["version"] == PLAN_VERSION == 1
-    assert set(data) == {"version", "environment", "kind", "source", "ops"}
+    assert set(data) == {"version", "environment", "kind", "source", "ops", "digest"}
     assert data["environment"] == "sl6" and data["source"] == "/os/sl6"
     assert data["ops"][-1] == {"op": "env", "action": "set", "name": "CHOS", "value": "sl6"}
     assert {"op": "env", "action": "unset", "name": "LD_PRELOAD", "value": None} in data["ops"]

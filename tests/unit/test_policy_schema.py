@@ -27,10 +27,10 @@ from envsched.policy.schema import build_policy
 
 SRC = "policy.toml"
 BAD_NAME = f"not a valid environment name ({NAME_RULE})"
-SITE_ALLOWED = ("allow_local, default, identity_files, local_root, log_file, on_error, run_dir, "
-                "shared, user_file, user_file_timeout")
+SITE_ALLOWED = ("allow_local, default, identity_files, image_dir, local_root, log_file, on_error, "
+                "pin_at_submit, run_dir, shared, user_file, user_file_timeout")
 ENV_ALLOWED = ("allow_accounts, allow_groups, allow_partitions, allow_users, binds, deny_groups, "
-               "deny_users, description, dirs, enabled, env, kind, path")
+               "deny_users, description, dirs, enabled, env, image, kind, path, version, writable")
 
 
 def parse(text: str) -> Policy:
@@ -386,7 +386,7 @@ def test_unknown_top_level_table():
 
         [sitee]
         default = "sl6"
-    """) == "policy.toml:4: sitee: unknown key (allowed: defaults, environments, site)"
+    """) == "policy.toml:4: sitee: unknown key (allowed: defaults, environments, site, user_images)"
 
 
 def test_unknown_top_level_key_in_dotted_header():
@@ -396,12 +396,12 @@ def test_unknown_top_level_key_in_dotted_header():
 
         [environment.sl6]
         path = "/os/sl6"
-    """) == "policy.toml:4: environment: unknown key (allowed: defaults, environments, site)"
+    """) == "policy.toml:4: environment: unknown key (allowed: defaults, environments, site, user_images)"
 
 
 def test_unknown_top_level_bare_key():
     assert error('version = 2\n') == \
-        "policy.toml:1: version: unknown key (allowed: defaults, environments, site)"
+        "policy.toml:1: version: unknown key (allowed: defaults, environments, site, user_images)"
 
 
 def test_unknown_site_key():
@@ -475,7 +475,7 @@ def test_environment_without_path():
     assert error("""\
         [environments.sl6]
         kind = "tree"
-    """) == "policy.toml:1: environments.sl6.path: missing (the environment's tree or image)"
+    """) == "policy.toml:1: environments.sl6.path: missing (the environment's tree or image file; or image = \"NAME\" from the image store)"
 
 
 def test_shared_table_without_path():

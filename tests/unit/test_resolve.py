@@ -12,7 +12,7 @@ try:
 except ImportError:  # run from a checkout without installing: tests/unit -> src
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "src"))
 
-from envsched.names import NAME_RULE
+from envsched.names import REQUEST_RULE as NAME_RULE
 from envsched.policy.load import parse_policy_text
 from envsched.policy.model import Policy
 from envsched.resolve import (Decision, Refusal, Request, Step, allowed_names, check_name,

@@ -57,12 +57,15 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             raise UsageError(f"pin {' and '.join(keys)} exists already (release it first)"
                              if len(keys) == 1 else
                              f"pins {' and '.join(keys)} exist already with other views (release first)")
+        if reused and plan.kind == "user-image":
+            plan = store.plan(key)                      # as pinned: with what the user's builder found
         if not reused and plan.mount_ops:
             started = time.monotonic()
             with logged_failure("prepare", ctx, decision.name, key=key):
-                store.prepare(key, plan, ctx.user, owner)
+                _, plan = store.prepare(key, plan, ctx.user, owner)
             audit.log("prepared", job=ctx.job, user=ctx.user.name, env=decision.name, key=key, owner=owner,
-                      scheduler=ctx.scheduler, setup_ms=round((time.monotonic() - started) * 1000))
+                      digest=plan.digest or None, scheduler=ctx.scheduler,
+                      setup_ms=round((time.monotonic() - started) * 1000))
         elif not reused:
             store.record(key, plan, ctx.user, owner)
             audit.log("recorded", job=ctx.job, user=ctx.user.name, env=decision.name, key=key, owner=owner,

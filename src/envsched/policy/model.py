@@ -10,6 +10,10 @@ DEFAULT_IDENTITY: Tuple[str, ...] = ("/etc/passwd", "/etc/group", "/etc/hosts",
                                      "/etc/resolv.conf", "/etc/nsswitch.conf")
 DEFAULT_POLICY_PATH = "/etc/envsched/policy.toml"
 DEFAULT_RUN_DIR = "/run/envsched"
+DEFAULT_IMAGE_DIR = "/var/lib/envsched/images"      # the admins' image store (envsched image import)
+DEFAULT_USER_STORE = ".local/share/envsched/images"  # a user's own images, relative to their home
+DEFAULT_USER_MAX_SIZE = 20 * 1024 ** 3              # bytes: the largest image a user may import
+WRITABLE = ("", "tmpfs")                            # "": read-only; "tmpfs": a per-job overlay in memory
 
 
 @dataclass(frozen=True)
@@ -32,8 +36,8 @@ class EnvOps:
 @dataclass(frozen=True)
 class Environment:
     name: str
-    path: str
-    kind: str = "tree"                       # "tree" | "image"
+    path: str                                # the tree or image file; for `image`, set at decision time
+    kind: str = "tree"                       # "tree" | "image" | "user-image" (a user's own, never in the policy)
     description: str = ""
     enabled: bool = True
     dirs: Tuple[str, ...] = DEFAULT_DIRS
@@ -45,6 +49,28 @@ class Environment:
     allow_partitions: Tuple[str, ...] = ()
     deny_users: Tuple[str, ...] = ()
     deny_groups: Tuple[str, ...] = ()
+    image: str = ""                          # image store reference "NAME" or "NAME@sha256:<64 hex>"
+    writable: str = ""                       # "" read-only, "tmpfs": a per-job overlay in memory
+    version: str = ""                        # the admins' label for this version ("" if none)
+
+
+@dataclass(frozen=True)
+class UserImages:
+    """[user_images]: whether users may run images of their own (`chos image import`), who, where
+    they live, how large they may be and what of the host they see."""
+    enabled: bool = False
+    allow_users: Tuple[str, ...] = ()        # empty with allow_groups empty: every user
+    allow_groups: Tuple[str, ...] = ()
+    deny_users: Tuple[str, ...] = ()
+    deny_groups: Tuple[str, ...] = ()
+    allow_partitions: Tuple[str, ...] = ()
+    allow_accounts: Tuple[str, ...] = ()
+    store: str = DEFAULT_USER_STORE          # relative to the home directory, or absolute with {user}
+    max_size: int = DEFAULT_USER_MAX_SIZE
+    dirs: Tuple[str, ...] = DEFAULT_DIRS
+    binds: Tuple[Mount, ...] = ()
+    env: EnvOps = field(default_factory=EnvOps)
+    writable: str = ""
 
 
 @dataclass(frozen=True)
@@ -66,6 +92,8 @@ class Site:
     run_dir: str = DEFAULT_RUN_DIR           # pins and staging live here
     log_file: str = ""                       # admin log (syslog is always written)
     user_file_timeout: float = 10.0          # seconds to read ~/.chos (hung NFS)
+    image_dir: str = DEFAULT_IMAGE_DIR       # the admins' image store
+    pin_at_submit: bool = True               # a job runs the version current when it was submitted
 
 
 @dataclass(frozen=True)
@@ -74,6 +102,7 @@ class Policy:
     site: Site
     defaults: Defaults
     environments: Dict[str, Environment]
+    user_images: UserImages = field(default_factory=UserImages)
 
     def names(self) -> List[str]:
         return sorted(self.environments)

@@ -10,12 +10,16 @@ import math
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import PolicyError
-from ..names import LOCAL, NAME_RULE, is_valid_name, show
+from ..names import LOCAL, NAME_RULE, is_digest, is_valid_name, show
 from .locate import line_of
 from .model import (
     DEFAULT_DIRS,
     DEFAULT_IDENTITY,
+    DEFAULT_IMAGE_DIR,
     DEFAULT_RUN_DIR,
+    DEFAULT_USER_MAX_SIZE,
+    DEFAULT_USER_STORE,
+    WRITABLE,
     DEFAULT_SHARED,
     Defaults,
     Environment,
@@ -23,18 +27,23 @@ from .model import (
     Mount,
     Policy,
     Site,
+    UserImages,
 )
 
 KeyPath = Tuple[object, ...]
 
 SITE_KEYS = {"default", "on_error", "user_file", "shared", "identity_files", "local_root",
-             "allow_local", "run_dir", "log_file", "user_file_timeout"}
+             "allow_local", "run_dir", "log_file", "user_file_timeout", "image_dir", "pin_at_submit"}
 DEFAULTS_KEYS = {"groups", "partitions", "queues", "accounts"}
 ENV_KEYS = {"path", "kind", "description", "enabled", "dirs", "binds", "env", "allow_users",
-            "allow_groups", "allow_accounts", "allow_partitions", "deny_users", "deny_groups"}
+            "allow_groups", "allow_accounts", "allow_partitions", "deny_users", "deny_groups",
+            "image", "writable", "version"}
+USER_IMAGES_KEYS = {"enabled", "allow_users", "allow_groups", "deny_users", "deny_groups", "allow_partitions",
+                    "allow_accounts", "store", "max_size", "dirs", "binds", "env", "writable"}
 ENV_OPS_KEYS = {"set", "prepend", "append", "unset"}
 MOUNT_KEYS = {"path", "source", "target", "mode", "required"}
-TOP_KEYS = {"site", "defaults", "environments"}
+TOP_KEYS = {"site", "defaults", "environments", "user_images"}
+SIZE_UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4}
 KINDS = ("tree", "image")
 ON_ERROR = ("closed", "default")
 MODES = ("ro", "rw")
@@ -169,8 +178,9 @@ def _env_ops(c: _Checker, data: Any, path: KeyPath) -> EnvOps:
             raise c.fail(path + (key,), "must be a table of NAME = \"value\"", raw)
         ops[key] = {c.varname(k, path + (key, k)): c.string(v, path + (key, k)) for k, v in raw.items()}
     unset = c.strings(t.get("unset", []), path + ("unset",), c.varname)
-    if any(k in ("CHOS",) for d in ops.values() for k in d) or "CHOS" in unset:
-        raise c.fail(path, "CHOS is set by envsched itself and cannot be changed here")
+    ours = ("CHOS", "CHOS_DIGEST")
+    for var in [k for d in ops.values() for k in d if k in ours] + [k for k in unset if k in ours]:
+        raise c.fail(path, f"{var} is set by envsched itself and cannot be changed here")
     return EnvOps(set=ops["set"], prepend=ops["prepend"], append=ops["append"], unset=unset)
 
 
@@ -181,18 +191,29 @@ def _environment(c: _Checker, name: str, data: Any) -> Environment:
     if name == LOCAL:
         raise c.fail(path, "'local' is reserved for the host OS and cannot be defined")
     t = c.table(data, path, ENV_KEYS)
-    if "path" not in t:
-        raise c.fail(path + ("path",), "missing (the environment's tree or image)")
-    root = c.abspath(t["path"], path + ("path",))
+    image = _image_ref(c, t["image"], path + ("image",)) if "image" in t else ""
+    if image and "path" in t:
+        raise c.fail(path + ("image",), "give either path (a tree or image file) or image (from the image store), "
+                     "not both")
+    if not image and "path" not in t:
+        raise c.fail(path + ("path",), "missing (the environment's tree or image file; or image = \"NAME\" "
+                     "from the image store)")
+    root = c.abspath(t["path"], path + ("path",)) if not image else ""
     if root == "/":
         raise c.fail(path + ("path",), "the host root is the 'local' environment", root)
+    kind = c.one_of(t.get("kind", "image" if image else "tree"), path + ("kind",), KINDS)
+    if image and kind != "image":
+        raise c.fail(path + ("kind",), "an environment from the image store is an image", kind)
+    version = c.string(t.get("version", ""), path + ("version",))
+    if version and not is_valid_name(version):
+        raise c.fail(path + ("version",), f"not a valid version label ({NAME_RULE})", version)
     dirs = c.strings(t.get("dirs", list(DEFAULT_DIRS)), path + ("dirs",), c.dirname)
     binds = tuple(_mount(c, b, path + ("binds", i), "source", "ro")
                   for i, b in enumerate(_list(c, t.get("binds", []), path + ("binds",))))
     names = lambda key: c.strings(t.get(key, []), path + (key,))  # noqa: E731
     return Environment(
-        name=name, path=root,
-        kind=c.one_of(t.get("kind", "tree"), path + ("kind",), KINDS),
+        name=name, path=root, kind=kind, image=image, version=version,
+        writable=c.one_of(t.get("writable", ""), path + ("writable",), WRITABLE),
         description=c.string(t.get("description", ""), path + ("description",)),
         enabled=c.boolean(t.get("enabled", True), path + ("enabled",)),
         dirs=dirs, binds=binds,
@@ -200,6 +221,54 @@ def _environment(c: _Checker, name: str, data: Any) -> Environment:
         allow_users=names("allow_users"), allow_groups=names("allow_groups"),
         allow_accounts=names("allow_accounts"), allow_partitions=names("allow_partitions"),
         deny_users=names("deny_users"), deny_groups=names("deny_groups"),
+    )
+
+
+def _image_ref(c: _Checker, data: Any, path: KeyPath) -> str:
+    """An image store reference: NAME (its current version) or NAME@sha256:<64 hex> (that one)."""
+    value = c.string(data, path)
+    name, at, digest = value.partition("@")
+    if not is_valid_name(name) or (at and not is_digest(digest, full=True)):
+        raise c.fail(path, f"must be NAME or NAME@sha256:<64 hex digits> (NAME: {NAME_RULE})", value)
+    return value
+
+
+def _size(c: _Checker, data: Any, path: KeyPath) -> int:
+    """Bytes: a positive integer, or a string like "20G" (K, M, G, T: powers of 1024)."""
+    if isinstance(data, int) and not isinstance(data, bool) and data > 0:
+        return data
+    if isinstance(data, str):
+        text = data.strip().upper().removesuffix("B").removesuffix("I")
+        unit = text[-1:] if text[-1:] in SIZE_UNITS else ""
+        digits = text[:-1] if unit else text
+        if digits.isdigit() and int(digits) > 0:
+            return int(digits) * SIZE_UNITS[unit]
+    raise c.fail(path, "must be a size in bytes or like \"20G\" (K, M, G, T)", data)
+
+
+def _user_images(c: _Checker, data: Any) -> UserImages:
+    p: KeyPath = ("user_images",)
+    t = c.table(data, p, USER_IMAGES_KEYS)
+    names = lambda key: c.strings(t.get(key, []), p + (key,))  # noqa: E731
+    store = c.string(t.get("store", DEFAULT_USER_STORE), p + ("store",))
+    if store.startswith("/"):
+        if "{user}" not in store:
+            raise c.fail(p + ("store",), "an absolute store must contain {user} (one store per user)", store)
+        c.abspath(store.replace("{user}", "u"), p + ("store",))
+    elif not store or ".." in store.split("/") or store.startswith("~"):
+        raise c.fail(p + ("store",), "must be a path relative to the home directory, or absolute with {user}",
+                     store)
+    return UserImages(
+        enabled=c.boolean(t.get("enabled", False), p + ("enabled",)),
+        allow_users=names("allow_users"), allow_groups=names("allow_groups"),
+        deny_users=names("deny_users"), deny_groups=names("deny_groups"),
+        allow_partitions=names("allow_partitions"), allow_accounts=names("allow_accounts"),
+        store=store, max_size=_size(c, t.get("max_size", DEFAULT_USER_MAX_SIZE), p + ("max_size",)),
+        dirs=c.strings(t.get("dirs", list(DEFAULT_DIRS)), p + ("dirs",), c.dirname),
+        binds=tuple(_mount(c, b, p + ("binds", i), "source", "ro")
+                    for i, b in enumerate(_list(c, t.get("binds", []), p + ("binds",)))),
+        env=_env_ops(c, t.get("env", {}), p + ("env",)),
+        writable=c.one_of(t.get("writable", ""), p + ("writable",), WRITABLE),
     )
 
 
@@ -230,6 +299,8 @@ def _site(c: _Checker, data: Any) -> Site:
         log_file=(c.abspath(t["log_file"], p + ("log_file",))
                   if c.string(t.get("log_file", ""), p + ("log_file",)) else ""),
         user_file_timeout=c.number(t.get("user_file_timeout", 10), p + ("user_file_timeout",), MAX_TIMEOUT),
+        image_dir=c.abspath(t.get("image_dir", DEFAULT_IMAGE_DIR), p + ("image_dir",)),
+        pin_at_submit=c.boolean(t.get("pin_at_submit", True), p + ("pin_at_submit",)),
     )
 
 
@@ -263,7 +334,9 @@ def build_policy(data: Mapping[str, Any], source: str, text: str = "") -> Policy
     known(site.default, ("site", "default"))
     defaults = _defaults(c, data.get("defaults", {}), known)
     _check_site_mounts(c, site)
-    return Policy(source=source, site=site, defaults=defaults, environments=environments)
+    user_images = _user_images(c, data.get("user_images", {}))
+    return Policy(source=source, site=site, defaults=defaults, environments=environments,
+                  user_images=user_images)
 
 
 def _reference_checker(c: _Checker, site: Site, environments: Mapping[str, Environment]
