@@ -126,6 +126,20 @@ def real_tree() -> Path:
 
 
 @pytest.fixture(scope="session")
+def user_fuse() -> None:
+    """/dev/fuse usable by users (mode 0666), as udev makes it on every ordinary node; this
+    machine has no udev (mode 0600). The mode is put back at the end of the session."""
+    if not IS_ROOT:
+        pytest.skip("needs root")
+    mode = os.stat("/dev/fuse").st_mode & 0o7777
+    if mode != 0o666:
+        os.chmod("/dev/fuse", 0o666)
+    yield
+    if mode != 0o666:
+        os.chmod("/dev/fuse", mode)
+
+
+@pytest.fixture(scope="session")
 def test_user() -> pwd.struct_passwd:
     """A real unprivileged user with a home directory, created for the session."""
     if not IS_ROOT:
