@@ -14,8 +14,10 @@ from ..pin import run_dir_problem
 from ..policy import meaning
 from ..exitcodes import ExitCode
 from ..plan import build_plan
-from ..resolve import Refusal, resolve
-from ..service import plan_for_job, request_for
+from ..chosen import choose_version
+from ..errors import EnvironmentBroken
+from ..resolve import Decision, Refusal, resolve
+from ..service import plan_for_job, request_for, usable_version
 from .common import (
     describe_decision,
     format_steps,
@@ -27,7 +29,7 @@ from .common import (
     split_command,
 )
 from .jobargs import bind_arg, job_args, job_context, logged_failure, require_root
-from . import metrics_cmd
+from . import env_cmds, image_cmds, metrics_cmd
 from .pin_cmds import cmd_gc, cmd_join, cmd_pins, cmd_prepare, cmd_release
 from . import site_cmds
 
@@ -77,15 +79,28 @@ def cmd_explain(args: argparse.Namespace) -> int:
             print("precedence:")
             print("\n".join(format_steps(outcome.steps)))
         return ExitCode.REFUSED
-    problems = trees.problems(outcome.environment) if outcome.environment else []
-    plan = build_plan(policy, outcome.name, outcome.environment, ctx.user, ctx.cwd or ctx.user.home)
+    problems: List[str] = []
+    chosen = None
+    try:
+        chosen = usable_version(policy, outcome, ctx.user)
+    except EnvironmentBroken as e:
+        problems = [e.message]
+        chosen = choose_version_quietly(policy, outcome, ctx.user)
+    env = chosen.environment if chosen else outcome.environment
+    plan = build_plan(policy, outcome.name, env, ctx.user, ctx.cwd or ctx.user.home,
+                      digest=chosen.digest if chosen else "", image_env=chosen.image_env if chosen else (),
+                      workdir=chosen.workdir if chosen else "", selector=outcome.selector)
     if args.json:
         print(json.dumps({"environment": outcome.name, "source": outcome.source,
+                          "digest": plan.digest, "version": chosen.version if chosen else "",
                           "warning": outcome.warning, "problems": problems,
                           "steps": [s.__dict__ for s in outcome.steps],
                           "plan": json.loads(plan.to_json())}, indent=1))
         return ExitCode.OK if not problems else ExitCode.ENV_BROKEN
     print(f"user {ctx.user.name} gets {describe_decision(outcome)}")
+    if chosen is not None and (chosen.digest or chosen.version or chosen.environment.path != (env and env.path)):
+        print(f"version: {chosen.version or '-'} {chosen.digest or '(no digest: not stamped)'} "
+              f"from {chosen.environment.path or '(your image store)'}")
     for line in ([outcome.warning] if outcome.warning else []) + problems:
         print(f"warning: {line}")
     print("precedence:")
@@ -94,6 +109,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
     for op in plan.ops:
         print("  " + " ".join(f"{k}={v}" for k, v in op.items()))
     return ExitCode.OK if not problems else ExitCode.ENV_BROKEN
+
+
+def choose_version_quietly(policy, decision, user):
+    """The version for `envsched explain` to show a plan of, even when it is not usable."""
+    try:
+        return choose_version(policy, decision, user)
+    except EnvironmentBroken:
+        return None
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
@@ -121,15 +144,44 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return ExitCode.REFUSED
     if outcome.environment is not None and not args.identity_only:
         # at submit time the tree may not be mounted on this host: it is checked on the node
-        problems = trees.problems(outcome.environment)
-        if problems:
-            say(f"environment {outcome.name} is not usable on this host: {problems[0]}")
+        try:
+            usable_version(policy, outcome, ctx.user)
+        except EnvironmentBroken as e:
+            say(f"environment {outcome.name} is not usable on this host: {e.message}")
             return ExitCode.ENV_BROKEN
     if outcome.warning:
         say("warning: " + outcome.warning)
-    if args.print:
+    if args.pin:
+        print(pinned_request(policy, outcome, ctx.user))
+    elif args.print:
         print(outcome.name)
     return ExitCode.OK
+
+
+def pinned_request(policy, decision: Decision, user) -> str:
+    """What a job that asked for an environment by name carries to its node when the site pins
+    at submit (site.pin_at_submit): NAME@<the digest of NAME's current version here>. The request
+    as it is when the job named an exact version already, when the decision did not come from the
+    job itself (~/.chos and the defaults are decided on the node), or when this host does not
+    know the version (no store, no stamp): then the node decides, as without pinning."""
+    name = decision.name
+    if decision.environment is None or decision.source not in ("option", "CHOS variable"):
+        return name
+    if decision.selector:
+        return f"{name}@{decision.selector}"
+    if not policy.site.pin_at_submit:
+        return name
+    try:
+        chosen = choose_version(policy, decision, user)
+        digest = chosen.digest if chosen else ""
+        if chosen is not None and chosen.environment.kind == "user-image" and os.getuid() == user.uid:
+            from ..userimage import find_user_image
+            from ..plan import build_plan as _plan
+            digest = find_user_image(_plan(policy, name, chosen.environment, user, user.home,
+                                           selector=None))[1]
+    except EnvironmentBroken:
+        return name
+    return f"{name}@{digest}" if digest else name
 
 
 def cmd_import_chos(args: argparse.Namespace) -> int:
@@ -179,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("validate", help="check a request without preparing anything (submit time)")
     job_args(s)
     s.add_argument("--print", action="store_true", help="print the chosen environment")
+    s.add_argument("--pin", action="store_true",
+                   help="print the request to carry to the node: NAME@DIGEST of the version current now, when the "
+                        "job named NAME and the site pins at submit (site.pin_at_submit)")
     s.add_argument("--identity-only", action="store_true",
                    help="submit time: ignore partition/account rules and the tree's state (both are "
                    "checked when the job starts)")
@@ -211,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("file", nargs="?", default="/etc/chos")
     i.set_defaults(func=cmd_import_chos)
 
+    env_cmds.add_parsers(sub)
+    image_cmds.add_parsers(sub)
     site_cmds.add_parsers(sub)
     policy_on_subcommands(sub)
     return p
