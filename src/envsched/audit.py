@@ -67,5 +67,8 @@ def close() -> None:
     """Forget the log file (before a process becomes a user's: its descriptor must not stay)."""
     global _log_fd
     if _log_fd is not None:
-        os.close(_log_fd)
+        try:
+            os.close(_log_fd)
+        except OSError:
+            pass
         _log_fd = None

@@ -82,8 +82,8 @@ def _from_image_store(policy: Policy, decision: Decision, env: Environment) -> C
         rec = store.lookup(ref, selector or pinned or None)
     except EnvironmentBroken as e:
         wanted = f"{decision.name}@{selector}" if selector else decision.name
-        raise VersionNotHere(f"environment {wanted} is not on this node: {e.message}",
-                             detail=e.detail or e.message) from None
+        raise VersionNotHere(f"environment {wanted} is not on this node (see `chos list --versions`)",
+                             detail=f"image store {store.root}: {e.detail or e.message}") from None
     store.check_unchanged(rec)
     return ChosenVersion(dataclasses.replace(env, path=rec.path, kind="image"), rec.digest, env.version,
                          tuple(rec.env), rec.workdir)

@@ -292,8 +292,10 @@ class PinStore:
                     build_view(plan)
                     os.write(ready_w, b'{"ok": true}')
                 else:
+                    from . import audit
                     from .enter import become_user
                     from .userimage import find_user_image, identity_report
+                    audit.close()
                     os.closerange(3, min(ready_w, done_r))          # nothing of root's stays open
                     os.closerange(max(ready_w, done_r) + 1, 1 << 16)
                     become_user(as_user)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -160,6 +159,7 @@ def manifest_digest(root: str, dirs: Sequence[str]) -> Tuple[str, int, int]:
     an error. Anything that cannot be read is an error (StampError, one line naming the path),
     never skipped. Contents are read 1 MiB at a time; a file with several links is hashed once.
     """
+    import hashlib        # only stamping hashes: a job start reads stamps and pays nothing for it
     h = hashlib.sha256(MANIFEST_FORMAT)
     files = size = 0
     for record, n in manifest_records(root, dirs):
@@ -276,6 +276,7 @@ def _entry(dfd: int, root: str, name: bytes, rel: bytes, st: os.stat_result,
 
 
 def _hash_fd(fd: int, where: str) -> Tuple[bytes, int]:
+    import hashlib
     h = hashlib.sha256()
     buf = bytearray(CHUNK)
     view = memoryview(buf)

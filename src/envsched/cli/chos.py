@@ -10,8 +10,9 @@ from ..enter import enter_and_exec
 from ..errors import UsageError
 from ..exitcodes import ExitCode
 from ..identity import current_user
-from ..names import NAME_RULE, is_valid_name, show
+from ..names import LOCAL, REQUEST_RULE, parse_request, show
 from ..policy import Policy
+from ..policy.model import Environment
 from ..resolve import Decision, allowed_names, check_name, resolve
 from ..service import JobContext, RequestRefused, plan_for_job, request_for
 from ..userfile import read_user_file
@@ -25,9 +26,10 @@ from .common import (
     say,
     split_command,
 )
+from . import chos_image_cmds
 from .submit_cmd import add_parser as add_submit_parser
 
-SUBCOMMANDS = ("list", "which", "set", "run", "shell", "submit", "-h", "--help")
+SUBCOMMANDS = ("list", "which", "set", "run", "shell", "submit", "image", "-h", "--help")
 
 
 def _ctx(args: argparse.Namespace, policy: Policy, option: Optional[str] = None,
@@ -52,10 +54,38 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name in allowed:
         env = policy.get(name)
         marks = ("*" if name == policy.site.default else " ") + (">" if name == current else " ")
-        text = env.description if env else "the host OS, no switch"
+        text = env.description if env else ("the host OS, no switch" if name == LOCAL else "chos image list")
         print(f"{marks} {name:<16} {text}")
+        if args.versions and env is not None:
+            for line in version_lines(policy, env):
+                print(f"      {line}")
     print("(* site default, > what your jobs get now; see `chos which`)")
+    if args.versions:
+        print("(versions: = current; ask for another with --chos=NAME@VERSION or NAME@sha256:<12+ hex digits>)")
     return ExitCode.OK
+
+
+def version_lines(policy: Policy, env: Environment) -> List[str]:
+    """The versions of `env` this node has, newest first, the current one marked '='."""
+    import time
+    from ..errors import EnvschedError
+    fmt = lambda t: time.strftime("%Y-%m-%d", time.localtime(t))  # noqa: E731
+    try:
+        if env.image:
+            from ..images.store import ImageStore
+            ref, _, pinned = env.image.partition("@")
+            recs = ImageStore(policy.site.image_dir).versions(ref)
+            current = pinned or (recs[0].digest if recs else "")
+            return [f"{'=' if r.digest == current else ' '} {r.digest[:19]}  imported {fmt(r.imported)}"
+                    + (f"  {r.source}" if r.source else "") for r in recs] or ["(no image in the store yet)"]
+        from ..versions import StampBook, stamps_dir
+        book = StampBook(stamps_dir(policy.source))
+        now = book.current(env)
+        out = [f"{'=' if now and s.digest == now.digest and s.path == now.path else ' '} {s.digest[:19]}  "
+               f"{s.version or '-':<12} stamped {fmt(s.stamped)}  {s.path}" for s in book.live(env.name)]
+        return out or [f"= {env.version or '(not stamped)'}  {env.path}"]
+    except EnvschedError as e:
+        return [f"(versions unknown: {e.message})"]
 
 
 def cmd_which(args: argparse.Namespace) -> int:
@@ -77,8 +107,8 @@ def cmd_which(args: argparse.Namespace) -> int:
 def cmd_set(args: argparse.Namespace) -> int:
     policy = policy_from(args)
     user = current_user()
-    if not is_valid_name(args.name):
-        raise UsageError(f"{show(args.name)} is not a valid environment name ({NAME_RULE})")
+    if parse_request(args.name) is None:
+        raise UsageError(f"{show(args.name)} is not a valid environment name ({REQUEST_RULE})")
     # who may use it is checked now; account/partition rules apply to each job later
     outcome = check_name(policy, request_for(policy, JobContext(user, read_user_file=False)),
                          "chos set", args.name, identity_only=True)
@@ -134,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("list", help="environments you may use")
     s.add_argument("--partition")
     s.add_argument("--account")
+    s.add_argument("--versions", action="store_true", help="also every version this node has of each")
     s.set_defaults(func=cmd_list)
     s = sub.add_parser("which", help="what a job of yours would get, and why")
     s.add_argument("--partition")
@@ -153,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--account", help="as a job charged to this account would")
     s.add_argument("name")
     s.set_defaults(func=cmd_shell)
+    chos_image_cmds.add_parser(sub)
     policy_on_subcommands(sub)
     add_submit_parser(sub)          # after: the scheduler's integration checks the policy, not chos
     return p

@@ -15,7 +15,16 @@ from .. import audit
 from ..errors import UsageError
 from ..exitcodes import ExitCode
 from ..names import show
-from ..versions import StampBook, TreeStamp, stamps_dir
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..versions import StampBook, TreeStamp
+
+
+def _book(policy) -> "StampBook":
+    """Imported only when an env command runs: every resolver run builds this parser."""
+    from ..versions import StampBook, stamps_dir
+    return StampBook(stamps_dir(policy.source))
 from .common import policy_from
 from .jobargs import require_root
 
@@ -34,7 +43,7 @@ def cmd_stamp(args: argparse.Namespace) -> int:
     audit.configure(policy.site.log_file)
     env = _environment(policy, args.name)
     started = time.monotonic()
-    st = StampBook(stamps_dir(policy.source)).stamp(env, args.version or "")
+    st = _book(policy).stamp(env, args.version or "")
     audit.log("stamped", env=env.name, digest=st.digest, version=st.version or None, path=st.path,
               files=st.files, bytes=st.bytes, ms=round((time.monotonic() - started) * 1000))
     label = f" {st.version}" if st.version else ""
@@ -42,7 +51,7 @@ def cmd_stamp(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _rows(book: StampBook, env) -> List[dict]:
+def _rows(book: "StampBook", env) -> List[dict]:
     """Every stamp of `env`, newest first, with its state: current (the tree the policy points at),
     superseded (a newer stamp of the same path), gone (still_there fails: removed or replaced), or ''
     (another version kept side by side, still runnable as NAME@DIGEST or NAME@LABEL)."""
@@ -65,7 +74,7 @@ def _rows(book: StampBook, env) -> List[dict]:
 
 def cmd_versions(args: argparse.Namespace) -> int:
     policy = policy_from(args)
-    book = StampBook(stamps_dir(policy.source))
+    book = _book(policy)
     names = [_environment(policy, args.name).name] if args.name else policy.names()
     out = []
     for name in names:
@@ -82,7 +91,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
         return ExitCode.OK
     table = [("ENVIRONMENT", "DIGEST", "VERSION", "STAMPED", "FILES", "BYTES", "STATE", "PATH")]
     for name, r in out:
-        st: TreeStamp = r["stamp"]
+        st: "TreeStamp" = r["stamp"]
         table.append((name, st.short, st.version or "-", time.strftime("%Y-%m-%d %H:%M", time.localtime(st.stamped)),
                       str(st.files), str(st.bytes), r["state"] or "-", show(st.path, 200)[1:-1]))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
@@ -93,7 +102,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     policy = policy_from(args)
-    book = StampBook(stamps_dir(policy.source))
+    book = _book(policy)
     names = [_environment(policy, args.name).name] if args.name else policy.names()
     failed = False
     for name in names:

@@ -12,19 +12,26 @@ import os
 import re
 import signal
 import time
-from typing import List, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 from ..errors import UsageError
 from ..exitcodes import ExitCode
-from ..images.importer import FORMATS
-from ..images.store import DEFAULT_IMAGE_DIR, ImageStore
+from ..policy.model import DEFAULT_IMAGE_DIR
 from .common import policy_from
 from .jobargs import require_root
+
+if TYPE_CHECKING:
+    from ..images.store import ImageRecord, ImageStore
+
+# the formats of images/store.py (FORMATS), here without importing it: every resolver run builds
+# this parser, and a job start must not pay for the image tools' imports
+FORMATS = ("oci-layout", "oci-archive", "docker-archive", "rootfs-tar", "directory", "squashfs")
 
 DEFAULT_POLICY = "/etc/envsched/policy.toml"
 
 
-def _store(args: argparse.Namespace) -> ImageStore:
+def _store(args: argparse.Namespace) -> "ImageStore":
+    from ..images.store import ImageStore
     if args.store:
         return ImageStore(args.store)
     policy = policy_from(args)
@@ -38,10 +45,18 @@ def _protected(args: argparse.Namespace) -> List[str]:
         return []
     policy = policy_from(args)
     out = []
+    store = None
     for env in policy.environments.values():
         image = getattr(env, "image", "") or ""
         if "@" in image:
             out.append(image.split("@", 1)[1])
+        elif image:                     # the version jobs of that environment get now
+            from ..errors import EnvschedError
+            store = store or _store(args)
+            try:
+                out.append(store.lookup(image).digest)
+            except EnvschedError:
+                pass
     return out
 
 
@@ -96,13 +111,18 @@ def cmd_image_list(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no images in {store.root}")
         return ExitCode.OK
+    print_rows(rows, bool(args.name))
+    return ExitCode.OK
+
+
+def print_rows(rows: List[Tuple["ImageRecord", bool]], marks: bool) -> None:
+    """One line per image version: NAME, '*' for the current one (with `marks`), digest, size..."""
     width = max(len("NAME"), *(len(r.name) for r, _ in rows))
     print(f"{'NAME':<{width}}   {'DIGEST':<19}  {'SIZE':>10}  {'FORMAT':<14}  IMPORTED")
     for rec, current in rows:
-        mark = "*" if current and args.name else " "
+        mark = "*" if current and marks else " "
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(rec.imported))
         print(f"{rec.name:<{width}} {mark} {rec.digest[:19]}  {_human(rec.size):>10}  {rec.source_format:<14}  {when}")
-    return ExitCode.OK
 
 
 def cmd_image_rm(args: argparse.Namespace) -> int:

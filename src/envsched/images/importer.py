@@ -33,7 +33,7 @@ import shutil
 import stat
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..exitcodes import ExitCode
 from ..names import show
@@ -288,9 +288,11 @@ def created_epoch(created: str) -> int:
 
 # -- the pipeline ----------------------------------------------------------------------------
 def build(source: str, staging: str, fmt: Optional[str] = None, tag: Optional[str] = None,
-          max_bytes: Optional[int] = None, owner: int = 0) -> Built:
+          max_bytes: Optional[int] = None, owner: int = 0, exclude: Sequence[str] = ()) -> Built:
     """Make `staging`/blob.sqfs from `source`. Raises ImportFailed (one line) on any problem.
-    `owner` is whose the image's / must be (a user's own store: theirs, unpacked rootless)."""
+    `owner` is whose the image's / must be (a user's own store: theirs, unpacked rootless).
+    `exclude`: paths relative to the image's / left out of it (mksquashfs -wildcards -e), for a
+    directory that was a whole system (`chos image build --from-dir`: /proc, /sys, /home ...)."""
     if fmt is not None and fmt not in FORMATS:
         raise fail(f"unknown format {show(fmt)} (one of {', '.join(FORMATS)})", usage=True)
     if max_bytes is not None and max_bytes <= 0:
@@ -352,7 +354,7 @@ def build(source: str, staging: str, fmt: Optional[str] = None, tag: Optional[st
         os.chmod(rootfs, 0o755)                  # the view's / : root's, like any environment tree
         t = created_epoch(created)
         os.utime(rootfs, (t, t))                 # same content, same digest
-    _mksquashfs(rootfs, blob, staging)
+    _mksquashfs(rootfs, blob, staging, exclude)
     # a docker archive has no manifest of its own: skopeo makes one up while converting
     return Built(blob, fmt, digest if fmt in ("oci-layout", "oci-archive") else "", env, workdir, created)
 
@@ -471,9 +473,13 @@ def _unpack_tar(staging: str, source: str, listing: Optional[TarListing], max_by
     return rootfs
 
 
-def _mksquashfs(rootfs: str, blob: str, staging: str) -> None:
+def _mksquashfs(rootfs: str, blob: str, staging: str, exclude: Sequence[str] = ()) -> None:
+    for pattern in exclude:
+        if not pattern or pattern.startswith("/") or ".." in pattern.split("/") or "\n" in pattern:
+            raise fail(f"exclude {show(pattern)}: must be a path relative to the image's /", usage=True)
+    tail = ["-wildcards", "-e", *exclude] if exclude else []
     tools.run(tools.MKSQUASHFS, [rootfs, blob, "-noappend", "-no-progress", "-quiet",
-                                 "-comp", tools.mksquashfs_compressor(), "-mkfs-time", "0"],
+                                 "-comp", tools.mksquashfs_compressor(), "-mkfs-time", "0", *tail],
               cwd=staging, what="mksquashfs", timeout=TOOL_TIMEOUT)
     check_squashfs(blob, staging, "the new image")
 

@@ -25,7 +25,7 @@ import re
 import stat
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Collection, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Collection, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..errors import EnvironmentBroken, EnvschedError, NotPermitted, UsageError
 from ..exitcodes import ExitCode
@@ -437,7 +437,7 @@ class ImageStore:
 
     # -- import ----------------------------------------------------------------------------
     def import_image(self, source: str, name: str, *, fmt: Optional[str] = None, tag: Optional[str] = None,
-                     max_bytes: Optional[int] = None) -> ImageRecord:
+                     max_bytes: Optional[int] = None, exclude: Sequence[str] = ()) -> ImageRecord:
         """Import `source` as the new current version of NAME (root only). The work is done in
         a staging directory under .tmp that is always removed; the store changes only by
         renames at the end, under the lock."""
@@ -453,7 +453,8 @@ class ImageStore:
         try:
             fcntl.flock(owner, fcntl.LOCK_EX)     # gc leaves a staging dir alone while this is held
             try:
-                built = importer.build(source, staging, fmt=fmt, tag=tag, max_bytes=max_bytes, owner=self.owner)
+                built = importer.build(source, staging, fmt=fmt, tag=tag, max_bytes=max_bytes, owner=self.owner,
+                                       exclude=exclude)
             except OSError as e:                  # reading the source, or writing staging (disk full)
                 where = (e.filename or "").replace(os.path.join(staging, "src"), source)
                 raise ImportFailed(f"import of {source} failed: {where + ': ' if where else ''}{e.strerror}",

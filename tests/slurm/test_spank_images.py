@@ -1,0 +1,206 @@
+"""Container images through the real Slurm plugin (#11): an image from the admins' store, exact
+versions, a user's own image (entered as the user through squashfuse), and what goes wrong: a
+tampered blob, a version removed while a job waits, an image removed while a job runs."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import installed
+from spanksite import lines, policy_text, run_batch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "images"))
+import ocilib  # noqa: E402
+
+pytestmark = pytest.mark.slurm
+
+SEEN = ('head -1 /etc/os-release; echo "CHOS=$CHOS"; echo "CHOS_DIGEST=$CHOS_DIGEST"; echo "A=$A"; '
+        'echo "WORDS=$WORDS"; echo "UID=$(id -u)"; cat /opt/data/b.txt 2>/dev/null | sed "s/^/B=/"')
+
+
+@pytest.fixture(autouse=True)
+def views_released(site):
+    """After every test: the job epilogs have released every view (before the mount table check)."""
+    yield
+    site.settle()
+
+
+def run_tool(tool, args, user=None):
+    """`envsched`/`chos` of this checkout (or as installed), as root or as `user` (setpriv)."""
+    import pwd
+    cmd = [*installed.tool_command(tool), *args]
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"}
+    if user is not None:
+        pw = pwd.getpwnam(user)
+        env.update(HOME=pw.pw_dir, USER=user, LOGNAME=user)
+        cmd = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--"] + cmd
+    if installed.src():
+        env["PYTHONPATH"] = installed.src()
+    return subprocess.run(cmd, cwd="/", env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def images(site, slurm_user, user_fuse):
+    """The admins' store with `ci` (two versions: v1, then v2 current), the policy naming it, and
+    user images allowed; the site's own policy is put back afterwards."""
+    root = site.cluster.dir
+    work = root / "oci"
+    imgs = ocilib.build_all(work)
+    store = root / "images"
+    original = site.policy.read_text()
+    site.policy.write_text(policy_text(root, site.run_dir, site.trees, extra_environments=f"""
+[environments.ci]
+image = "ci"
+[user_images]
+enabled = true
+""").replace("[defaults]", f'image_dir = "{store}"\n\n[defaults]', 1))
+
+    def envsched(*args):
+        r = run_tool("envsched", ["--policy", str(site.policy), *args])
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    v1 = envsched("image", "import", str(imgs.docker_archive), "ci").split()[1]
+    v2 = envsched("image", "import", "--tag", "v2", str(imgs.multi), "ci").split()[1]
+    yield {"v1": v1, "v2": v2, "store": store, "imgs": imgs, "envsched": envsched}
+    site.policy.write_text(original)
+    shutil.rmtree(store)
+    shutil.rmtree(work)
+
+
+def test_sbatch_runs_the_current_image_with_its_env(site, slurm_user, home, images):
+    job, state, out = run_batch(site, home, slurm_user.pw_name, "--chos=ci", script=SEEN)
+    assert state.state == "COMPLETED", out
+    seen = lines(out)
+    assert seen["PRETTY_NAME"] == "OCI test (mini)" and seen["CHOS"] == "ci"
+    assert seen["CHOS_DIGEST"] == images["v2"]
+    assert seen["A"] == "1" and seen["WORDS"] == "a b=c"       # the image's Env, v2 adds B=2 on v1's
+    assert seen["UID"] == str(slurm_user.pw_uid) and seen["B"] == "bee"
+    log = (site.cluster.dir / "envsched.log").read_text()
+    assert f"event=decided job={job}.batch user={slurm_user.pw_name} env=ci" in log
+    assert f"digest={images['v2']}" in log
+
+
+def test_srun_runs_an_exact_older_version_on_two_nodes(site, slurm_user, home, images):
+    v1 = images["v1"]
+    r = site.cluster.srun("-N2", "-n2", f"--chos=ci@{v1[:19]}", "sh", "-c", 'echo "$SLURMD_NODENAME $CHOS_DIGEST"',
+                          user=slurm_user.pw_name)
+    assert r.returncode == 0, r.stderr
+    assert sorted(r.stdout.split()) == sorted(["node1", v1, "node2", v1])
+
+
+def test_an_unknown_version_is_refused_in_one_line(site, slurm_user, home, images):
+    r = site.cluster.srun("--chos=ci@sha256:000000000000", "true", user=slurm_user.pw_name)
+    assert r.returncode == 69, (r.stdout, r.stderr)
+    # (srun's own "task 0: Exited with exit code 69" may come before or after it)
+    assert [line for line in r.stderr.splitlines() if not line.startswith("srun: ")] == [
+        "envsched: environment ci@sha256:000000000000 is not on this node (see `chos list --versions`)"]
+
+
+def test_a_tampered_image_is_refused_and_nothing_runs(site, slurm_user, home, images):
+    blob = images["store"] / "blobs" / "sha256" / (images["v2"].split(":")[1] + ".sqfs")
+    data = blob.read_bytes()
+    marker = home / "tampered-ran"
+    with open(blob, "r+b") as f:               # one byte flipped in place: same size, new mtime/ctime
+        f.seek(len(data) // 2)
+        f.write(bytes([data[len(data) // 2] ^ 0xFF]))
+    try:
+        job, state, out = run_batch(site, home, slurm_user.pw_name, "--chos=ci", script=f"touch {marker}")
+    finally:
+        blob.write_bytes(data)
+        images["envsched"]("image", "verify", "ci")           # the same digest again: accepted again
+    assert state.state == "FAILED" and not marker.exists()
+    assert "changed since it was imported" in out and len(out.strip().splitlines()) == 1
+    verify = run_tool("envsched", ["--policy", str(site.policy), "image", "verify", "ci"])
+    assert verify.returncode == 0, verify.stdout
+
+
+def test_a_version_removed_while_the_job_waits_is_refused(site, slurm_user, home, images):
+    c = site.cluster
+    marker = home / "removed-ran"
+    v1 = images["v1"]
+    job = c.sbatch(f"#!/bin/sh\ntouch {marker}\n", "--hold", f"--chos=ci@{v1}", "-o", f"{home}/out-%j.txt",
+                   user=slurm_user.pw_name, cwd=str(home))
+    images["envsched"]("image", "rm", f"ci@{v1}")
+    try:
+        c.scontrol("release", job)
+        state = c.wait(job, timeout=60)
+        site.settle()
+    finally:
+        images["envsched"]("image", "import", str(images["imgs"].docker_archive), "ci")
+        images["envsched"]("image", "import", "--tag", "v2", str(images["imgs"].multi), "ci")
+    out = site.output(job, home)
+    assert state.state == "FAILED" and not marker.exists()
+    assert out.strip() == f"envsched: environment ci@{v1} is not on this node (see `chos list --versions`)"
+    log = (c.dir / "envsched.log").read_text()
+    assert f"event=broken job={job}.batch user={slurm_user.pw_name} env=ci selector={v1}" in log
+
+
+def test_an_image_in_use_cannot_be_removed(site, slurm_user, home, images):
+    c = site.cluster
+    job = c.sbatch("#!/bin/sh\nsleep 30\n", f"--chos=ci@{images['v1']}", "-o", f"{home}/out-%j.txt", user=slurm_user.pw_name,
+                   cwd=str(home))
+    try:
+        deadline = time.monotonic() + 30
+        while c.job(job).state != "RUNNING" or not any(p.name.startswith(f"slurm-{job}") for p in
+                                                        site.run_dir.iterdir()):
+            assert time.monotonic() < deadline, c.logs()
+            time.sleep(0.2)
+        r = run_tool("envsched", ["--policy", str(site.policy), "image", "rm", f"ci@{images['v1']}"])
+        assert r.returncode == 73, r.stderr
+        assert "in use" in r.stderr and len(r.stderr.splitlines()) == 1
+    finally:
+        c.run(["scancel", job])
+        c.wait(job, timeout=60)
+        site.settle()
+    assert (images["store"] / "blobs" / "sha256" / (images["v1"].split(":")[1] + ".sqfs")).exists()
+    r = run_tool("envsched", ["--policy", str(site.policy), "image", "rm", f"ci@{images['v2']}"])
+    assert r.returncode == 73 and "named by the policy" in r.stderr      # the version jobs of `ci` get
+
+
+def test_a_users_own_image_through_the_plugin(site, slurm_user, home, images):
+    """Imported by the user, without privilege; run by the plugin as the user through squashfuse:
+    the setuid-root program the user put in it runs as the user."""
+    user = slurm_user.pw_name
+    work = home / "img-work"
+    subprocess.run(["cp", "-a", str(images["imgs"].tree), str(work)], check=True)
+    (work / "opt" / "suid").mkdir()
+    shutil.copy2(work / "usr" / "bin" / "busybox", work / "opt" / "suid" / "busybox")
+    (work / "opt" / "suid" / "busybox").chmod(0o4755)
+    (work / "etc" / "os-release").write_text('PRETTY_NAME="my own (mini)"\n')
+    subprocess.run(["chown", "-R", f"{slurm_user.pw_uid}:{slurm_user.pw_gid}", str(work)], check=True)
+    sqfs = home / "mine.sqfs"
+    try:
+        # a squashfs whose files claim to be root's: as crafted as a user can make it
+        r = subprocess.run(["setpriv", f"--reuid={slurm_user.pw_uid}", f"--regid={slurm_user.pw_gid}",
+                            "--init-groups", "mksquashfs", str(work), str(sqfs), "-all-root", "-quiet",
+                            "-no-progress"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        r = run_tool("chos", ["--policy", str(site.policy), "image", "import", str(sqfs), "mine"], user=user)
+        assert r.returncode == 0, r.stderr
+        digest = r.stdout.split()[1]
+        job, state, out = run_batch(site, home, user, "--chos=user:mine", script=(
+            'head -1 /etc/os-release; echo "CHOS=$CHOS"; echo "CHOS_DIGEST=$CHOS_DIGEST"; '
+            'echo "SUID=$(/opt/suid/busybox id -u)"; echo "UID=$(id -u)"'))
+        assert state.state == "COMPLETED", out
+        seen = lines(out)
+        assert seen["PRETTY_NAME"] == "my own (mini)" and seen["CHOS"] == "user:mine"
+        assert seen["CHOS_DIGEST"] == digest
+        assert seen["SUID"] == seen["UID"] == str(slurm_user.pw_uid)
+        log = (site.cluster.dir / "envsched.log").read_text()
+        assert f"env=user:mine" in log and f"digest={digest}" in log
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        sqfs.unlink(missing_ok=True)
+        shutil.rmtree(home / ".local", ignore_errors=True)
+    deadline = time.monotonic() + 5
+    while subprocess.run(["pgrep", "-u", str(slurm_user.pw_uid), "-x", "-r", "R,S,D", "squashfuse"],
+                         stdout=subprocess.DEVNULL).returncode == 0:
+        assert time.monotonic() < deadline, "squashfuse outlived the job"
+        time.sleep(0.1)
