@@ -242,3 +242,22 @@ def test_pin_meta_of_older_pins_still_reads():
         PinMeta.from_json(json.dumps(dict(old, userns="yes")))
     with pytest.raises(ValueError):
         PinMeta.from_json(json.dumps(dict(old, extra=1)))
+
+
+def test_the_resolvers_parser_imports_no_image_or_stamp_tools():
+    """Every resolver run (a job start) builds `envsched`'s parser: the image and stamp commands
+    must not pull hashlib, subprocess or the image store in with it."""
+    import subprocess
+    code = ("import sys; import envsched.cli.envsched as e; e.build_parser(); "
+            "print(sorted(m for m in ('hashlib', 'subprocess', 'envsched.images.store', 'envsched.versions') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
+                         env={"PYTHONPATH": os.path.join(os.path.dirname(__file__), "..", "..", "src")})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_image_cmds_formats_match_the_store():
+    from envsched.cli.image_cmds import FORMATS
+    from envsched.images.store import FORMATS as STORE_FORMATS
+    assert FORMATS == STORE_FORMATS
