@@ -39,8 +39,17 @@ def check_findings(policy, run_dir: bool = True) -> List[str]:
     found: List[str] = []
     for name in policy.names():
         env = policy.environments[name]
+        if env.image:                     # from the image store: the version jobs get now, checked
+            try:
+                chosen = usable_version(policy, Decision(name, "check", env), current_user_info())
+            except EnvironmentBroken as e:
+                found.append(f"{policy.source}: environments.{name}: image = {env.image!r}: {e.detail or e.message}")
+                continue
+            env = chosen.environment
         found += [f"{policy.source}: environments.{name}: {p}"
-                  for p in trees.problems(env, deep=True, identity_files=policy.site.identity_files)]
+                  for p in trees.problems(env, deep=not env.image,
+                                          identity_files=policy.site.identity_files)]
+    found += _user_images_findings(policy)
     for m in policy.site.shared:
         if m.required and not os.path.exists(m.source):
             found.append(f"{policy.source}: site.shared: required path missing on this host: {m.source}")
@@ -49,6 +58,33 @@ def check_findings(policy, run_dir: bool = True) -> List[str]:
     if problem:
         found.append(f"{policy.source}: site.run_dir: {policy.site.run_dir}: {problem}")
     return found
+
+
+def current_user_info():
+    from ..identity import current_user
+    return current_user()
+
+
+def _user_images_findings(policy) -> List[str]:
+    """Users' own images need squashfuse and a /dev/fuse users may open (udev's mode 0666)."""
+    if not policy.user_images.enabled:
+        return []
+    import stat
+    from ..userimage import DEV_FUSE, SQUASHFUSE
+    out = []
+    try:
+        st = os.stat(SQUASHFUSE)
+        if st.st_uid != 0 or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            out.append(f"{SQUASHFUSE}: must be root's and not writable by group or others")
+    except OSError as e:
+        out.append(f"{SQUASHFUSE}: {e.strerror} (install squashfuse: users' own images are served by it)")
+    try:
+        if os.stat(DEV_FUSE).st_mode & 0o006 != 0o006:
+            out.append(f"{DEV_FUSE}: users cannot open it (mode {os.stat(DEV_FUSE).st_mode & 0o777:04o}; udev "
+                       f"makes it 0666): users' own images cannot be entered")
+    except OSError as e:
+        out.append(f"{DEV_FUSE}: {e.strerror} (modprobe fuse)")
+    return [f"{policy.source}: user_images: {line}" for line in out]
 
 
 def cmd_check(args: argparse.Namespace) -> int:
