@@ -15,9 +15,14 @@
  * Steps inside an existing allocation (srun with SLURM_JOB_ID set) are not checked here: the
  * job's environment was checked when it was submitted, and a step asking for another one is
  * refused by slurmstepd with the same one-line message (no resolver start per srun).
+ *
+ * Pinned at submit (site.pin_at_submit): the check runs `validate --pin`, which prints the request
+ * the job must carry to its nodes: NAME@sha256:<digest of NAME's version current now> when the job
+ * named NAME itself and the site pins, else the request unchanged (see carry_pin below).
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "envsched_spank.h"
@@ -27,6 +32,66 @@ static void refuse(const char *line, int code)
     fprintf(stderr, "%s\n", line);
     fflush(stderr);
     exit(code);
+}
+
+/* Slurm's own carrier of a SPANK option to slurmstepd (Slurm 22.05 src/common/plugstack.c):
+ * SPANK_OPTION_ENV_PREFIX "_SLURM_SPANK_OPTION_" + plugin name + "_" + option name. */
+#define ES_OPTION_ENV "_SLURM_SPANK_OPTION_envsched_chos"
+
+/* The resolver's answer is the job's own request with a version added ("NAME" -> "NAME@sha256:..."),
+ * or nothing to carry. Anything else (another name: a fallback to the site default, a decision from
+ * ~/.chos or the defaults) is not carried: the node decides those, as without pinning. */
+static int is_pinned_form(const char *request, const char *pinned)
+{
+    size_t n = strlen(request);
+
+    return n > 0 && strchr(request, '@') == NULL && strncmp(pinned, request, n) == 0 &&
+           strncmp(pinned + n, "@sha256:", 8) == 0 && strlen(pinned) < sizeof es_option &&
+           strspn(pinned + n + 8, "0123456789abcdef") == strlen(pinned + n + 8);
+}
+
+/* Make the job carry the pinned request to its nodes, in the carrier the request came in.
+ *
+ * --chos=NAME: Slurm forwards a SPANK option to slurmstepd in two ways (Slurm 22.05):
+ *   - the step launch message's option list, built from the option cache (step_launch.c ->
+ *     plugstack.c spank_set_remote_options: p->optarg, which a plugin cannot change), for srun;
+ *   - the environment variable _SLURM_SPANK_OPTION_envsched_chos, which spank_init_post_opt()
+ *     (plugstack.c _spank_stack_set_remote_options_env) puts in the client's environ BEFORE it
+ *     calls the plugins' init_post_opt (this code), and which the clients copy into the job's
+ *     environment only afterwards: sbatch in _fill_job_desc_from_opts (env_array_merge of environ,
+ *     after spank_init_post_opt in main), srun in _setup_one_job_env (env_array_merge(&job->env,
+ *     environ) at launch), salloc's command inherits environ (so its steps carry it). slurmstepd
+ *     reads the option list first and the environment second (plugstack.c spank_stack_post_opt:
+ *     _spank_stack_get_remote_options, then _spank_stack_get_remote_options_env, each calling
+ *     the option callback, request.c), so the environment's value is the one remote.c sees.
+ *   We overwrite that variable, and its copy in the SPANK job environment (spank_job_control_setenv;
+ *   spank_init_post_opt put NAME there too, dyn_spank_set_job_env): sbatch and salloc export that
+ *   copy as SLURM_SPANK__SLURM_SPANK_OPTION_envsched_chos (sbatch.c/salloc.c _set_spank_env, after
+ *   init_post_opt), and an srun inside the job turns it back into its --chos option
+ *   (opt.c -> plugstack.c spank_process_env_options: "SLURM_SPANK_" + the option's env name), so the
+ *   job's steps ask for the pinned version too, also on nodes that prepare their view only then.
+ *   Not carried: sbatch --export=NONE or --export=<list> (only SLURM_* variables go, and the
+ *   batch step then does not see --chos at all, pinned or not); srun --export=NONE (the step gets
+ *   the option list: NAME unpinned, i.e. the version current when the job starts).
+ * CHOS=NAME (no option): the job's CHOS variable itself, set here in the client's environ, which
+ *   the job's environment is copied from in the same places.
+ *
+ * The user can forge either carrier (export _SLURM_SPANK_OPTION_envsched_chos=NAME@sha256:... or
+ * CHOS=NAME@sha256:...). That is no way around the policy: it is the same as asking
+ * --chos=NAME@sha256:... explicitly, which any user may, and the node checks the request, pinned or
+ * not, against the policy again (remote.c: prepare) and refuses a version it does not have. */
+static void carry_pin(spank_t sp, const char *chos, const char *pinned)
+{
+    if (es_option_set) {
+        if (!is_pinned_form(es_option, pinned))
+            return;
+        if (setenv(ES_OPTION_ENV, pinned, 1) != 0)
+            return;                          /* nothing carried: the node decides, unpinned */
+        (void)spank_job_control_setenv(sp, ES_OPTION_ENV, pinned, 1);
+        strcpy(es_option, pinned);           /* fits: is_pinned_form checked the length */
+    } else if (chos != NULL && is_pinned_form(chos, pinned)) {
+        (void)setenv("CHOS", pinned, 1);
+    }
 }
 
 int es_local_check(spank_t sp)
@@ -47,6 +112,7 @@ int es_local_check(spank_t sp)
     argv[n++] = es_cfg.policy;
     argv[n++] = "validate";
     argv[n++] = "--identity-only";           /* partition/account rules: checked at start */
+    argv[n++] = "--pin";                     /* print the request to carry (site.pin_at_submit) */
     argv[n++] = "--user";
     argv[n++] = uid;
     /* values the user controls go as --opt=VALUE: a value starting with '-' stays a value */
@@ -63,6 +129,10 @@ int es_local_check(spank_t sp)
          * says it when it starts (remote.c), on the same stderr */
         if (r.err_len && spank_context() == S_CTX_ALLOCATOR)
             fputs(r.err, stderr);
+        /* the first line of stdout: the request to carry */
+        r.out[r.out_len < sizeof r.out ? r.out_len : sizeof r.out - 1] = '\0';
+        r.out[strcspn(r.out, "\n")] = '\0';
+        carry_pin(sp, chos, r.out);
         return 0;
     }
     char line[ES_MSG_MAX];

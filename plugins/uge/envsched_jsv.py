@@ -21,7 +21,14 @@ envsched package is imported in-process (no fork per job). Per job it
   * on acceptance records the request for the execution side in ENVSCHED_REQUEST (overwriting a value
     the user set with -v), or deletes a user-set ENVSCHED_REQUEST when there is no -l chos; removes
     `chos` from l_hard (no queue offers it: the job would pend forever) and answers CORRECT, or ACCEPT
-    when nothing changed.
+    when nothing changed;
+  * pins at submit (site.pin_at_submit, the default): a job that named its environment itself
+    (-l chos=NAME, or CHOS=NAME) carries NAME@sha256:<digest of NAME's version current now> instead,
+    in the same variable (ENVSCHED_REQUEST, or the job's CHOS), so that the starter runs that version
+    even if the admin stamps a new one while the job waits (`envsched validate --pin` decides what to
+    carry; unchanged when the site does not pin or this host knows no version of NAME). A user who
+    sets the pinned value with -v asks for that exact version, as -l chos=NAME@sha256:... would: the
+    execution side checks it against the policy like any request.
 
 Configuration (Grid Engine starts a JSV from its path alone, so the settings come from arguments in
 the launcher `envsched site-config render --scheduler uge` writes, its `jsv` section, or from the
@@ -293,7 +300,9 @@ class Jsv:
             self.send(f"RESULT STATE REJECT envsched: {self.login_refusal(outcome.name, policy)}")
             return
         changed = False
+        pinned = self.pinned(policy, outcome, user)
         if option is not None and kept_var is None:
+            option = carried(option, pinned)
             if self.envs.get(REQUEST_VAR) != option:
                 self.send(f"ENV {'MOD' if REQUEST_VAR in self.envs else 'ADD'} {REQUEST_VAR} {option}")
                 changed = True
@@ -301,12 +310,43 @@ class Jsv:
             # an empty value deletes the parameter (jsv_del_param sends `PARAM name`)
             self.send(f"PARAM l_hard {self.join_list(rest)}".rstrip())
             changed = True
+        elif kept_var is not None and carried(kept_var, pinned) != kept_var:
+            self.send(f"ENV MOD {REQUEST_VAR} {carried(kept_var, pinned)}")
+            changed = True
         elif option is None and REQUEST_VAR in self.envs:
             self.send(f"ENV DEL {REQUEST_VAR}")
+            changed = True
+        if option is None and chos_var is not None and carried(chos_var, pinned) != chos_var:
+            self.send(f"ENV MOD CHOS {carried(chos_var, pinned)}")
             changed = True
         if outcome.warning and not server:
             self.send(f"LOG WARNING envsched: warning: {one_line(outcome.warning)}")
         self.send("RESULT STATE CORRECT" if changed else "RESULT STATE ACCEPT")
+
+
+    @staticmethod
+    def pinned(policy, outcome, user):
+        """The request the job carries when the site pins at submit (envsched validate --pin), or
+        None: no version known here, or none to pin; the execution side then decides as unpinned."""
+        from envsched.cli.envsched import pinned_request
+        from envsched.errors import EnvschedError
+        try:
+            return pinned_request(policy, outcome, user)
+        except (EnvschedError, OSError):
+            return None
+
+
+PIN_SELECTOR = "@sha256:"
+
+
+def carried(request, pinned):
+    """`pinned` when it is `request` with a version added (NAME -> NAME@sha256:<hex>), else `request`:
+    a decision that is not the job's own request (a fallback to the site default, ...) is never
+    carried."""
+    if not request or not pinned or "@" in request or not pinned.startswith(request + PIN_SELECTOR):
+        return request
+    digest = pinned[len(request) + len(PIN_SELECTOR):]
+    return pinned if digest and all(c in "0123456789abcdef" for c in digest) else request
 
 
 def main(argv=None):
@@ -319,6 +359,7 @@ def main(argv=None):
     try:
         import envsched.service  # noqa: F401 - import once, before the first job
         import envsched.policy  # noqa: F401
+        import envsched.cli.envsched  # noqa: F401 - pinned_request (site.pin_at_submit)
     except Exception as e:  # noqa: BLE001 - every job is then rejected with the reason
         if jsv.log:
             jsv.log.write(f"import failed: {e!r}\n")

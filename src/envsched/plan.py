@@ -120,9 +120,12 @@ def with_identity(plan: Plan, source: str, digest: str, image_env: Sequence[str]
                     for var, _, value in (e.partition("=") for e in image_env)
                     if var not in ("CHOS", "CHOS_DIGEST")]
             continue
+        if op["op"] == "env" and op["name"] == "CHOS_DIGEST":
+            continue                                  # replaced below, after CHOS
         ops.append(op)
-        if op["op"] == "env" and op["name"] == "CHOS" and digest:
-            ops.append({"op": "env", "action": "set", "name": "CHOS_DIGEST", "value": digest})
+        if op["op"] == "env" and op["name"] == "CHOS":
+            ops.append({"op": "env", "action": "set", "name": "CHOS_DIGEST", "value": digest} if digest else
+                       {"op": "env", "action": "unset", "name": "CHOS_DIGEST", "value": None})
     return Plan(plan.environment, plan.kind, source, ops, digest)
 
 
@@ -154,6 +157,8 @@ def env_ops(env: Optional[Environment], name: str, digest: str = "",
     ops.append({"op": "env", "action": "set", "name": "CHOS", "value": name})
     if digest:
         ops.append({"op": "env", "action": "set", "name": "CHOS_DIGEST", "value": digest})
+    else:                     # a version without identity: no CHOS_DIGEST the job brought along
+        ops.append({"op": "env", "action": "unset", "name": "CHOS_DIGEST", "value": None})
     return ops
 
 

@@ -156,8 +156,9 @@ printf '%s\n' "${COMPREPLY[@]}"
 
 
 def test_completion_subcommands(chos_site):
-    assert complete(chos_site, "chos ") == sorted(["list", "which", "set", "run", "shell", "submit"])
+    assert complete(chos_site, "chos ") == sorted(["list", "which", "set", "run", "shell", "submit", "image"])
     assert complete(chos_site, "chos s") == ["set", "shell", "submit"]
+    assert complete(chos_site, "chos image ") == ["build", "import", "list", "rm"]
 
 
 def test_completion_names_come_from_chos_list(chos_site):

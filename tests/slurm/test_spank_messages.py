@@ -119,7 +119,7 @@ def test_empty_option_is_our_line_alone(msg_site, slurm_user, home):
         r = msg_site.cluster.run(argv, user=slurm_user.pw_name)
         assert (r.returncode, r.stderr.splitlines()) == (64, [EMPTY]), r.stderr
     # longer than any name: refused whole, never cut to a name that might exist
-    r = msg_site.cluster.run(["salloc", "--chos=" + "d" * 200, "true"], user=slurm_user.pw_name)
+    r = msg_site.cluster.run(["salloc", "--chos=" + "d" * 300, "true"], user=slurm_user.pw_name)
     assert (r.returncode, r.stderr.splitlines()) == (64, [TOO_LONG]), r.stderr
     # a step of an allocation (srun skips the submit-time check there): refused when it starts
     r = msg_site.cluster.run(["salloc", "-N1", "srun", "--chos=", "true"], user=slurm_user.pw_name, timeout=90)

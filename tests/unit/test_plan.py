@@ -18,6 +18,7 @@ from envsched.plan import PLAN_VERSION, Plan, build_plan, env_ops
 from envsched.policy.load import parse_policy_text
 from envsched.policy.model import Environment, Policy
 
+UNSET_DIGEST = {"op": "env", "action": "unset", "name": "CHOS_DIGEST", "value": None}
 ALICE = UserInfo(name="alice", uid=1000, gid=1000, gids=(1000, 50), groups=("alice", "hep"),
                  home="/home/alice", shell="/bin/bash")
 
@@ -78,6 +79,7 @@ def test_local_plan_has_no_mount_ops(pol):
     assert plan.ops == [
         {"op": "chdir", "candidates": ["/work", "/home/alice", "/"]},
         {"op": "env", "action": "set", "name": "CHOS", "value": "local"},
+        {"op": "env", "action": "unset", "name": "CHOS_DIGEST", "value": None},
     ]
     assert plan.mount_ops == []
     assert plan.process_ops == plan.ops
@@ -124,6 +126,7 @@ def test_tree_plan_full_op_order(sl6_plan):
         {"op": "env", "action": "unset", "name": "LD_PRELOAD", "value": None},
         {"op": "env", "action": "unset", "name": "PYTHONPATH", "value": None},
         {"op": "env", "action": "set", "name": "CHOS", "value": "sl6"},
+        {"op": "env", "action": "unset", "name": "CHOS_DIGEST", "value": None},
     ]
 
 
@@ -152,7 +155,8 @@ def test_devices_is_not_dev():
 
 def test_chos_is_last_env_op(sl6_plan):
     env = [op for op in sl6_plan.ops if op["op"] == "env"]
-    assert env[-1] == {"op": "env", "action": "set", "name": "CHOS", "value": "sl6"}
+    # CHOS last but for CHOS_DIGEST, unset here: a version without a digest keeps none the job brought
+    assert env[-2:] == [{"op": "env", "action": "set", "name": "CHOS", "value": "sl6"}, UNSET_DIGEST]
     assert sl6_plan.ops[-1] == env[-1]
     assert [op["name"] for op in env].count("CHOS") == 1
 
@@ -188,6 +192,7 @@ def test_no_local_root():
         {"op": "pivot_root"},
         {"op": "chdir", "candidates": ["/w", "/home/alice", "/"]},
         {"op": "env", "action": "set", "name": "CHOS", "value": "x"},
+        {"op": "env", "action": "unset", "name": "CHOS_DIGEST", "value": None},
     ]
 
 
@@ -214,7 +219,7 @@ def test_image_plan_uses_image_root_for_env_dirs(pol):
                         {"op": "env_dir", "root": "image", "name": "etc"}]
     # host paths still come from the host
     assert {op["root"] for op in plan.ops if op["op"] == "bind"} == {"host"}
-    assert plan.ops[-1] == {"op": "env", "action": "set", "name": "CHOS", "value": "deb12"}
+    assert plan.ops[-2] == {"op": "env", "action": "set", "name": "CHOS", "value": "deb12"}
 
 
 def test_image_and_tree_differ_only_in_env_dir_root(pol):
@@ -234,13 +239,13 @@ def test_mount_ops_stop_at_pivot_root(sl6_plan):
     m = sl6_plan.mount_ops
     assert m[-1] == {"op": "pivot_root"}
     assert m == sl6_plan.ops[:len(m)]
-    assert len(m) == len(sl6_plan.ops) - 8   # chdir + 7 env ops follow
+    assert len(m) == len(sl6_plan.ops) - 9   # chdir + 8 env ops follow
 
 
 def test_process_ops(sl6_plan):
     p = sl6_plan.process_ops
-    assert [op["op"] for op in p] == ["chdir"] + ["env"] * 7
-    assert p == sl6_plan.ops[-8:]
+    assert [op["op"] for op in p] == ["chdir"] + ["env"] * 8
+    assert p == sl6_plan.ops[-9:]
     assert len(sl6_plan.mount_ops) + len(p) == len(sl6_plan.ops)
 
 
@@ -252,9 +257,9 @@ def test_mount_ops_of_hand_made_plan_stop_at_first_pivot_root():
 
 
 def test_env_ops_function():
-    assert env_ops(None, "local") == [{"op": "env", "action": "set", "name": "CHOS", "value": "local"}]
+    assert env_ops(None, "local") == [{"op": "env", "action": "set", "name": "CHOS", "value": "local"}, UNSET_DIGEST]
     env = Environment("x", "/x")
-    assert env_ops(env, "x") == [{"op": "env", "action": "set", "name": "CHOS", "value": "x"}]
+    assert env_ops(env, "x") == [{"op": "env", "action": "set", "name": "CHOS", "value": "x"}, UNSET_DIGEST]
 
 
 # -- JSON ---------------------------------------------------------------------------------
@@ -277,7 +282,7 @@ def test_json_content(sl6_plan):
     assert data["version"] == PLAN_VERSION == 1
     assert set(data) == {"version", "environment", "kind", "source", "ops", "digest"}
     assert data["environment"] == "sl6" and data["source"] == "/os/sl6"
-    assert data["ops"][-1] == {"op": "env", "action": "set", "name": "CHOS", "value": "sl6"}
+    assert data["ops"][-2] == {"op": "env", "action": "set", "name": "CHOS", "value": "sl6"}
     assert {"op": "env", "action": "unset", "name": "LD_PRELOAD", "value": None} in data["ops"]
 
 

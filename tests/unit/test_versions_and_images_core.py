@@ -218,7 +218,7 @@ def test_user_image_plan_and_identity_found_later():
     {"source": "/x\n", "digest": "", "image_env": [], "workdir": ""},
     {"source": "/x", "digest": "", "image_env": "A=b", "workdir": ""},
 ])
-def test_a_user_builders_report_is_checked(report):
+def test_forged_user_builder_report(report):
     """The builder of a user image runs as the user, who may write anything into its pipe."""
     with pytest.raises(Exception) as e:
         check_report(report)

@@ -19,6 +19,16 @@ The request: the `chos` resource (`qsub -l chos=NAME`, a custom resource made wi
 the job's CHOS variable (`qsub -v CHOS=NAME`, e.job.Variable_List). The user: e.requestor
 (_svr_types.py, _event.__init__: `self.requestor = rq_user`), the user who submits.
 
+Pinned at submit (site.pin_at_submit, the default): a job that named its environment (-l chos=NAME,
+or -v CHOS=NAME) leaves this hook carrying NAME@sha256:<digest of NAME's version current now>
+(`envsched validate --pin`) in the same place: e.job.Resource_List["chos"], or the job's CHOS in
+e.job.Variable_List (a queuejob hook may set job attributes: pbs_module.7B, "queuejob"), so the
+launch hook prepares that version even if the admin stamps a new one while the job waits.
+Unchanged when the site does not pin, the request names a version already, or this host knows no
+version of NAME (the stamps are read beside the policy). A user who submits the pinned value
+asks for that exact version, as any -l chos=NAME@sha256:... does: the launch hook checks it against
+the policy like any request.
+
 Configuration: hooks get no arguments, so the settings come from the hook's configuration
 file (JSON), whose path PBS puts in pbs.hook_config_filename (pbs_module.7B):
     {"policy": "/etc/envsched/policy.toml", "src": null, ...}
@@ -66,8 +76,35 @@ def request_of(job):
     return (str(option) if option is not None else None), (str(chos) if chos else None)
 
 
+PIN_SELECTOR = "@sha256:"
+
+
+def carried(request, pinned):
+    """`pinned` when it is `request` with a version added (NAME -> NAME@sha256:<hex>), else `request`:
+    a decision that is not the job's own request is never carried."""
+    if not request or not pinned or "@" in request or not pinned.startswith(request + PIN_SELECTOR):
+        return request
+    digest = pinned[len(request) + len(PIN_SELECTOR):]
+    return pinned if digest and all(c in "0123456789abcdef" for c in digest) else request
+
+
+def pin(job, policy, outcome, user, option, chos):
+    """Make the job carry the pinned request (site.pin_at_submit) where its request came from."""
+    from envsched.cli.envsched import pinned_request
+    from envsched.errors import EnvschedError
+    try:
+        pinned = pinned_request(policy, outcome, user)
+    except (EnvschedError, OSError):
+        return                      # no version known here: the launch hook decides, unpinned
+    if option is not None:
+        if carried(option, pinned) != option:
+            job.Resource_List[RESOURCE] = carried(option, pinned)
+    elif chos is not None and carried(chos, pinned) != chos:
+        job.Variable_List["CHOS"] = carried(chos, pinned)
+
+
 def check(e, conf):
-    """None if the request is fine, else the one line for the user."""
+    """None if the request is fine, else the one line for the user; a fine request is pinned."""
     if conf.get("src") and conf["src"] not in sys.path:
         sys.path.insert(0, conf["src"])
     from envsched.errors import EnvschedError
@@ -84,12 +121,14 @@ def check(e, conf):
         return "envsched: the job has no submitting user"
     try:
         policy = load_policy(conf["policy"])
-        ctx = JobContext(user=lookup_user(user_name), option=option, chos_var=chos, read_user_file=False)
+        user = lookup_user(user_name)
+        ctx = JobContext(user=user, option=option, chos_var=chos, read_user_file=False)
         outcome = resolve(policy, request_for(policy, ctx), identity_only=True)
     except EnvschedError as err:
         return f"envsched: {one_line(err.message)}"
     if isinstance(outcome, Refusal):
         return f"envsched: {one_line(outcome.message())}"
+    pin(e.job, policy, outcome, user, option, chos)
     return None
 
 

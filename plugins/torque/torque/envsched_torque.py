@@ -23,6 +23,17 @@
     submit-filter  torque.cfg SUBMITFILTER (as the user, in qsub): qsub's arguments, the script on
                    stdin; refuses an unknown or disallowed environment with one line (exit 1),
                    else prints the script with the stamp.
+
+Pinned at submit (site.pin_at_submit, the default): when the job named its environment (CHOS=NAME)
+the filter adds a second stamp, `#ENVSCHED pin=NAME@sha256:<digest of NAME's version current now>`
+(`envsched validate --pin`), and the prologue prepares the job's view for that exact version, stored
+under the inputs the starter computes from the job's CHOS (NAME): the starter joins it, so the job
+runs the version it was submitted against even if the admin stamped a new one while it was queued.
+The filter cannot change the job's CHOS itself (qsub's -v wins over the script's #PBS -v), so the
+pin is carried by the script only, like the request: a sister node (prologue.parallel, no script)
+and a job submitted without the filter decide when they start (unpinned). A user who writes the
+stamp in the script (without the filter) asks for that exact version, as CHOS=NAME@sha256:...
+would: the prologue takes it only as NAME plus a version, and the resolver checks it like any request.
 """
 from __future__ import annotations
 
@@ -37,6 +48,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 KEY_PREFIX = "torque-"
 STAMP = "#ENVSCHED chos="
+PIN_STAMP = "#ENVSCHED pin="
+PIN_SELECTOR = "@sha256:"
 JOBID_RE = re.compile(r"[0-9][A-Za-z0-9._-]{0,55}\Z")
 
 
@@ -92,30 +105,55 @@ def inputs(uid: int, chos: str, queue: str, account: str) -> str:
 
 def run_resolver(argv: List[str]) -> Tuple[int, str]:
     """`envsched ARGV` in this process; its exit code and its last `envsched: ` line."""
+    code, line, _out = run_resolver_out(argv)
+    return code, line
+
+
+def run_resolver_out(argv: List[str]) -> Tuple[int, str, str]:
+    """run_resolver, and what the command printed on stdout."""
     from envsched.cli.envsched import main
-    sink = io.StringIO()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(sink):
+    sink, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(sink):
         try:
             code = main(argv)
         except SystemExit as e:             # argparse
             code = int(e.code or 0) if not isinstance(e.code, str) else 64
     lines = [ln for ln in sink.getvalue().splitlines() if ln.startswith("envsched: ")]
-    return code, lines[-1] if lines else f"envsched: the environment could not be prepared (exit {code})"
+    return code, lines[-1] if lines else f"envsched: the environment could not be prepared (exit {code})", \
+        out.getvalue()
 
 
 # ------------------------------------------------------------------------------ prologue
-def read_stamp(path: str) -> Optional[str]:
-    """The request the submit filter stamped into the script, or None (no filter ran)."""
+def read_stamps(path: str) -> Tuple[Optional[str], Optional[str]]:
+    """The request the submit filter stamped into the script, or None (no filter ran), and the
+    pinned request it stamped with it (None: none)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
-        return None
+        return None, None
     with os.fdopen(fd, "rb") as f:
         head = f.read(65536).decode("utf-8", "replace")
+    chos = pin = None
     for line in head.split("\n")[:50]:
-        if line.startswith(STAMP):
-            return line[len(STAMP):].strip()
-    return None
+        if line.startswith(STAMP) and chos is None:
+            chos = line[len(STAMP):].strip()
+        elif line.startswith(PIN_STAMP) and pin is None:
+            pin = line[len(PIN_STAMP):].strip()
+    return chos, pin
+
+
+def read_stamp(path: str) -> Optional[str]:
+    return read_stamps(path)[0]
+
+
+def carried(request: str, pinned: Optional[str]) -> str:
+    """`pinned` when it is `request` with a version added (NAME -> NAME@sha256:<hex>), else `request`:
+    a decision that is not the job's own request is never carried, and a stamp that is no pin of
+    the job's own request is no request."""
+    if not request or not pinned or "@" in request or not pinned.startswith(request + PIN_SELECTOR):
+        return request
+    digest = pinned[len(request) + len(PIN_SELECTOR):]
+    return pinned if digest and all(c in "0123456789abcdef" for c in digest) else request
 
 
 def write_record(opts: Options, key: str, uid: int, user: str, queue: str, account: str) -> Optional[str]:
@@ -148,13 +186,16 @@ def prologue(opts: Options) -> int:
         print(problem, file=sys.stderr)     # the job's error file
         return 1                            # 1: Torque aborts the job
     script = args[7] if len(args) > 7 else os.path.join(os.getcwd(), "jobs", f"{jobid}.SC")
-    chos = read_stamp(script)
+    chos, pin = read_stamps(script)
     if chos is None:
         return 0                            # no filter, or a sister: the starter decides, with the job's CHOS
+    # pinned at submit: the view of the version the job was submitted against, under the inputs the
+    # starter computes from the job's CHOS (NAME), so that the starter joins it
+    request = carried(chos, pin)
     # the owner: our parent, the pbs_mom child that runs the prologue and then execs the job
     argv = ["--policy", opts.policy, "prepare", "--format", "shim", "--reuse", "--record-local", "--gc",
             "--key", key, "--fallback-key", key + ".v", "--user", str(uid), "--job", jobid,
-            "--owner-pid", str(os.getppid()), f"--chos-var={chos}",
+            "--owner-pid", str(os.getppid()), f"--chos-var={request}",
             f"--inputs={inputs(uid, chos, queue, account)}"]
     if queue:
         argv.append(f"--partition={queue}")
@@ -214,9 +255,10 @@ def requested_chos(qsub_args: Sequence[str], script: str) -> Optional[str]:
     return chos
 
 
-def stamped(script: str, chos: str) -> str:
-    """The script with the stamp as its second line (after a #! line) or first; lines are split
-    at "\n" only, as the kernel and the shell do (not at "\x85" or "\u2028")."""
+def stamped(script: str, chos: str, pin: str = "") -> str:
+    """The script with the stamp as its second line (after a #! line) or first, and the pin stamp
+    after it when there is one; lines are split at "\n" only, as the kernel and the shell do (not
+    at "\x85" or "\u2028"). Stamps already in the script (the user's) are removed."""
     lines = [ln + "\n" for ln in script.split("\n")]
     lines[-1] = lines[-1][:-1]                  # the last piece has no "\n" of its own
     if not lines[-1]:
@@ -224,21 +266,24 @@ def stamped(script: str, chos: str) -> str:
     at = 1 if lines and lines[0].startswith("#!") else 0
     if at and not lines[0].endswith("\n"):
         lines[0] += "\n"                         # "#!/bin/sh" alone: the stamp goes on a line of its own
-    lines = [ln for ln in lines if not ln.startswith(STAMP)]
+    lines = [ln for ln in lines if not ln.startswith(STAMP) and not ln.startswith(PIN_STAMP)]
     lines.insert(at, f"{STAMP}{chos}\n")
+    if pin:
+        lines.insert(at + 1, f"{PIN_STAMP}{pin}\n")
     return "".join(lines)
 
 
 def submit_filter(opts: Options) -> int:
     script = sys.stdin.read()
     chos = requested_chos(opts.rest, script)
-    argv = ["--policy", opts.policy, "validate", "--identity-only", "--user", str(os.getuid()),
+    argv = ["--policy", opts.policy, "validate", "--identity-only", "--pin", "--user", str(os.getuid()),
             f"--chos-var={chos or ''}"]
-    code, line = run_resolver(argv)
+    code, line, out = run_resolver_out(argv)
     if code != 0:
         print(line, file=sys.stderr)
         return 1
-    sys.stdout.write(stamped(script, chos or ""))
+    pinned = carried(chos or "", out.split("\n", 1)[0].strip())
+    sys.stdout.write(stamped(script, chos or "", pinned if pinned != (chos or "") else ""))
     return 0
 
 
