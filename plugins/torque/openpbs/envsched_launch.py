@@ -172,8 +172,9 @@ def prepare(conf, e, key):
     owner = mom_pid()
     try:
         if plan.mount_ops:
-            store.prepare(key, plan, user, owner)
-            audit.log("prepared", job=ctx.job, user=user.name, env=decision.name, key=key, owner=owner)
+            _, plan = store.prepare(key, plan, user, owner)     # as pinned: a user image's digest and Env
+            audit.log("prepared", job=ctx.job, user=user.name, env=decision.name, key=key, owner=owner,
+                      digest=plan.digest or None)
         else:
             store.record(key, plan, user, owner)
             audit.log("recorded", job=ctx.job, user=user.name, env=decision.name, key=key, owner=owner)

@@ -23,7 +23,7 @@
 
 #include "starter.h"
 
-static const char *const pin_files[] = {"plan.json", "meta.json", "shim", "inputs", NULL};
+static const char *const pin_files[] = {"plan.json", "meta.json", "shim", "inputs", "userns", NULL};
 
 static void admin_log(const struct es_conf *c, const char *line)
 {
