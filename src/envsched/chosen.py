@@ -100,8 +100,9 @@ def _from_tree(policy: Policy, decision: Decision, env: Environment) -> ChosenVe
         return ChosenVersion(env, stamp.digest, stamp.version or env.version)
     stamp = book.find(env.name, selector)
     if stamp is None:
-        if selector == env.version:                     # the policy's label, never stamped
-            return ChosenVersion(env, "", env.version)
+        if selector == env.version:                     # the policy's own label for the tree at `path`
+            current = book.current(env)
+            return ChosenVersion(env, current.digest if current else "", env.version)
         raise VersionNotHere(f"environment {decision.name}@{selector} is not on this node "
                              f"(see `chos list --versions`)")
     gone = book.still_there(stamp)
