@@ -107,7 +107,8 @@ def test_explain_json_is_the_plan(site_dir, envsched_cmd, home):
     assert data["environment"] == "deb12" and data["source"] == "site default"
     ops = [op["op"] for op in data["plan"]["ops"]]
     assert ops.index("pivot_root") < ops.index("chdir")
-    assert data["plan"]["ops"][-1] == {"op": "env", "action": "set", "name": "CHOS", "value": "deb12"}
+    assert data["plan"]["ops"][-2:] == [{"op": "env", "action": "set", "name": "CHOS", "value": "deb12"},
+                                        {"op": "env", "action": "unset", "name": "CHOS_DIGEST", "value": None}]
 
 
 def test_explain_partition_and_group_defaults(site_dir, envsched_cmd, home):
