@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <linux/nsfs.h>
 
@@ -13,6 +14,26 @@
 #include "es_join.h"
 
 static int drop(uid_t uid, gid_t gid, char *err, size_t errlen);
+
+/* The user namespace that owns the mount namespace `mnt_ns`, when it is not ours (a user's own
+ * view): a new descriptor; -1 when it is ours (an admin's view); -2 on error (errno set). */
+int es_foreign_userns(int mnt_ns)
+{
+    struct stat owner, ours;
+    int fd = ioctl(mnt_ns, NS_GET_USERNS);
+
+    if (fd < 0)
+        return -2;
+    if (fstat(fd, &owner) != 0 || stat("/proc/self/ns/user", &ours) != 0) {
+        close(fd);
+        return -2;
+    }
+    if (owner.st_ino == ours.st_ino && owner.st_dev == ours.st_dev) {
+        close(fd);
+        return -1;                                 /* ours: an admin's view */
+    }
+    return fd;
+}
 
 int es_join_and_drop(int pin_dirfd, int has_view, const char *pin_path, uid_t uid, gid_t gid, char *err,
                      size_t errlen)
@@ -28,19 +49,20 @@ int es_join_and_drop(int pin_dirfd, int has_view, const char *pin_path, uid_t ui
             close(pin_dirfd);
             return ENVSCHED_EXIT_SETUP_FAILED;
         }
-        /* a user's own view (a user image; the pin has a `userns` file): it belongs to the user's
-         *    own user namespace, and the user controls the tree in it. Root only takes that
-         *    namespace here; the view is entered after privileges are dropped (step 5) */
-        if (faccessat(pin_dirfd, "userns", F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
-            userns = ioctl(ns, NS_GET_USERNS);
-            if (userns < 0) {
-                snprintf(err, errlen, "cannot enter the job's environment (NS_GET_USERNS %s/mnt: %s)", pin_path,
-                         strerror(errno));
-                close(ns);
-                close(pin_dirfd);
-                return ENVSCHED_EXIT_SETUP_FAILED;
-            }
-        } else if (setns(ns, CLONE_NEWNS) != 0) {
+        /* a user's own view (a user image): its mount namespace belongs to the user's own user
+         *    namespace, and the user controls the tree in it. Root only takes that namespace here;
+         *    the view is entered after privileges are dropped (step 5). Decided by the namespace's
+         *    owner, not by a file: root never setns into a view that is not owned by its own user
+         *    namespace, whatever the pin directory says */
+        userns = es_foreign_userns(ns);
+        if (userns == -2) {
+            snprintf(err, errlen, "cannot enter the job's environment (NS_GET_USERNS %s/mnt: %s)", pin_path,
+                     strerror(errno));
+            close(ns);
+            close(pin_dirfd);
+            return ENVSCHED_EXIT_SETUP_FAILED;
+        }
+        if (userns == -1 && setns(ns, CLONE_NEWNS) != 0) {
             /*    an admin's view: setns moves our root and cwd into it (the caller chdirs later) */
             snprintf(err, errlen, "cannot enter the job's environment (setns %s/mnt: %s)", pin_path, strerror(errno));
             close(ns);

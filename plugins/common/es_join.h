@@ -13,4 +13,8 @@
 int es_join_and_drop(int pin_dirfd, int has_view, const char *pin_path, uid_t uid, gid_t gid, char *err,
                      size_t errlen);
 
+/* The user namespace owning the mount namespace `mnt_ns` when it is not the caller's own (a user's own
+ * view, to be entered only as the user): a new descriptor; -1 when it is the caller's; -2 on error. */
+int es_foreign_userns(int mnt_ns);
+
 #endif

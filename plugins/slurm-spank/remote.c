@@ -36,20 +36,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <unistd.h>
-#include <linux/nsfs.h>
 #include <slurm/slurm.h>
 
 #include "envsched_spank.h"
 #include "memo.h"
 #include "../common/es_envop.h"
+#include "../common/es_join.h"
 
 static char failure[ES_MSG_MAX];    /* the user's one line, set when the job must not run */
 static int failure_code;            /* and the tasks' exit code */
 static char warning[ES_MSG_MAX];    /* the user's one line when the job runs elsewhere (on_error) */
 static char pin[PATH_MAX];          /* namespace file to join; empty: host OS, nothing to do */
-static int userns_join;             /* the view is the user's own (a user image): join it as the user */
 static int pin_fd = -1, userns_fd = -1;   /* opened as root in task_init_privileged, for task_init */
 static char home[PATH_MAX];
 static char task_cwd[PATH_MAX];
@@ -107,8 +105,6 @@ static int apply_shim(spank_t sp, char *text, int warn)
             snprintf(pin, sizeof pin, "%s", strcmp(line + 4, "-") == 0 ? "" : line + 4);
         else if (strncmp(line, "home ", 5) == 0)
             snprintf(home, sizeof home, "%s", line + 5);
-        else if (strcmp(line, "userns 1") == 0)
-            userns_join = 1;
         else if (strncmp(line, "env ", 4) == 0 && apply_env(sp, line + 4) != 0)
             rc = -1;
         else if (strncmp(line, "warning ", 8) == 0 && warn) {
@@ -272,20 +268,22 @@ int es_remote_task_privileged(spank_t sp)
     if (getcwd(task_cwd, sizeof task_cwd) == NULL)
         task_cwd[0] = '\0';
     int fd = open(pin, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd >= 0 && userns_join) {
-        /* a user's own view: root only opens it here (the pin is root's); the task enters it as
-         * the user in task_init, through the user namespace that owns it, and root never walks a
-         * tree the user controls */
-        userns_fd = ioctl(fd, NS_GET_USERNS);
-        if (userns_fd < 0) {
-            int err = errno;
-            snprintf(failure, sizeof failure, ES_PREFIX "cannot enter the prepared environment (%s: %s)",
-                     "NS_GET_USERNS", strerror(err));
-            failure_code = ENVSCHED_EXIT_SETUP_FAILED;
-            close(fd);
-            return 0;
-        }
+    int users = fd >= 0 ? es_foreign_userns(fd) : -1;
+    if (users >= 0) {
+        /* a user's own view (a user image: its namespace is owned by the user's own user
+         * namespace): root only opens it here (the pin is root's); the task enters it as the user
+         * in task_init, and root never walks a tree the user controls */
+        userns_fd = users;
         pin_fd = fd;
+        return 0;
+    }
+    if (users == -2) {
+        int err = errno;
+        snprintf(failure, sizeof failure, ES_PREFIX "cannot enter the prepared environment (%s: %s)",
+                 "NS_GET_USERNS", strerror(err));
+        failure_code = ENVSCHED_EXIT_SETUP_FAILED;
+        slurm_info("%s [%s]", failure, pin);
+        close(fd);
         return 0;
     }
     if (fd < 0 || setns(fd, CLONE_NEWNS) != 0) {

@@ -137,6 +137,17 @@ def owning_userns(ns_fd: int) -> int:
         raise SetupError(f"ioctl(NS_GET_USERNS) failed: {e.strerror} (errno {e.errno})") from e
 
 
+def foreign_userns(mnt_ns_fd: int) -> Optional[int]:
+    """The user namespace that owns the mount namespace `mnt_ns_fd` when it is not ours (a user's
+    own view, to be entered only as the user): a new descriptor; None when it is ours."""
+    fd = owning_userns(mnt_ns_fd)
+    theirs, ours = os.fstat(fd), os.stat("/proc/self/ns/user")
+    if (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino):
+        os.close(fd)
+        return None
+    return fd
+
+
 def set_dumpable() -> None:
     """After root became a user: /proc/self (uid_map, setgroups) is the user's again, as it is
     for any process the user starts (a set-user-ID drop leaves it root's)."""

@@ -342,11 +342,11 @@ class PinStore:
             except OSError:
                 cwd = None
         environ = None
-        if meta.userns:
-            # a user's own view: entered as the user (root never walks a tree the user controls),
-            # through the user namespace that owns it
+        userns = linux.foreign_userns(fd)
+        if userns is not None:
+            # a user's own view (owned by the user's own user namespace, whatever meta.json says):
+            # entered as the user (root never walks a tree the user controls), through that namespace
             from .enter import become_user
-            userns = linux.owning_userns(fd)
             environ = dict(os.environ, HOME=user.home, USER=user.name, LOGNAME=user.name)
             become_user(user)
             linux.setns(userns, linux.CLONE_NEWUSER)
