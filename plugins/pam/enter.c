@@ -19,6 +19,7 @@
 
 #include "../common/es_trust.h"
 #include "es_pam.h"
+#include "../common/es_join.h"
 
 static int open_pin(const struct es_conf *c, const struct es_shim *s, char *err, size_t errlen)
 {
@@ -65,6 +66,18 @@ int es_enter(const struct es_conf *c, const struct es_shim *s, int *host_ns, cha
     }
     if (getcwd(cwd, sizeof cwd) == NULL)
         cwd[0] = '\0';
+    /* the session process stays root in the view: never one that a user's own namespace owns
+     * (a user image, which the resolver refuses for logins anyway) */
+    int users = es_foreign_userns(fd);
+    if (users != -1) {
+        snprintf(err, errlen, ES_PREFIX "%s", users == -2 ? "cannot enter the prepared environment (NS_GET_USERNS)"
+                 : "the prepared environment is a user's own image: not entered at login");
+        if (users >= 0)
+            close(users);
+        close(fd);
+        close(host);
+        return -1;
+    }
     if (setns(fd, CLONE_NEWNS) != 0) {
         snprintf(err, errlen, ES_PREFIX "cannot enter the prepared environment (setns: %s)", strerror(errno));
         close(fd);
