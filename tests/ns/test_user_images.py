@@ -177,3 +177,13 @@ def test_forged_user_store_record_pointing_at_another_file(chos_cmd, policy, sto
         assert r.returncode == 69 and len(r.stderr.splitlines()) == 1, (r.returncode, r.stderr)
     finally:
         secret.unlink()
+
+
+def test_logins_do_not_enter_users_images(envsched_cmd, policy, test_user):
+    """PAM's session process stays root in the view: a login (pin key pam-*) never gets a user's own image."""
+    r = envsched_cmd("--policy", str(policy), "prepare", "--user", TEST_USER, "--no-user-file", "--request",
+                     "user:app", "--key", f"pam-{test_user.pw_uid}-1", "--owner-pid", str(os.getpid()),
+                     "--format", "shim")
+    assert r.returncode == 77, r.stderr
+    assert r.stderr == ("envsched: environment user:app is not entered at login (your own images run in jobs "
+                        "and with `chos run user:app -- CMD`)\n")
