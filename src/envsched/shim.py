@@ -17,8 +17,9 @@ the protocol can grow.
   env unset NAME
   home PATH                 chdir fallback when the job's cwd is not in the view
   digest DIGEST             the version's identity (also in CHOS_DIGEST), when it has one
-  userns 1                  the view is the user's own (a user image): join it as the user,
-                            privileges dropped first, through its user namespace
+  userns 1                  the view is the user's own (a user image), for the log: every joiner
+                            asks the kernel who owns the namespace (es_foreign_userns) and joins
+                            such a view as the user, privileges dropped first
 """
 from __future__ import annotations
 
