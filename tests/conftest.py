@@ -14,7 +14,7 @@ from typing import Dict, Optional, Sequence
 import pytest
 
 import installed
-from testlib import SESSION_TAG, TEST_USER, mount_table, real_user
+from testlib import SESSION_TAG, TEST_USER, mount_table, real_user, unmount_below
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_MINI = REPO / "tests" / "envs" / "build-mini-env.sh"
@@ -76,6 +76,7 @@ def site_dir() -> Site:
     site.envs["deb13"] = site.build_env("deb13-mini", "debian", "13")
     yield site
     subprocess.run(["umount", "-R", "-l", str(site.run_dir)], stderr=subprocess.DEVNULL)
+    unmount_below(str(root))                   # image holders under run_dir/.images
     shutil.rmtree(root)
 
 

@@ -30,11 +30,25 @@ def _ours(mount_point: str) -> bool:
     return True
 
 
+HOLDERS = "/.images/"     # <run_dir>/.images/<hex>: a node's one mount of each image (holders.py)
+
+
 def mount_table() -> List[str]:
-    """The host mount table, without the per-mount ids that a remount may renumber, and without
-    other test sessions' directories."""
+    """The host mount table, without the per-mount ids that a remount may renumber, without
+    other test sessions' directories, and without image holders: the node's one mount of each
+    image, kept on purpose after the jobs that used it (site.image_hold), released by the
+    fixtures that made them (release_holders)."""
     with open("/proc/self/mountinfo") as f:
-        return sorted(" ".join(line.split()[2:]) for line in f if _ours(line.split()[4]))
+        return sorted(" ".join(line.split()[2:]) for line in f
+                      if _ours(line.split()[4]) and HOLDERS not in line.split()[4])
+
+
+def unmount_below(path: str) -> None:
+    """Lazily unmount everything mounted below `path` (image holders, pins), deepest first."""
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    for point in sorted((p for p in points if p.startswith(path.rstrip("/") + "/")), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], stderr=subprocess.DEVNULL)
 
 
 @contextlib.contextmanager

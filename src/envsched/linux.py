@@ -7,7 +7,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from typing import Optional
+from typing import Optional, Tuple
 
 from .errors import SetupError
 
@@ -95,6 +95,27 @@ def mount_setattr(path: str, set_flags: int, recursive: bool) -> None:
         raise _fail(f"mount_setattr({path!r}, 0x{set_flags:x}{', recursive' if recursive else ''})")
 
 
+SYS_open_tree = 428
+SYS_move_mount = 429
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = 0o2000000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+
+
+def open_tree_clone(path: str) -> int:
+    """A detached copy of the mount tree at `path` (open_tree(OPEN_TREE_CLONE|AT_RECURSIVE), 5.2):
+    the same file systems (superblocks, caches), attachable anywhere with move_mount_fd."""
+    fd = _libc.syscall(SYS_open_tree, AT_FDCWD, _b(path), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE)
+    if fd < 0:
+        raise _fail(f"open_tree({path!r}, OPEN_TREE_CLONE)")
+    return int(fd)
+
+
+def move_mount_fd(fd: int, target: str) -> None:
+    if _libc.syscall(SYS_move_mount, fd, b"", AT_FDCWD, _b(target), MOVE_MOUNT_F_EMPTY_PATH) != 0:
+        raise _fail(f"move_mount(<tree>, {target!r})")
+
+
 def set_no_new_privs() -> None:
     if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise _fail("prctl(PR_SET_NO_NEW_PRIVS)")
@@ -153,3 +174,46 @@ def set_dumpable() -> None:
     for any process the user starts (a set-user-ID drop leaves it root's)."""
     if _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0:
         raise _fail("prctl(PR_SET_DUMPABLE)")
+
+
+# Loop devices: attach a file read-only with autoclear in one ioctl (LOOP_CONFIGURE, Linux 5.8),
+# the device found free by /dev/loop-control; the mount then holds it, and the kernel detaches
+# it when the last mount of it goes (with the view)
+LOOP_CTL_GET_FREE = 0x4C82
+LOOP_CONFIGURE = 0x4C0A
+LO_FLAGS_READ_ONLY = 1
+LO_FLAGS_AUTOCLEAR = 4
+
+
+def attach_loop(backing_fd: int, name: str) -> Tuple[int, str]:
+    """A free loop device attached read-only (autoclear) to `backing_fd`: (its fd, its path)."""
+    import errno
+    import fcntl
+    import struct
+    try:
+        ctl = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        raise SetupError(f"/dev/loop-control: {e.strerror} (errno {e.errno})") from e
+    try:
+        for _ in range(32):                             # another process may take the free one first
+            try:
+                number = fcntl.ioctl(ctl, LOOP_CTL_GET_FREE)
+                path = f"/dev/loop{number}"
+                loop = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                raise SetupError(f"no free loop device: {e.strerror} (errno {e.errno})") from e
+            # struct loop_config { u32 fd, block_size; struct loop_info64 info; u64 reserved[8] }
+            info = struct.pack("=5Q4I64s64s32s2Q", 0, 0, 0, 0, 0, 0, 0, 0,
+                               LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR, name.encode()[:63], b"", b"", 0, 0)
+            config = struct.pack("=II", backing_fd, 0) + info + bytes(64)
+            try:
+                fcntl.ioctl(loop, LOOP_CONFIGURE, config)
+                return loop, path
+            except OSError as e:
+                os.close(loop)
+                if e.errno == errno.EBUSY:
+                    continue
+                raise SetupError(f"LOOP_CONFIGURE {path}: {e.strerror} (errno {e.errno})") from e
+        raise SetupError("no free loop device (every one taken while trying)")
+    finally:
+        os.close(ctl)

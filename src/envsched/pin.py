@@ -24,7 +24,7 @@ import os
 import stat
 import time
 from dataclasses import asdict, dataclass
-from typing import Dict, List, NoReturn, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from . import linux
 from .enter import finish_and_exec
@@ -230,91 +230,15 @@ class PinStore:
             raise
 
     def _build_and_pin(self, pin: str, plan: Plan, user: UserInfo) -> Plan:
-        """Build the view in a child and bind its namespace onto pin/mnt from here.
-
-        The kernel refuses that bind (EINVAL, fs/namespace.c: mnt_ns_loop) unless the view's
-        namespace is newer than ours, judged by namespace id. Ids are not handed out in creation
-        order across CPUs (measured on 6.18 with NS_GET_MNTNS_ID: two CPUs drew from 470.. and
-        4568.. at the same time), so from a mount namespace other than the host's (sshd or su in
-        a private namespace, a container) about half the views came out "older" than their
-        caller and could not be pinned. A view whose id is not above ours is discarded and built
-        again in a child held on the next CPU: every CPU's ids after our namespace was made are
-        above it on the CPU that made it, so one of at most (1 + CPUs) tries can be pinned.
-        Where the kernel has no namespace ids (before 6.8) they follow creation order and the
-        first view is pinned."""
-        ours = linux.mntns_id("/proc/self/ns/mnt")
-        cpus: List[Optional[int]] = [None] + list(range(os.cpu_count() or 1))   # every CPU, not just ours
-        as_user = user if plan.kind == "user-image" else None
-        for attempt, cpu in enumerate(cpus):
-            last = attempt == len(cpus) - 1
-            pid, ready_r, done_w = self._spawn_builder(plan, cpu, as_user)
-            try:
-                report = _builder_report(_read_all(ready_r))
-                if not report["ok"]:
-                    raise EnvschedError(report["message"], code=ExitCode(report["code"]))
-                view = linux.mntns_id(f"/proc/{pid}/ns/mnt")
-                if ours is not None and view is not None and view <= ours and not last:
-                    continue                            # older than us: the bind would fail
-                target = os.path.join(pin, "mnt")
-                if not os.path.exists(target):
-                    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
-                linux.mount(f"/proc/{pid}/ns/mnt", target, None, linux.MS_BIND)
-                if as_user is None:
-                    return plan
-                from .userimage import check_report      # what the user's builder found, checked
-                return with_identity(plan, *check_report(report))
-            finally:
-                os.close(ready_r)
-                os.close(done_w)                        # releases the child
-                os.waitpid(pid, 0)
-        raise SetupError("the view could not be pinned")    # not reached: the last try pins or raises
-
-    @staticmethod
-    def _spawn_builder(plan: Plan, cpu: Optional[int], as_user: Optional[UserInfo] = None
-                       ) -> Tuple[int, int, int]:
-        """A child that builds the view (on `cpu` if given), reports on a pipe and waits until
-        the parent closes the other one: (pid, report fd, release fd). `as_user`: a user's own
-        image, found and built by the child as that user, in a user namespace of theirs
-        (userimage.py); its report then carries the version it found."""
-        ready_r, ready_w = os.pipe()
-        done_r, done_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:                                    # child: build the view, report, wait
-            os.close(ready_r)
-            os.close(done_w)
-            try:
-                if cpu is not None:
-                    try:
-                        os.sched_setaffinity(0, {cpu})
-                    except OSError:                     # not ours to use (cpuset): try it where we are
-                        pass
-                if as_user is None:
-                    build_view(plan)
-                    os.write(ready_w, b'{"ok": true}')
-                else:
-                    from . import audit
-                    from .enter import become_user
-                    from .userimage import find_user_image, identity_report
-                    audit.close()
-                    os.closerange(3, min(ready_w, done_r))          # nothing of root's stays open
-                    os.closerange(max(ready_w, done_r) + 1, 1 << 16)
-                    become_user(as_user)
-                    source, digest, image_env, workdir = find_user_image(plan)
-                    build_view(with_identity(plan, source, digest, image_env, workdir), unprivileged=True)
-                    os.write(ready_w, json.dumps({"ok": True, **identity_report(
-                        with_identity(plan, source, digest, image_env, workdir), image_env, workdir)}).encode())
-            except EnvschedError as e:
-                os.write(ready_w, json.dumps({"ok": False, "message": e.message,
-                                              "code": int(e.code), "type": type(e).__name__}).encode())
-            except BaseException as e:  # noqa: BLE001 - the parent must hear about anything
-                os.write(ready_w, json.dumps({"ok": False, "message": f"internal error: {e!r}",
-                                              "code": int(ExitCode.INTERNAL), "type": "internal"}).encode())
-            os.close(ready_w)
-            os.read(done_r, 1)                          # parent has pinned (or given up)
-            os._exit(0)
-        os.close(ready_w)
-        os.close(done_r)
-        return pid, ready_r, done_w
+        """Build the view in a child and bind its namespace onto pin/mnt from here
+        (pin_namespace). A user's own image is found and built by the child as that user, in a
+        user namespace of theirs (userimage.py); its report then carries the version it found."""
+        if plan.kind != "user-image":
+            pin_namespace(os.path.join(pin, "mnt"), lambda keep: build_view(plan) or {})
+            return plan
+        report = pin_namespace(os.path.join(pin, "mnt"), lambda keep: _build_as_user(plan, user, keep))
+        from .userimage import check_report             # what the user's builder found, checked
+        return with_identity(plan, *check_report(report))
 
     def write_memo(self, key: str, inputs: str, shim: str) -> None:
         """`inputs` (the shim's raw request) and `shim` (its protocol lines) for later steps."""
@@ -408,6 +332,94 @@ class PinStore:
             except (OSError, ValueError, TypeError):
                 out.append({"key": key, "broken": True})
         return out
+
+
+def _build_as_user(plan: Plan, user: UserInfo, keep: Tuple[int, int]) -> Dict[str, object]:
+    """In the builder child: become the user for good (nothing of root's left open), find their
+    image in their store and build the view in a user namespace of theirs; the report says what
+    was found."""
+    from . import audit
+    from .enter import become_user
+    from .userimage import find_user_image, identity_report
+    audit.close()
+    os.closerange(3, min(keep))                         # nothing of root's stays open
+    os.closerange(min(keep) + 1, max(keep))
+    os.closerange(max(keep) + 1, 1 << 16)
+    become_user(user)
+    source, digest, image_env, workdir = find_user_image(plan)
+    found = with_identity(plan, source, digest, image_env, workdir)
+    build_view(found, unprivileged=True)
+    return identity_report(found, image_env, workdir)
+
+
+def pin_namespace(target: str, build: Callable[[Tuple[int, int]], Dict[str, object]]) -> Dict[str, object]:
+    """Run `build` in a child, which makes a mount namespace of its own and returns a report;
+    bind that namespace onto the file `target` from here (a view's pin, an image holder); the
+    child's report, once pinned. `build` gets the child's two pipe descriptors (to keep open).
+
+    The kernel refuses that bind (EINVAL, fs/namespace.c: mnt_ns_loop) unless the new
+    namespace is newer than ours, judged by namespace id. Ids are not handed out in creation
+    order across CPUs (measured on 6.18 with NS_GET_MNTNS_ID: two CPUs drew from 470.. and
+    4568.. at the same time), so from a mount namespace other than the host's (sshd or su in
+    a private namespace, a container) about half the views came out "older" than their
+    caller and could not be pinned. A namespace whose id is not above ours is discarded and
+    made again in a child held on the next CPU: every CPU's ids after our namespace was made
+    are above it on the CPU that made it, so one of at most (1 + CPUs) tries can be pinned.
+    Where the kernel has no namespace ids (before 6.8) they follow creation order and the
+    first one is pinned."""
+    ours = linux.mntns_id("/proc/self/ns/mnt")
+    cpus: List[Optional[int]] = [None] + list(range(os.cpu_count() or 1))   # every CPU, not just ours
+    for attempt, cpu in enumerate(cpus):
+        last = attempt == len(cpus) - 1
+        pid, ready_r, done_w = _spawn_builder(build, cpu)
+        try:
+            report = _builder_report(_read_all(ready_r))
+            if not report["ok"]:
+                raise EnvschedError(str(report["message"]), code=ExitCode(report["code"]))
+            made = linux.mntns_id(f"/proc/{pid}/ns/mnt")
+            if ours is not None and made is not None and made <= ours and not last:
+                continue                                # older than us: the bind would fail
+            if not os.path.exists(target):
+                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+            linux.mount(f"/proc/{pid}/ns/mnt", target, None, linux.MS_BIND)
+            return report
+        finally:
+            os.close(ready_r)
+            os.close(done_w)                            # releases the child
+            os.waitpid(pid, 0)
+    raise SetupError("the namespace could not be pinned")   # not reached: the last try pins or raises
+
+
+def _spawn_builder(build: Callable[[Tuple[int, int]], Dict[str, object]], cpu: Optional[int]
+                   ) -> Tuple[int, int, int]:
+    """A child that runs `build` (on `cpu` if given), reports on a pipe and waits until the
+    parent closes the other one: (pid, report fd, release fd)."""
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                        # child: build, report, wait
+        os.close(ready_r)
+        os.close(done_w)
+        try:
+            if cpu is not None:
+                try:
+                    os.sched_setaffinity(0, {cpu})
+                except OSError:                         # not ours to use (cpuset): try it where we are
+                    pass
+            report = build((ready_w, done_r))
+            os.write(ready_w, json.dumps({"ok": True, **report}).encode())
+        except EnvschedError as e:
+            os.write(ready_w, json.dumps({"ok": False, "message": e.message,
+                                          "code": int(e.code), "type": type(e).__name__}).encode())
+        except BaseException as e:  # noqa: BLE001 - the parent must hear about anything
+            os.write(ready_w, json.dumps({"ok": False, "message": f"internal error: {e!r}",
+                                          "code": int(ExitCode.INTERNAL), "type": "internal"}).encode())
+        os.close(ready_w)
+        os.read(done_r, 1)                              # parent has pinned (or given up)
+        os._exit(0)
+    os.close(ready_w)
+    os.close(done_r)
+    return pid, ready_r, done_w
 
 
 def _age(path: str) -> float:

@@ -11,6 +11,8 @@ no file system access. The mount operations run in a new mount namespace staged 
   /newroot   a tmpfs that becomes the view's "/" (targets are relative to it)
 
 Operation kinds:
+  image_holder {run_dir}                 an image from the store: cloned from the node's one
+                                          mount of it (holders.py), not mounted per view
   user_image {name, selector}            a user's own image, found in their store (the plan's
                                           source) as the user when the view is built
   writable  {kind}                        first, when the environment says writable = "tmpfs":
@@ -179,6 +181,8 @@ def build_plan(policy: Policy, name: str, env: Optional[Environment], user: User
     site = policy.site
     root = "image" if env.kind in ("image", "user-image") or env.writable else "host"
     ops: List[Dict[str, Any]] = []
+    if env.kind == "image" and env.image and digest:   # from the store: mounted once per node (holders.py)
+        ops.append({"op": "image_holder", "run_dir": site.run_dir})
     if env.kind == "user-image":              # found in the user's store, as the user (userimage.py)
         ops.append({"op": "user_image", "name": env.image, "selector": selector or ""})
     if env.writable:

@@ -52,7 +52,8 @@ import pytest
 
 import installed
 from spanksite import PLUGIN_DIR, Site, policy_text
-from testlib import CLEAN_PATH, SESSION_TAG, USER_SUFFIX, build_mini_trees, real_user, run_client, throwaway_cluster
+from testlib import (CLEAN_PATH, SESSION_TAG, USER_SUFFIX, build_mini_trees, real_user, run_client,
+                     throwaway_cluster, unmount_below)
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "tests" / "cluster" / "slurm"
@@ -247,6 +248,7 @@ def site(slurm_cluster, slurm_user):
     site.settle()
     slurm_cluster.write_plugstack("")
     if run_dir.exists():
+        unmount_below(str(run_dir))           # image holders (run_dir/.images), if a test left one
         shutil.rmtree(run_dir)
 
 

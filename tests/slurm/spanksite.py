@@ -16,6 +16,7 @@ PLUGIN_DIR = Path(os.environ.get("ENVSCHED_TEST_SPANK_PLUGIN_DIR")
                   or (installed.SPANK_DIR if installed.INSTALLED else REPO / "plugins" / "slurm-spank"))
 SHOW = 'head -1 /etc/os-release; echo "CHOS=$CHOS"; echo "CWD=$(pwd)"; echo "USER=$(id -un)"'
 RECORDS = ".jobs"          # run_dir/.jobs/slurm-<job>: the job records the job prolog writes
+HOLDERS = ".images"        # run_dir/.images/<hex>: the node's one mount of each image, kept after its jobs
 
 
 def policy_text(root: Path, run_dir: Path, trees: Dict[str, Path], extra_defaults: str = "",
@@ -48,7 +49,7 @@ class Site:
         """Pins under run_dir, and job records under run_dir/.jobs."""
         if not self.run_dir.exists():
             return []
-        left = sorted(p.name for p in self.run_dir.iterdir() if p.name != RECORDS)
+        left = sorted(p.name for p in self.run_dir.iterdir() if p.name not in (RECORDS, HOLDERS))
         records = self.run_dir / RECORDS
         if records.is_dir():
             left += sorted(f"{RECORDS}/{p.name}" for p in records.iterdir())

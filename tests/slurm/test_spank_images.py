@@ -69,6 +69,13 @@ enabled = true
     v1 = envsched("image", "import", str(imgs.docker_archive), "ci").split()[1]
     v2 = envsched("image", "import", "--tag", "v2", str(imgs.multi), "ci").split()[1]
     yield {"v1": v1, "v2": v2, "store": store, "imgs": imgs, "envsched": envsched}
+    # the node's one mount of each image (holders.py) stays after the jobs (site.image_hold):
+    # `envsched gc --idle-images` lets go of them, and nothing of ours is mounted afterwards
+    r = run_tool("envsched", ["--policy", str(site.policy), "gc", "--idle-images"])
+    assert r.returncode == 0 and "released image" in r.stdout, (r.stdout, r.stderr)
+    assert not [line for line in open("/proc/self/mountinfo") if f"{site.run_dir}/.images/" in line]
+    assert not [line for line in subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout.splitlines()
+                if str(store) in line]
     site.policy.write_text(original)
     shutil.rmtree(store)
     shutil.rmtree(work)

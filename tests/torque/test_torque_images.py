@@ -96,6 +96,7 @@ def images(site_dir, test_user, user_fuse):
         assert r.returncode == 0, r.stderr
         yield {"v1": v1, "v2": v2, "mine": r.stdout.split()[1], "store": store, "policy": policy}
     finally:
+        tool("envsched", ["--policy", str(policy), "gc", "--idle-images"])     # the node's image mounts
         shutil.rmtree(mine, ignore_errors=True)
         sqfs.unlink(missing_ok=True)
         shutil.rmtree(home / ".local", ignore_errors=True)

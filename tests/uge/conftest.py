@@ -63,7 +63,7 @@ from pathlib import Path
 
 import pytest
 
-from testlib import SESSION_TAG, USER_SUFFIX, build_mini_trees, real_user, throwaway_cluster
+from testlib import SESSION_TAG, USER_SUFFIX, build_mini_trees, real_user, throwaway_cluster, unmount_below
 from ugecluster import REPO, UgeCluster
 from ugesite import JsvSite, _time_qsubs, envsched_cmd, install_site
 
@@ -133,6 +133,7 @@ allow_users = ["root"]
         finally:
             subprocess.run([envsched_cmd(), "--policy", str(policy), "gc"], stdout=subprocess.DEVNULL)
             left = site.pins()
+            unmount_below(str(run_dir))       # image holders (run_dir/.images), if a test left one
             shutil.rmtree(run_dir, ignore_errors=True)
             assert not left, f"pins left after the session: {left}"
 

@@ -98,6 +98,8 @@ enabled = true
         v2 = envsched("image", "import", "--tag", "v2", str(imgs.multi), "ci").split()[1]
         yield {"v1": v1, "v2": v2, "store": store, "imgs": imgs, "envsched": envsched}
     finally:
+        # the node's mounts of the images (holders): let go of them, as an admin would
+        run_tool("envsched", ["--policy", str(uge_site.policy), "gc", "--idle-images"])
         uge_site.policy.write_text(original)
         shutil.rmtree(store, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)

@@ -31,7 +31,8 @@ class JsvSite:
 
     def pins(self) -> List[str]:
         try:
-            return sorted(p.name for p in self.run_dir.iterdir())
+            # not .images: the node's one mount of each image, kept after its jobs on purpose
+            return sorted(p.name for p in self.run_dir.iterdir() if p.name != ".images")
         except FileNotFoundError:
             return []
 

@@ -288,7 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="say nothing when there is no pin")
     s.set_defaults(func=cmd_release)
 
-    s = sub.add_parser("gc", help="root: release pins whose owner process is gone")
+    s = sub.add_parser("gc", help="root: release pins whose owner process is gone, and the image mounts "
+                       "idle for site.image_hold seconds")
+    s.add_argument("--idle-images", action="store_true",
+                   help="release every image mount no view uses, however recently used")
     s.set_defaults(func=cmd_gc)
 
     s = sub.add_parser("pins", help="list the pins on this node")

@@ -125,10 +125,28 @@ def print_rows(rows: List[Tuple["ImageRecord", bool]], marks: bool) -> None:
         print(f"{rec.name:<{width}} {mark} {rec.digest[:19]}  {_human(rec.size):>10}  {rec.source_format:<14}  {when}")
 
 
+def _let_go_of_held(args: argparse.Namespace, digests: Optional[List[str]]) -> None:
+    """The node's own mounts of these images (all with None) that no job uses (holders.py): let
+    go of them first, so that only a running job's view keeps an image in use."""
+    if args.store and getattr(args, "policy", None) is None and not os.path.exists(DEFAULT_POLICY):
+        return
+    from ..holders import Holders, digests_in_use
+    run_dir = policy_from(args).site.run_dir
+    if os.path.isdir(Holders(run_dir).dir):
+        Holders(run_dir).release_idle(digests_in_use(run_dir), 0.0, only=digests)
+
+
 def cmd_image_rm(args: argparse.Namespace) -> int:
     require_root("envsched image rm")
     name, digest = _name_and_digest(args.ref)
     store = _store(args)
+    from ..errors import EnvschedError
+    try:
+        targets = [r.digest for r in store.versions(name) if digest is None or r.digest.startswith(
+            digest if digest.startswith("sha256:") else "sha256:" + digest)]
+    except EnvschedError:
+        targets = []
+    _let_go_of_held(args, targets)
     for d in store.remove(name, digest, protected=_protected(args)):
         print(f"removed {name}@{d}")
     return ExitCode.OK
@@ -137,6 +155,7 @@ def cmd_image_rm(args: argparse.Namespace) -> int:
 def cmd_image_gc(args: argparse.Namespace) -> int:
     require_root("envsched image gc")
     store = _store(args)
+    _let_go_of_held(args, None)
     for item in store.gc(keep=args.keep, protected=_protected(args)):
         print(f"removed {item}")
     return ExitCode.OK

@@ -5,7 +5,7 @@ import argparse
 import json
 import os
 import time
-from typing import Optional
+from typing import List, Optional
 
 from .. import audit
 from ..errors import SetupError, UsageError
@@ -42,6 +42,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if args.gc:
         for stale in store.gc():
             audit.log("released", key=stale, reason="owner gone (gc)")
+        _release_idle_images(policy)
     key: Optional[str] = None
     reused = False
     if plan.mount_ops or args.record_local:
@@ -110,9 +111,24 @@ def cmd_release(args: argparse.Namespace) -> int:
     released = [k for k in keys if store.release(k)]
     for key in released:
         audit.log("released", key=key)
+    _release_idle_images(policy)
     if not released and not args.quiet:
         say(f"no pin {args.key} on this node (nothing to release)")
     return ExitCode.OK
+
+
+def _release_idle_images(policy, hold: Optional[float] = None) -> List[str]:
+    """Let go of the node's image mounts no view uses and none used for site.image_hold seconds
+    (holders.py); `hold` overrides that (0: every idle one)."""
+    from ..holders import Holders, digests_in_use
+    run_dir = policy.site.run_dir
+    holders = Holders(run_dir)
+    if not os.path.isdir(holders.dir):
+        return []
+    out = holders.release_idle(digests_in_use(run_dir), policy.site.image_hold if hold is None else hold)
+    for digest in out:
+        audit.log("image_released", digest=digest)
+    return out
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
@@ -122,6 +138,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
     for key in PinStore(policy.site.run_dir).gc():
         audit.log("released", key=key, reason="owner gone (gc)")
         print(f"released {key}")
+    for digest in _release_idle_images(policy, 0.0 if args.idle_images else None):
+        print(f"released image {digest}")
     return ExitCode.OK
 
 

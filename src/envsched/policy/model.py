@@ -94,6 +94,7 @@ class Site:
     user_file_timeout: float = 10.0          # seconds to read ~/.chos (hung NFS)
     image_dir: str = DEFAULT_IMAGE_DIR       # the admins' image store
     pin_at_submit: bool = True               # a job runs the version current when it was submitted
+    image_hold: float = 600.0                # seconds a node keeps an image mounted after its last job
 
 
 @dataclass(frozen=True)

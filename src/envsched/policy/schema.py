@@ -33,7 +33,7 @@ from .model import (
 KeyPath = Tuple[object, ...]
 
 SITE_KEYS = {"default", "on_error", "user_file", "shared", "identity_files", "local_root",
-             "allow_local", "run_dir", "log_file", "user_file_timeout", "image_dir", "pin_at_submit"}
+             "allow_local", "run_dir", "log_file", "user_file_timeout", "image_dir", "pin_at_submit", "image_hold"}
 DEFAULTS_KEYS = {"groups", "partitions", "queues", "accounts"}
 ENV_KEYS = {"path", "kind", "description", "enabled", "dirs", "binds", "env", "allow_users",
             "allow_groups", "allow_accounts", "allow_partitions", "deny_users", "deny_groups",
@@ -301,6 +301,8 @@ def _site(c: _Checker, data: Any) -> Site:
         user_file_timeout=c.number(t.get("user_file_timeout", 10), p + ("user_file_timeout",), MAX_TIMEOUT),
         image_dir=c.abspath(t.get("image_dir", DEFAULT_IMAGE_DIR), p + ("image_dir",)),
         pin_at_submit=c.boolean(t.get("pin_at_submit", True), p + ("pin_at_submit",)),
+        image_hold=(0.0 if t.get("image_hold", 600) == 0
+                    else c.number(t.get("image_hold", 600), p + ("image_hold",), MAX_TIMEOUT)),
     )
 
 
