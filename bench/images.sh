@@ -131,7 +131,7 @@ cleanup() {
         "$cluster_scripts/stop.sh" "$DIR" || { echo "bench: stop.sh failed" >&2; rc=1; }
     fi
     if [ -d "$RUN" ]; then
-        left=$(ls -A "$RUN" | grep -vx '.jobs')
+        left=$(ls -A "$RUN" | grep -vx -e '.jobs' -e '.images')
         if [ -n "$left" ] || [ -n "$(ls -A "$RUN/.jobs" 2>/dev/null)" ]; then
             echo "bench: pins or job records left under $RUN after the jobs ended:" \
                  "$(echo $left) $(ls -A "$RUN/.jobs" 2>/dev/null | tr '\n' ' ')" >&2
@@ -141,6 +141,9 @@ cleanup() {
                     echo "bench: could not release $k" >&2
             done
         fi
+        # the node's one mount of each image (holders, kept site.image_hold after the last job)
+        "$resolver" --policy "$DIR/policy.toml" gc --idle-images >/dev/null ||
+            { echo "bench: envsched gc --idle-images failed" >&2; rc=1; }
     fi
     # processes of ours (squashfuse servers, ch-run, podman's conmon) that outlived their launch
     for _ in $(seq 50); do [ -z "$(our_pids)" ] && break; sleep 0.1; done
@@ -294,7 +297,7 @@ status=${PIPESTATUS[0]}
 set -e
 {
     echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "# pins under $RUN now: $(ls -A "$RUN" 2>/dev/null | grep -vx '.jobs' | wc -l)," \
+    echo "# pins under $RUN now: $(ls -A "$RUN" 2>/dev/null | grep -vx -e '.jobs' -e '.images' | wc -l)," \
          "job records: $(ls -A "$RUN/.jobs" 2>/dev/null | wc -l)"
     for f in "$DIR"/log/slurmctld.log "$DIR"/log/slurmd-*.log; do
         echo "# $(basename "$f"): $(grep -ci error "$f") lines with 'error', $(grep -c 'envsched:' "$f") with 'envsched:'"

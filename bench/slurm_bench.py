@@ -96,7 +96,7 @@ class Ctx:
     def pins(self) -> List[str]:
         """Pins under run_dir, and the job records (run_dir/.jobs/*) no job epilog has removed yet."""
         try:
-            names = sorted(n for n in os.listdir(self.run_dir) if n != ".jobs")
+            names = sorted(n for n in os.listdir(self.run_dir) if n not in (".jobs", ".images"))  # .images: holders
         except FileNotFoundError:
             return []
         try:
