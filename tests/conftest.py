@@ -9,12 +9,12 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict
 
 import pytest
 
-import installed
-from testlib import SESSION_TAG, TEST_USER, mount_table, real_user, unmount_below
+import installed  # noqa: F401  (it checks, on import, that an installed run has what it needs)
+from testlib import SESSION_TAG, TEST_USER, Result, mount_table, real_user, run_tool, unmount_below  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_MINI = REPO / "tests" / "envs" / "build-mini-env.sh"
@@ -168,31 +168,6 @@ def host_mounts_unchanged(request: pytest.FixtureRequest) -> None:
     after = mount_table()
     assert after == before, "host mount table changed:\n+ %s\n- %s" % (
         sorted(set(after) - set(before)), sorted(set(before) - set(after)))
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def run_tool(tool: str, args: Sequence[str], user: Optional[str] = None, cwd: Optional[str] = None,
-             env: Optional[Dict[str, str]] = None, stdin: Optional[str] = None, timeout: float = 60) -> Result:
-    """Run `envsched`/`chos` from this checkout (or as installed, see tests/installed.py), as root or
-    (via setpriv) as `user`."""
-    cmd = [*installed.tool_command(tool), *args]
-    base = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"}
-    if user is not None:
-        pw = pwd.getpwnam(user)
-        base.update(HOME=pw.pw_dir, USER=user, LOGNAME=user)
-        cmd = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--"] + cmd
-    base.update(env or {})
-    if installed.src():
-        base["PYTHONPATH"] = installed.src()
-    p = subprocess.run(cmd, cwd=cwd or "/", env=base, input=stdin, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, text=True, timeout=timeout)
-    return Result(p.returncode, p.stdout, p.stderr)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import pwd
 import shutil
 import subprocess
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -139,3 +140,40 @@ def build_mini_trees(os_dir: Path) -> Dict[str, Path]:
         subprocess.run([str(Path(__file__).resolve().parent / "envs" / "build-mini-env.sh"), str(trees[name]),
                         "debian", version, f"Debian {version} (mini)"], check=True, stdout=subprocess.DEVNULL)
     return trees
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_tool(tool: str, args: Sequence[str], user: Optional[str] = None, cwd: Optional[str] = None,
+             env: Optional[Dict[str, str]] = None, stdin: Optional[str] = None, timeout: float = 60) -> Result:
+    """Run `envsched`/`chos` from this checkout (or as installed, see tests/installed.py), as root or
+    (via setpriv) as `user`."""
+    import installed
+    cmd = [*installed.tool_command(tool), *args]
+    base = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"}
+    if user is not None:
+        pw = pwd.getpwnam(user)
+        base.update(HOME=pw.pw_dir, USER=user, LOGNAME=user)
+        cmd = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--"] + cmd
+    base.update(env or {})
+    if installed.src():
+        base["PYTHONPATH"] = installed.src()
+    p = subprocess.run(cmd, cwd=cwd or "/", env=base, input=stdin, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, timeout=timeout)
+    return Result(p.returncode, p.stdout, p.stderr)
+
+
+def payload_lines(text: str) -> Dict[str, str]:
+    """The KEY=VALUE lines a payload printed (upper-case keys; values unquoted)."""
+    import re
+    out = {}
+    for line in text.splitlines():
+        key, eq, value = line.partition("=")
+        if eq and re.fullmatch(r"[A-Z_]+", key):
+            out[key] = value.strip('"')
+    return out

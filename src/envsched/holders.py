@@ -157,6 +157,14 @@ def _hold(blob: str) -> Dict[str, object]:
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
     linux.mount("envsched-holder", "/tmp", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=0700")
     os.mkdir(IMAGE_AT, 0o755)
+    mount_squashfs(blob, IMAGE_AT)
+    return {}
+
+
+def mount_squashfs(blob: str, target: str) -> None:
+    """`blob` mounted at `target` on a loop device of its own, in this process (no /bin/mount):
+    read-only with autoclear, so the kernel detaches the device with the last mount of it;
+    squashfs only, ro, nosuid, nodev from the start."""
     try:
         backing = os.open(blob, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError as e:
@@ -166,12 +174,11 @@ def _hold(blob: str) -> Dict[str, object]:
     finally:
         os.close(backing)
     try:
-        linux.mount(device, IMAGE_AT, "squashfs", MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV, None)
+        linux.mount(device, target, "squashfs", MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV, None)
     except SetupError as e:
         raise EnvironmentBroken(f"image {blob} cannot be mounted: not a squashfs, or damaged ({e.message})") from e
     finally:
-        os.close(loop)
-    return {}
+        os.close(loop)                                  # the mount holds the device now
 
 
 def digests_in_use(run_dir: str) -> Tuple[str, ...]:

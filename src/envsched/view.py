@@ -226,24 +226,8 @@ def _mount_image(plan: Plan, fuse: "Optional[FuseServer]" = None, holder: Option
         return
     if os.geteuid() != 0:
         raise SetupError(f"image {plan.source} needs the privileged path (loop mount)")
-    # the loop device and the mount in this process (no /bin/mount, no subprocess: a few ms a job):
-    # read-only with autoclear, so the kernel detaches it when the view is gone; squashfs only,
-    # ro, nosuid, nodev from the start
-    try:
-        backing = os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError as e:
-        raise EnvironmentBroken(f"image {plan.source} cannot be opened: {e.strerror}") from e
-    try:
-        loop, device = linux.attach_loop(backing, source)
-    finally:
-        os.close(backing)
-    try:
-        linux.mount(device, target, "squashfs", MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV, None)
-    except SetupError as e:
-        raise EnvironmentBroken(f"image {plan.source} cannot be mounted: not a squashfs, or damaged "
-                                f"({e.message})") from e
-    finally:
-        os.close(loop)                                # the mount holds the device now
+    from .holders import mount_squashfs         # an image file outside the store: its own mount
+    mount_squashfs(source, target)
 
 
 def _existing_dir(rel: str) -> Optional[str]:

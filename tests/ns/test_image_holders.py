@@ -30,7 +30,7 @@ def store_site(site_dir):
 
 
 def _policy(site_dir, store, hold):
-    return site_dir.policy(f'[environments.ci]\nimage = "ci"\n',
+    return site_dir.policy('[environments.ci]\nimage = "ci"\n',
                            site=f'image_dir = "{store}"\nimage_hold = {hold}', name=f"policy-hold-{hold}.toml")
 
 

@@ -3,7 +3,6 @@ versions, a user's own image (entered as the user through squashfuse), and what 
 tampered blob, a version removed while a job waits, an image removed while a job runs."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -12,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-import installed
 from spanksite import lines, policy_text, run_batch
+from testlib import run_tool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "images"))
 import ocilib  # noqa: E402
@@ -31,20 +30,6 @@ def views_released(site):
     site.settle()
 
 
-def run_tool(tool, args, user=None):
-    """`envsched`/`chos` of this checkout (or as installed), as root or as `user` (setpriv)."""
-    import pwd
-    cmd = [*installed.tool_command(tool), *args]
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"}
-    if user is not None:
-        pw = pwd.getpwnam(user)
-        env.update(HOME=pw.pw_dir, USER=user, LOGNAME=user)
-        cmd = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--"] + cmd
-    if installed.src():
-        env["PYTHONPATH"] = installed.src()
-    return subprocess.run(cmd, cwd="/", env=env, capture_output=True, text=True, timeout=120)
-
-
 @pytest.fixture(scope="module")
 def images(site, slurm_user, user_fuse):
     """The admins' store with `ci` (two versions: v1, then v2 current), the policy naming it, and
@@ -54,7 +39,7 @@ def images(site, slurm_user, user_fuse):
     imgs = ocilib.build_all(work)
     store = root / "images"
     original = site.policy.read_text()
-    site.policy.write_text(policy_text(root, site.run_dir, site.trees, extra_environments=f"""
+    site.policy.write_text(policy_text(root, site.run_dir, site.trees, extra_environments="""
 [environments.ci]
 image = "ci"
 [user_images]
@@ -201,7 +186,7 @@ def test_a_users_own_image_through_the_plugin(site, slurm_user, home, images):
         assert seen["CHOS_DIGEST"] == digest
         assert seen["SUID"] == seen["UID"] == str(slurm_user.pw_uid)
         log = (site.cluster.dir / "envsched.log").read_text()
-        assert f"env=user:mine" in log and f"digest={digest}" in log
+        assert "env=user:mine" in log and f"digest={digest}" in log
     finally:
         shutil.rmtree(work, ignore_errors=True)
         sqfs.unlink(missing_ok=True)

@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "images"))
-import installed  # noqa: E402
+from testlib import payload_lines, run_tool  # noqa: E402
 import ocilib  # noqa: E402
 from test_openpbs import config, end, job, launch, pbs_site, run_hook, start  # noqa: E402,F401
 from test_torque_mom import mom, torque  # noqa: E402,F401  (the Torque harness fixtures)
@@ -37,26 +37,6 @@ enabled = true
 """
 
 
-def seen(text: str) -> dict:
-    out = {}
-    for line in text.splitlines():
-        key, eq, value = line.partition("=")
-        if eq and re.fullmatch(r"[A-Z_]+", key):
-            out[key] = value.strip('"')
-    return out
-
-
-def tool(name, args, user=None):
-    cmd = [*installed.tool_command(name), *args]
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"}
-    if user is not None:
-        env.update(HOME=user.pw_dir, USER=user.pw_name, LOGNAME=user.pw_name)
-        cmd = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups", "--"] + cmd
-    if installed.src():
-        env["PYTHONPATH"] = installed.src()
-    return subprocess.run(cmd, cwd="/", env=env, capture_output=True, text=True, timeout=120)
-
-
 def with_images(text: str, store: Path) -> str:
     assert "\n[site]\n" in text
     return text.replace("\n[site]\n", f'\n[site]\nimage_dir = "{store}"\n', 1) + POLICY_EXTRA
@@ -73,7 +53,7 @@ def images(site_dir, test_user, user_fuse):
     policy.write_text(with_images(policy.read_text(), store))
 
     def envsched(*args):
-        r = tool("envsched", ["--policy", str(policy), *args])
+        r = run_tool("envsched", ["--policy", str(policy), *args])
         assert r.returncode == 0, r.stderr
         return r.stdout
 
@@ -92,11 +72,11 @@ def images(site_dir, test_user, user_fuse):
                             "mksquashfs", str(mine), str(sqfs), "-all-root", "-quiet", "-no-progress"],
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
-        r = tool("chos", ["--policy", str(policy), "image", "import", str(sqfs), "mine"], user=test_user)
+        r = run_tool("chos", ["--policy", str(policy), "image", "import", str(sqfs), "mine"], user=test_user.pw_name)
         assert r.returncode == 0, r.stderr
         yield {"v1": v1, "v2": v2, "mine": r.stdout.split()[1], "store": store, "policy": policy}
     finally:
-        tool("envsched", ["--policy", str(policy), "gc", "--idle-images"])     # the node's image mounts
+        run_tool("envsched", ["--policy", str(policy), "gc", "--idle-images"])     # the node's image mounts
         shutil.rmtree(mine, ignore_errors=True)
         sqfs.unlink(missing_ok=True)
         shutil.rmtree(home / ".local", ignore_errors=True)
@@ -139,7 +119,7 @@ def test_torque_store_image(torque, torque_images, mom, test_user, images, versi
     assert not hasattr(job_, "stderr"), job_              # not Refused by the submit filter
     r = mom.run(job_)
     assert (r.state, r.exit_status, r.stderr) == ("completed", 0, ""), r
-    got = seen(r.stdout)
+    got = payload_lines(r.stdout)
     assert (got["PRETTY_NAME"], got["CHOS"], got["CHOS_DIGEST"]) == ("OCI test (mini)", "ci", digest), r.stdout
     assert (got["A"], got["B"], got["UID"]) == ("1", "bee", str(test_user.pw_uid)), r.stdout    # the image's Env
     assert got["UIDMAP"] == INIT_USERNS_MAP, r.stdout                    # an admin's view: no user namespace
@@ -151,7 +131,7 @@ def test_torque_users_own_image(torque, torque_images, mom, test_user, images):
     assert not hasattr(job_, "stderr"), job_
     r = mom.run(job_)
     assert (r.state, r.exit_status, r.stderr) == ("completed", 0, ""), r
-    got = seen(r.stdout)
+    got = payload_lines(r.stdout)
     assert (got["PRETTY_NAME"], got["CHOS"], got["CHOS_DIGEST"]) == ("my own (mini)", "user:mine", images["mine"]), \
         r.stdout
     assert got["SUID"] == got["UID"] == str(test_user.pw_uid), r.stdout     # setuid root does nothing
@@ -177,7 +157,7 @@ def test_openpbs_image(site_dir, pbs_site, test_user, home, images, which, job_i
         assert r["progname"] == str(pbs_site / "pbs-join")
         p = launch(r, home)
         assert (p.returncode, p.stderr) == (0, ""), p
-        got = seen(p.stdout)
+        got = payload_lines(p.stdout)
         assert (got["CHOS_DIGEST"], got["UID"]) == (digest, str(test_user.pw_uid)), p.stdout
         if which != "mine":
             assert (got["PRETTY_NAME"], got["CHOS"], got["A"], got["B"]) == ("OCI test (mini)", "ci", "1", "bee"), \
@@ -190,7 +170,7 @@ def test_openpbs_image(site_dir, pbs_site, test_user, home, images, which, job_i
             assert (site_dir.run_dir / f"openpbs-{job_id}" / "userns").exists()
             # a second task on this host (a TM task): the same view, from the pin as it was made
             again = launch(start(conf, home, j, command=["/bin/sh", "-c", PAYLOAD]), home)
-            assert (again.returncode, seen(again.stdout)) == (0, got), again
+            assert (again.returncode, payload_lines(again.stdout)) == (0, got), again
     finally:
         end(conf, j)
     assert not (site_dir.run_dir / f"openpbs-{job_id}").exists()

@@ -6,8 +6,6 @@ set-user-ID starter (es_join.c's userns path): a setuid-root program the user pu
 the user. The site's policy gets `ci` and user images for this module and is put back after."""
 from __future__ import annotations
 
-import pwd
-import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-import installed
+from testlib import payload_lines, run_tool
 from ugesite import envsched_cmd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "images"))
@@ -29,29 +27,6 @@ pytestmark = pytest.mark.uge
 SEEN = ('#!/bin/sh\nhead -1 /etc/os-release; echo "CHOS=$CHOS"; echo "CHOS_DIGEST=$CHOS_DIGEST"; '
         'echo "A=$A"; echo "WORDS=$WORDS"; echo "ENVB=$B"; echo "UID=$(id -u)"; '
         'cat /opt/data/b.txt 2>/dev/null | sed "s/^/B=/"; echo "REQ=$ENVSCHED_REQUEST"\n')
-
-
-def lines(text: str) -> dict:
-    """KEY=VALUE lines of the payload (PRETTY_NAME unquoted)."""
-    out = {}
-    for line in text.splitlines():
-        key, eq, value = line.partition("=")
-        if eq and re.fullmatch(r"[A-Z_]+", key):
-            out[key] = value.strip('"')
-    return out
-
-
-def run_tool(tool, args, user=None):
-    """`envsched`/`chos` of this checkout (or as installed), as root or as `user` (setpriv)."""
-    cmd = [*installed.tool_command(tool), *args]
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"}
-    if user is not None:
-        pw = pwd.getpwnam(user)
-        env.update(HOME=pw.pw_dir, USER=user, LOGNAME=user)
-        cmd = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--"] + cmd
-    if installed.src():
-        env["PYTHONPATH"] = installed.src()
-    return subprocess.run(cmd, cwd="/", env=env, capture_output=True, text=True, timeout=120)
 
 
 def no_squashfuse_left(uid: int, timeout: float = 5) -> None:
@@ -111,7 +86,7 @@ def test_batch_job_runs_the_current_image_with_its_env(uge_site, uge_user, image
     acct = c.wait(job)
     out = c.output(job)
     assert (acct.exit_status, acct.failed) == (0, 0), (acct.fields, out)
-    seen = lines(out)
+    seen = payload_lines(out)
     assert seen["PRETTY_NAME"] == "OCI test (mini)" and seen["CHOS"] == "ci", out
     assert seen["CHOS_DIGEST"] == images["v2"], out
     assert seen["REQ"] in ("ci", f"ci@{images['v2']}"), out              # the JSV's record (pinned at submit)
@@ -142,7 +117,7 @@ def test_an_exact_older_version(uge_site, uge_user, images):
     acct = c.wait(job)
     out = c.output(job)
     assert (acct.exit_status, acct.failed) == (0, 0), (acct.fields, out)
-    seen = lines(out)
+    seen = payload_lines(out)
     assert seen["CHOS_DIGEST"] == v1 and seen["CHOS"] == "ci", out
     assert seen["REQ"] == f"ci@{v1[:19]}", out
     assert (seen["A"], seen["ENVB"], seen["B"]) == ("1", "", "bee"), out      # v1's Env: no B=2
@@ -218,7 +193,7 @@ MINE = ('head -1 /etc/os-release; echo "CHOS=$CHOS"; echo "CHOS_DIGEST=$CHOS_DIG
 
 
 def check_mine(out: str, user, digest: str) -> None:
-    seen = lines(out)
+    seen = payload_lines(out)
     assert seen["PRETTY_NAME"] == "my own (mini)" and seen["CHOS"] == "user:mine", out
     assert seen["CHOS_DIGEST"] == digest, out
     assert seen["SUID"] == seen["UID"] == str(user.pw_uid), out          # setuid root does nothing

@@ -87,7 +87,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
         return ExitCode.OK
     if not out:
         print("no stamped versions" + (f" of {args.name}" if args.name else "")
-              + f" (stamp a tree with `envsched env stamp NAME`)")
+              + " (stamp a tree with `envsched env stamp NAME`)")
         return ExitCode.OK
     table = [("ENVIRONMENT", "DIGEST", "VERSION", "STAMPED", "FILES", "BYTES", "STATE", "PATH")]
     for name, r in out:
