@@ -14,6 +14,10 @@ what identifies that version, before anything is built:
               (pin.py / userimage.py): root never opens the user's files, so the digest is
               known only from then on.
 
+An environment with `gpus` or `devices` also gets, here, what of the node's device nodes and GPU
+driver its view binds (devices.py: found on this node, recorded in `environment.host_devices`;
+service.py refuses the job when that is not enough).
+
 Every failure here is `VersionNotHere` or another `EnvironmentBroken`: the job is refused with
 one line and never falls back to another version (a job that asked for an exact version must
 run that version or not at all).
@@ -65,9 +69,12 @@ def choose_version(policy: Policy, decision: Decision, user: UserInfo) -> Option
     if env.kind == "user-image":
         path = user_store_path(policy.user_images, user)
         return ChosenVersion(dataclasses.replace(env, path=path))
-    if env.image:
-        return _from_image_store(policy, decision, env)
-    return _from_tree(policy, decision, env)
+    chosen = _from_image_store(policy, decision, env) if env.image else _from_tree(policy, decision, env)
+    if env.gpus or env.devices:
+        from .devices import find
+        found = find(chosen.environment, policy.site)
+        chosen = dataclasses.replace(chosen, environment=dataclasses.replace(chosen.environment, host_devices=found))
+    return chosen
 
 
 def _from_image_store(policy: Policy, decision: Decision, env: Environment) -> ChosenVersion:

@@ -22,6 +22,12 @@ Operation kinds:
                                           re-created as a symlink if it is one
   bind      {root, source, target, required, recursive}
   remount   {target, ro, nosuid, nodev, recursive}   flags a bind only gets on a remount
+  device    {source, target}              a character device of the host's (gpus, devices), bound at
+                                          the same path: read-only, nosuid, not nodev (omitted where
+                                          a shared path such as /dev already shows it)
+  driver_file {source, target}            a GPU driver library or tool of the host's (devices.py),
+                                          bound read-only, nosuid, nodev as a file under
+                                          /.envsched/gpu/{lib,bin} on the view's own root
   login_env {dir, name}                   the login shells' snippet (loginenv.py) as dir/name,
                                           in the view only, where the tree has dir (planned
                                           when the view takes etc from the environment)
@@ -38,7 +44,8 @@ from typing import Any, Dict, List, Optional, Sequence
 from .identity import UserInfo
 from .loginenv import PROFILE_DIR, SNIPPET_NAME
 from .names import LOCAL
-from .policy.model import Environment, Mount, Policy
+from .devices import VIEW_BIN, VIEW_LIB
+from .policy.model import Environment, HostDevices, Mount, Policy
 
 PLAN_VERSION = 1
 
@@ -141,6 +148,15 @@ def _bind(m: Mount, root: str = "host") -> List[Dict[str, Any]]:
     ]
 
 
+def _device_ops(found: HostDevices, shared: Sequence[Mount]) -> List[Dict[str, Any]]:
+    """Device nodes not already shown by a shared path (the default /dev), then driver files."""
+    def covered(node: str) -> bool:
+        return any(m.source == m.target and (node == m.target or node.startswith(m.target + "/"))
+                   for m in shared)
+    ops = [{"op": "device", "source": n, "target": n} for n in found.nodes if not covered(n)]
+    return ops + [{"op": "driver_file", "source": src, "target": tgt} for src, tgt in found.files]
+
+
 def env_ops(env: Optional[Environment], name: str, digest: str = "",
             image_env: Sequence[str] = ()) -> List[Dict[str, Any]]:
     """The image's own Env first (set), then the policy's operations, then CHOS (and
@@ -150,6 +166,12 @@ def env_ops(env: Optional[Environment], name: str, digest: str = "",
         var, _, value = entry.partition("=")
         if var and var not in ("CHOS", "CHOS_DIGEST"):
             ops.append({"op": "env", "action": "set", "name": var, "value": value})
+    found = env.host_devices if env is not None else None
+    if found is not None:               # the driver's files first in the loader's and the shell's search
+        if any(t.startswith(VIEW_LIB + "/") for _, t in found.files):
+            ops.append({"op": "env", "action": "prepend", "name": "LD_LIBRARY_PATH", "value": VIEW_LIB})
+        if any(t.startswith(VIEW_BIN + "/") for _, t in found.files):
+            ops.append({"op": "env", "action": "prepend", "name": "PATH", "value": VIEW_BIN})
     if env is not None:
         for action in ("set", "prepend", "append"):
             for var, value in getattr(env.env, action).items():
@@ -200,6 +222,8 @@ def build_plan(policy: Policy, name: str, env: Optional[Environment], user: User
                     "required": True, "recursive": True})
         ops.append({"op": "remount", "target": site.local_root, "ro": True, "nosuid": True,
                     "nodev": True, "recursive": True, "required": True})
+    if env.host_devices is not None:
+        ops += _device_ops(env.host_devices, site.shared)
     if "etc" in env.dirs:       # the tree's /etc/profile: after every bind, so it stacks on what is there
         ops.append({"op": "login_env", "dir": PROFILE_DIR, "name": SNIPPET_NAME})
     ops.append({"op": "remount", "target": "/", "ro": True, "nosuid": True, "nodev": True,

@@ -16,7 +16,8 @@ from .errors import EnvironmentBroken, EnvschedError
 from .exitcodes import ExitCode
 from .identity import UserInfo
 from .plan import Plan, build_plan
-from .policy.model import Mount, Policy
+from .devices import NVIDIA_GPU, DevicesMissing
+from .policy.model import Environment, Mount, Policy
 from .resolve import Decision, Refusal, Request, check_name, resolve
 from .userfile import UserFile, read_user_file
 
@@ -91,6 +92,8 @@ def plan_for_job(policy: Policy, ctx: JobContext) -> Tuple[Decision, Plan]:
             if fallback is None:
                 raise
             decision, chosen = fallback
+    if chosen is not None and chosen.environment.host_devices is not None:
+        _check_devices(policy, ctx, decision.name, chosen.environment)
     cwd = ctx.cwd or _cwd()
     plan = build_plan(policy, decision.name, chosen.environment if chosen else None, ctx.user,
                       cwd or ctx.user.home, ctx.extra_binds,
@@ -100,6 +103,30 @@ def plan_for_job(policy: Policy, ctx: JobContext) -> Tuple[Decision, Plan]:
               path=plan.source or "/", digest=plan.digest or None,
               version=(chosen.version or None) if chosen else None, scheduler=ctx.scheduler)
     return decision, plan
+
+
+def _check_devices(policy: Policy, ctx: JobContext, name: str, env: Environment) -> None:
+    """What devices.py found on this node for `env` (gpus, devices): refuse a job whose driver
+    files or device nodes are not root's, or that needs a GPU the node lacks (exit 69, never a
+    fallback); log what the view goes without."""
+    found = env.host_devices
+    assert found is not None
+    if found.problems:
+        detail = "; ".join(found.problems)
+        audit.log("broken", syslog.LOG_ERR, job=ctx.job, user=ctx.user.name, env=name, reason=detail,
+                  policy=policy.source, scheduler=ctx.scheduler)
+        raise EnvironmentBroken(f"environment {name}: this node's GPU driver or devices cannot be used "
+                                f"(not root's, or writable by others; the admin log says which)", detail=detail)
+    if found.gpu_missing and env.gpus_required:
+        reason = f"gpus = \"{env.gpus}\": no GPU on this node (no {NVIDIA_GPU})"
+        audit.log("broken", syslog.LOG_ERR, job=ctx.job, user=ctx.user.name, env=name, reason=reason,
+                  policy=policy.source, scheduler=ctx.scheduler)
+        raise DevicesMissing(f"environment {name} needs a GPU and this node has none", detail=reason)
+    notes = (["no GPU on this node: the view is built without (gpus_required = false)"] if found.gpu_missing
+             else []) + [f"not on this node: {', '.join(found.missing)}"] * bool(found.missing)
+    if notes:
+        audit.log("devices", syslog.LOG_NOTICE, job=ctx.job, user=ctx.user.name, env=name,
+                  reason="; ".join(notes), scheduler=ctx.scheduler)
 
 
 def _fallback(policy: Policy, ctx: JobContext, decision: Decision, err: EnvironmentBroken

@@ -13,7 +13,8 @@ have imported everything it needs: after step 7 the host's files are gone.
                                    `writable`, the tree or image under a per-view overlay
                                    whose upper layer is a tmpfs at /rw
   6. the plan's ops                env dirs, shared paths, identity files, binds, remounts,
-                                   the login shells' snippet in /etc/profile.d (loginenv.py)
+                                   device nodes and GPU driver files (devices.py), the login
+                                   shells' snippet in /etc/profile.d (loginenv.py)
   7. pivot_root into /newroot and detach the staging root (and the host root with it)
 
 Mount targets are created inside /newroot one component at a time with lstat: a target
@@ -198,6 +199,33 @@ def _op_remount(op: Dict[str, Any], skipped: set) -> None:
         linux.mount_setattr(target, attrs, recursive=op["recursive"])
 
 
+def _op_device(op: Dict[str, Any]) -> None:
+    source = OLD + op["source"]
+    try:
+        st = os.lstat(source)
+    except OSError as e:
+        raise EnvironmentBroken(f"device {op['source']} is gone from this node: {e.strerror}") from e
+    if not stat.S_ISCHR(st.st_mode) or st.st_uid != 0:
+        raise EnvironmentBroken(f"device {op['source']} is not a character device of root's")
+    target = _target(op["target"], want_dir=False)
+    linux.mount(source, target, None, linux.MS_BIND)
+    linux.mount_setattr(target, ATTR["ro"] | ATTR["nosuid"], recursive=False)
+
+
+def _op_driver_file(op: Dict[str, Any]) -> None:
+    source = OLD + op["source"]
+    try:
+        st = os.lstat(source)
+    except OSError as e:
+        raise EnvironmentBroken(f"GPU driver file {op['source']} is gone from this node: {e.strerror}") from e
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise EnvironmentBroken(f"GPU driver file {op['source']} is not a regular file of root's "
+                                f"unwritable by others")
+    target = _target(op["target"], want_dir=False)
+    linux.mount(source, target, None, linux.MS_BIND)
+    linux.mount_setattr(target, ATTR["ro"] | ATTR["nosuid"] | ATTR["nodev"], recursive=False)
+
+
 def _mount_image(plan: Plan, fuse: "Optional[FuseServer]" = None, holder: Optional[int] = None) -> None:
     """Kind "image": a squashfs file (loop, read-only) or an unpacked image directory; through
     FUSE as the user (`fuse`) for a user's own image and any image without root; a clone of the
@@ -360,6 +388,13 @@ def build_view(plan: Plan, unprivileged: bool = False) -> None:
             _op_bind(op, skipped, resolved)
         elif kind == "remount":
             _op_remount(op, skipped)
+        elif kind == "device":
+            # a host character device of root's at the same path: ro, nosuid, not nodev (the job's
+            #    device cgroup, not this bind, decides whether it may be opened)
+            _op_device(op)
+        elif kind == "driver_file":
+            # a GPU driver library or tool of root's, as a file under /.envsched/gpu: ro, nosuid, nodev
+            _op_driver_file(op)
         elif kind == "login_env":
             _op_login_env(plan, op)
         elif kind == "pivot_root":

@@ -96,6 +96,10 @@ def test_environments(policy):
     vasp = policy.get("rhel8-vasp")
     assert vasp.allow_users and vasp.allow_groups and vasp.allow_accounts and vasp.deny_users
     assert policy.get("sl7").enabled is False
+    assert (vasp.gpus, vasp.gpus_required) == ("nvidia", True)
+    assert vasp.devices == ("/dev/infiniband/uverbs*", "/dev/infiniband/rdma_cm")
+    assert policy.site.gpu_libraries == "/etc/envsched/nvliblist.conf"
+    assert policy.site.gpu_search_dirs == ("/opt/nvidia/driver/lib64", "/opt/nvidia/driver/bin")
 
 
 def test_defaults_only_name_environments_everyone_in_scope_may_use(policy):

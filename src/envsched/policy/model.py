@@ -14,6 +14,8 @@ DEFAULT_IMAGE_DIR = "/var/lib/envsched/images"      # the admins' image store (e
 DEFAULT_USER_STORE = ".local/share/envsched/images"  # a user's own images, relative to their home
 DEFAULT_USER_MAX_SIZE = 20 * 1024 ** 3              # bytes: the largest image a user may import
 WRITABLE = ("", "tmpfs")                            # "": read-only; "tmpfs": a per-job overlay in memory
+GPUS = ("", "nvidia")                               # "": none; "nvidia": the node's NVIDIA GPUs and driver
+DEFAULT_GPU_LIBRARIES = "/etc/envsched/nvliblist.conf"   # the site's list of driver libraries and tools
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,17 @@ class EnvOps:
     prepend: Dict[str, str] = field(default_factory=dict)
     append: Dict[str, str] = field(default_factory=dict)
     unset: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HostDevices:
+    """What of the node's device nodes and GPU driver a view gets: found on the node when the
+    version is chosen (devices.py), never written in the policy."""
+    nodes: Tuple[str, ...] = ()              # character devices of root's, bound at the same path
+    files: Tuple[Tuple[str, str], ...] = ()  # (host file, path in the view): driver libraries and tools
+    gpu_missing: bool = False                # gpus asked for, and the node has none
+    missing: Tuple[str, ...] = ()            # list entries and device patterns the node lacks (logged)
+    problems: Tuple[str, ...] = ()           # host files refused (not root's, writable by others): refuse
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,10 @@ class Environment:
     image: str = ""                          # image store reference "NAME" or "NAME@sha256:<64 hex>"
     writable: str = ""                       # "" read-only, "tmpfs": a per-job overlay in memory
     version: str = ""                        # the admins' label for this version ("" if none)
+    gpus: str = ""                           # "" | "nvidia"
+    gpus_required: bool = True               # no GPU on the node: refuse (true) or build without (false)
+    devices: Tuple[str, ...] = ()            # /dev paths or globs bound into the view
+    host_devices: Optional[HostDevices] = None   # set at decision time (chosen.py, devices.py)
 
 
 @dataclass(frozen=True)
@@ -95,6 +112,8 @@ class Site:
     image_dir: str = DEFAULT_IMAGE_DIR       # the admins' image store
     pin_at_submit: bool = True               # a job runs the version current when it was submitted
     image_hold: float = 600.0                # seconds a node keeps an image mounted after its last job
+    gpu_libraries: str = DEFAULT_GPU_LIBRARIES   # the list of driver libraries and tools (devices.py)
+    gpu_search_dirs: Tuple[str, ...] = ()    # searched before the loader's cache and the system bin dirs
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from ..names import LOCAL, NAME_RULE, is_digest, is_valid_name, show
 from .locate import line_of
 from .model import (
     DEFAULT_DIRS,
+    DEFAULT_GPU_LIBRARIES,
+    GPUS,
     DEFAULT_IDENTITY,
     DEFAULT_IMAGE_DIR,
     DEFAULT_RUN_DIR,
@@ -33,11 +35,12 @@ from .model import (
 KeyPath = Tuple[object, ...]
 
 SITE_KEYS = {"default", "on_error", "user_file", "shared", "identity_files", "local_root",
-             "allow_local", "run_dir", "log_file", "user_file_timeout", "image_dir", "pin_at_submit", "image_hold"}
+             "allow_local", "run_dir", "log_file", "user_file_timeout", "image_dir", "pin_at_submit", "image_hold",
+             "gpu_libraries", "gpu_search_dirs"}
 DEFAULTS_KEYS = {"groups", "partitions", "queues", "accounts"}
 ENV_KEYS = {"path", "kind", "description", "enabled", "dirs", "binds", "env", "allow_users",
             "allow_groups", "allow_accounts", "allow_partitions", "deny_users", "deny_groups",
-            "image", "writable", "version"}
+            "image", "writable", "version", "gpus", "gpus_required", "devices"}
 USER_IMAGES_KEYS = {"enabled", "allow_users", "allow_groups", "deny_users", "deny_groups", "allow_partitions",
                     "allow_accounts", "store", "max_size", "dirs", "binds", "env", "writable"}
 ENV_OPS_KEYS = {"set", "prepend", "append", "unset"}
@@ -143,6 +146,12 @@ class _Checker:
             raise self.fail(path, "not a valid environment variable name", value)
         return value
 
+    def device(self, data: Any, path: KeyPath) -> str:
+        value = self.abspath(data, path)
+        if not value.startswith("/dev/"):
+            raise self.fail(path, "must be a device path under /dev (globs allowed: /dev/infiniband/uverbs*)", value)
+        return value
+
     def one_of(self, data: Any, path: KeyPath, choices: Sequence[str]) -> str:
         value = self.string(data, path)
         if value not in choices:
@@ -221,6 +230,9 @@ def _environment(c: _Checker, name: str, data: Any) -> Environment:
         allow_users=names("allow_users"), allow_groups=names("allow_groups"),
         allow_accounts=names("allow_accounts"), allow_partitions=names("allow_partitions"),
         deny_users=names("deny_users"), deny_groups=names("deny_groups"),
+        gpus=c.one_of(t.get("gpus", ""), path + ("gpus",), GPUS),
+        gpus_required=c.boolean(t.get("gpus_required", True), path + ("gpus_required",)),
+        devices=c.strings(t.get("devices", []), path + ("devices",), c.device),
     )
 
 
@@ -301,6 +313,8 @@ def _site(c: _Checker, data: Any) -> Site:
         user_file_timeout=c.number(t.get("user_file_timeout", 10), p + ("user_file_timeout",), MAX_TIMEOUT),
         image_dir=c.abspath(t.get("image_dir", DEFAULT_IMAGE_DIR), p + ("image_dir",)),
         pin_at_submit=c.boolean(t.get("pin_at_submit", True), p + ("pin_at_submit",)),
+        gpu_libraries=c.abspath(t.get("gpu_libraries", DEFAULT_GPU_LIBRARIES), p + ("gpu_libraries",)),
+        gpu_search_dirs=c.strings(t.get("gpu_search_dirs", []), p + ("gpu_search_dirs",), c.abspath),
         image_hold=(0.0 if t.get("image_hold", 600) == 0
                     else c.number(t.get("image_hold", 600), p + ("image_hold",), MAX_TIMEOUT)),
     )
