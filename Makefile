@@ -9,7 +9,7 @@ FUZZ_SECONDS  ?= 300
 FUZZ_EXAMPLES ?= 10000
 FUZZ_MERGE    ?= 0
 
-.PHONY: all deps venv test test-unit test-ns fuzz demo bench bench-slurm bench-images bench-uge clean \
+.PHONY: all deps venv test test-unit test-ns fuzz demo bench bench-slurm bench-images bench-devices bench-uge clean \
         man deb rpm test-packages test-installed
 
 all: venv
@@ -50,6 +50,9 @@ bench-slurm: venv
 
 bench-images: venv
 	bash bench/images.sh
+
+bench-devices: venv
+	bash bench/devices.sh
 
 bench-uge: venv
 	bash bench/uge.sh

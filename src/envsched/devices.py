@@ -263,7 +263,7 @@ def driver_files(site: Site, problems: List[str], missing: List[str]) -> List[Tu
             found.setdefault(f"{VIEW_LIB}/{entry}", host)
     for tool in tools:
         for d in tuple(site.gpu_search_dirs) + BIN_DIRS:
-            if tool in _listdir(d, memo):
+            if os.path.lexists(os.path.join(d, tool)):   # one stat, not a listing of /usr/bin
                 found.setdefault(f"{VIEW_BIN}/{tool}", os.path.join(d, tool))
                 break
         else:
