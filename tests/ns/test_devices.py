@@ -17,49 +17,22 @@ from pathlib import Path
 
 import pytest
 
+import gpulib
+from gpulib import MARKER
 from testlib import TEST_USER
 
 pytestmark = pytest.mark.ns
 
-MARKER = 4242
-NODES = ("/dev/nvidia0", "/dev/nvidiactl")
 EXTRA = ("/dev/envsched-test-uverbs0", "/dev/envsched-test-uverbs1")
-PAYLOAD_C = r"""
-#include <dlfcn.h>
-#include <stdio.h>
-int envsched_marker(void);
-int main(void) {
-    void *h = dlopen("libnvidia-ml.so.1", RTLD_NOW);
-    int (*f)(void) = h ? (int (*)(void))dlsym(h, "envsched_marker") : 0;
-    printf("LINKED=%d\nDLOPEN=%d\n", envsched_marker(), f ? f() : -1);
-    return 0;
-}
-"""
 
 
 @pytest.fixture(scope="module")
 def driver(site_dir):
-    """A stand-in driver in root's directories: lib/libnvidia-ml.so.999.1 (soname libnvidia-ml.so.1,
-    reached through a symlink as on a real node), bin/nvidia-smi, the site's list, and a payload."""
+    """The stand-in driver (gpulib.build_driver) in root's directories."""
     if not shutil.which("gcc"):
         pytest.skip("needs gcc")
     top = site_dir.root / "gpu"
-    lib, bin_, payload = top / "lib", top / "bin", top / "payload"
-    for d in (top, lib, bin_, payload):
-        d.mkdir(mode=0o755)
-    (top / "marker.c").write_text(f"int envsched_marker(void) {{ return {MARKER}; }}\n")
-    subprocess.run(["gcc", "-shared", "-fPIC", "-Wl,-soname,libnvidia-ml.so.1", "-o",
-                    str(lib / "libnvidia-ml.so.999.1"), str(top / "marker.c")], check=True)
-    (lib / "libnvidia-ml.so.1").symlink_to("libnvidia-ml.so.999.1")
-    (top / "payload.c").write_text(PAYLOAD_C)
-    subprocess.run(["gcc", "-o", str(payload / "gpu-payload"), str(top / "payload.c"), "-L", str(lib),
-                    "-l:libnvidia-ml.so.1", "-ldl"], check=True)
-    smi = bin_ / "nvidia-smi"
-    smi.write_text("#!/bin/sh\necho 'NVIDIA-SMI stand-in'\n")
-    smi.chmod(0o755)
-    listing = top / "nvliblist.conf"
-    listing.write_text("# stand-in list\nnvidia-smi\nlibnvidia-ml.so   # management\nlibcuda.so\n")
-    listing.chmod(0o644)
+    gpulib.build_driver(top)
     yield top
     shutil.rmtree(top)
 
@@ -69,16 +42,8 @@ def gpu_nodes():
     """/dev/nvidia0, /dev/nvidiactl and two extra devices: /dev/null's numbers, mode 0666."""
     if glob.glob("/dev/nvidia*"):
         pytest.skip("this host has a real NVIDIA driver: the stand-ins would shadow it")
-    made = []
-    try:
-        for node in NODES + EXTRA:
-            os.mknod(node, 0o666 | 0o020000, os.makedev(1, 3))
-            made.append(node)
-            os.chmod(node, 0o666)
+    with gpulib.gpu_nodes(EXTRA):
         yield
-    finally:
-        for node in made:
-            os.unlink(node)
 
 
 def _policy(site_dir, driver, real_tree, env_keys="", shared='["/proc", "/sys", "/tmp", "/home"]', name="gpu"):
