@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
-from . import linux
+from . import linux, nodehooks
 from .enter import finish_and_exec
 from .errors import EnvschedError, NotPermitted, PolicyError, SetupError, UsageError
 from .exitcodes import ExitCode
@@ -186,14 +186,16 @@ class PinStore:
             return None
         return meta
 
-    def prepare(self, key: str, plan: Plan, user: UserInfo, owner_pid: int) -> Tuple[PinMeta, Plan]:
+    def prepare(self, key: str, plan: Plan, user: UserInfo, owner_pid: int,
+                job: Optional[str] = None) -> Tuple[PinMeta, Plan]:
         """The view pinned under `key`, and the plan as pinned (a user image's plan gets its file,
-        digest and Env from the builder that found it as the user)."""
+        digest and Env from the builder that found it as the user). The environment's node prolog
+        runs first (nodehooks.py); `job` is the scheduler's job id, for it."""
         if os.geteuid() != 0:
             raise NotPermitted("prepare needs root (use `chos run` for an unprivileged view)")
         if not plan.mount_ops:
             raise UsageError("the host OS (local) needs no pin: run the job as it is")
-        return self._create(key, plan, user, owner_pid)
+        return self._create(key, plan, user, owner_pid, job)
 
     def record(self, key: str, plan: Plan, user: UserInfo, owner_pid: int) -> PinMeta:
         """A record-only pin: the decision for a plan that needs no view (the host OS)."""
@@ -203,9 +205,10 @@ class PinStore:
             raise UsageError("a plan with a view is pinned with prepare, not recorded")
         return self._create(key, plan, user, owner_pid)[0]
 
-    def _create(self, key: str, plan: Plan, user: UserInfo, owner_pid: int) -> Tuple[PinMeta, Plan]:
-        """The pin directory, the view pinned in it if the plan has one, plan.json and meta.json;
-        on any failure nothing is left."""
+    def _create(self, key: str, plan: Plan, user: UserInfo, owner_pid: int,
+                job: Optional[str] = None) -> Tuple[PinMeta, Plan]:
+        """The pin directory, the node prolog, the view pinned in it if the plan has one, plan.json
+        and meta.json; on any failure nothing is left (and a prolog that ran gets its epilog)."""
         pin = self.path(key)
         _secure_dir(self.run_dir, 0o700)
         if plan.mount_ops:
@@ -214,8 +217,16 @@ class PinStore:
             os.mkdir(pin, 0o700)
         except FileExistsError:
             raise UsageError(f"pin {key} exists already (release it first)") from None
+        prolog_ran = False
         try:
             userns = plan.kind == "user-image"
+            hooks = {k: nodehooks.hooks_of(plan.ops, k) for k in ("prolog", "epilog")}
+            if hooks["prolog"] or hooks["epilog"]:
+                env = nodehooks.hook_env("prolog", key, plan.environment, user.name, user.uid, owner_pid, job)
+                _write_file(os.path.join(pin, "hooks.json"), json.dumps(env))
+                if hooks["prolog"]:
+                    prolog_ran = True
+                    nodehooks.run("prolog", hooks["prolog"], env, _hook_timeout(plan.ops, "prolog"))
             if plan.mount_ops:
                 plan = self._build_and_pin(pin, plan, user)
             if userns:                                  # joiners enter it as the user (es_join.c)
@@ -225,8 +236,11 @@ class PinStore:
             _write_file(os.path.join(pin, "plan.json"), plan.to_json())
             _write_file(os.path.join(pin, "meta.json"), json.dumps(asdict(meta)))
             return meta, plan
+        except nodehooks.HookFailed:
+            self.release(key, run_epilog=False)        # the prolog failed: nothing to undo
+            raise
         except BaseException:
-            self.release(key)
+            self.release(key, run_epilog=prolog_ran)
             raise
 
     def _build_and_pin(self, pin: str, plan: Plan, user: UserInfo) -> Plan:
@@ -280,11 +294,13 @@ class PinStore:
         finish_and_exec(plan, user, argv, cwd, environ)
 
     # -- release and gc ------------------------------------------------------------------
-    def release(self, key: str) -> bool:
-        """Unpin (the view dies with its last process), remove the pin. False if there was none."""
+    def release(self, key: str, run_epilog: bool = True) -> bool:
+        """Unpin (the view dies with its last process), run the environment's node epilog, remove
+        the pin. False if there was none."""
         pin = self.path(key)
         if not os.path.isdir(pin):
             return False
+        epilog = self._epilog(pin) if run_epilog else None
         target = os.path.join(pin, "mnt")
         if os.path.ismount(target) or _is_nsfs(target):
             try:
@@ -292,7 +308,9 @@ class PinStore:
             except SetupError as e:
                 if linux.errno_of(e) not in ("EINVAL", "ENOENT"):   # released meanwhile by another
                     raise
-        for name in ("mnt", "plan.json", "meta.json", "shim", "inputs", "userns"):
+        if epilog is not None:
+            nodehooks.run("epilog", *epilog)
+        for name in ("mnt", "plan.json", "meta.json", "shim", "inputs", "userns", "hooks.json", "hooks.released"):
             try:
                 os.unlink(os.path.join(pin, name))
             except FileNotFoundError:
@@ -302,6 +320,26 @@ class PinStore:
         except FileNotFoundError:
             return False
         return True
+
+    @staticmethod
+    def _epilog(pin: str) -> Optional[Tuple[List[str], Dict[str, str], float]]:
+        """(argv, env, timeout) of the pin's node epilog, from its plan and the prolog's
+        environment (root's files in the pin); None when it has none."""
+        try:
+            with open(os.path.join(pin, "plan.json")) as f:
+                ops = Plan.from_json(f.read()).ops
+            if not nodehooks.hooks_of(ops, "epilog"):
+                return None
+            # claimed by one release only (the job epilog and a step's exit may release at once)
+            os.rename(os.path.join(pin, "hooks.json"), os.path.join(pin, "hooks.released"))
+            with open(os.path.join(pin, "hooks.released")) as f:
+                env = json.loads(f.read())
+        except (OSError, ValueError):
+            return None
+        argv = list(nodehooks.hooks_of(ops, "epilog"))
+        if not argv or not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+            return None
+        return argv, dict(env, ENVSCHED_HOOK="epilog"), _hook_timeout(ops, "epilog")
 
     def stale(self) -> List[str]:
         """Pins whose owner process is gone (or was replaced by another with the same pid)."""
@@ -332,6 +370,12 @@ class PinStore:
             except (OSError, ValueError, TypeError):
                 out.append({"key": key, "broken": True})
         return out
+
+
+def _hook_timeout(ops: List[Dict[str, object]], kind: str) -> float:
+    op = next((o for o in ops if o.get("op") == f"node_{kind}"), {})
+    timeout = op.get("timeout")
+    return float(timeout) if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) else 300.0
 
 
 def _build_as_user(plan: Plan, user: UserInfo, keep: Tuple[int, int]) -> Dict[str, object]:

@@ -11,6 +11,9 @@ no file system access. The mount operations run in a new mount namespace staged 
   /newroot   a tmpfs that becomes the view's "/" (targets are relative to it)
 
 Operation kinds:
+  node_prolog, node_epilog {argv, timeout}   root's commands once per job per node, run by pin.py
+                                          before the view is built and after it is released
+                                          (nodehooks.py); nothing for the view itself
   image_holder {run_dir}                 an image from the store: cloned from the node's one
                                           mount of it (holders.py), not mounted per view
   user_image {name, selector}            a user's own image, found in their store (the plan's
@@ -203,6 +206,9 @@ def build_plan(policy: Policy, name: str, env: Optional[Environment], user: User
     site = policy.site
     root = "image" if env.kind in ("image", "user-image") or env.writable else "host"
     ops: List[Dict[str, Any]] = []
+    for kind, argv in (("prolog", env.node_prolog), ("epilog", env.node_epilog)):
+        if argv:                              # run by pin.py around the job's view (nodehooks.py)
+            ops.append({"op": f"node_{kind}", "argv": list(argv), "timeout": site.node_hook_timeout})
     if env.kind == "image" and env.image and digest:   # from the store: mounted once per node (holders.py)
         ops.append({"op": "image_holder", "run_dir": site.run_dir})
     if env.kind == "user-image":              # found in the user's store, as the user (userimage.py)

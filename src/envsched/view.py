@@ -378,8 +378,8 @@ def build_view(plan: Plan, unprivileged: bool = False) -> None:
     writable = ""
     for op in plan.mount_ops:
         kind = op["op"]
-        if kind in ("user_image", "image_holder"):
-            continue                                      # done before the build (userimage.py, holders.py)
+        if kind in ("user_image", "image_holder", "node_prolog", "node_epilog"):
+            continue                                      # done outside the build (userimage.py, holders.py, pin.py)
         if kind == "writable":
             writable = _op_writable(plan, op, resolved)
         elif kind == "env_dir":

@@ -18,7 +18,7 @@ if [ $# -ne 4 ]; then
 fi
 dest=$1 id=$2 version=$3 pretty=$4
 busybox=${BUSYBOX:-/bin/busybox}
-if ! "$busybox" true 2>/dev/null || ! "$busybox" --list | grep -qx sh; then
+if ! "$busybox" true 2>/dev/null || ! "$busybox" --list | grep -x sh >/dev/null; then
     echo "$0: need a static busybox at $busybox (apt-get install busybox-static)" >&2
     exit 69
 fi

@@ -44,7 +44,7 @@ def raw(text) -> Dict[str, Any]:
 # -- it validates, and the values are the ones the comments describe ------------------------
 def test_example_validates(policy):
     assert policy.source == str(EXAMPLE)
-    assert policy.names() == ["bookworm-ci", "deb12", "deb13", "rhel8-vasp", "sl6", "sl7"]
+    assert policy.names() == ["bookworm-ci", "deb12", "deb13", "mck-deb12", "rhel8-vasp", "sl6", "sl7"]
 
 
 def test_site_values(policy):

@@ -28,11 +28,11 @@ from envsched.policy.schema import build_policy
 SRC = "policy.toml"
 BAD_NAME = f"not a valid environment name ({NAME_RULE})"
 SITE_ALLOWED = ("allow_local, default, gpu_libraries, gpu_search_dirs, identity_files, image_dir, image_hold, "
-                "local_root, log_file, on_error, "
+                "local_root, log_file, node_hook_timeout, on_error, "
                 "pin_at_submit, run_dir, shared, user_file, user_file_timeout")
 ENV_ALLOWED = ("allow_accounts, allow_groups, allow_partitions, allow_users, binds, deny_groups, "
-               "deny_users, description, devices, dirs, enabled, env, gpus, gpus_required, image, kind, path, "
-               "version, writable")
+               "deny_users, description, devices, dirs, enabled, env, gpus, gpus_required, image, kind, "
+               "node_epilog, node_prolog, path, version, writable")
 
 
 def parse(text: str) -> Policy:

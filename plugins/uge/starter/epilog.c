@@ -5,7 +5,9 @@
  *   1. the job from our parent, the root sge_shepherd held by a pidfd (its cwd names the job, and
  *      the config execd wrote there must agree), as the starter does (job.c)
  *   2. run_dir and log_file from the starter's configuration beside us (uge-starter.conf)
- *   3. detach the pinned namespace (the view dies with its last process), remove the pin
+ *   3. detach the pinned namespace (the view dies with its last process), remove the pin; a pin
+ *      whose environment has a node epilog (its hooks.json) is released by the resolver instead,
+ *      which runs that hook (`envsched release`, nodehooks.py)
  *   4. one line to the admin log (log_file, same format as the resolver's) and to syslog
  *
  * It always exits 0: a failing epilog would put the whole queue in error. A pin it could not
@@ -22,8 +24,10 @@
 #include <unistd.h>
 
 #include "starter.h"
+#include "../../common/es_run.h"
 
-static const char *const pin_files[] = {"plan.json", "meta.json", "shim", "inputs", "userns", NULL};
+static const char *const pin_files[] = {"plan.json", "meta.json", "shim", "inputs", "userns", "hooks.json",
+                                        "hooks.released", NULL};
 
 static void admin_log(const struct es_conf *c, const char *line)
 {
@@ -68,6 +72,18 @@ int main(void)
     struct stat st;
     if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode))
         return 0;                               /* nothing pinned (or released already) */
+    snprintf(path, sizeof path, "%s/%s/hooks.json", conf.run_dir, job.key);
+    if (lstat(path, &st) == 0) {
+        /* node hooks: the resolver releases the pin and runs the environment's node epilog */
+        char *argv[] = {conf.resolver, "--policy", conf.policy, "release", "--key", job.key, "--quiet", NULL};
+        struct es_run r;
+        if (es_run(argv, 0, &r) != 0) {
+            snprintf(line, sizeof line, "event=failed step=release job=%s.%s key=%s reason=\"resolver exit %d\"",
+                     job.id, job.task, job.key, r.status);
+            admin_log(&conf, line);
+        }
+        return 0;
+    }
     snprintf(path, sizeof path, "%s/%s/mnt", conf.run_dir, job.key);
     if (umount2(path, MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT) {
         snprintf(line, sizeof line, "event=failed step=release job=%s.%s key=%s reason=\"umount2 %s: %s\"",

@@ -63,7 +63,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         if not reused and plan.mount_ops:
             started = time.monotonic()
             with logged_failure("prepare", ctx, decision.name, key=key):
-                _, plan = store.prepare(key, plan, ctx.user, owner)
+                _, plan = store.prepare(key, plan, ctx.user, owner, ctx.job)
             audit.log("prepared", job=ctx.job, user=ctx.user.name, env=decision.name, key=key, owner=owner,
                       digest=plan.digest or None, scheduler=ctx.scheduler,
                       setup_ms=round((time.monotonic() - started) * 1000))

@@ -69,6 +69,8 @@ class Environment:
     gpus_required: bool = True               # no GPU on the node: refuse (true) or build without (false)
     devices: Tuple[str, ...] = ()            # /dev paths or globs bound into the view
     host_devices: Optional[HostDevices] = None   # set at decision time (chosen.py, devices.py)
+    node_prolog: Tuple[str, ...] = ()        # root's command (argv) once per job per node before the first task
+    node_epilog: Tuple[str, ...] = ()        # and after the last (nodehooks.py)
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,7 @@ class Site:
     image_dir: str = DEFAULT_IMAGE_DIR       # the admins' image store
     pin_at_submit: bool = True               # a job runs the version current when it was submitted
     image_hold: float = 600.0                # seconds a node keeps an image mounted after its last job
+    node_hook_timeout: float = 300.0         # seconds a node_prolog / node_epilog may take
     gpu_libraries: str = DEFAULT_GPU_LIBRARIES   # the list of driver libraries and tools (devices.py)
     gpu_search_dirs: Tuple[str, ...] = ()    # searched before the loader's cache and the system bin dirs
 

@@ -36,11 +36,11 @@ KeyPath = Tuple[object, ...]
 
 SITE_KEYS = {"default", "on_error", "user_file", "shared", "identity_files", "local_root",
              "allow_local", "run_dir", "log_file", "user_file_timeout", "image_dir", "pin_at_submit", "image_hold",
-             "gpu_libraries", "gpu_search_dirs"}
+             "gpu_libraries", "gpu_search_dirs", "node_hook_timeout"}
 DEFAULTS_KEYS = {"groups", "partitions", "queues", "accounts"}
 ENV_KEYS = {"path", "kind", "description", "enabled", "dirs", "binds", "env", "allow_users",
             "allow_groups", "allow_accounts", "allow_partitions", "deny_users", "deny_groups",
-            "image", "writable", "version", "gpus", "gpus_required", "devices"}
+            "image", "writable", "version", "gpus", "gpus_required", "devices", "node_prolog", "node_epilog"}
 USER_IMAGES_KEYS = {"enabled", "allow_users", "allow_groups", "deny_users", "deny_groups", "allow_partitions",
                     "allow_accounts", "store", "max_size", "dirs", "binds", "env", "writable"}
 ENV_OPS_KEYS = {"set", "prepend", "append", "unset"}
@@ -233,7 +233,19 @@ def _environment(c: _Checker, name: str, data: Any) -> Environment:
         gpus=c.one_of(t.get("gpus", ""), path + ("gpus",), GPUS),
         gpus_required=c.boolean(t.get("gpus_required", True), path + ("gpus_required",)),
         devices=c.strings(t.get("devices", []), path + ("devices",), c.device),
+        node_prolog=_hook(c, t.get("node_prolog", []), path + ("node_prolog",)),
+        node_epilog=_hook(c, t.get("node_epilog", []), path + ("node_epilog",)),
     )
+
+
+def _hook(c: _Checker, data: Any, path: KeyPath) -> Tuple[str, ...]:
+    """A node hook: [] (none) or an argv whose program is an absolute path (run as root)."""
+    if not isinstance(data, list):
+        raise c.fail(path, "must be a list: the program (an absolute path) and its arguments", data)
+    argv = tuple(c.string(v, path + (i,)) for i, v in enumerate(data))
+    if argv:
+        c.abspath(argv[0], path + (0,))
+    return argv
 
 
 def _image_ref(c: _Checker, data: Any, path: KeyPath) -> str:
@@ -315,6 +327,7 @@ def _site(c: _Checker, data: Any) -> Site:
         pin_at_submit=c.boolean(t.get("pin_at_submit", True), p + ("pin_at_submit",)),
         gpu_libraries=c.abspath(t.get("gpu_libraries", DEFAULT_GPU_LIBRARIES), p + ("gpu_libraries",)),
         gpu_search_dirs=c.strings(t.get("gpu_search_dirs", []), p + ("gpu_search_dirs",), c.abspath),
+        node_hook_timeout=c.number(t.get("node_hook_timeout", 300), p + ("node_hook_timeout",), MAX_TIMEOUT),
         image_hold=(0.0 if t.get("image_hold", 600) == 0
                     else c.number(t.get("image_hold", 600), p + ("image_hold",), MAX_TIMEOUT)),
     )
