@@ -177,3 +177,22 @@ def payload_lines(text: str) -> Dict[str, str]:
         if eq and re.fullmatch(r"[A-Z_]+", key):
             out[key] = value.strip('"')
     return out
+
+
+RECORDING_HOOK = """#!/bin/sh
+# a stand-in node hook (McKernel's boot and shutdown): one file per run, what it was given
+echo "$ENVSCHED_HOOK $ENVSCHED_KEY $ENVSCHED_JOB $ENVSCHED_USER cpus=$ENVSCHED_CPUS" > {dir}/$ENVSCHED_HOOK-$ENVSCHED_KEY-$$
+exit {code}
+"""
+
+
+def recording_hooks(top: Path, exits: Dict[str, int]) -> Path:
+    """Scripts `top`/NAME exiting with `exits`[NAME], each recording its run as a file in
+    `top`/records ("HOOK KEY JOB USER cpus=LIST"); returns the records directory."""
+    records = top / "records"
+    top.mkdir(mode=0o755)
+    records.mkdir(mode=0o755)
+    for name, code in exits.items():
+        (top / name).write_text(RECORDING_HOOK.format(dir=records, code=code))
+        (top / name).chmod(0o755)
+    return records

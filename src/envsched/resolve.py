@@ -66,47 +66,54 @@ class Refusal:
 Outcome = Union[Decision, Refusal]
 
 
+@dataclass(frozen=True)
+class _Wording:
+    """How a refusal by one set of access rules reads (an environment's, or [user_images])."""
+    disabled: str
+    user: str                 # .format(user)
+    group: str                # .format(group)
+    restricted: str
+    prefix: str = ""          # before "not allowed for account/in partition ..."
+
+
+ENVIRONMENT_WORDS = _Wording("disabled by the site", "user {} is denied", "group {} is denied",
+                             "restricted to other users or groups")
+USER_IMAGE_WORDS = _Wording("this site does not run users' own images", "user {} may not run their own images",
+                            "group {} may not run its own images",
+                            "users' own images are restricted to other users or groups", "users' own images are ")
+
+
+def _denial(rules: Union[Environment, UserImages], req: Request, identity_only: bool, w: _Wording) -> Optional[str]:
+    """The access rules both environments and [user_images] have, in one order: enabled, deny
+    lists, allow lists, then (unless `identity_only`) accounts and partitions."""
+    if not rules.enabled:
+        return w.disabled
+    if req.user in rules.deny_users:
+        return w.user.format(req.user)
+    denied = [g for g in req.groups if g in rules.deny_groups]
+    if denied:
+        return w.group.format(denied[0])
+    if (rules.allow_users or rules.allow_groups) and req.user not in rules.allow_users \
+            and not any(g in rules.allow_groups for g in req.groups):
+        return w.restricted
+    if identity_only:
+        return None
+    if rules.allow_accounts and req.account not in rules.allow_accounts:
+        return f"{w.prefix}not allowed for account {show(req.account) if req.account else '(none)'}"
+    if rules.allow_partitions and req.partition not in rules.allow_partitions:
+        return f"{w.prefix}not allowed in partition {show(req.partition) if req.partition else '(none)'}"
+    return None
+
+
 def denial_reason(env: Environment, req: Request, identity_only: bool = False) -> Optional[str]:
     """Why this user/job may not use `env`, or None if allowed. `identity_only` ignores the
     account and partition rules (for a choice made outside any job, e.g. `chos set`)."""
-    if not env.enabled:
-        return "disabled by the site"
-    if req.user in env.deny_users:
-        return f"user {req.user} is denied"
-    denied = [g for g in req.groups if g in env.deny_groups]
-    if denied:
-        return f"group {denied[0]} is denied"
-    if env.allow_users or env.allow_groups:
-        if req.user not in env.allow_users and not any(g in env.allow_groups for g in req.groups):
-            return "restricted to other users or groups"
-    if identity_only:
-        return None
-    if env.allow_accounts and req.account not in env.allow_accounts:
-        return f"not allowed for account {show(req.account) if req.account else '(none)'}"
-    if env.allow_partitions and req.partition not in env.allow_partitions:
-        return f"not allowed in partition {show(req.partition) if req.partition else '(none)'}"
-    return None
+    return _denial(env, req, identity_only, ENVIRONMENT_WORDS)
 
 
 def user_image_denial(ui: UserImages, req: Request, identity_only: bool = False) -> Optional[str]:
     """Why this user/job may not run an image of their own ([user_images]), or None."""
-    if not ui.enabled:
-        return "this site does not run users' own images"
-    if req.user in ui.deny_users:
-        return f"user {req.user} may not run their own images"
-    denied = [g for g in req.groups if g in ui.deny_groups]
-    if denied:
-        return f"group {denied[0]} may not run its own images"
-    if (ui.allow_users or ui.allow_groups) and req.user not in ui.allow_users \
-            and not any(g in ui.allow_groups for g in req.groups):
-        return "users' own images are restricted to other users or groups"
-    if identity_only:
-        return None
-    if ui.allow_accounts and req.account not in ui.allow_accounts:
-        return f"users' own images are not allowed for account {show(req.account) if req.account else '(none)'}"
-    if ui.allow_partitions and req.partition not in ui.allow_partitions:
-        return f"users' own images are not allowed in partition {show(req.partition) if req.partition else '(none)'}"
-    return None
+    return _denial(ui, req, identity_only, USER_IMAGE_WORDS)
 
 
 def user_image_environment(ui: UserImages, request: EnvRequest) -> Environment:

@@ -9,14 +9,9 @@ import time
 import pytest
 
 from spanksite import policy_text
+from testlib import recording_hooks
 
 pytestmark = pytest.mark.slurm
-
-RECORD = """#!/bin/sh
-echo "$ENVSCHED_HOOK $ENVSCHED_KEY $ENVSCHED_JOB $ENVSCHED_USER cpus=$ENVSCHED_CPUS" > {dir}/$ENVSCHED_HOOK-$ENVSCHED_KEY-$$
-exit {code}
-"""
-
 
 @pytest.fixture(autouse=True)
 def views_released(site):
@@ -28,12 +23,7 @@ def views_released(site):
 def hooked(site):
     root = site.cluster.dir
     top = root / "hooks"
-    records = top / "records"
-    top.mkdir(mode=0o755)
-    records.mkdir(mode=0o755)
-    for name, code in (("boot", 0), ("shutdown", 0), ("broken-boot", 7)):
-        (top / name).write_text(RECORD.format(dir=records, code=code))
-        (top / name).chmod(0o755)
+    records = recording_hooks(top, {"boot": 0, "shutdown": 0, "broken-boot": 7})
     original = site.policy.read_text()
     site.policy.write_text(policy_text(root, site.run_dir, site.trees, extra_environments=f"""
 [environments.mck]

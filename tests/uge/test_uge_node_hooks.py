@@ -10,24 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from testlib import recording_hooks
+
 pytestmark = pytest.mark.uge
-
-RECORD = """#!/bin/sh
-echo "$ENVSCHED_HOOK $ENVSCHED_KEY $ENVSCHED_USER" > {dir}/$ENVSCHED_HOOK-$ENVSCHED_KEY-$$
-exit {code}
-"""
-
 
 @pytest.fixture(scope="module")
 def hooked(uge_site):
     root = uge_site.cluster.dir
     top = root / "hooks"
-    records = top / "records"
-    top.mkdir(mode=0o755)
-    records.mkdir(mode=0o755)
-    for name, code in (("boot", 0), ("shutdown", 0), ("broken-boot", 7)):
-        (top / name).write_text(RECORD.format(dir=records, code=code))
-        (top / name).chmod(0o755)
+    records = recording_hooks(top, {"boot": 0, "shutdown": 0, "broken-boot": 7})
     original = uge_site.policy.read_text()
     tree = next(iter(uge_site.trees.values()))
     uge_site.policy.write_text(original + f"""
@@ -57,7 +48,7 @@ def test_prolog_and_epilog_once_per_job(uge_site, uge_user, hooked):
         time.sleep(0.2)
     runs = sorted(p.read_text().split()[0] for p in hooked.glob(f"*-uge-{job}*"))
     assert runs == ["epilog", "prolog"]
-    assert all(p.read_text().split()[2] == uge_user.pw_name for p in hooked.glob(f"*-uge-{job}*"))
+    assert all(p.read_text().split()[3] == uge_user.pw_name for p in hooked.glob(f"*-uge-{job}*"))
 
 
 def test_a_failing_prolog_refuses_the_job(uge_site, uge_user, hooked):
