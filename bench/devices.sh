@@ -12,4 +12,4 @@ if [ -z "$tree" ]; then
     "$here/../tests/envs/build-mini-env.sh" "$tmp/tree" debian 12 "Debian 12 (mini)" >/dev/null
     tree=$tmp/tree
 fi
-exec "$py" "$here/devices_bench.py" "$tree"
+"$py" "$here/devices_bench.py" "$tree"      # not exec: the EXIT trap removes the tree
