@@ -70,22 +70,12 @@ def parse_list(text: str) -> Tuple[List[str], List[str], List[str]]:
 def read_list(path: str) -> Tuple[List[str], List[str], List[str]]:
     """The site's list, read only when root's and not writable by others (as the policy is)."""
     from .errors import PolicyError
-    from .policy.load import check_trusted_path
+    from .policy.load import check_trusted_path, read_small_file
     try:
         check_trusted_path(path, "GPU library list")
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return [], [], [f"site.gpu_libraries {path}: not a regular file"]
-            data = os.read(fd, MAX_LIST + 1)
-        finally:
-            os.close(fd)
+        data = read_small_file(path, MAX_LIST)
     except PolicyError as e:
         return [], [], [f"site.gpu_libraries {e.message}"]
-    except OSError as e:
-        return [], [], [f"site.gpu_libraries {path}: {e.strerror}"]
-    if len(data) > MAX_LIST:
-        return [], [], [f"site.gpu_libraries {path}: larger than {MAX_LIST} bytes"]
     libs, tools, problems = parse_list(data.decode("utf-8", "replace"))
     return libs, tools, [f"site.gpu_libraries {path}: {p}" for p in problems]
 

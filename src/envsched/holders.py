@@ -29,6 +29,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from . import linux
 from .errors import EnvironmentBroken, SetupError
+from .pin import is_mounted_here   # a holder is a namespace bind, as a pin's mnt
 
 HOLD_DIR = ".images"
 IMAGE_AT = "/tmp/envsched-image"       # where a holder's namespace has the image (its own tmpfs at /tmp)
@@ -52,7 +53,7 @@ class Holders:
         mount namespace (a namespace file is bound onto a file only from there)."""
         from .pin import _secure_dir, make_private_if_shared, pin_namespace
         target = self.path(digest)
-        if _is_held(target):
+        if is_mounted_here(target):
             return target
         _secure_dir(self.run_dir, 0o700)
         _secure_dir(self.dir, 0o700)
@@ -60,7 +61,7 @@ class Holders:
         lock = os.open(target + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)           # another job of the same image: one holder
-            if not _is_held(target):
+            if not is_mounted_here(target):
                 pin_namespace(target, lambda keep: _hold(blob))
             self.touch(digest)
         finally:
@@ -103,7 +104,7 @@ class Holders:
         except FileNotFoundError:
             return out
         for name in names:
-            if len(name) == 64 and _is_held(os.path.join(self.dir, name)):
+            if len(name) == 64 and is_mounted_here(os.path.join(self.dir, name)):
                 try:
                     out["sha256:" + name] = os.stat(os.path.join(self.dir, name + ".used")).st_mtime
                 except OSError:
@@ -113,7 +114,7 @@ class Holders:
     def release(self, digest: str) -> bool:
         target = self.path(digest)
         released = False
-        if _is_held(target):
+        if is_mounted_here(target):
             try:
                 linux.umount2(target, linux.MNT_DETACH)
                 released = True
@@ -139,15 +140,6 @@ class Holders:
             if self.release(digest):
                 out.append(digest)
         return out
-
-
-def _is_held(path: str) -> bool:
-    """Is `path` a namespace bind (a live holder)? Its mountinfo line, as for pins."""
-    try:
-        with open("/proc/self/mountinfo") as f:
-            return any(line.split()[4] == path for line in f)
-    except OSError:
-        return False
 
 
 def _hold(blob: str) -> Dict[str, object]:

@@ -302,7 +302,7 @@ class PinStore:
             return False
         epilog = self._epilog(pin) if run_epilog else None
         target = os.path.join(pin, "mnt")
-        if os.path.ismount(target) or _is_nsfs(target):
+        if os.path.ismount(target) or is_mounted_here(target):
             try:
                 linux.umount2(target, linux.MNT_DETACH)
             except SetupError as e:
@@ -473,7 +473,9 @@ def _age(path: str) -> float:
         return 0.0
 
 
-def _is_nsfs(path: str) -> bool:
+def is_mounted_here(path: str) -> bool:
+    """Is `path` a mount point in our namespace (a namespace file bound there: a pin's mnt, an
+    image holder)? Its mountinfo line; os.path.ismount does not see binds of namespace files."""
     try:
         with open("/proc/self/mountinfo") as f:
             return any(line.split()[4] == path for line in f)

@@ -5,6 +5,7 @@ attack surface). Instead, everything here runs as the user, in a user namespace 
 that maps only their uid and gid:
 
   1. unshare(CLONE_NEWUSER)        the caller becomes "root" of a namespace mapping only itself
+                                   (view.py: enter_user_namespace)
   2. open /dev/fuse                in that namespace (the kernel ties the FUSE connection to it)
   3. fork the server, gated        squashfuse, as the user, with no_new_privs, outside the view's
                                    mount namespace (so it never keeps the view alive) and with
@@ -50,20 +51,6 @@ def find_user_image(plan: Plan) -> Tuple[str, str, Tuple[str, ...], str]:
     rec = store.lookup(op["name"], op.get("selector") or None)
     store.check_unchanged(rec)
     return rec.path, rec.digest, tuple(rec.env), rec.workdir
-
-
-def enter_user_namespace() -> None:
-    """Step 1: a user namespace mapping only the caller's uid and gid to themselves."""
-    uid, gid = os.getuid(), os.getgid()
-    linux.unshare(linux.CLONE_NEWUSER)
-    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1\n"), ("gid_map", f"{gid} {gid} 1\n")):
-        fd = os.open(f"/proc/self/{name}", os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, text.encode())
-        except OSError as e:
-            raise SetupError(f"writing /proc/self/{name} failed: {e.strerror} (errno {e.errno})") from e
-        finally:
-            os.close(fd)
 
 
 class FuseServer:

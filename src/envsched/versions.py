@@ -354,28 +354,15 @@ class StampBook:
         if self.trusted:
             from .policy.load import check_trusted_path
             check_trusted_path(path, what="stamp file")
+        from .policy.load import read_small_file
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return []
-        except OSError as e:
-            raise PolicyError(f"{path}: cannot open: {e.strerror}") from None
+            raw = read_small_file(path, MAX_STAMP_FILE_BYTES)
+        except PolicyError as e:
+            if isinstance(e.__cause__, FileNotFoundError):
+                return []                                   # removed since lexists
+            raise
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise PolicyError(f"{path}: not a regular file")
-            if st.st_size > MAX_STAMP_FILE_BYTES:
-                raise PolicyError(f"{path}: larger than {MAX_STAMP_FILE_BYTES} bytes")
-            chunks = []
-            while True:
-                chunk = os.read(fd, 1 << 16)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        finally:
-            os.close(fd)
-        try:
-            data = json.loads(b"".join(chunks))
+            data = json.loads(raw)
             if not isinstance(data, dict) or set(data) != {"format", "environment", "stamps"}:
                 raise ValueError("not an object with the keys format, environment, stamps")
             if data["format"] != STAMP_FILE_FORMAT:

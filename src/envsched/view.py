@@ -53,16 +53,20 @@ def _write(path: str, text: str) -> None:
         os.close(fd)
 
 
-def unshare_mount_ns(unprivileged: bool) -> None:
-    """Step 1. Unprivileged: a user namespace mapping only the caller's uid/gid to themselves."""
-    if not unprivileged:
-        linux.unshare(linux.CLONE_NEWNS)
-        return
+def enter_user_namespace() -> None:
+    """A user namespace mapping only the caller's uid and gid to themselves (setgroups denied)."""
     uid, gid = os.getuid(), os.getgid()
-    linux.unshare(linux.CLONE_NEWUSER | linux.CLONE_NEWNS)
+    linux.unshare(linux.CLONE_NEWUSER)
     _write("/proc/self/setgroups", "deny")
     _write("/proc/self/uid_map", f"{uid} {uid} 1\n")
     _write("/proc/self/gid_map", f"{gid} {gid} 1\n")
+
+
+def unshare_mount_ns(unprivileged: bool) -> None:
+    """Step 1 (an image entered as the user puts its FUSE server between the two: build_view)."""
+    if unprivileged:
+        enter_user_namespace()
+    linux.unshare(linux.CLONE_NEWNS)
 
 
 def _mkdir(path: str) -> None:
@@ -351,7 +355,7 @@ def build_view(plan: Plan, unprivileged: bool = False) -> None:
         from .holders import Holders           # from the host's namespace, before ours is made
         holder = Holders(held["run_dir"]).open(plan.source, plan.digest)
     if plan.kind == "user-image" or (unprivileged and plan.kind == "image" and not os.path.isdir(plan.source)):
-        from .userimage import FuseServer, enter_user_namespace
+        from .userimage import FuseServer
         if os.geteuid() == 0 and plan.kind == "user-image":
             raise SetupError("a user's own image is entered as the user, never as root")
         enter_user_namespace()

@@ -22,6 +22,7 @@ from .jobargs import require_root
 
 if TYPE_CHECKING:
     from ..images.store import ImageRecord, ImageStore
+    from ..policy.model import Policy
 
 # the formats of images/store.py (FORMATS), here without importing it: every resolver run builds
 # this parser, and a job start must not pay for the image tools' imports
@@ -38,12 +39,20 @@ def _store(args: argparse.Namespace) -> "ImageStore":
     return ImageStore(getattr(policy.site, "image_dir", DEFAULT_IMAGE_DIR) or DEFAULT_IMAGE_DIR)
 
 
+def _policy_if_any(args: argparse.Namespace) -> "Optional[Policy]":
+    """The policy, also with --store, unless no policy was named and none is installed (a store
+    handled on its own, e.g. on a build host)."""
+    if args.store and getattr(args, "policy", None) is None and not os.path.exists(DEFAULT_POLICY):
+        return None
+    return policy_from(args)
+
+
 def _protected(args: argparse.Namespace) -> List[str]:
     """The digests the policy pins (`image = "NAME@sha256:..."`): never removed. Read from the
     policy even with --store, unless no policy was named and none is installed."""
-    if args.store and getattr(args, "policy", None) is None and not os.path.exists(DEFAULT_POLICY):
+    policy = _policy_if_any(args)
+    if policy is None:
         return []
-    policy = policy_from(args)
     out = []
     store = None
     for env in policy.environments.values():
@@ -128,10 +137,11 @@ def print_rows(rows: List[Tuple["ImageRecord", bool]], marks: bool) -> None:
 def _let_go_of_held(args: argparse.Namespace, digests: Optional[List[str]]) -> None:
     """The node's own mounts of these images (all with None) that no job uses (holders.py): let
     go of them first, so that only a running job's view keeps an image in use."""
-    if args.store and getattr(args, "policy", None) is None and not os.path.exists(DEFAULT_POLICY):
+    policy = _policy_if_any(args)
+    if policy is None:
         return
     from ..holders import Holders, digests_in_use
-    run_dir = policy_from(args).site.run_dir
+    run_dir = policy.site.run_dir
     if os.path.isdir(Holders(run_dir).dir):
         Holders(run_dir).release_idle(digests_in_use(run_dir), 0.0, only=digests)
 

@@ -55,7 +55,10 @@ def check_trusted_path(path: str, what: str = "policy") -> None:
             current = os.path.dirname(current)
 
 
-def read_policy_text(path: str) -> str:
+def read_small_file(path: str, limit: int) -> bytes:
+    """A regular file of at most `limit` bytes, read without blocking on a FIFO and without
+    becoming a controlling terminal; PolicyError naming the file otherwise (the policy, the
+    stamps next to it, the GPU driver list: files root reads that only root may write)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
@@ -64,16 +67,21 @@ def read_policy_text(path: str) -> str:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise PolicyError(f"{path}: not a regular file")
-        if st.st_size > MAX_POLICY_BYTES:
-            raise PolicyError(f"{path}: larger than {MAX_POLICY_BYTES} bytes")
+        if st.st_size > limit:
+            raise PolicyError(f"{path}: larger than {limit} bytes")
         data = b""
-        while len(data) <= MAX_POLICY_BYTES:
+        while len(data) <= limit:
             chunk = os.read(fd, 65536)
             if not chunk:
                 break
             data += chunk
     finally:
         os.close(fd)
+    return data
+
+
+def read_policy_text(path: str) -> str:
+    data = read_small_file(path, MAX_POLICY_BYTES)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
