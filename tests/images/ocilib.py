@@ -96,6 +96,22 @@ def build_all(work: Path) -> Images:
                   work / "rootfs.tar.gz", work / "tree.sqfs", ref_digest(work / "layout", "v1"))
 
 
+def crafted_user_squashfs(tree: Path, work: Path, sqfs: Path, pw) -> None:
+    """As crafted as a user can make one: `tree` copied to `work` (the user's), a setuid-root
+    busybox at /opt/suid/busybox, PRETTY_NAME "my own (mini)", made into `sqfs` by the user `pw`
+    with `mksquashfs -all-root` (every file claims to be root's). Raises if mksquashfs fails."""
+    subprocess.run(["cp", "-a", str(tree), str(work)], check=True)
+    (work / "opt" / "suid").mkdir()
+    shutil.copy2(work / "usr" / "bin" / "busybox", work / "opt" / "suid" / "busybox")
+    (work / "opt" / "suid" / "busybox").chmod(0o4755)
+    (work / "etc" / "os-release").write_text('PRETTY_NAME="my own (mini)"\n')
+    subprocess.run(["chown", "-R", f"{pw.pw_uid}:{pw.pw_gid}", str(work)], check=True)
+    r = subprocess.run(["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "mksquashfs",
+                        str(work), str(sqfs), "-all-root", "-quiet", "-no-progress"], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"mksquashfs as {pw.pw_name} failed: {r.stderr}")
+
+
 if __name__ == "__main__":
     import sys
     imgs = build_all(Path(sys.argv[1]))

@@ -161,19 +161,9 @@ def test_a_users_own_image_through_the_plugin(site, slurm_user, home, images):
     the setuid-root program the user put in it runs as the user."""
     user = slurm_user.pw_name
     work = home / "img-work"
-    subprocess.run(["cp", "-a", str(images["imgs"].tree), str(work)], check=True)
-    (work / "opt" / "suid").mkdir()
-    shutil.copy2(work / "usr" / "bin" / "busybox", work / "opt" / "suid" / "busybox")
-    (work / "opt" / "suid" / "busybox").chmod(0o4755)
-    (work / "etc" / "os-release").write_text('PRETTY_NAME="my own (mini)"\n')
-    subprocess.run(["chown", "-R", f"{slurm_user.pw_uid}:{slurm_user.pw_gid}", str(work)], check=True)
     sqfs = home / "mine.sqfs"
     try:
-        # a squashfs whose files claim to be root's: as crafted as a user can make it
-        r = subprocess.run(["setpriv", f"--reuid={slurm_user.pw_uid}", f"--regid={slurm_user.pw_gid}",
-                            "--init-groups", "mksquashfs", str(work), str(sqfs), "-all-root", "-quiet",
-                            "-no-progress"], capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr
+        ocilib.crafted_user_squashfs(images["imgs"].tree, work, sqfs, slurm_user)
         r = run_tool("chos", ["--policy", str(site.policy), "image", "import", str(sqfs), "mine"], user=user)
         assert r.returncode == 0, r.stderr
         digest = r.stdout.split()[1]

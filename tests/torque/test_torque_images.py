@@ -62,16 +62,7 @@ def images(site_dir, test_user, user_fuse):
     try:
         v1 = envsched("image", "import", str(imgs.docker_archive), "ci").split()[1]
         v2 = envsched("image", "import", "--tag", "v2", str(imgs.multi), "ci").split()[1]
-        subprocess.run(["cp", "-a", str(imgs.tree), str(mine)], check=True)
-        (mine / "opt" / "suid").mkdir()
-        shutil.copy2(mine / "usr" / "bin" / "busybox", mine / "opt" / "suid" / "busybox")
-        (mine / "opt" / "suid" / "busybox").chmod(0o4755)
-        (mine / "etc" / "os-release").write_text('PRETTY_NAME="my own (mini)"\n')
-        subprocess.run(["chown", "-R", f"{test_user.pw_uid}:{test_user.pw_gid}", str(mine)], check=True)
-        r = subprocess.run(["setpriv", f"--reuid={test_user.pw_uid}", f"--regid={test_user.pw_gid}", "--init-groups",
-                            "mksquashfs", str(mine), str(sqfs), "-all-root", "-quiet", "-no-progress"],
-                           capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr
+        ocilib.crafted_user_squashfs(imgs.tree, mine, sqfs, test_user)
         r = run_tool("chos", ["--policy", str(policy), "image", "import", str(sqfs), "mine"], user=test_user.pw_name)
         assert r.returncode == 0, r.stderr
         yield {"v1": v1, "v2": v2, "mine": r.stdout.split()[1], "store": store, "policy": policy}

@@ -165,17 +165,8 @@ def user_image(uge_user, images, uge_site):
     user = uge_user
     home = Path(user.pw_dir)
     work, sqfs = home / "img-work", home / "mine.sqfs"
-    subprocess.run(["cp", "-a", str(images["imgs"].tree), str(work)], check=True)
     try:
-        (work / "opt" / "suid").mkdir()
-        shutil.copy2(work / "usr" / "bin" / "busybox", work / "opt" / "suid" / "busybox")
-        (work / "opt" / "suid" / "busybox").chmod(0o4755)
-        (work / "etc" / "os-release").write_text('PRETTY_NAME="my own (mini)"\n')
-        subprocess.run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", str(work)], check=True)
-        r = subprocess.run(["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups",
-                            "mksquashfs", str(work), str(sqfs), "-all-root", "-quiet", "-no-progress"],
-                           capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr
+        ocilib.crafted_user_squashfs(images["imgs"].tree, work, sqfs, user)
         r = run_tool("chos", ["--policy", str(uge_site.policy), "image", "import", str(sqfs), "mine"],
                      user=user.pw_name)
         assert r.returncode == 0, r.stderr
