@@ -14,6 +14,8 @@ Operation kinds:
   node_prolog, node_epilog {argv, timeout}   root's commands once per job per node, run by pin.py
                                           before the view is built and after it is released
                                           (nodehooks.py); nothing for the view itself
+  namespaces {pid, ipc, uts, hostname}   isolation namespaces made with the view and pinned beside it
+                                          (pin.py): joiners enter them; "pid" gets an init of its own
   image_holder {run_dir}                 an image from the store: cloned from the node's one
                                           mount of it (holders.py), not mounted per view
   user_image {name, selector}            a user's own image, found in their store (the plan's
@@ -37,6 +39,8 @@ Operation kinds:
   pivot_root {}                           the view becomes "/", staging and host detached
   chdir     {candidates}                  first that exists in the view
   env       {action, name, value}         set | prepend | append | unset
+  launcher  {argv}                        every task's payload runs as argv + the payload's argv, the
+                                          launcher's program resolved in the view
 """
 from __future__ import annotations
 
@@ -48,7 +52,7 @@ from .identity import UserInfo
 from .loginenv import PROFILE_DIR, SNIPPET_NAME
 from .names import LOCAL
 from .devices import VIEW_BIN, VIEW_LIB
-from .policy.model import Environment, HostDevices, Mount, Policy
+from .policy.model import NAMESPACES, Environment, HostDevices, Mount, Policy
 
 PLAN_VERSION = 1
 
@@ -75,7 +79,17 @@ class Plan:
     @property
     def process_ops(self) -> List[Dict[str, Any]]:
         """The part applied by every process entering the view (chdir, env)."""
-        return [op for op in self.ops if op["op"] in ("chdir", "env")]
+        return [op for op in self.ops if op["op"] in ("chdir", "env", "launcher")]
+
+    @property
+    def launcher(self) -> List[str]:
+        """The argv every task's payload runs through ([] for none)."""
+        return next((list(op["argv"]) for op in self.ops if op["op"] == "launcher"), [])
+
+    @property
+    def namespaces(self) -> Dict[str, Any]:
+        """The isolation namespaces op ({} for none)."""
+        return next((op for op in self.mount_ops if op["op"] == "namespaces"), {})
 
     def to_json(self) -> str:
         return json.dumps({"version": PLAN_VERSION, **asdict(self)}, indent=1, sort_keys=True)
@@ -115,6 +129,11 @@ def _well_formed(op: Any) -> bool:
         action, value = op.get("action"), op.get("value")
         return (action in ("set", "prepend", "append", "unset") and isinstance(op.get("name"), str)
                 and (isinstance(value, str) or (action == "unset" and value is None)))
+    if op["op"] == "launcher":
+        argv = op.get("argv")
+        return isinstance(argv, list) and bool(argv) and all(isinstance(a, str) and a for a in argv)
+    if op["op"] == "namespaces":
+        return all(isinstance(op.get(n), bool) for n in NAMESPACES) and isinstance(op.get("hostname"), str)
     return True
 
 
@@ -209,6 +228,9 @@ def build_plan(policy: Policy, name: str, env: Optional[Environment], user: User
     for kind, argv in (("prolog", env.node_prolog), ("epilog", env.node_epilog)):
         if argv:                              # run by pin.py around the job's view (nodehooks.py)
             ops.append({"op": f"node_{kind}", "argv": list(argv), "timeout": site.node_hook_timeout})
+    if env.namespaces:                        # made with the view, pinned beside it (pin.py)
+        ops.append({"op": "namespaces", **{n: n in env.namespaces for n in NAMESPACES},
+                    "hostname": env.hostname})
     if env.kind == "image" and env.image and digest:   # from the store: mounted once per node (holders.py)
         ops.append({"op": "image_holder", "run_dir": site.run_dir})
     if env.kind == "user-image":              # found in the user's store, as the user (userimage.py)
@@ -235,4 +257,6 @@ def build_plan(policy: Policy, name: str, env: Optional[Environment], user: User
     ops.append({"op": "remount", "target": "/", "ro": True, "nosuid": True, "nodev": True,
                 "recursive": False, "required": True})
     ops.append({"op": "pivot_root"})
+    if env.launcher:
+        tail.append({"op": "launcher", "argv": list(env.launcher)})
     return Plan(name, env.kind, env.path, ops + tail, digest)

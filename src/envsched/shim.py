@@ -17,6 +17,8 @@ the protocol can grow.
   env unset NAME
   home PATH                 chdir fallback when the job's cwd is not in the view
   digest DIGEST             the version's identity (also in CHOS_DIGEST), when it has one
+  launcher ARG              one line per argument, in order: every task's payload runs as
+                            launcher ARGs + its own argv (the program is looked up in the view)
   userns 1                  the view is the user's own (a user image), for the log: every joiner
                             asks the kernel who owns the namespace (es_foreign_userns) and joins
                             such a view as the user, privileges dropped first
@@ -40,6 +42,7 @@ def shim_lines(decision: Decision, plan: Plan, key: Optional[str], pin: Optional
         if op["op"] == "env":
             tail = "" if op["action"] == "unset" else f" {op['value']}"
             out.append(f"env {op['action']} {op['name']}{tail}")
+    out += [f"launcher {arg}" for arg in plan.launcher]
     out.append(f"home {user.home}")
     if plan.digest:
         out.append(f"digest {plan.digest}")

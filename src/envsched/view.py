@@ -382,7 +382,7 @@ def build_view(plan: Plan, unprivileged: bool = False) -> None:
     writable = ""
     for op in plan.mount_ops:
         kind = op["op"]
-        if kind in ("user_image", "image_holder", "node_prolog", "node_epilog"):
+        if kind in ("user_image", "image_holder", "node_prolog", "node_epilog", "namespaces"):
             continue                                      # done outside the build (userimage.py, holders.py, pin.py)
         if kind == "writable":
             writable = _op_writable(plan, op, resolved)
@@ -410,3 +410,20 @@ def build_view(plan: Plan, unprivileged: bool = False) -> None:
             os.chdir("/")
         else:
             raise SetupError(f"unknown plan operation {kind!r}")
+    # 8. the launcher every task runs through must be a program of the view's
+    if plan.launcher:
+        check_launcher(plan)
+
+
+def check_launcher(plan: Plan) -> None:
+    """The plan's launcher is an executable regular file in the view ("/" is the view): else the
+    environment is broken, and says so before any task runs."""
+    program = plan.launcher[0]
+    try:
+        st = os.stat(program)
+    except OSError as e:
+        raise EnvironmentBroken(f"the launcher {program} of environment {plan.environment} is not in it "
+                                f"({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o111:
+        raise EnvironmentBroken(f"the launcher {program} of environment {plan.environment} is not an "
+                                "executable file")

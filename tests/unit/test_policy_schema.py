@@ -31,8 +31,8 @@ SITE_ALLOWED = ("allow_local, default, gpu_libraries, gpu_search_dirs, identity_
                 "local_root, log_file, node_hook_timeout, on_error, "
                 "pin_at_submit, run_dir, shared, user_file, user_file_timeout")
 ENV_ALLOWED = ("allow_accounts, allow_groups, allow_partitions, allow_users, binds, deny_groups, "
-               "deny_users, description, devices, dirs, enabled, env, gpus, gpus_required, image, kind, "
-               "node_epilog, node_prolog, path, version, writable")
+               "deny_users, description, devices, dirs, enabled, env, gpus, gpus_required, hostname, image, "
+               "kind, launcher, namespaces, node_epilog, node_prolog, path, version, writable")
 
 
 def parse(text: str) -> Policy:

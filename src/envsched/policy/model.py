@@ -15,6 +15,7 @@ DEFAULT_USER_STORE = ".local/share/envsched/images"  # a user's own images, rela
 DEFAULT_USER_MAX_SIZE = 20 * 1024 ** 3              # bytes: the largest image a user may import
 WRITABLE = ("", "tmpfs")                            # "": read-only; "tmpfs": a per-job overlay in memory
 GPUS = ("", "nvidia")                               # "": none; "nvidia": the node's NVIDIA GPUs and driver
+NAMESPACES = ("pid", "ipc", "uts")                  # isolation namespaces a job may get (no "net": docs/admin.md)
 DEFAULT_GPU_LIBRARIES = "/etc/envsched/nvliblist.conf"   # the site's list of driver libraries and tools
 
 
@@ -71,6 +72,9 @@ class Environment:
     host_devices: Optional[HostDevices] = None   # set at decision time (chosen.py, devices.py)
     node_prolog: Tuple[str, ...] = ()        # root's command (argv) once per job per node before the first task
     node_epilog: Tuple[str, ...] = ()        # and after the last (nodehooks.py)
+    namespaces: Tuple[str, ...] = ()         # isolation namespaces of the job, from NAMESPACES (pin.py)
+    hostname: str = ""                       # the job's host name in its "uts" namespace ("": the node's)
+    launcher: Tuple[str, ...] = ()           # argv every task's payload runs through, in the view
 
 
 @dataclass(frozen=True)

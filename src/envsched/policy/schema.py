@@ -16,6 +16,7 @@ from .model import (
     DEFAULT_DIRS,
     DEFAULT_GPU_LIBRARIES,
     GPUS,
+    NAMESPACES,
     DEFAULT_IDENTITY,
     DEFAULT_IMAGE_DIR,
     DEFAULT_RUN_DIR,
@@ -40,7 +41,8 @@ SITE_KEYS = {"default", "on_error", "user_file", "shared", "identity_files", "lo
 DEFAULTS_KEYS = {"groups", "partitions", "queues", "accounts"}
 ENV_KEYS = {"path", "kind", "description", "enabled", "dirs", "binds", "env", "allow_users",
             "allow_groups", "allow_accounts", "allow_partitions", "deny_users", "deny_groups",
-            "image", "writable", "version", "gpus", "gpus_required", "devices", "node_prolog", "node_epilog"}
+            "image", "writable", "version", "gpus", "gpus_required", "devices", "node_prolog", "node_epilog",
+            "namespaces", "hostname", "launcher"}
 USER_IMAGES_KEYS = {"enabled", "allow_users", "allow_groups", "deny_users", "deny_groups", "allow_partitions",
                     "allow_accounts", "store", "max_size", "dirs", "binds", "env", "writable"}
 ENV_OPS_KEYS = {"set", "prepend", "append", "unset"}
@@ -220,6 +222,7 @@ def _environment(c: _Checker, name: str, data: Any) -> Environment:
     binds = tuple(_mount(c, b, path + ("binds", i), "source", "ro")
                   for i, b in enumerate(_list(c, t.get("binds", []), path + ("binds",))))
     names = lambda key: c.strings(t.get(key, []), path + (key,))  # noqa: E731
+    namespaces = _namespaces(c, t.get("namespaces", []), path + ("namespaces",))
     return Environment(
         name=name, path=root, kind=kind, image=image, version=version,
         writable=c.one_of(t.get("writable", ""), path + ("writable",), WRITABLE),
@@ -235,7 +238,56 @@ def _environment(c: _Checker, name: str, data: Any) -> Environment:
         devices=c.strings(t.get("devices", []), path + ("devices",), c.device),
         node_prolog=_hook(c, t.get("node_prolog", []), path + ("node_prolog",)),
         node_epilog=_hook(c, t.get("node_epilog", []), path + ("node_epilog",)),
+        namespaces=namespaces,
+        hostname=_hostname(c, t, namespaces, path),
+        launcher=_launcher(c, t.get("launcher", []), path + ("launcher",)),
     )
+
+
+def _namespaces(c: _Checker, data: Any, path: KeyPath) -> Tuple[str, ...]:
+    """Isolation namespaces a job of the environment gets besides its view: a subset of NAMESPACES.
+    No network namespace: a batch job's MPI, its file systems and the scheduler's own traffic
+    need the node's network (docs/admin.md, "Isolation namespaces")."""
+    names = c.strings(data, path)
+    for i, name in enumerate(names):
+        if name == "net":
+            raise c.fail(path + (i,), "no network namespace for batch jobs: MPI, parallel file systems and the "
+                         "scheduler's own traffic need the node's network", name)
+        if name not in NAMESPACES:
+            raise c.fail(path + (i,), f"must be one of {', '.join(NAMESPACES)}", name)
+        if name in names[:i]:
+            raise c.fail(path + (i,), "given twice", name)
+    return tuple(n for n in NAMESPACES if n in names)
+
+
+def _hostname(c: _Checker, t: Mapping[str, Any], namespaces: Tuple[str, ...], path: KeyPath) -> str:
+    """The job's host name in its own UTS namespace ("": the node's own name)."""
+    if "hostname" not in t:
+        return ""
+    value = c.string(t["hostname"], path + ("hostname",))
+    if "uts" not in namespaces:
+        raise c.fail(path + ("hostname",), "needs \"uts\" in namespaces (the host name is the node's otherwise)", value)
+    labels = value.split(".")
+    if not value or len(value) > 64 or not all(
+            label and len(label) <= 63 and not label.startswith("-") and not label.endswith("-")
+            and all(ch.isascii() and (ch.isalnum() or ch == "-") for ch in label) for label in labels):
+        raise c.fail(path + ("hostname",), "not a host name (letters, digits, '-' and '.', at most 64)", value)
+    return value
+
+
+def _launcher(c: _Checker, data: Any, path: KeyPath) -> Tuple[str, ...]:
+    """A launcher every task's payload runs through: [] (none) or an argv whose program is an
+    absolute path in the view (e.g. McKernel's mcexec); the payload's argv follows it."""
+    if not isinstance(data, list):
+        raise c.fail(path, "must be a list: the program (an absolute path in the environment) and its arguments",
+                     data)
+    argv = tuple(c.string(v, path + (i,)) for i, v in enumerate(data))
+    if argv:
+        c.abspath(argv[0], path + (0,))
+    for i, arg in enumerate(argv):
+        if not arg or "\n" in arg or "\0" in arg:
+            raise c.fail(path + (i,), "an argument may be neither empty nor hold a newline", arg)
+    return argv
 
 
 def _hook(c: _Checker, data: Any, path: KeyPath) -> Tuple[str, ...]:
