@@ -13,9 +13,13 @@ from .errors import SetupError
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
 
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
+MS_NOEXEC = 0x8
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
@@ -37,6 +41,7 @@ _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctype
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 _libc.syscall.restype = ctypes.c_long
 
@@ -79,6 +84,18 @@ def unshare(flags: int) -> None:
 def setns(fd: int, nstype: int) -> None:
     if _libc.setns(fd, nstype) != 0:
         raise _fail(f"setns({nstype:#x})")
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    if _libc.sethostname(raw, len(raw)) != 0:
+        raise _fail(f"sethostname({name!r})")
+
+
+def set_parent_death_signal(signum: int) -> None:
+    """prctl(PR_SET_PDEATHSIG): `signum` when the parent (the thread that forked us) exits."""
+    if _libc.prctl(1, signum, 0, 0, 0) != 0:
+        raise _fail(f"prctl(PR_SET_PDEATHSIG, {signum})")
 
 
 def pivot_root(new_root: str, put_old: str) -> None:

@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
-from . import linux, nodehooks
+from . import isolation, linux, nodehooks
 from .enter import finish_and_exec
 from .errors import EnvschedError, NotPermitted, PolicyError, SetupError, UsageError
 from .exitcodes import ExitCode
@@ -248,7 +248,10 @@ class PinStore:
         (pin_namespace). A user's own image is found and built by the child as that user, in a
         user namespace of theirs (userimage.py); its report then carries the version it found."""
         if plan.kind != "user-image":
-            pin_namespace(os.path.join(pin, "mnt"), lambda keep: build_view(plan) or {})
+            report = pin_namespace(os.path.join(pin, "mnt"), lambda keep: build_view(plan) or {}, plan.namespaces)
+            if isinstance(report.get("init"), int):     # the job's PID namespace (isolation.py)
+                _write_file(os.path.join(pin, "init"), isolation.init_record(report["init"]))
+                isolation.leave_job_cgroups(report["init"])
             return plan
         report = pin_namespace(os.path.join(pin, "mnt"), lambda keep: _build_as_user(plan, user, keep))
         from .userimage import check_report             # what the user's builder found, checked
@@ -280,6 +283,7 @@ class PinStore:
             except OSError:
                 cwd = None
         environ = None
+        isolated = isolation.open_pinned(pin)           # the job's ipc, uts and pid namespaces, if any
         userns = linux.foreign_userns(fd)
         if userns is not None:
             # a user's own view (owned by the user's own user namespace, whatever meta.json says):
@@ -291,6 +295,8 @@ class PinStore:
             os.close(userns)
         linux.setns(fd, linux.CLONE_NEWNS)              # also moves our root and cwd to the view's
         os.close(fd)
+        if isolation.join_pinned(isolated):             # as root; the job starts in a child of ours
+            isolation.fork_into_namespace()
         finish_and_exec(plan, user, argv, cwd, environ)
 
     # -- release and gc ------------------------------------------------------------------
@@ -301,16 +307,23 @@ class PinStore:
         if not os.path.isdir(pin):
             return False
         epilog = self._epilog(pin) if run_epilog else None
-        target = os.path.join(pin, "mnt")
-        if os.path.ismount(target) or is_mounted_here(target):
-            try:
-                linux.umount2(target, linux.MNT_DETACH)
-            except SetupError as e:
-                if linux.errno_of(e) not in ("EINVAL", "ENOENT"):   # released meanwhile by another
-                    raise
+        try:                                            # the job's PID namespace: all its processes end
+            with open(os.path.join(pin, "init")) as f:
+                isolation.kill_init(f.read())
+        except FileNotFoundError:
+            pass
+        for name in ("mnt", "pid", "ipc", "uts"):
+            target = os.path.join(pin, name)
+            if (name == "mnt" and os.path.ismount(target)) or is_mounted_here(target):
+                try:
+                    linux.umount2(target, linux.MNT_DETACH)
+                except SetupError as e:
+                    if linux.errno_of(e) not in ("EINVAL", "ENOENT"):   # released meanwhile by another
+                        raise
         if epilog is not None:
             nodehooks.run("epilog", *epilog)
-        for name in ("mnt", "plan.json", "meta.json", "shim", "inputs", "userns", "hooks.json", "hooks.released"):
+        for name in ("mnt", "pid", "ipc", "uts", "init", "plan.json", "meta.json", "shim", "inputs", "userns",
+                     "hooks.json", "hooks.released"):
             try:
                 os.unlink(os.path.join(pin, name))
             except FileNotFoundError:
@@ -396,10 +409,14 @@ def _build_as_user(plan: Plan, user: UserInfo, keep: Tuple[int, int]) -> Dict[st
     return identity_report(found, image_env, workdir)
 
 
-def pin_namespace(target: str, build: Callable[[Tuple[int, int]], Dict[str, object]]) -> Dict[str, object]:
+def pin_namespace(target: str, build: Callable[[Tuple[int, int]], Dict[str, object]],
+                  isolated: Optional[Dict[str, object]] = None) -> Dict[str, object]:
     """Run `build` in a child, which makes a mount namespace of its own and returns a report;
     bind that namespace onto the file `target` from here (a view's pin, an image holder); the
     child's report, once pinned. `build` gets the child's two pipe descriptors (to keep open).
+    `isolated`: the plan's namespaces op; those namespaces are made around the build
+    (isolation.py) and bound beside `target` (ipc, uts, pid), the report's "init" is the PID
+    namespace's init.
 
     The kernel refuses that bind (EINVAL, fs/namespace.c: mnt_ns_loop) unless the new
     namespace is newer than ours, judged by namespace id. Ids are not handed out in creation
@@ -415,7 +432,10 @@ def pin_namespace(target: str, build: Callable[[Tuple[int, int]], Dict[str, obje
     cpus: List[Optional[int]] = [None] + list(range(os.cpu_count() or 1))   # every CPU, not just ours
     for attempt, cpu in enumerate(cpus):
         last = attempt == len(cpus) - 1
-        pid, ready_r, done_w = _spawn_builder(build, cpu)
+        confirm = os.pipe() if isolated and isolated.get("pid") else None
+        pid, ready_r, done_w = _spawn_builder(_isolating(build, isolated, confirm), cpu)
+        if confirm is not None:
+            os.close(confirm[0])
         try:
             report = _builder_report(_read_all(ready_r))
             if not report["ok"]:
@@ -426,12 +446,37 @@ def pin_namespace(target: str, build: Callable[[Tuple[int, int]], Dict[str, obje
             if not os.path.exists(target):
                 os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
             linux.mount(f"/proc/{pid}/ns/mnt", target, None, linux.MS_BIND)
+            for name in [n for n in ("ipc", "uts", "pid") if isolated and isolated.get(n)]:
+                beside = os.path.join(os.path.dirname(target), name)
+                os.close(os.open(beside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+                owner = report["init"] if name == "pid" else pid
+                linux.mount(f"/proc/{owner}/ns/{name}", beside, None, linux.MS_BIND)
+            if confirm is not None:
+                os.write(confirm[1], b"1")             # pinned: the init stays
             return report
         finally:
+            if confirm is not None:
+                os.close(confirm[1])                    # not pinned: the init exits
             os.close(ready_r)
             os.close(done_w)                            # releases the child
             os.waitpid(pid, 0)
     raise SetupError("the namespace could not be pinned")   # not reached: the last try pins or raises
+
+
+def _isolating(build: Callable[[Tuple[int, int]], Dict[str, object]], isolated: Optional[Dict[str, object]],
+               confirm: Optional[Tuple[int, int]]) -> Callable[[Tuple[int, int]], Dict[str, object]]:
+    """`build`, with the job's ipc and uts namespaces made before it and its PID namespace (and
+    init) after it (isolation.py)."""
+    if not isolated:
+        return build
+
+    def run(keep: Tuple[int, int]) -> Dict[str, object]:
+        isolation.unshare_ipc_uts(isolated)
+        report = build(keep)
+        if confirm is not None:
+            report = dict(report, init=isolation.start_init(confirm))
+        return report
+    return run
 
 
 def _spawn_builder(build: Callable[[Tuple[int, int]], Dict[str, object]], cpu: Optional[int]

@@ -1,0 +1,241 @@
+"""Isolation namespaces of a job (`namespaces = ["pid", "ipc", "uts"]`): made with its view, pinned
+beside it, entered by every joiner.
+
+  ipc, uts   the view's builder unshares them before it builds the view (and sets the host name);
+             the pin binds the builder's namespace files as pin/ipc and pin/uts. A joiner setns
+             into them as root, before it drops privileges.
+  pid        the builder unshares it after the view is built and forks the namespace's init (its
+             pid 1) in the view: the init mounts the job's /proc, waits until the pin is made
+             (else it exits and the namespace with it), leaves the job's cgroups for those of the
+             node's pid 1 (a step's process tracking must not kill it while later steps still come),
+             and reaps orphans until the job is released. The pin binds its namespace as pin/pid
+             and keeps "PID START" in pin/init. A joiner setns into pin/pid as root; its next child
+             is the first process of the job in the namespace (the C shims fork there, or, on Slurm,
+             slurmstepd forks the tasks there: plugins/slurm-spank/remote.c). Release kills the
+             init: the kernel then kills every process left in the namespace, so no orphan of the
+             job survives it.
+
+Why Python for the init: it is forked from the builder, whose code is already loaded; #13 may
+move it into the C runtime. It holds no file of the job's and runs no code of the job's.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any, Dict, List, Tuple
+
+from . import linux
+from .errors import SetupError
+
+# what a joiner forwards to the job's first process in the namespace (the rest: process group
+# signals reach both, SIGKILL and SIGSTOP cannot be caught)
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+             signal.SIGCONT, signal.SIGALRM, signal.SIGXCPU, signal.SIGWINCH, signal.SIGTSTP)
+KILL_WAIT = 5.0          # seconds release waits for the namespace's processes to be gone
+
+
+def unshare_ipc_uts(spec: Dict[str, Any]) -> None:
+    """In the builder, before the view: the job's own IPC and UTS namespaces, and its host name."""
+    flags = (linux.CLONE_NEWIPC if spec.get("ipc") else 0) | (linux.CLONE_NEWUTS if spec.get("uts") else 0)
+    if flags:
+        linux.unshare(flags)
+    if spec.get("uts") and spec.get("hostname"):
+        linux.sethostname(spec["hostname"])
+
+
+def start_init(confirm: Tuple[int, int]) -> int:
+    """In the builder, in the view: a PID namespace and its init; the init's pid (as we see it).
+    `confirm` (read end, write end): the pin writes b"1" once the namespace is pinned; the init
+    exits on anything else (the pin failed or was tried again, the resolver died)."""
+    linux.unshare(linux.CLONE_NEWPID)
+    status_r, status_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(status_r)
+        os.close(confirm[1])
+        try:
+            # the job's /proc: a new instance for this namespace, over the host's in the view
+            linux.mount("proc", "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+            os.write(status_w, b"ok")
+        except BaseException as e:  # noqa: BLE001 - the builder reports it
+            os.write(status_w, str(getattr(e, "message", e)).encode()[:1000])
+            os._exit(1)
+        _init_main(confirm[0], status_w)
+    os.close(status_w)
+    os.close(confirm[0])
+    os.close(confirm[1])
+    status = os.read(status_r, 4096)
+    os.close(status_r)
+    if status != b"ok":
+        os.waitpid(pid, 0)
+        raise SetupError(f"cannot make the job's process namespace: {status.decode(errors='replace') or 'its init died'}")
+    return pid
+
+
+def _init_main(confirm_r: int, status_w: int) -> None:
+    """pid 1 of the job's namespace: nothing of the resolver's kept open (a shim reads the
+    resolver's output until EOF), then reap until killed. Never returns."""
+    try:
+        os.setsid()
+        os.close(status_w)
+        os.closerange(0, confirm_r)
+        os.closerange(confirm_r + 1, 1 << 16)
+        if os.read(confirm_r, 1) != b"1":
+            os._exit(0)                                 # not pinned: the namespace goes with us
+        os.close(confirm_r)
+        waited = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+        signal.pthread_sigmask(signal.SIG_BLOCK, waited)
+        while True:
+            signum = signal.sigwait(waited)
+            while True:                                 # every orphan that ended
+                try:
+                    pid, _ = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+            if signum != signal.SIGCHLD:
+                os._exit(0)                             # the kernel kills the rest of the namespace
+    finally:
+        os._exit(0)
+
+
+def leave_job_cgroups(pid: int) -> None:
+    """Move `pid` into the cgroups of the node's pid 1, hierarchy by hierarchy (best effort: where
+    a hierarchy is not mounted at its root or refuses, it stays). From the host's mount namespace."""
+    mounts = _cgroup_mounts()
+    try:
+        with open("/proc/1/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        where = mounts.get(frozenset(controllers.split(",")) if controllers else frozenset())
+        if where is None:
+            continue
+        try:
+            with open(os.path.join(where, path.lstrip("/"), "cgroup.procs"), "w") as f:
+                f.write(str(pid))
+        except OSError:
+            pass
+
+
+NOT_CONTROLLERS = {"rw", "ro", "nosuid", "nodev", "noexec", "relatime", "clone_children", "xattr", "noprefix",
+                   "cpuset_v2_mode", "none"}
+
+
+def _cgroup_mounts() -> Dict[frozenset, str]:
+    """{controllers (as /proc/PID/cgroup names them): mount point} of the cgroup hierarchies
+    mounted at their root (cgroup2: the empty set)."""
+    out: Dict[frozenset, str] = {}
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                sep = fields.index("-")
+                fstype, options = fields[sep + 1], fields[sep + 3].split(",")
+                if fields[3] != "/" or fstype not in ("cgroup", "cgroup2"):
+                    continue
+                names = frozenset() if fstype == "cgroup2" else frozenset(
+                    o for o in options if o not in NOT_CONTROLLERS and not o.startswith("release_agent="))
+                out.setdefault(names, fields[4])
+    except (OSError, ValueError, IndexError):
+        return out
+    return out
+
+
+def init_record(pid: int) -> str:
+    from .pin import process_start
+    return f"{pid} {process_start(pid)}\n"
+
+
+def kill_init(record: str) -> None:
+    """Kill the init that `record` (pin/init) names, if it is still that process, and wait (a
+    while) until it and with it every process of the namespace is gone."""
+    from .pin import process_start
+    try:
+        pid_text, start_text = record.split()
+        pid, start = int(pid_text), int(start_text)
+    except ValueError:
+        return
+    if pid <= 1 or process_start(pid) != start:
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + KILL_WAIT
+    while time.monotonic() < deadline and _alive(pid, start):
+        time.sleep(0.005)
+
+
+def _alive(pid: int, start: int) -> bool:
+    """Running, not a zombie (an init's zombie stays until its parent reaps it)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    rest = data[data.rindex(b")") + 2:].split()
+    return rest[0] != b"Z" and int(rest[19]) == start
+
+
+def open_pinned(pin: str) -> List[Tuple[str, int]]:
+    """The isolation namespaces pinned in `pin` (a directory), opened: [(name, fd)]."""
+    out = []
+    for name in ("ipc", "uts", "pid"):
+        try:
+            out.append((name, os.open(os.path.join(pin, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)))
+        except FileNotFoundError:
+            continue
+    return out
+
+
+def join_pinned(fds: List[Tuple[str, int]]) -> bool:
+    """setns into each (as root); True when a PID namespace was joined: fork before exec."""
+    flags = {"ipc": linux.CLONE_NEWIPC, "uts": linux.CLONE_NEWUTS, "pid": linux.CLONE_NEWPID}
+    for name, fd in fds:
+        try:
+            linux.setns(fd, flags[name])
+        finally:
+            os.close(fd)
+    return any(name == "pid" for name, _ in fds)
+
+
+def fork_into_namespace() -> None:
+    """After setns into a PID namespace: fork. The child returns (the job's first process in the
+    namespace, killed if we die); we stay outside, forward signals to it and exit as it did."""
+    try:
+        pid = os.fork()
+    except OSError as e:
+        raise SetupError("cannot start the job in its process namespace: it has ended (its init is gone)"
+                         if e.errno == 12 else f"cannot start the job in its process namespace: {e.strerror}") from None
+    if pid == 0:
+        linux.set_parent_death_signal(signal.SIGKILL)
+        return
+    for signum in FORWARDED:
+        signal.signal(signum, lambda s, _f: _forward(pid, s))
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except ChildProcessError:
+            os._exit(70)
+        except InterruptedError:
+            continue
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
+
+
+def _forward(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+    if signum == signal.SIGTSTP:
+        os.kill(os.getpid(), signal.SIGSTOP)
