@@ -2,11 +2,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <linux/nsfs.h>
 
@@ -14,6 +17,7 @@
 #include "es_join.h"
 
 static int drop(uid_t uid, gid_t gid, char *err, size_t errlen);
+static int start_in_pid_namespace(char *err, size_t errlen);
 
 /* The user namespace that owns the mount namespace `mnt_ns`, when it is not ours (a user's own
  * view): a new descriptor; -1 when it is ours (an admin's view); -2 on error (errno set). */
@@ -70,8 +74,20 @@ int es_join_and_drop(int pin_dirfd, int has_view, const char *pin_path, uid_t ui
             return ENVSCHED_EXIT_SETUP_FAILED;
         }
     }
+    /* 1b. the job's isolation namespaces pinned beside the view (ipc, uts, pid), as root; an
+     *     admin's view only (a user's own view never has them) */
+    int pidns = 0;
+    if (has_view && userns == -1 && es_join_isolation(pin_dirfd, pin_path, &pidns, err, errlen) != 0) {
+        close(ns);
+        close(pin_dirfd);
+        return ENVSCHED_EXIT_SETUP_FAILED;
+    }
     close(pin_dirfd);
     int rc = drop(uid, gid, err, errlen);
+    /* 4b. in a PID namespace, only our children are: the job is our child, we forward signals
+     *     to it and exit as it does */
+    if (rc == 0 && pidns)
+        rc = start_in_pid_namespace(err, errlen);
     /* 5. a user's own view, as the user: its user namespace, then its mount namespace */
     if (rc == 0 && userns >= 0 && (setns(userns, CLONE_NEWUSER) != 0 || setns(ns, CLONE_NEWNS) != 0)) {
         snprintf(err, errlen, "cannot enter your image's environment (setns: %s)", strerror(errno));
@@ -108,4 +124,78 @@ static int drop(uid_t uid, gid_t gid, char *err, size_t errlen)
         return ENVSCHED_EXIT_SETUP_FAILED;
     }
     return 0;
+}
+
+int es_join_isolation(int pin_dirfd, const char *pin_path, int *pidns, char *err, size_t errlen)
+{
+    static const struct { const char *name; int type; } kinds[] = {
+        {"ipc", CLONE_NEWIPC}, {"uts", CLONE_NEWUTS}, {"pid", CLONE_NEWPID}};
+
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        int fd = openat(pin_dirfd, kinds[i].name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT)
+            continue;
+        if (fd < 0 || setns(fd, kinds[i].type) != 0) {
+            snprintf(err, errlen, "cannot enter the job's %s namespace (%s %s/%s: %s)", kinds[i].name,
+                     fd < 0 ? "open" : "setns", pin_path, kinds[i].name, strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            return -1;
+        }
+        close(fd);
+        if (kinds[i].type == CLONE_NEWPID)
+            *pidns = 1;
+    }
+    return 0;
+}
+
+static volatile pid_t job_pid;
+
+static void forward(int sig)
+{
+    int saved = errno;
+    if (job_pid > 0)
+        kill(job_pid, sig);
+    if (sig == SIGTSTP)
+        raise(SIGSTOP);                  /* stopped like the job, so the shell sees it stop */
+    errno = saved;
+}
+
+static int start_in_pid_namespace(char *err, size_t errlen)
+{
+    static const int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCONT,
+                                    SIGALRM, SIGXCPU, SIGWINCH, SIGTSTP};
+    pid_t pid = fork();
+
+    if (pid < 0) {
+        snprintf(err, errlen, errno == ENOMEM
+                 ? "cannot start the job in its process namespace: it has ended (its init is gone)"
+                 : "cannot start the job in its process namespace: %s", strerror(errno));
+        return ENVSCHED_EXIT_SETUP_FAILED;
+    }
+    if (pid == 0) {
+        /* the job, the first process of its in the namespace; killed if we die */
+        prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+        return 0;
+    }
+    /* we stay outside, as the user: a signal for the job's pid (kill, not killpg, which reaches
+     * both of us) goes on to the job; SIGKILL and SIGSTOP cannot, the job dies with us */
+    job_pid = pid;
+    struct sigaction sa = {.sa_handler = forward, .sa_flags = SA_RESTART};
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++)
+        sigaction(forwarded[i], &sa, NULL);
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            _exit(ENVSCHED_EXIT_INTERNAL);
+    if (WIFSIGNALED(status)) {
+        /* ended by a signal: so do we, for the scheduler's accounting (no core of ours) */
+        struct rlimit none = {0, 0};
+        setrlimit(RLIMIT_CORE, &none);
+        signal(WTERMSIG(status), SIG_DFL);
+        raise(WTERMSIG(status));
+        _exit(128 + WTERMSIG(status));
+    }
+    _exit(WEXITSTATUS(status));
 }

@@ -9,9 +9,17 @@
 
 /* pin_dirfd: the pin directory (es_open_pin_dir); has_view: 0 for a record-only pin (the host
  * OS: nothing to enter); pin_path names it in messages. 0, or an exit code of envsched_exit.h
- * with the reason in err. pin_dirfd is closed either way. */
+ * with the reason in err. pin_dirfd is closed either way. The job's isolation namespaces pinned
+ * beside the view (pin/ipc, pin/uts, pin/pid) are entered too; with a PID namespace the call
+ * forks: it returns 0 in the child (the job's first process in the namespace) while the parent
+ * stays outside, forwards signals and exits as the child does. */
 int es_join_and_drop(int pin_dirfd, int has_view, const char *pin_path, uid_t uid, gid_t gid, char *err,
                      size_t errlen);
+
+/* setns into the pin's ipc, uts and pid namespaces that exist (opened O_NOFOLLOW in the pin
+ * directory pin_dirfd, which stays open); *pidns = 1 when a PID namespace was joined: the caller's
+ * next child is the first process in it. 0, or -1 with the reason in err. */
+int es_join_isolation(int pin_dirfd, const char *pin_path, int *pidns, char *err, size_t errlen);
 
 /* The user namespace owning the mount namespace `mnt_ns` when it is not the caller's own (a user's own
  * view, to be entered only as the user): a new descriptor; -1 when it is the caller's; -2 on error. */

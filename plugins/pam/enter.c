@@ -21,7 +21,7 @@
 #include "es_pam.h"
 #include "../common/es_join.h"
 
-static int open_pin(const struct es_conf *c, const struct es_shim *s, char *err, size_t errlen)
+static int open_pin(const struct es_conf *c, const struct es_shim *s, int *dirfd, char *err, size_t errlen)
 {
     char want[PATH_MAX + 96];
 
@@ -44,9 +44,11 @@ static int open_pin(const struct es_conf *c, const struct es_shim *s, char *err,
         return -1;
     }
     int fd = openat(dir, "mnt", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
+    if (fd < 0) {
         snprintf(err, errlen, ES_PREFIX "%.200s: %s", s->pin, strerror(errno));
-    close(dir);
+        close(dir);
+    } else
+        *dirfd = dir;
     return fd;
 }
 
@@ -55,7 +57,8 @@ int es_enter(const struct es_conf *c, const struct es_shim *s, int *host_ns, cha
     char cwd[PATH_MAX];
 
     *host_ns = -1;
-    int fd = open_pin(c, s, err, errlen);
+    int dir = -1;
+    int fd = open_pin(c, s, &dir, err, errlen);
     if (fd < 0)
         return -1;
     int host = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
@@ -75,16 +78,29 @@ int es_enter(const struct es_conf *c, const struct es_shim *s, int *host_ns, cha
         if (users >= 0)
             close(users);
         close(fd);
+        close(dir);
         close(host);
         return -1;
     }
     if (setns(fd, CLONE_NEWNS) != 0) {
         snprintf(err, errlen, ES_PREFIX "cannot enter the prepared environment (setns: %s)", strerror(errno));
         close(fd);
+        close(dir);
         close(host);
         return -1;
     }
     close(fd);
+    /* the environment's isolation namespaces: the session process joins ipc and uts; with pid,
+     * what it forks from now on (the login shell) starts in the session's PID namespace */
+    int pidns = 0;
+    char why[512];
+    int rc = es_join_isolation(dir, s->pin, &pidns, why, sizeof why);
+    close(dir);
+    if (rc != 0) {
+        snprintf(err, errlen, ES_PREFIX "%s", why);
+        es_leave(host);
+        return -1;
+    }
     /* setns moved root and cwd to the view's root; keep the working directory where it exists */
     if (!(cwd[0] && chdir(cwd) == 0) && chdir("/") != 0) {
         /* "/" always exists in a view */

@@ -43,6 +43,20 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
     return spank_context() == S_CTX_REMOTE ? es_remote_task_privileged(sp) : 0;
 }
 
+int slurm_spank_task_post_fork(spank_t sp, int ac, char **av)
+{
+    (void)ac;
+    (void)av;
+    return spank_context() == S_CTX_REMOTE ? es_remote_tasks_forked(sp) : 0;
+}
+
+int slurm_spank_exit(spank_t sp, int ac, char **av)
+{
+    (void)ac;
+    (void)av;
+    return spank_context() == S_CTX_REMOTE ? es_remote_tasks_forked(sp) : 0;
+}
+
 int slurm_spank_task_init(spank_t sp, int ac, char **av)
 {
     (void)ac, (void)av;

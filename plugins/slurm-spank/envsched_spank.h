@@ -53,6 +53,7 @@ int es_local_check(spank_t sp);
 int es_remote_user_init(spank_t sp);
 int es_remote_task_privileged(spank_t sp);
 int es_remote_task_init(spank_t sp);
+int es_remote_tasks_forked(spank_t sp);
 
 /* prolog.c / epilog.c: the job prolog and epilog on each node (root, slurmd's environment) */
 int es_job_prolog(spank_t sp);

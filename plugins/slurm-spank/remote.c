@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <slurm/slurm.h>
 
@@ -51,6 +52,10 @@ static char pin[PATH_MAX];          /* namespace file to join; empty: host OS, n
 static int pin_fd = -1, userns_fd = -1;   /* opened as root in task_init_privileged, for task_init */
 static char home[PATH_MAX];
 static char task_cwd[PATH_MAX];
+static int host_pidns = -1;         /* slurmstepd's own PID namespace while its tasks fork in the job's */
+
+static void enter_pid_namespace(void);
+static int open_pin_dir(void);
 
 static void fail(int code, const char *fmt, const char *arg)
 {
@@ -188,6 +193,7 @@ int es_remote_user_init(spank_t sp)
         /* the same request as the first step: the same fallback and its warning, if any */
         if (apply_shim(sp, shim, strcmp(files.inputs, inputs_nl) == 0) != 0)
             fail(ENVSCHED_EXIT_SETUP_FAILED, ES_PREFIX "cannot set the job environment for %s", key);
+        enter_pid_namespace();
         return 0;
     }
 
@@ -257,6 +263,7 @@ int es_remote_user_init(spank_t sp)
         es_replay_log(&r, 0);
     if (apply_shim(sp, r.out, 1) != 0)
         fail(ENVSCHED_EXIT_SETUP_FAILED, ES_PREFIX "cannot set the job environment for %s", key);
+    enter_pid_namespace();
     return 0;
 }
 
@@ -269,6 +276,7 @@ int es_remote_task_privileged(spank_t sp)
         task_cwd[0] = '\0';
     int fd = open(pin, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     int users = fd >= 0 ? es_foreign_userns(fd) : -1;
+    int dir = users == -1 ? open_pin_dir() : -1;    /* the host's path: opened before the view */
     if (users >= 0) {
         /* a user's own view (a user image: its namespace is owned by the user's own user
          * namespace): root only opens it here (the pin is root's); the task enters it as the user
@@ -295,6 +303,19 @@ int es_remote_task_privileged(spank_t sp)
     }
     if (fd >= 0)
         close(fd);
+    /* the job's ipc and uts namespaces, pinned beside the view: this task joins them (the PID
+     * namespace it was forked into already, enter_pid_namespace) */
+    if (dir >= 0 && !failure[0]) {
+        int pidns = 0;
+        char why[ES_MSG_MAX - sizeof ES_PREFIX];
+        if (es_join_isolation(dir, pin, &pidns, why, sizeof why) != 0) {
+            snprintf(failure, sizeof failure, ES_PREFIX "%s", why);
+            failure_code = ENVSCHED_EXIT_SETUP_FAILED;
+            slurm_info("%s", failure);
+        }
+    }
+    if (dir >= 0)
+        close(dir);
     return 0;
 }
 
@@ -346,5 +367,110 @@ int es_remote_task_init(spank_t sp)
      * node like a refusal (a step that started runs; nothing of Slurm's is added) */
     if (warning[0])
         tell_user(sp, warning);
+    return 0;
+}
+
+/* The pin's directory (the `pin` line names its mnt), opened O_NOFOLLOW; -1 if none. */
+static int open_pin_dir(void)
+{
+    char dir[PATH_MAX];
+    char *slash;
+
+    snprintf(dir, sizeof dir, "%s", pin);
+    if ((slash = strrchr(dir, '/')) == NULL || strcmp(slash, "/mnt") != 0)
+        return -1;
+    *slash = '\0';
+    return open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+}
+
+/* Is the init that pin/init names ("PID START") alive, the same process (start time)? */
+static int init_alive(int dir)
+{
+    char buf[64], stat[1024], path[64];
+    unsigned long long start = 0, now = 0;
+    int pid = 0, fd = openat(dir, "init", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    if (sscanf(buf, "%d %llu", &pid, &start) != 2 || pid <= 1)
+        return 0;
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    n = fd >= 0 ? read(fd, stat, sizeof stat - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        return 0;
+    stat[n] = '\0';
+    char *p = strrchr(stat, ')'), state = 0;
+    if (p == NULL || sscanf(p + 2, "%c %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %llu",
+                            &state, &now) != 2)
+        return 0;
+    return state != 'Z' && now == start;
+}
+
+/* user_init, slurmstepd's main thread: with a PID namespace pinned beside the view, the tasks this
+ * thread forks next start in it (setns(CLONE_NEWPID) changes only where its children go). The
+ * tasks stay slurmstepd's children: its signals, process group and exit status reach them as
+ * without a namespace, and no process per task is added. Back to slurmstepd's own namespace
+ * after the forks (es_remote_tasks_forked), before the thread makes another thread (the kernel
+ * refuses CLONE_THREAD while the two differ). user_init runs with the user's effective uid: root's
+ * is taken back for the setns in this thread only (the raw syscall; glibc's seteuid would change
+ * every thread of slurmstepd). */
+static void enter_pid_namespace(void)
+{
+    if (failure[0] || !pin[0])
+        return;
+    uid_t euid = geteuid();
+    if (syscall(SYS_setresuid, -1, 0, -1) != 0) {
+        fail(ENVSCHED_EXIT_SETUP_FAILED, ES_PREFIX "cannot enter the job's process namespace (%s)", strerror(errno));
+        return;
+    }
+    int dir = open_pin_dir(), fd = -1;
+    if (dir >= 0 && (fd = openat(dir, "pid", O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0 && errno != ENOENT)
+        fail(ENVSCHED_EXIT_SETUP_FAILED, ES_PREFIX "cannot enter the job's process namespace (%s)", strerror(errno));
+    if (fd >= 0 && !init_alive(dir)) {
+        fail(ENVSCHED_EXIT_SETUP_FAILED, ES_PREFIX "the job's process namespace on this node has ended (its "
+             "init is gone); the job does not run here%s", "");
+        slurm_info("%s [%s]", failure, pin);
+    }
+    if (fd >= 0 && !failure[0]) {
+        host_pidns = open("/proc/thread-self/ns/pid", O_RDONLY | O_CLOEXEC);
+        if (host_pidns < 0 || setns(fd, CLONE_NEWPID) != 0) {
+            fail(ENVSCHED_EXIT_SETUP_FAILED, ES_PREFIX "cannot enter the job's process namespace (%s)",
+                 strerror(errno));
+            if (host_pidns >= 0)
+                close(host_pidns);
+            host_pidns = -1;
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    if (dir >= 0)
+        close(dir);
+    if (syscall(SYS_setresuid, -1, euid, -1) != 0)
+        _exit(ENVSCHED_EXIT_INTERNAL);              /* never leave this thread root by mistake */
+}
+
+/* task_post_fork (every task forked) and exit: slurmstepd's main thread goes back to its own PID
+ * namespace. */
+int es_remote_tasks_forked(spank_t sp)
+{
+    (void)sp;
+    if (host_pidns < 0)
+        return 0;
+    uid_t euid = geteuid();
+    if (euid != 0 && syscall(SYS_setresuid, -1, 0, -1) != 0)
+        return 0;
+    if (setns(host_pidns, CLONE_NEWPID) != 0)
+        slurm_info(ES_PREFIX "cannot return to slurmstepd's PID namespace: %s", strerror(errno));
+    if (euid != 0 && syscall(SYS_setresuid, -1, euid, -1) != 0)
+        _exit(ENVSCHED_EXIT_INTERNAL);
+    close(host_pidns);
+    host_pidns = -1;
     return 0;
 }

@@ -6,8 +6,9 @@
  *      the config execd wrote there must agree), as the starter does (job.c)
  *   2. run_dir and log_file from the starter's configuration beside us (uge-starter.conf)
  *   3. detach the pinned namespace (the view dies with its last process), remove the pin; a pin
- *      whose environment has a node epilog (its hooks.json) is released by the resolver instead,
- *      which runs that hook (`envsched release`, nodehooks.py)
+ *      whose environment has a node epilog (its hooks.json) or isolation namespaces (init, ipc,
+ *      uts) is released by the resolver instead, which runs that hook (`envsched release`,
+ *      nodehooks.py) and kills the PID namespace's init (isolation.py)
  *   4. one line to the admin log (log_file, same format as the resolver's) and to syslog
  *
  * It always exits 0: a failing epilog would put the whole queue in error. A pin it could not
@@ -26,6 +27,8 @@
 #include "starter.h"
 #include "../../common/es_run.h"
 
+/* a pin with one of these is released by the resolver (`envsched release`) */
+static const char *const resolver_files[] = {"hooks.json", "init", "ipc", "uts", NULL};
 static const char *const pin_files[] = {"plan.json", "meta.json", "shim", "inputs", "userns", "hooks.json",
                                         "hooks.released", NULL};
 
@@ -72,9 +75,14 @@ int main(void)
     struct stat st;
     if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode))
         return 0;                               /* nothing pinned (or released already) */
-    snprintf(path, sizeof path, "%s/%s/hooks.json", conf.run_dir, job.key);
-    if (lstat(path, &st) == 0) {
-        /* node hooks: the resolver releases the pin and runs the environment's node epilog */
+    int resolver = 0;
+    for (const char *const *f = resolver_files; *f && !resolver; f++) {
+        snprintf(path, sizeof path, "%s/%s/%s", conf.run_dir, job.key, *f);
+        resolver = lstat(path, &st) == 0;
+    }
+    if (resolver) {
+        /* node hooks, isolation namespaces: the resolver releases the pin, runs the environment's
+         * node epilog, kills the PID namespace's init and unmounts the namespaces */
         char *argv[] = {conf.resolver, "--policy", conf.policy, "release", "--key", job.key, "--quiet", NULL};
         struct es_run r;
         if (es_run(argv, 0, &r) != 0) {
