@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Dict, List, MutableMapping, NoReturn, Optional, Sequence
 
-from . import linux
+from . import isolation, linux
 from .errors import EnvschedError, SetupError
 from .exitcodes import ExitCode
 from .identity import UserInfo, drop_privileges
@@ -84,6 +84,8 @@ def enter_and_exec(plan: Plan, user: UserInfo, argv: Sequence[str], cwd: Optiona
         plan = with_identity(plan, *find_user_image(plan))
     if plan.mount_ops:
         build_view(plan, unprivileged=unprivileged)
+    if plan.namespaces:                                  # the job's own pid, ipc, uts (isolation.py)
+        isolation.enter_in_process(plan.namespaces)
     finish_and_exec(plan, user, argv, cwd, environ)
 
 

@@ -23,10 +23,13 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Any, Dict, List, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 
 from . import linux
 from .errors import SetupError
+
+if TYPE_CHECKING:
+    from .identity import UserInfo
 
 # what a joiner forwards to the job's first process in the namespace (the rest: process group
 # signals reach both, SIGKILL and SIGSTOP cannot be caught)
@@ -204,9 +207,10 @@ def join_pinned(fds: List[Tuple[str, int]]) -> bool:
     return any(name == "pid" for name, _ in fds)
 
 
-def fork_into_namespace() -> None:
+def fork_into_namespace(user: "UserInfo") -> None:
     """After setns into a PID namespace: fork. The child returns (the job's first process in the
-    namespace, killed if we die); we stay outside, forward signals to it and exit as it did."""
+    namespace, killed if we die); we stay outside as `user` (whose signals must reach the job, as
+    the scheduler's do), forward signals to it and exit as it did."""
     try:
         pid = os.fork()
     except OSError as e:
@@ -215,21 +219,9 @@ def fork_into_namespace() -> None:
     if pid == 0:
         linux.set_parent_death_signal(signal.SIGKILL)
         return
-    for signum in FORWARDED:
-        signal.signal(signum, lambda s, _f: _forward(pid, s))
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except ChildProcessError:
-            os._exit(70)
-        except InterruptedError:
-            continue
-    if os.WIFSIGNALED(status):
-        signum = os.WTERMSIG(status)
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-    os._exit(os.waitstatus_to_exitcode(status) & 0xFF if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
+    from .identity import drop_privileges
+    drop_privileges(user)
+    _wait_forwarding(pid)
 
 
 def _forward(pid: int, signum: int) -> None:
@@ -239,3 +231,45 @@ def _forward(pid: int, signum: int) -> None:
         pass
     if signum == signal.SIGTSTP:
         os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def enter_in_process(spec: Dict[str, Any]) -> None:
+    """The in-process form (`chos run`, `envsched exec`), in the view just built: the ipc and uts
+    namespaces, and with "pid" a namespace whose init is a child of ours: it mounts the job's
+    /proc, forks the job (which returns from here) and exits as the job does, taking what the job
+    left with it; we forward signals to it and exit the same way. Nothing is pinned."""
+    unshare_ipc_uts(spec)
+    if not spec.get("pid"):
+        return
+    linux.unshare(linux.CLONE_NEWPID)
+    init = os.fork()
+    if init != 0:
+        _wait_forwarding(init)
+    linux.set_parent_death_signal(signal.SIGKILL)
+    linux.mount("proc", "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+    job = os.fork()
+    if job == 0:
+        return
+    _wait_forwarding(job, reap_all=True)
+
+
+def _wait_forwarding(pid: int, reap_all: bool = False) -> None:
+    """Forward signals to `pid`, wait for it (reaping any other child meanwhile when we are an
+    init) and exit as it did. Never returns."""
+    for signum in FORWARDED:
+        signal.signal(signum, lambda s, _f: _forward(pid, s))
+    while True:
+        try:
+            done, status = os.waitpid(-1 if reap_all else pid, 0)
+        except ChildProcessError:
+            os._exit(70)
+        except InterruptedError:
+            continue
+        if done == pid:
+            break
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        os._exit(128 + signum)
+    os._exit(os.WEXITSTATUS(status))

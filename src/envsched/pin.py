@@ -296,7 +296,7 @@ class PinStore:
         linux.setns(fd, linux.CLONE_NEWNS)              # also moves our root and cwd to the view's
         os.close(fd)
         if isolation.join_pinned(isolated):             # as root; the job starts in a child of ours
-            isolation.fork_into_namespace()
+            isolation.fork_into_namespace(user)
         finish_and_exec(plan, user, argv, cwd, environ)
 
     # -- release and gc ------------------------------------------------------------------

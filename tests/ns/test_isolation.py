@@ -146,3 +146,22 @@ def test_a_dead_init_refuses_the_join_in_one_line(envsched_cmd, site_dir, test_u
         assert "process namespace" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     finally:
         _release(envsched_cmd, policy, key)
+
+
+@pytest.mark.parametrize("as_user", [True, False], ids=["chos-run-as-the-user", "envsched-exec-as-root"])
+def test_the_in_process_form_gets_the_namespaces_too(chos_cmd, envsched_cmd, site_dir, test_user, home, as_user):
+    """`chos run` (a user, through a user namespace) and `envsched exec` (root) build the view in
+    their own process: the environment's namespaces come with it, never silently left out."""
+    policy = _policy(site_dir, ["pid", "ipc", "uts"], hostname="iso-run")
+    script = ("echo self=$$ host=$(hostname) pids=$(ls /proc | grep -c '^[0-9]') "
+              "ipc=$(readlink /proc/self/ns/ipc); exit 5")
+    if as_user:
+        r = chos_cmd("--policy", str(policy), "run", "iso", "--", "/bin/sh", "-c", script, user=TEST_USER,
+                     cwd=str(home))
+    else:
+        r = envsched_cmd("--policy", str(policy), "exec", "--user", TEST_USER, "--no-user-file", "--request", "iso",
+                         "--", "/bin/sh", "-c", script)
+    assert r.returncode == 5, r.stderr
+    seen = dict(f.split("=", 1) for f in r.stdout.split())
+    assert seen["host"] == "iso-run" and seen["ipc"] != _ns("self", "ipc")
+    assert int(seen["self"]) <= 3 and int(seen["pids"]) <= 6, r.stdout
