@@ -4,25 +4,26 @@ beside it, entered by every joiner.
   ipc, uts   the view's builder unshares them before it builds the view (and sets the host name);
              the pin binds the builder's namespace files as pin/ipc and pin/uts. A joiner setns
              into them as root, before it drops privileges.
-  pid        the builder unshares it after the view is built and forks the namespace's init (its
-             pid 1) in the view: the init mounts the job's /proc, waits until the pin is made
-             (else it exits and the namespace with it), leaves the job's cgroups for those of the
-             node's pid 1 (a step's process tracking must not kill it while later steps still come),
-             and reaps orphans until the job is released. The pin binds its namespace as pin/pid
-             and keeps "PID START" in pin/init. A joiner setns into pin/pid as root; its next child
+  pid        the resolver forks the view's builder into a new PID namespace: the builder is its
+             pid 1. It builds the view, mounts the job's /proc in it and, once the pin is made
+             (else it exits and the namespace with it), stays as the namespace's init: it reaps
+             orphans until the job is released. The resolver moves it out of the job's cgroups into
+             those of the node's pid 1 (a step's process tracking must not kill it while later
+             steps still come). The pin binds its namespace as pin/pid and keeps "PID START" in
+             pin/init. A joiner setns into pin/pid as root; its next child
              is the first process of the job in the namespace (the C shims fork there, or, on Slurm,
              slurmstepd forks the tasks there: plugins/slurm-spank/remote.c). Release kills the
              init: the kernel then kills every process left in the namespace, so no orphan of the
              job survives it.
 
-Why Python for the init: it is forked from the builder, whose code is already loaded; #13 may
+Why Python for the init: it is the builder, already there (no process is added for it); #13 may
 move it into the C runtime. It holds no file of the job's and runs no code of the job's.
 """
 from __future__ import annotations
 
 import os
+import select
 import signal
-import time
 from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 
 from . import linux
@@ -47,46 +48,19 @@ def unshare_ipc_uts(spec: Dict[str, Any]) -> None:
         linux.sethostname(spec["hostname"])
 
 
-def start_init(confirm: Tuple[int, int]) -> int:
-    """In the builder, in the view: a PID namespace and its init; the init's pid (as we see it).
-    `confirm` (read end, write end): the pin writes b"1" once the namespace is pinned; the init
-    exits on anything else (the pin failed or was tried again, the resolver died)."""
-    linux.unshare(linux.CLONE_NEWPID)
-    status_r, status_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(status_r)
-        os.close(confirm[1])
-        try:
-            # the job's /proc: a new instance for this namespace, over the host's in the view
-            linux.mount("proc", "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
-            os.write(status_w, b"ok")
-        except BaseException as e:  # noqa: BLE001 - the builder reports it
-            os.write(status_w, str(getattr(e, "message", e)).encode()[:1000])
-            os._exit(1)
-        _init_main(confirm[0], status_w)
-    os.close(status_w)
-    os.close(confirm[0])
-    os.close(confirm[1])
-    status = os.read(status_r, 4096)
-    os.close(status_r)
-    if status != b"ok":
-        os.waitpid(pid, 0)
-        raise SetupError(f"cannot make the job's process namespace: {status.decode(errors='replace') or 'its init died'}")
-    return pid
+def mount_job_proc() -> None:
+    """In the view, by a process of the job's PID namespace: the job's /proc, a new instance for
+    that namespace over the host's."""
+    linux.mount("proc", "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
 
 
-def _init_main(confirm_r: int, status_w: int) -> None:
-    """pid 1 of the job's namespace: nothing of the resolver's kept open (a shim reads the
-    resolver's output until EOF), then reap until killed. Never returns."""
+def serve_as_init() -> None:
+    """The builder, pid 1 of the job's namespace, once the pin is made: nothing of the resolver's
+    kept open (a shim reads the resolver's output until EOF), then reap until killed (release).
+    Never returns."""
     try:
         os.setsid()
-        os.close(status_w)
-        os.closerange(0, confirm_r)
-        os.closerange(confirm_r + 1, 1 << 16)
-        if os.read(confirm_r, 1) != b"1":
-            os._exit(0)                                 # not pinned: the namespace goes with us
-        os.close(confirm_r)
+        os.closerange(0, 1 << 16)
         waited = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
         signal.pthread_sigmask(signal.SIG_BLOCK, waited)
         while True:
@@ -99,7 +73,7 @@ def _init_main(confirm_r: int, status_w: int) -> None:
                 if pid == 0:
                     break
             if signum != signal.SIGCHLD:
-                os._exit(0)                             # the kernel kills the rest of the namespace
+                break                                   # the kernel kills the rest of the namespace
     finally:
         os._exit(0)
 
@@ -107,12 +81,15 @@ def _init_main(confirm_r: int, status_w: int) -> None:
 def leave_job_cgroups(pid: int) -> None:
     """Move `pid` into the cgroups of the node's pid 1, hierarchy by hierarchy (best effort: where
     a hierarchy is not mounted at its root or refuses, it stays). From the host's mount namespace."""
-    mounts = _cgroup_mounts()
     try:
         with open("/proc/1/cgroup") as f:
             lines = f.read().splitlines()
+        with open(f"/proc/{pid}/cgroup") as f:
+            if f.read().splitlines() == lines:
+                return                                  # there already (no scheduler cgroup here)
     except OSError:
         return
+    mounts = _cgroup_mounts()
     for line in lines:
         _, controllers, path = line.split(":", 2)
         where = mounts.get(frozenset(controllers.split(",")) if controllers else frozenset())
@@ -155,34 +132,35 @@ def init_record(pid: int) -> str:
 
 
 def kill_init(record: str) -> None:
-    """Kill the init that `record` (pin/init) names, if it is still that process, and wait (a
-    while) until it and with it every process of the namespace is gone."""
+    """Kill the init that `record` (pin/init: "PID START") names, if it is still that process,
+    and wait (KILL_WAIT at most) until it has exited: the kernel has then killed every process of
+    its namespace. Held by a pidfd from before the start time is checked, so a recycled pid is
+    never signalled."""
     from .pin import process_start
     try:
         pid_text, start_text = record.split()
         pid, start = int(pid_text), int(start_text)
     except ValueError:
         return
-    if pid <= 1 or process_start(pid) != start:
+    if pid <= 1:
         return
     try:
-        os.kill(pid, signal.SIGKILL)
+        fd = os.pidfd_open(pid)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + KILL_WAIT
-    while time.monotonic() < deadline and _alive(pid, start):
-        time.sleep(0.005)
-
-
-def _alive(pid: int, start: int) -> bool:
-    """Running, not a zombie (an init's zombie stays until its parent reaps it)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return False
-    rest = data[data.rindex(b")") + 2:].split()
-    return rest[0] != b"Z" and int(rest[19]) == start
+        if process_start(pid) != start:
+            return
+        signal.pidfd_send_signal(fd, signal.SIGKILL)
+        select.select([fd], [], [], KILL_WAIT)           # readable once it has exited
+        try:
+            os.waitpid(pid, os.WNOHANG)                 # our own child (the resolver made the pin)
+        except ChildProcessError:
+            pass
+    except ProcessLookupError:
+        return
+    finally:
+        os.close(fd)
 
 
 def open_pinned(pin: str) -> List[Tuple[str, int]]:

@@ -432,10 +432,9 @@ def pin_namespace(target: str, build: Callable[[Tuple[int, int]], Dict[str, obje
     cpus: List[Optional[int]] = [None] + list(range(os.cpu_count() or 1))   # every CPU, not just ours
     for attempt, cpu in enumerate(cpus):
         last = attempt == len(cpus) - 1
-        confirm = os.pipe() if isolated and isolated.get("pid") else None
-        pid, ready_r, done_w = _spawn_builder(_isolating(build, isolated, confirm), cpu)
-        if confirm is not None:
-            os.close(confirm[0])
+        init = bool(isolated and isolated.get("pid"))
+        pid, ready_r, done_w = _spawn_builder(_isolating(build, isolated), cpu, init)
+        stays = False
         try:
             report = _builder_report(_read_all(ready_r))
             if not report["ok"]:
@@ -449,43 +448,44 @@ def pin_namespace(target: str, build: Callable[[Tuple[int, int]], Dict[str, obje
             for name in [n for n in ("ipc", "uts", "pid") if isolated and isolated.get(n)]:
                 beside = os.path.join(os.path.dirname(target), name)
                 os.close(os.open(beside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
-                owner = report["init"] if name == "pid" else pid
-                linux.mount(f"/proc/{owner}/ns/{name}", beside, None, linux.MS_BIND)
-            if confirm is not None:
-                os.write(confirm[1], b"1")             # pinned: the init stays
+                linux.mount(f"/proc/{pid}/ns/{name}", beside, None, linux.MS_BIND)
+            if init:                                    # pinned: the builder stays, as the init
+                os.write(done_w, b"1")
+                stays = True
+                report = dict(report, init=pid)
             return report
         finally:
-            if confirm is not None:
-                os.close(confirm[1])                    # not pinned: the init exits
             os.close(ready_r)
-            os.close(done_w)                            # releases the child
-            os.waitpid(pid, 0)
+            os.close(done_w)                            # releases the child (EOF: it exits)
+            if not stays:
+                os.waitpid(pid, 0)
     raise SetupError("the namespace could not be pinned")   # not reached: the last try pins or raises
 
 
-def _isolating(build: Callable[[Tuple[int, int]], Dict[str, object]], isolated: Optional[Dict[str, object]],
-               confirm: Optional[Tuple[int, int]]) -> Callable[[Tuple[int, int]], Dict[str, object]]:
-    """`build`, with the job's ipc and uts namespaces made before it and its PID namespace (and
-    init) after it (isolation.py)."""
+def _isolating(build: Callable[[Tuple[int, int]], Dict[str, object]], isolated: Optional[Dict[str, object]]
+               ) -> Callable[[Tuple[int, int]], Dict[str, object]]:
+    """`build`, with the job's ipc and uts namespaces made before it and, in a PID namespace of
+    its own (the builder is its pid 1), the job's /proc mounted after it (isolation.py)."""
     if not isolated:
         return build
 
     def run(keep: Tuple[int, int]) -> Dict[str, object]:
         isolation.unshare_ipc_uts(isolated)
         report = build(keep)
-        if confirm is not None:
-            report = dict(report, init=isolation.start_init(confirm))
+        if isolated.get("pid"):
+            isolation.mount_job_proc()
         return report
     return run
 
 
-def _spawn_builder(build: Callable[[Tuple[int, int]], Dict[str, object]], cpu: Optional[int]
-                   ) -> Tuple[int, int, int]:
+def _spawn_builder(build: Callable[[Tuple[int, int]], Dict[str, object]], cpu: Optional[int],
+                   init: bool = False) -> Tuple[int, int, int]:
     """A child that runs `build` (on `cpu` if given), reports on a pipe and waits until the
-    parent closes the other one: (pid, report fd, release fd)."""
+    parent closes the other one: (pid, report fd, release fd). With `init`, the child is pid 1 of
+    a new PID namespace and, told b"1" on the release pipe, stays as its init (isolation.py)."""
     ready_r, ready_w = os.pipe()
     done_r, done_w = os.pipe()
-    pid = os.fork()
+    pid = _fork_into_new_pid_namespace() if init else os.fork()
     if pid == 0:                                        # child: build, report, wait
         os.close(ready_r)
         os.close(done_w)
@@ -504,11 +504,29 @@ def _spawn_builder(build: Callable[[Tuple[int, int]], Dict[str, object]], cpu: O
             os.write(ready_w, json.dumps({"ok": False, "message": f"internal error: {e!r}",
                                           "code": int(ExitCode.INTERNAL), "type": "internal"}).encode())
         os.close(ready_w)
-        os.read(done_r, 1)                              # parent has pinned (or given up)
+        if os.read(done_r, 1) == b"1" and init:         # parent has pinned (or given up: EOF)
+            isolation.serve_as_init()
         os._exit(0)
     os.close(ready_w)
     os.close(done_r)
     return pid, ready_r, done_w
+
+
+def _fork_into_new_pid_namespace() -> int:
+    """fork(), the child as pid 1 of a new PID namespace; we stay where we are (setns back: only
+    the next child of ours goes there)."""
+    ours = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        linux.unshare(linux.CLONE_NEWPID)
+        pid = os.fork()
+        if pid != 0:
+            linux.setns(ours, linux.CLONE_NEWPID)
+        return pid
+    except BaseException:
+        linux.setns(ours, linux.CLONE_NEWPID)
+        raise
+    finally:
+        os.close(ours)
 
 
 def _age(path: str) -> float:
