@@ -9,7 +9,7 @@ FUZZ_SECONDS  ?= 300
 FUZZ_EXAMPLES ?= 10000
 FUZZ_MERGE    ?= 0
 
-.PHONY: all deps venv test test-unit test-ns fuzz demo bench bench-slurm bench-images bench-devices bench-uge clean \
+.PHONY: all deps venv test test-unit test-ns fuzz demo bench bench-slurm bench-images bench-devices bench-isolation bench-uge clean \
         man deb rpm test-packages test-installed
 
 all: venv
@@ -53,6 +53,9 @@ bench-images: venv
 
 bench-devices: venv
 	bash bench/devices.sh
+
+bench-isolation: venv
+	bash bench/isolation.sh
 
 bench-uge: venv
 	bash bench/uge.sh
