@@ -165,3 +165,29 @@ def test_the_in_process_form_gets_the_namespaces_too(chos_cmd, envsched_cmd, sit
     seen = dict(f.split("=", 1) for f in r.stdout.split())
     assert seen["host"] == "iso-run" and seen["ipc"] != _ns("self", "ipc")
     assert int(seen["self"]) <= 3 and int(seen["pids"]) <= 6, r.stdout
+
+
+def test_forged_signals_and_names_leave_the_jobs_namespaces_intact(envsched_cmd, site_dir, test_user):
+    """The job's user tries to end its namespace or change what it is: kill its init from inside
+    (pid 1) and from outside (its host pid, which the user can see), change the host name, join
+    another pin; nothing works, and the next task still joins the same namespaces."""
+    policy = _policy(site_dir, ["pid", "ipc", "uts"], hostname="iso-forged")
+    key = "iso-6"
+    _prepare(envsched_cmd, policy, key)
+    try:
+        pin = os.path.join(site_dir.run_dir, key)
+        init = int(open(os.path.join(pin, "init")).read().split()[0])
+        inside = _join(envsched_cmd, policy, key, "kill -9 1; echo kill=$?; hostname forged 2>/dev/null; "
+                                                  "echo hostname=$?; hostname")
+        assert "hostname=1" in inside.stdout.split(), inside.stdout        # no CAP_SYS_ADMIN: refused
+        assert inside.stdout.split()[-1] == "iso-forged"
+        outside = subprocess.run(["setpriv", f"--reuid={test_user.pw_uid}", f"--regid={test_user.pw_gid}",
+                                  "--clear-groups", "kill", "-9", str(init)], capture_output=True, text=True)
+        assert outside.returncode != 0                     # root's process: not the user's to signal
+        assert open(f"/proc/{init}/stat").read().split()[2] != "Z"
+        again = _join(envsched_cmd, policy, key, "hostname; readlink /proc/self/ns/pid")
+        assert again.stdout.split() == ["iso-forged", _ns(init, "pid")], again.stdout + again.stderr
+        other = envsched_cmd("--policy", str(policy), "join", "--key", key, "--", "true", user=TEST_USER)
+        assert other.returncode != 0                       # only root joins a pin
+    finally:
+        _release(envsched_cmd, policy, key)

@@ -140,3 +140,24 @@ def test_login_setup_cost(sshd, site_dir, policy, pam_user, pam_home):
     print(f"\nssh login (median of 5): exempt {exempt * 1000:.0f} ms, with the environment "
           f"{entered * 1000:.0f} ms (+{(entered - exempt) * 1000:.0f} ms)")
     assert wait_no_pins(site_dir.run_dir) == []
+
+
+def test_login_into_an_isolated_environment_gets_its_namespaces(sshd, site_dir, pam_user, pam_home):
+    """namespaces = ["pid", "ipc", "uts"]: the login shell starts in the session's own PID
+    namespace (pam_envsched setns in the monitor, which forks the session after), IPC namespace and
+    host name; closing the session releases them all."""
+    policy = site_dir.policy(body=f"""
+[environments.iso]
+path = "{site_dir.envs['deb12']}"
+namespaces = ["pid", "ipc", "uts"]
+hostname = "iso-login"
+""")
+    sshd.service.write(module_args(policy, site_dir.run_dir))
+    write_chos(pam_home, pam_user, "iso")
+    r = sshd.ssh(TEST_USER, "echo pidns=$(readlink /proc/self/ns/pid) ipcns=$(readlink /proc/self/ns/ipc) "
+                            "host=$(hostname) procs=$(ls /proc | grep -c '^[0-9]')")
+    assert r.returncode == 0, r.stderr + sshd.log()[-3000:]
+    seen = dict(f.split("=", 1) for f in r.stdout.split())
+    assert seen["pidns"] != os.readlink("/proc/self/ns/pid") and seen["ipcns"] != os.readlink("/proc/self/ns/ipc")
+    assert seen["host"] == "iso-login" and int(seen["procs"]) < 20, r.stdout
+    assert wait_no_pins(site_dir.run_dir) == []
