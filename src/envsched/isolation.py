@@ -85,9 +85,10 @@ def leave_job_cgroups(pid: int) -> None:
         with open("/proc/1/cgroup") as f:
             lines = f.read().splitlines()
         with open(f"/proc/{pid}/cgroup") as f:
-            if f.read().splitlines() == lines:
-                return                                  # there already (no scheduler cgroup here)
+            lines = sorted(set(lines) - set(f.read().splitlines()))    # where it is not there yet
     except OSError:
+        return
+    if not lines:
         return
     mounts = _cgroup_mounts()
     for line in lines:
