@@ -9,6 +9,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <linux/nsfs.h>
@@ -42,7 +43,7 @@ int es_foreign_userns(int mnt_ns)
 int es_join_and_drop(int pin_dirfd, int has_view, const char *pin_path, uid_t uid, gid_t gid, char *err,
                      size_t errlen)
 {
-    int ns = -1, userns = -1;
+    int ns = -1, userns = -1, pidns = 0;
 
     /* 1. the view: its pinned mount namespace, opened without following a link planted in place
      *    of it */
@@ -66,6 +67,14 @@ int es_join_and_drop(int pin_dirfd, int has_view, const char *pin_path, uid_t ui
             close(pin_dirfd);
             return ENVSCHED_EXIT_SETUP_FAILED;
         }
+        /* 1b. the job's isolation namespaces (pid, ipc, uts: pin/init, or ipc and uts bound in the
+         *     pin), as root, an admin's view only (a user's own view never has them); before the
+         *     view, whose /proc is the job's own (the init's start time is read in the host's) */
+        if (userns == -1 && es_join_isolation(pin_dirfd, pin_path, &pidns, err, errlen) != 0) {
+            close(ns);
+            close(pin_dirfd);
+            return ENVSCHED_EXIT_SETUP_FAILED;
+        }
         if (userns == -1 && setns(ns, CLONE_NEWNS) != 0) {
             /*    an admin's view: setns moves our root and cwd into it (the caller chdirs later) */
             snprintf(err, errlen, "cannot enter the job's environment (setns %s/mnt: %s)", pin_path, strerror(errno));
@@ -73,14 +82,6 @@ int es_join_and_drop(int pin_dirfd, int has_view, const char *pin_path, uid_t ui
             close(pin_dirfd);
             return ENVSCHED_EXIT_SETUP_FAILED;
         }
-    }
-    /* 1b. the job's isolation namespaces pinned beside the view (ipc, uts, pid), as root; an
-     *     admin's view only (a user's own view never has them) */
-    int pidns = 0;
-    if (has_view && userns == -1 && es_join_isolation(pin_dirfd, pin_path, &pidns, err, errlen) != 0) {
-        close(ns);
-        close(pin_dirfd);
-        return ENVSCHED_EXIT_SETUP_FAILED;
     }
     close(pin_dirfd);
     int rc = drop(uid, gid, err, errlen);
@@ -126,25 +127,92 @@ static int drop(uid_t uid, gid_t gid, char *err, size_t errlen)
     return 0;
 }
 
+/* The start time (clock ticks since boot) of process `pid`, 0 if it is gone or a zombie. */
+static unsigned long long start_time(int pid)
+{
+    char path[64], stat[1024];
+    unsigned long long start = 0;
+    char state = 0;
+
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, stat, sizeof stat - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        return 0;
+    stat[n] = '\0';
+    char *p = strrchr(stat, ')');
+    if (p == NULL || sscanf(p + 2, "%c %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %llu",
+                            &state, &start) != 2 || state == 'Z')
+        return 0;
+    return start;
+}
+
+int es_open_init(int pin_dirfd, int *flags, char *err, size_t errlen)
+{
+    char record[128], names[64];
+    int pid = 0;
+    unsigned long long start = 0;
+    int fd = openat(pin_dirfd, "init", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+
+    if (fd < 0 && errno == ENOENT)
+        return -2;
+    ssize_t n = fd >= 0 ? read(fd, record, sizeof record - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n > 0)
+        record[n] = '\0';
+    if (n <= 0 || sscanf(record, "%d %llu %63s", &pid, &start, names) != 3 || pid <= 1) {
+        snprintf(err, errlen, "the pin's init record is unreadable or malformed");
+        return -1;
+    }
+    *flags = 0;
+    for (char *save = NULL, *name = strtok_r(names, ",", &save); name; name = strtok_r(NULL, ",", &save))
+        *flags |= strcmp(name, "pid") == 0 ? CLONE_NEWPID : strcmp(name, "ipc") == 0 ? CLONE_NEWIPC
+                  : strcmp(name, "uts") == 0 ? CLONE_NEWUTS : 0;
+    /* the pidfd first, then the start time: the descriptor holds the very process we checked */
+    fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd < 0 || start_time(pid) != start) {
+        if (fd >= 0)
+            close(fd);
+        snprintf(err, errlen, "cannot start the job in its process namespace: it has ended (its init is gone)");
+        return -1;
+    }
+    return fd;
+}
+
 int es_join_isolation(int pin_dirfd, const char *pin_path, int *pidns, char *err, size_t errlen)
 {
-    static const struct { const char *name; int type; } kinds[] = {
-        {"ipc", CLONE_NEWIPC}, {"uts", CLONE_NEWUTS}, {"pid", CLONE_NEWPID}};
+    static const struct { const char *name; int type; } binds[] = {{"ipc", CLONE_NEWIPC}, {"uts", CLONE_NEWUTS}};
+    int flags = 0, fd = es_open_init(pin_dirfd, &flags, err, errlen);
 
-    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
-        int fd = openat(pin_dirfd, kinds[i].name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd == -1)
+        return -1;
+    if (fd >= 0) {
+        /* the namespaces the init holds (pid, and ipc and uts with it): one setns on its pidfd */
+        int rc = setns(fd, flags);
+        if (rc != 0 && errno == ESRCH)          /* exited since (a zombie keeps its pidfd) */
+            snprintf(err, errlen, "cannot start the job in its process namespace: it has ended (its init is gone)");
+        else if (rc != 0)
+            snprintf(err, errlen, "cannot enter the job's namespaces (setns %s/init: %s)", pin_path, strerror(errno));
+        close(fd);
+        *pidns = rc == 0 && (flags & CLONE_NEWPID);
+        return rc == 0 ? 0 : -1;
+    }
+    /* without "pid": the ipc and uts namespaces bound in the pin */
+    for (size_t i = 0; i < sizeof binds / sizeof binds[0]; i++) {
+        fd = openat(pin_dirfd, binds[i].name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0 && errno == ENOENT)
             continue;
-        if (fd < 0 || setns(fd, kinds[i].type) != 0) {
-            snprintf(err, errlen, "cannot enter the job's %s namespace (%s %s/%s: %s)", kinds[i].name,
-                     fd < 0 ? "open" : "setns", pin_path, kinds[i].name, strerror(errno));
+        if (fd < 0 || setns(fd, binds[i].type) != 0) {
+            snprintf(err, errlen, "cannot enter the job's %s namespace (%s %s/%s: %s)", binds[i].name,
+                     fd < 0 ? "open" : "setns", pin_path, binds[i].name, strerror(errno));
             if (fd >= 0)
                 close(fd);
             return -1;
         }
         close(fd);
-        if (kinds[i].type == CLONE_NEWPID)
-            *pidns = 1;
     }
     return 0;
 }

@@ -16,10 +16,16 @@
 int es_join_and_drop(int pin_dirfd, int has_view, const char *pin_path, uid_t uid, gid_t gid, char *err,
                      size_t errlen);
 
-/* setns into the pin's ipc, uts and pid namespaces that exist (opened O_NOFOLLOW in the pin
- * directory pin_dirfd, which stays open); *pidns = 1 when a PID namespace was joined: the caller's
- * next child is the first process in it. 0, or -1 with the reason in err. */
+/* setns into the pin's isolation namespaces (pin_dirfd stays open): those the PID namespace's init
+ * holds (pin/init), through its pidfd; without "pid", the ipc and uts bound in the pin (opened
+ * O_NOFOLLOW). *pidns = 1 when a PID namespace was joined: the caller's next child is the first
+ * process in it. 0, or -1 with the reason in err. */
 int es_join_isolation(int pin_dirfd, const char *pin_path, int *pidns, char *err, size_t errlen);
+
+/* A pidfd of the init pin/init names ("PID START NAMES"), opened before its start time is checked,
+ * and in *flags the CLONE_NEW* flags of the namespaces it holds; -2 when the pin has no init; -1
+ * with the reason in err when it is gone or the record is malformed. */
+int es_open_init(int pin_dirfd, int *flags, char *err, size_t errlen);
 
 /* The user namespace owning the mount namespace `mnt_ns` when it is not the caller's own (a user's own
  * view, to be entered only as the user): a new descriptor; -1 when it is the caller's; -2 on error. */

@@ -82,25 +82,26 @@ int es_enter(const struct es_conf *c, const struct es_shim *s, int *host_ns, cha
         close(host);
         return -1;
     }
-    if (setns(fd, CLONE_NEWNS) != 0) {
-        snprintf(err, errlen, ES_PREFIX "cannot enter the prepared environment (setns: %s)", strerror(errno));
-        close(fd);
-        close(dir);
-        close(host);
-        return -1;
-    }
-    close(fd);
-    /* the environment's isolation namespaces: the session process joins ipc and uts; with pid,
-     * what it forks from now on (the login shell) starts in the session's PID namespace */
+    /* the environment's isolation namespaces, before the view (whose /proc is the session's own):
+     * the session process joins ipc and uts; with pid, what it forks from now on (the login
+     * shell) starts in the session's PID namespace */
     int pidns = 0;
     char why[512];
     int rc = es_join_isolation(dir, s->pin, &pidns, why, sizeof why);
     close(dir);
     if (rc != 0) {
         snprintf(err, errlen, ES_PREFIX "%s", why);
-        es_leave(host);
+        close(fd);
+        close(host);
         return -1;
     }
+    if (setns(fd, CLONE_NEWNS) != 0) {
+        snprintf(err, errlen, ES_PREFIX "cannot enter the prepared environment (setns: %s)", strerror(errno));
+        close(fd);
+        close(host);
+        return -1;
+    }
+    close(fd);
     /* setns moved root and cwd to the view's root; keep the working directory where it exists */
     if (!(cwd[0] && chdir(cwd) == 0) && chdir("/") != 0) {
         /* "/" always exists in a view */

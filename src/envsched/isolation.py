@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import select
 import signal
-from typing import TYPE_CHECKING, Any, Dict, List, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Tuple
 
 from . import linux
 from .errors import SetupError
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 # signals reach both, SIGKILL and SIGSTOP cannot be caught)
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
              signal.SIGCONT, signal.SIGALRM, signal.SIGXCPU, signal.SIGWINCH, signal.SIGTSTP)
+FLAGS = {"pid": linux.CLONE_NEWPID, "ipc": linux.CLONE_NEWIPC, "uts": linux.CLONE_NEWUTS}
 KILL_WAIT = 5.0          # seconds release waits for the namespace's processes to be gone
 
 
@@ -127,9 +128,35 @@ def _cgroup_mounts() -> Dict[frozenset, str]:
     return out
 
 
-def init_record(pid: int) -> str:
+def init_record(pid: int, spec: Dict[str, Any]) -> str:
+    """pin/init: "PID START NAMES", NAMES the namespaces the init holds (pid, ipc, uts)."""
     from .pin import process_start
-    return f"{pid} {process_start(pid)}\n"
+    names = ",".join(n for n in ("pid", "ipc", "uts") if spec.get(n))
+    return f"{pid} {process_start(pid)} {names}\n"
+
+
+def open_init(record: str) -> Tuple[int, int]:
+    """(a pidfd of the init that `record` names, the CLONE_NEW* flags of its namespaces), the pidfd
+    opened before the start time is checked, so it holds that very process; SetupError when it is
+    gone (the job's namespaces have ended)."""
+    from .pin import process_start
+    gone = SetupError("cannot start the job in its process namespace: it has ended (its init is gone)")
+    try:
+        pid_text, start_text, names = record.split()
+        pid, start = int(pid_text), int(start_text)
+        flags = 0
+        for name in names.split(","):
+            flags |= FLAGS[name]
+    except (ValueError, KeyError):
+        raise SetupError("the pin's init record is malformed") from None
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        raise gone from None
+    if process_start(pid) != start:
+        os.close(fd)
+        raise gone
+    return fd, flags
 
 
 def kill_init(record: str) -> None:
@@ -139,7 +166,7 @@ def kill_init(record: str) -> None:
     never signalled."""
     from .pin import process_start
     try:
-        pid_text, start_text = record.split()
+        pid_text, start_text = record.split()[:2]
         pid, start = int(pid_text), int(start_text)
     except ValueError:
         return
@@ -164,26 +191,41 @@ def kill_init(record: str) -> None:
         os.close(fd)
 
 
-def open_pinned(pin: str) -> List[Tuple[str, int]]:
-    """The isolation namespaces pinned in `pin` (a directory), opened: [(name, fd)]."""
-    out = []
-    for name in ("ipc", "uts", "pid"):
+def join_pinned(pin: str) -> bool:
+    """As root, enter the isolation namespaces of the pin directory `pin`: those its init holds
+    (pin/init, one setns on its pidfd), else the ipc and uts binds (an environment without "pid");
+    True when a PID namespace was joined: fork before exec."""
+    try:
+        with open(os.path.join(pin, "init"), opener=_nofollow) as f:
+            record = f.read()
+    except FileNotFoundError:
+        record = ""
+    if record:
+        fd, flags = open_init(record)
         try:
-            out.append((name, os.open(os.path.join(pin, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)))
-        except FileNotFoundError:
-            continue
-    return out
-
-
-def join_pinned(fds: List[Tuple[str, int]]) -> bool:
-    """setns into each (as root); True when a PID namespace was joined: fork before exec."""
-    flags = {"ipc": linux.CLONE_NEWIPC, "uts": linux.CLONE_NEWUTS, "pid": linux.CLONE_NEWPID}
-    for name, fd in fds:
-        try:
-            linux.setns(fd, flags[name])
+            linux.setns(fd, flags)
+        except SetupError as e:
+            if linux.errno_of(e) == "ESRCH":            # exited since (a zombie keeps its pidfd)
+                raise SetupError("cannot start the job in its process namespace: it has ended (its init is "
+                                 "gone)") from None
+            raise
         finally:
             os.close(fd)
-    return any(name == "pid" for name, _ in fds)
+        return bool(flags & linux.CLONE_NEWPID)
+    for name in ("ipc", "uts"):
+        try:
+            fd = os.open(os.path.join(pin, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            linux.setns(fd, FLAGS[name])
+        finally:
+            os.close(fd)
+    return False
+
+
+def _nofollow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
 
 
 def fork_into_namespace(user: "UserInfo") -> None:

@@ -250,7 +250,7 @@ class PinStore:
         if plan.kind != "user-image":
             report = pin_namespace(os.path.join(pin, "mnt"), lambda keep: build_view(plan) or {}, plan.namespaces)
             if isinstance(report.get("init"), int):     # the job's PID namespace (isolation.py)
-                _write_file(os.path.join(pin, "init"), isolation.init_record(report["init"]))
+                _write_file(os.path.join(pin, "init"), isolation.init_record(report["init"], plan.namespaces))
                 isolation.leave_job_cgroups(report["init"])
             return plan
         report = pin_namespace(os.path.join(pin, "mnt"), lambda keep: _build_as_user(plan, user, keep))
@@ -283,8 +283,10 @@ class PinStore:
             except OSError:
                 cwd = None
         environ = None
-        isolated = isolation.open_pinned(pin)           # the job's ipc, uts and pid namespaces, if any
         userns = linux.foreign_userns(fd)
+        # the job's pid, ipc and uts namespaces (an admin's view), from the host's pin directory:
+        # as root, before the view hides it; the job starts in a child of ours below
+        in_pid_namespace = userns is None and isolation.join_pinned(pin)
         if userns is not None:
             # a user's own view (owned by the user's own user namespace, whatever meta.json says):
             # entered as the user (root never walks a tree the user controls), through that namespace
@@ -295,7 +297,7 @@ class PinStore:
             os.close(userns)
         linux.setns(fd, linux.CLONE_NEWNS)              # also moves our root and cwd to the view's
         os.close(fd)
-        if isolation.join_pinned(isolated):             # as root; the job starts in a child of ours
+        if in_pid_namespace:
             isolation.fork_into_namespace(user)
         finish_and_exec(plan, user, argv, cwd, environ)
 
@@ -312,9 +314,10 @@ class PinStore:
                 isolation.kill_init(f.read())
         except FileNotFoundError:
             pass
-        for name in ("mnt", "pid", "ipc", "uts"):
+        mounted = mount_points()
+        for name in ("mnt", "ipc", "uts"):
             target = os.path.join(pin, name)
-            if (name == "mnt" and os.path.ismount(target)) or is_mounted_here(target):
+            if target in mounted:
                 try:
                     linux.umount2(target, linux.MNT_DETACH)
                 except SetupError as e:
@@ -322,7 +325,7 @@ class PinStore:
                         raise
         if epilog is not None:
             nodehooks.run("epilog", *epilog)
-        for name in ("mnt", "pid", "ipc", "uts", "init", "plan.json", "meta.json", "shim", "inputs", "userns",
+        for name in ("mnt", "ipc", "uts", "init", "plan.json", "meta.json", "shim", "inputs", "userns",
                      "hooks.json", "hooks.released"):
             try:
                 os.unlink(os.path.join(pin, name))
@@ -445,7 +448,9 @@ def pin_namespace(target: str, build: Callable[[Tuple[int, int]], Dict[str, obje
             if not os.path.exists(target):
                 os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
             linux.mount(f"/proc/{pid}/ns/mnt", target, None, linux.MS_BIND)
-            for name in [n for n in ("ipc", "uts", "pid") if isolated and isolated.get(n)]:
+            # ipc and uts of an environment without "pid" are held by binds; with "pid", the init
+            # holds all three and joiners enter them through its pidfd (isolation.join_pinned)
+            for name in [n for n in ("ipc", "uts") if isolated and isolated.get(n) and not init]:
                 beside = os.path.join(os.path.dirname(target), name)
                 os.close(os.open(beside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
                 linux.mount(f"/proc/{pid}/ns/{name}", beside, None, linux.MS_BIND)
@@ -539,11 +544,16 @@ def _age(path: str) -> float:
 def is_mounted_here(path: str) -> bool:
     """Is `path` a mount point in our namespace (a namespace file bound there: a pin's mnt, an
     image holder)? Its mountinfo line; os.path.ismount does not see binds of namespace files."""
+    return path in mount_points()
+
+
+def mount_points() -> set:
+    """Every mount point of our namespace (mountinfo's field 5, octal escapes decoded)."""
     try:
         with open("/proc/self/mountinfo") as f:
-            return any(line.split()[4] == path for line in f)
+            return {line.split()[4].replace("\\040", " ") for line in f}
     except OSError:
-        return False
+        return set()
 
 
 def _write_file(path: str, text: str) -> None:

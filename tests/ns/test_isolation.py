@@ -57,8 +57,11 @@ def test_pid_ipc_uts_are_the_jobs_own_and_shared_by_its_joins(envsched_cmd, site
     _prepare(envsched_cmd, policy, key)
     try:
         pin = os.path.join(site_dir.run_dir, key)
-        assert sorted(n for n in os.listdir(pin) if n in ("pid", "ipc", "uts", "init")) == ["init", "ipc", "pid", "uts"]
-        init = int(open(os.path.join(pin, "init")).read().split()[0])
+        # the init holds all three; joiners enter them through its pidfd (no binds)
+        assert sorted(n for n in os.listdir(pin) if n in ("pid", "ipc", "uts", "init")) == ["init"]
+        init, _, names = open(os.path.join(pin, "init")).read().split()
+        init = int(init)
+        assert names == "pid,ipc,uts"
         script = ("echo self=$$; echo host=$(hostname); echo pids=$(ls /proc | grep -c '^[0-9]');"
                   "echo ipc=$(readlink /proc/self/ns/ipc); echo pidns=$(readlink /proc/self/ns/pid);"
                   "cat /proc/1/cmdline | tr '\\0' ' '; echo")
@@ -189,5 +192,21 @@ def test_forged_signals_and_names_leave_the_jobs_namespaces_intact(envsched_cmd,
         assert again.stdout.split() == ["iso-forged", _ns(init, "pid")], again.stdout + again.stderr
         other = envsched_cmd("--policy", str(policy), "join", "--key", key, "--", "true", user=TEST_USER)
         assert other.returncode != 0                       # only root joins a pin
+    finally:
+        _release(envsched_cmd, policy, key)
+
+
+def test_ipc_and_uts_without_pid_are_pinned_beside_the_view(envsched_cmd, site_dir, test_user):
+    policy = _policy(site_dir, ["ipc", "uts"], hostname="no-pid")
+    key = "iso-7"
+    _prepare(envsched_cmd, policy, key)
+    try:
+        pin = os.path.join(site_dir.run_dir, key)
+        assert sorted(n for n in os.listdir(pin) if n in ("pid", "ipc", "uts", "init")) == ["ipc", "uts"]
+        runs = [_join(envsched_cmd, policy, key, "hostname; readlink /proc/self/ns/ipc; readlink /proc/self/ns/pid")
+                for _ in range(2)]
+        assert runs[0].stdout == runs[1].stdout, runs[0].stderr
+        host, ipc, pidns = runs[0].stdout.split()
+        assert host == "no-pid" and ipc != _ns("self", "ipc") and pidns == _ns("self", "pid")
     finally:
         _release(envsched_cmd, policy, key)
