@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .errors import EnvironmentBroken
 from .policy.model import Environment, HostDevices, Site
@@ -60,7 +60,7 @@ def parse_list(text: str) -> Tuple[List[str], List[str], List[str]]:
         name = line.split("#", 1)[0].strip()
         if not name:
             continue
-        if "/" in name or name in (".", "..") or any(c.isspace() for c in name):
+        if "/" in name or name in (".", "..") or name.split() != [name]:   # no whitespace
             problems.append(f"line {n}: not a file name: {name!r}")
             continue
         (libs if ".so" in name else tools).append(name)
@@ -80,32 +80,54 @@ def read_list(path: str) -> Tuple[List[str], List[str], List[str]]:
     return libs, tools, [f"site.gpu_libraries {path}: {p}" for p in problems]
 
 
-_cache: Dict[Tuple[str, int, int, int], List[Tuple[str, str]]] = {}
+# The loader's cache, parsed once per process while its identity is unchanged (a long-lived
+# caller; each resolver run is its own process and parses it once).
+_cache: Dict[tuple, List[Tuple[str, str]]] = {}
 
 
-def ld_cache(path: str = LD_CACHE, arch_flags: Optional[int] = None) -> List[Tuple[str, str]]:
+def ld_cache(path: str = LD_CACHE, arch_flags: Optional[int] = None,
+             stems: Optional[Iterable[str]] = None) -> List[Tuple[str, str]]:
     """(name, path) of the loader's cache for the node's own architecture, in the cache's order
-    (the loader's preference): glibc's new format, alone or after the old one. [] if unreadable."""
+    (the loader's preference): glibc's new format, alone or after the old one. [] if unreadable.
+    With `stems` (_stem of the names wanted), only the entries whose name has one of them."""
     try:
-        st = os.stat(path)
+        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return []
-    key = (path, st.st_ino, st.st_mtime_ns, st.st_size)
-    if key in _cache:
-        return _cache[key]
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        st = os.fstat(fd)                 # the identity of what is read, not of a path that may move
+        if arch_flags is None:
+            arch_flags = ARCH_FLAGS.get(os.uname().machine)
+        wanted = None if stems is None else frozenset(stems)
+        key = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, arch_flags, wanted)
+        if key in _cache:
+            return _cache[key]
+        if not stat.S_ISREG(st.st_mode):
+            return []
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
     except OSError:
         return []
-    out = parse_ld_cache(data, ARCH_FLAGS.get(os.uname().machine) if arch_flags is None else arch_flags)
+    finally:
+        os.close(fd)
+    out = parse_ld_cache(b"".join(chunks), arch_flags, wanted)
     _cache.clear()
     _cache[key] = out
     return out
 
 
-def parse_ld_cache(data: bytes, arch_flags: Optional[int]) -> List[Tuple[str, str]]:
+def parse_ld_cache(data: bytes, arch_flags: Optional[int],
+                   stems: Optional[Iterable[str]] = None) -> List[Tuple[str, str]]:
+    """The entries of a cache file's bytes (see ld_cache). Each string is what lies from its offset
+    to the next NUL; the strings right after a NUL are split out at once, and a name is most often
+    the tail of its own path (ldconfig merges them), so few offsets need a search of their own."""
+    import operator
     import struct                                       # only GPU environments read the cache
+    from itertools import accumulate, repeat
     base = 0
     if data.startswith(OLD_MAGIC):                       # the old table first: skip it, 8-aligned
         if len(data) < 16:
@@ -114,27 +136,50 @@ def parse_ld_cache(data: bytes, arch_flags: Optional[int]) -> List[Tuple[str, st
         base = (16 + 12 * nold + 7) & ~7
     if data[base:base + len(NEW_MAGIC)] != NEW_MAGIC or len(data) < base + 48:
         return []
-    nlibs, _strings = struct.unpack_from("<II", data, base + 20)
+    table = data[base:] if base else data
+    nlibs, _strings = struct.unpack_from("<II", table, 20)
+    n = max(0, min(nlibs, (len(table) - 48) // 24))
+    words = struct.unpack_from(f"<{6 * n}i", table, 48)       # flags, key, value, osversion, hwcap (2)
+    first = 48 + 24 * n
+    pieces = table[first:].split(b"\0")
+    get = dict(zip(accumulate(map(operator.add, map(len, pieces), repeat(1)), initial=first), pieces)).get
+    # the stems compared as bytes, before decoding: a name's part before its first ".so", or the
+    # whole name if it has none (after decoding instead when a wanted stem is not plain text)
+    prefixes = wholes = None
+    if stems is not None and not any("\ufffd" in s for s in stems):
+        prefixes = {s[:-3].encode() for s in stems if s.endswith(".so")}
+        wholes = {s.encode() for s in stems if ".so" not in s}
     out: List[Tuple[str, str]] = []
-    end = len(data)
-    for i in range(nlibs):
-        off = base + 48 + 24 * i
-        if off + 24 > end:
-            break
-        flags, key, value = struct.unpack_from("<iII", data, off)
+    for flags, key, value in zip(words[0::6], words[1::6], words[2::6]):
         if arch_flags is not None and flags != arch_flags:
             continue
-        name, path = _cstr(data, base + key), _cstr(data, base + value)
-        if name and path.startswith("/"):
-            out.append((name, path))
+        path = get(value)
+        if path is None:
+            path = _cstr(table, value)
+        d = key - value
+        if 0 <= d < len(path):
+            name = path[d:]
+        else:
+            name = get(key)
+            if name is None:
+                name = _cstr(table, key)
+        if prefixes is not None:
+            head, so, _rest = name.partition(b".so")
+            if head not in prefixes if so else name not in wholes:
+                continue
+        if name and path[:1] == b"/":
+            out.append((name.decode("utf-8", "replace"), path.decode("utf-8", "replace")))
+    if stems is not None and prefixes is None:
+        wanted = set(stems)
+        out = [(name, path) for name, path in out if _stem(name) in wanted]
     return out
 
 
-def _cstr(data: bytes, off: int) -> str:
+def _cstr(data: bytes, off: int) -> bytes:
     if not 0 <= off < len(data):
-        return ""
+        return b""
     stop = data.find(b"\0", off)
-    return data[off:stop if stop >= 0 else len(data)].decode("utf-8", "replace")
+    return data[off:stop if stop >= 0 else len(data)]
 
 
 def _matches(entry: str, name: str) -> bool:
@@ -142,11 +187,31 @@ def _matches(entry: str, name: str) -> bool:
     return entry == name or entry.startswith(name + ".")
 
 
+def _join(d: str, name: str) -> str:
+    """os.path.join(d, name) for a name without "/" (a directory entry)."""
+    return d + name if d.endswith("/") else d + "/" + name
+
+
+def _abs(path: str) -> str:
+    """os.path.abspath(path), without its work when the path is absolute and already normal."""
+    if path.startswith("/") and "//" not in path and "/." not in path and (path == "/" or not path.endswith("/")):
+        return path
+    return os.path.abspath(path)
+
+
+def _dirname(path: str) -> str:
+    """os.path.dirname of a normal absolute path (_abs)."""
+    return path[:path.rfind("/")] or "/"
+
+
 class _Trust:
-    """Root's, not writable by group or others: files and every directory above them (memoised)."""
+    """Root's, not writable by group or others: files and every directory above them. One run
+    (one find) judges each directory once and resolves each path once; nothing is kept longer."""
 
     def __init__(self) -> None:
         self.dirs: Dict[str, Optional[str]] = {}
+        self.real_dirs: Dict[str, str] = {}
+        self.paths: Dict[str, Tuple[bool, str, Optional[os.stat_result], Optional[OSError]]] = {}
 
     def _dir(self, d: str) -> Optional[str]:
         if d in self.dirs:
@@ -165,40 +230,131 @@ class _Trust:
         self.dirs[d] = problem
         return problem
 
+    def resolve(self, path: str) -> Tuple[bool, str, Optional[os.stat_result], Optional[OSError]]:
+        """(path is a symlink, os.path.realpath(path), lstat of that or None, its error or None).
+
+        The directory is resolved once (os.path.realpath) and the name's own symlinks followed
+        by hand while they name a file in that same directory (a driver's soname links); any
+        other case is left to os.path.realpath, so the answer is always realpath's."""
+        if path in self.paths:
+            return self.paths[path]
+        full = _abs(path)
+        i = full.rfind("/")
+        d, name = full[:i] or "/", full[i + 1:]
+        rd = self.real_dirs.get(d)
+        if rd is None:
+            rd = self.real_dirs[d] = os.path.realpath(d)
+        is_link, real, st, err = False, "", None, None
+        if name not in ("", ".", ".."):
+            current = name
+            for hop in range(40):
+                try:
+                    st = os.lstat(_join(rd, current))
+                except OSError:
+                    break                                     # realpath's own answer, below
+                if hop == 0:
+                    is_link = stat.S_ISLNK(st.st_mode)
+                if not stat.S_ISLNK(st.st_mode):
+                    real = _join(rd, current)
+                    if hop:                                   # the link's target: known too
+                        self.paths.setdefault(real, (False, real, st, None))
+                    break
+                try:
+                    current = os.readlink(_join(rd, current))
+                except OSError:
+                    break
+                if "/" in current or current in ("", ".", ".."):
+                    break
+        if not real:
+            is_link = os.path.islink(path)
+            real = os.path.realpath(path)
+            try:
+                st = os.lstat(real)
+            except OSError as e:
+                st, err = None, e
+        self.paths[path] = (is_link, real, st, err)
+        return self.paths[path]
+
     def file(self, path: str) -> Tuple[str, Optional[str]]:
         """(the real file, None) or (path, the problem)."""
-        real = os.path.realpath(path)
-        try:
-            st = os.lstat(real)
-        except OSError as e:
-            return path, f"{path}: {e.strerror}"
+        _link, real, st, err = self.resolve(path)
+        if st is None:
+            return path, f"{path}: {err.strerror if err else 'cannot stat'}"
         if not stat.S_ISREG(st.st_mode):
             return path, f"{path}: not a regular file"
         if st.st_uid != 0:
             return path, f"{real} is owned by uid {st.st_uid}, not root"
         if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             return path, f"{real} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
-        for d in dict.fromkeys((os.path.dirname(os.path.abspath(path)), os.path.dirname(real))):
+        for d in dict.fromkeys((_dirname(_abs(path)), _dirname(real))):
             problem = self._dir(d)
             if problem:
                 return path, f"{path}: {problem}"
         return real, None
 
 
-def _nodes(patterns: Sequence[str], problems: List[str], missing: List[str]) -> List[str]:
-    import glob
+def _has_magic(s: str) -> bool:
+    return "*" in s or "?" in s or "[" in s
+
+
+def _listdir(d: str, memo: Dict[str, List[str]]) -> List[str]:
+    """The names in `d` (in no order), listed once per run; [] if it cannot be listed."""
+    if d not in memo:
+        try:
+            memo[d] = os.listdir(d)
+        except OSError:
+            memo[d] = []
+    return memo[d]
+
+
+def _digit_after(prefix: str):
+    """The test of `prefix[0-9]*` for a name (no import of fnmatch for NVIDIA's own patterns)."""
+    n = len(prefix)
+    return lambda name: name.startswith(prefix) and "0" <= name[n:n + 1] <= "9"
+
+
+_NAME_TESTS = {"nvidia[0-9]*": _digit_after("nvidia"), "nvidia-cap[0-9]*": _digit_after("nvidia-cap")}
+
+
+def _glob(pattern: str, memo: Dict[str, List[str]]) -> List[str]:
+    """sorted(glob.glob(pattern)), from one listing of each directory per run (memo): /dev is
+    listed once for all of NVIDIA's patterns and the environment's."""
+    d, base = os.path.split(pattern)
+    if not d or not base or _has_magic(d):
+        import glob
+        return sorted(glob.glob(pattern))
+    names = _listdir(d, memo)
+    test = _NAME_TESTS.get(base)
+    if test is not None:
+        hits = [n for n in names if test(n)]
+    else:
+        import fnmatch
+        if not base.startswith("."):                   # glob's rule: hidden names only by name
+            names = [n for n in names if not n.startswith(".")]
+        hits = fnmatch.filter(names, base)
+    return [_join(d, n) for n in sorted(hits)]
+
+
+def _nodes(patterns: Sequence[str], problems: List[str], missing: List[str],
+           memo: Dict[str, List[str]]) -> List[str]:
     out: List[str] = []
     for pattern in patterns:
-        found = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else (
-            [pattern] if os.path.lexists(pattern) else [])
+        if _has_magic(pattern):
+            found = [(node, None) for node in _glob(pattern, memo)]
+        else:
+            try:
+                found = [(pattern, os.lstat(pattern))]
+            except OSError:
+                found = []                             # not there (os.path.lexists: any error)
         if not found:
             missing.append(pattern)
-        for node in found:
-            try:
-                st = os.lstat(node)
-            except OSError as e:
-                problems.append(f"{node}: {e.strerror}")
-                continue
+        for node, st in found:
+            if st is None:
+                try:
+                    st = os.lstat(node)
+                except OSError as e:
+                    problems.append(f"{node}: {e.strerror}")
+                    continue
             if not stat.S_ISCHR(st.st_mode):
                 problems.append(f"device {node} is not a character device")
             elif st.st_uid != 0:
@@ -214,24 +370,25 @@ def _stem(name: str) -> str:
     return name[:i + 3] if i >= 0 else name
 
 
-def _soname_hits(dirs: Sequence[str], lib: str, memo: Dict[str, List[str]]) -> List[Tuple[str, str]]:
+def _soname_hits(dirs: Sequence[str], lib: str, index: Dict[str, Dict[str, List[str]]],
+                 memo: Dict[str, List[str]], trust: _Trust) -> List[Tuple[str, str]]:
     """Matches of `lib` in the search directories; a file some matching symlink there leads to is
     bound under the symlink's name only (the soname the loader asks for), as the cache lists it."""
     out: List[Tuple[str, str]] = []
+    stem = _stem(lib)
     for d in dirs:
-        hits = [e for e in _listdir(d, memo) if _matches(e, lib)]
-        targets = {os.path.realpath(os.path.join(d, e)) for e in hits if os.path.islink(os.path.join(d, e))}
-        out += [(e, os.path.join(d, e)) for e in hits if os.path.join(d, e) not in targets]
+        if d not in index:                             # each directory's names by stem, once
+            by_stem: Dict[str, List[str]] = {}
+            for e in sorted(_listdir(d, memo)):
+                by_stem.setdefault(_stem(e), []).append(e)
+            index[d] = by_stem
+        hits = [e for e in index[d].get(stem, ()) if _matches(e, lib)]
+        if not hits:
+            continue
+        paths = [_join(d, e) for e in hits]
+        targets = {real for is_link, real, _st, _err in map(trust.resolve, paths) if is_link}
+        out += [(e, p) for e, p in zip(hits, paths) if p not in targets]
     return out
-
-
-def _listdir(d: str, memo: Dict[str, List[str]]) -> List[str]:
-    if d not in memo:
-        try:
-            memo[d] = sorted(os.listdir(d))
-        except OSError:
-            memo[d] = []
-    return memo[d]
 
 
 def driver_files(site: Site, problems: List[str], missing: List[str]) -> List[Tuple[str, str]]:
@@ -240,12 +397,14 @@ def driver_files(site: Site, problems: List[str], missing: List[str]) -> List[Tu
     problems += list_problems
     trust = _Trust()
     memo: Dict[str, List[str]] = {}
+    index: Dict[str, Dict[str, List[str]]] = {}
     found: Dict[str, str] = {}                   # path in the view -> host path (first one wins)
+    stems = {_stem(lib) for lib in libs}
     by_stem: Dict[str, List[Tuple[str, str]]] = {}
-    for n, p in (ld_cache() if libs else []):
+    for n, p in (ld_cache(stems=stems) if libs else []):
         by_stem.setdefault(_stem(n), []).append((n, p))
     for lib in libs:
-        hits = _soname_hits(site.gpu_search_dirs, lib, memo)
+        hits = _soname_hits(site.gpu_search_dirs, lib, index, memo, trust)
         hits += [(n, p) for n, p in by_stem.get(_stem(lib), ()) if _matches(n, lib)]
         if not hits:
             missing.append(lib)
@@ -270,18 +429,18 @@ def driver_files(site: Site, problems: List[str], missing: List[str]) -> List[Tu
 
 def find(env: Environment, site: Site) -> HostDevices:
     """What of this node's devices and driver `env` gets (gpus, devices); never raises."""
-    import glob
     problems: List[str] = []
     missing: List[str] = []
     nodes: List[str] = []
     files: List[Tuple[str, str]] = []
     gpu_missing = False
+    memo: Dict[str, List[str]] = {}              # one listing of /dev (and /dev/nvidia-caps) per run
     if env.gpus == "nvidia":
-        if not glob.glob(NVIDIA_GPU):
+        if not _glob(NVIDIA_GPU, memo):
             gpu_missing = True
         else:
-            nodes = _nodes(NVIDIA_NODES, problems, [])     # the optional ones may be absent
+            nodes = _nodes(NVIDIA_NODES, problems, [], memo)     # the optional ones may be absent
             files = driver_files(site, problems, missing)
-    nodes += [n for n in _nodes(env.devices, problems, missing) if n not in nodes]
+    nodes += [n for n in _nodes(env.devices, problems, missing, memo) if n not in nodes]
     return HostDevices(nodes=tuple(nodes), files=tuple(files), gpu_missing=gpu_missing,
                        missing=tuple(missing), problems=tuple(problems))

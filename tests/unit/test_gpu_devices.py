@@ -98,6 +98,46 @@ def test_ld_cache_garbage_is_empty():
     assert devices.parse_ld_cache(b"not a cache at all" * 10, None) == []
 
 
+def test_ld_cache_by_stems_is_the_whole_cache_filtered():
+    """The per-job reading (only the wanted stems, compared before decoding) is the full reading
+    filtered, on this host's cache and on damaged copies of it."""
+    import random
+    try:
+        with open(devices.LD_CACHE, "rb") as f:
+            data = f.read()
+    except OSError:
+        pytest.skip("no loader cache")
+    arch = devices.ARCH_FLAGS.get(os.uname().machine)
+    rnd = random.Random(12)
+    for n in range(60):
+        d = bytearray(data)
+        for _ in range(n and rnd.randrange(1, 40)):
+            d[rnd.randrange(len(d))] = rnd.randrange(256)
+        full = devices.parse_ld_cache(bytes(d), arch)
+        for stems in ({"libc.so", "libm.so"}, {"libz.so", "libc"}, {"lib\ufffd.so", "libc.so"}):
+            assert devices.parse_ld_cache(bytes(d), arch, stems) == [
+                (name, path) for name, path in full if devices._stem(name) in stems], n
+
+
+def test_paths_resolve_as_realpath(tmp_path):
+    """The trust checks' own link following gives os.path.realpath's answer (soname links, links
+    out of the directory, dangling links, loops)."""
+    (tmp_path / "other").mkdir()
+    (tmp_path / "libx.so.1.0").write_bytes(b"")
+    (tmp_path / "other" / "liby.so.2").write_bytes(b"")
+    for link, target in (("libx.so.1", "libx.so.1.0"), ("libx.so", "libx.so.1"), ("liby.so.2", "other/liby.so.2"),
+                         ("liby.so", str(tmp_path / "other" / "liby.so.2")), ("libd.so.1", "gone.so"),
+                         ("libl.so.1", "libl.so.2"), ("libl.so.2", "libl.so.1")):
+        (tmp_path / link).symlink_to(target)
+    (tmp_path / "dirlink").symlink_to("other")
+    trust = devices._Trust()
+    for p in ["libx.so.1.0", "libx.so.1", "libx.so", "liby.so.2", "liby.so", "libd.so.1", "libl.so.1", "missing",
+              "dirlink/liby.so.2", "other/../libx.so", "other/", "."]:
+        path = f"{tmp_path}/{p}"
+        is_link, real, _st, _err = trust.resolve(path)
+        assert (is_link, real) == (os.path.islink(path), os.path.realpath(path)), p
+
+
 def test_matching_rule():
     assert devices._matches("libcuda.so.1", "libcuda.so") and devices._matches("libcuda.so", "libcuda.so")
     assert not devices._matches("libcudart.so.12", "libcuda.so")
