@@ -9,7 +9,7 @@ FUZZ_SECONDS  ?= 300
 FUZZ_EXAMPLES ?= 10000
 FUZZ_MERGE    ?= 0
 
-.PHONY: all deps venv test test-unit test-ns fuzz demo bench bench-slurm bench-images bench-devices bench-isolation bench-uge clean \
+.PHONY: all deps venv test test-unit test-ns fuzz demo bench bench-slurm bench-images bench-devices bench-isolation bench-launcher bench-uge clean \
         man deb rpm test-packages test-installed
 
 all: venv
@@ -56,6 +56,9 @@ bench-devices: venv
 
 bench-isolation: venv
 	bash bench/isolation.sh
+
+bench-launcher: venv
+	bash bench/launcher.sh
 
 bench-uge: venv
 	bash bench/uge.sh

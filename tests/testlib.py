@@ -196,3 +196,52 @@ def recording_hooks(top: Path, exits: Dict[str, int]) -> Path:
         (top / name).write_text(RECORDING_HOOK.format(dir=records, code=code))
         (top / name).chmod(0o755)
     return records
+
+
+LAUNCHER = """#!/bin/sh
+# a stand-in for an environment's launcher (McKernel's mcexec): records what it was given, its pid
+# and whether it runs in the view (the tree's own marker file), then runs the rest of its argv
+tag=
+case "$1" in --rec-tag=*) tag=${1#--rec-tag=}; shift ;; esac
+{
+  echo "pid=$$"
+  echo "tag=$tag"
+  echo "view=$(cat /etc/envsched-mini-release 2>/dev/null || echo not-in-the-view)"
+  echo "uid=$(id -u)"
+  for a in "$@"; do printf 'arg=%s\\n' "$a"; done
+} > {records}/launch-$$.tmp && mv {records}/launch-$$.tmp {records}/launch-$$
+exec "$@"
+"""
+
+
+def launcher_tree(dest: Path, records: Path) -> Path:
+    """A busybox tree (tests/envs/build-mini-env.sh, marker /etc/envsched-mini-release "launch 12")
+    with a recording launcher /opt/launch/rec (LAUNCHER) and /opt/launch/broken, executable but not
+    runnable (its interpreter is missing: exec fails with ENOENT). `records` (made here, mode 1777)
+    gets one file launch-PID per run; it must be visible in the view (below /tmp or /home)."""
+    subprocess.run([str(Path(__file__).resolve().parent / "envs" / "build-mini-env.sh"), str(dest), "launch", "12",
+                    "launch 12 (mini)"], check=True, stdout=subprocess.DEVNULL)
+    records.mkdir(mode=0o755, exist_ok=True)
+    records.chmod(0o1777)
+    top = dest / "opt" / "launch"
+    top.mkdir(mode=0o755)
+    (top / "rec").write_text(LAUNCHER.replace("{records}", str(records)))
+    (top / "broken").write_text("#!/nonexistent/interpreter\n")
+    for name in ("rec", "broken"):
+        (top / name).chmod(0o755)
+    return dest
+
+
+def launch_records(records: Path) -> List[Dict[str, object]]:
+    """What the recording launcher wrote, one dict a run (pid, tag, view, uid; args: a list), by pid."""
+    out = []
+    for p in sorted(records.glob("launch-[0-9]*")):
+        rec: Dict[str, object] = {"args": []}
+        for line in p.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key == "arg":
+                rec["args"].append(value)            # type: ignore[union-attr]
+            else:
+                rec[key] = value
+        out.append(rec)
+    return sorted(out, key=lambda r: int(str(r["pid"])))

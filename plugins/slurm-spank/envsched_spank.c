@@ -34,7 +34,10 @@ int slurm_spank_user_init(spank_t sp, int ac, char **av)
 {
     if (es_config_parse(ac, av) != 0)
         return -1;
-    return spank_context() == S_CTX_REMOTE ? es_remote_user_init(sp) : 0;
+    if (spank_context() != S_CTX_REMOTE)
+        return 0;
+    es_launch_stub_bind(&es_cfg);            /* launch.c: before Slurm 23.11, for the launcher */
+    return es_remote_user_init(sp);
 }
 
 int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)

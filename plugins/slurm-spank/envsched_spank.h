@@ -55,6 +55,14 @@ int es_remote_task_privileged(spank_t sp);
 int es_remote_task_init(spank_t sp);
 int es_remote_tasks_forked(spank_t sp);
 
+/* Slurm 23.11 and later: the task's argv grows in front (the environment's launcher, remote.c).
+ * Declared weak here (older spank.h has no such function) and looked up when slurmstepd loads the
+ * plugin: NULL before 23.11, where the stub (launch_stub.c) does the launcher's work. */
+extern spank_err_t spank_prepend_task_argv(spank_t spank, int argc, const char *argv[])
+    __attribute__((weak, visibility("default")));
+/* launch.c: before 23.11, the stub beside this plugin as one more bind= (cfg->binds) of every view */
+void es_launch_stub_bind(struct es_config *cfg);
+
 /* prolog.c / epilog.c: the job prolog and epilog on each node (root, slurmd's environment) */
 int es_job_prolog(spank_t sp);
 int es_job_epilog(spank_t sp);

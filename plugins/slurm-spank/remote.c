@@ -44,6 +44,7 @@
 #include "memo.h"
 #include "../common/es_envop.h"
 #include "../common/es_join.h"
+#include "../common/es_launch.h"
 
 static char failure[ES_MSG_MAX];    /* the user's one line, set when the job must not run */
 static int failure_code;            /* and the tasks' exit code */
@@ -53,6 +54,9 @@ static int pin_fd = -1, userns_fd = -1;   /* opened as root in task_init_privile
 static char home[PATH_MAX];
 static char task_cwd[PATH_MAX];
 static int host_pidns = -1;         /* slurmstepd's own PID namespace while its tasks fork in the job's */
+static int init_fd = -1;            /* the job's PID namespace's init (a pidfd), for the tasks' ipc/uts */
+static int init_flags;              /* the namespaces it holds */
+static struct es_launcher launcher; /* the environment's launcher (`launcher` lines), argc 0: none */
 
 static void enter_pid_namespace(void);
 static int open_pin_dir(void);
@@ -103,7 +107,7 @@ out:
 static int apply_shim(spank_t sp, char *text, int warn)
 {
     char *save = NULL;
-    int rc = 0;
+    int rc = es_launcher_parse(text, &launcher);         /* before strtok_r cuts the text */
 
     for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         if (strncmp(line, "pin ", 4) == 0)
@@ -277,6 +281,43 @@ int es_remote_task_privileged(spank_t sp)
     int fd = open(pin, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     int users = fd >= 0 ? es_foreign_userns(fd) : -1;
     int dir = users == -1 ? open_pin_dir() : -1;    /* the host's path: opened before the view */
+    /* the job's ipc and uts namespaces (and its PID namespace, which the task was forked into
+     * already, enter_pid_namespace): joined before the view, whose /proc is the job's own */
+    if (init_fd >= 0) {
+        /* the init's pidfd, opened by slurmstepd in user_init (a pid of the host's: this task, in
+         * the job's namespace already, could not open it) */
+        int other = init_flags & (CLONE_NEWIPC | CLONE_NEWUTS);
+        if (other && setns(init_fd, other) != 0) {
+            snprintf(failure, sizeof failure, ES_PREFIX "cannot enter the job's namespaces (setns: %s)",
+                     strerror(errno));
+            failure_code = ENVSCHED_EXIT_SETUP_FAILED;
+            slurm_info("%s [%s]", failure, pin);
+        }
+        close(init_fd);
+        init_fd = -1;
+        if (failure[0]) {
+            if (dir >= 0)
+                close(dir);
+            if (fd >= 0)
+                close(fd);
+            return 0;
+        }
+    } else if (dir >= 0) {
+        /* without "pid": the ipc and uts namespaces bound in the pin */
+        int pidns = 0;
+        char why[ES_MSG_MAX - sizeof ES_PREFIX];
+        if (es_join_isolation(dir, pin, &pidns, why, sizeof why) != 0) {
+            snprintf(failure, sizeof failure, ES_PREFIX "%s", why);
+            failure_code = ENVSCHED_EXIT_SETUP_FAILED;
+            slurm_info("%s [%s]", failure, pin);
+            close(dir);
+            if (fd >= 0)
+                close(fd);
+            return 0;
+        }
+    }
+    if (dir >= 0)
+        close(dir);
     if (users >= 0) {
         /* a user's own view (a user image: its namespace is owned by the user's own user
          * namespace): root only opens it here (the pin is root's); the task enters it as the user
@@ -303,19 +344,6 @@ int es_remote_task_privileged(spank_t sp)
     }
     if (fd >= 0)
         close(fd);
-    /* the job's ipc and uts namespaces, pinned beside the view: this task joins them (the PID
-     * namespace it was forked into already, enter_pid_namespace) */
-    if (dir >= 0 && !failure[0]) {
-        int pidns = 0;
-        char why[ES_MSG_MAX - sizeof ES_PREFIX];
-        if (es_join_isolation(dir, pin, &pidns, why, sizeof why) != 0) {
-            snprintf(failure, sizeof failure, ES_PREFIX "%s", why);
-            failure_code = ENVSCHED_EXIT_SETUP_FAILED;
-            slurm_info("%s", failure);
-        }
-    }
-    if (dir >= 0)
-        close(dir);
     return 0;
 }
 
@@ -340,6 +368,105 @@ static void refuse_task(spank_t sp)
 {
     tell_user(sp, failure);
     _exit(failure_code ? failure_code : ENVSCHED_EXIT_INTERNAL);
+}
+
+/* srun --multi-prog on Slurm before 23.11: each task runs its own line of the file srun sent as the
+ * job argv's second element, parsed by slurmstepd into the task's own argv (slurmstepd_job.c:
+ * multi_prog_get_argv), so the job argv ([FILE, its text, ...]) is not what the tasks run and
+ * replacing its first element would reach none of them. Told apart from an ordinary command by the
+ * text (every line blank, a comment or "RANKS PROGRAM ...") and by FILE, which is no program. */
+static int multi_prog(spank_t sp, int argc, char **argv)
+{
+    char found[PATH_MAX], path[8192];
+    int lines = 0;
+
+    if (argc < 2 || argv[1] == NULL || getenv_job(sp, "PATH", path, sizeof path) != 0)
+        return 0;
+    const char *program = es_launch_resolve(argv[0], path, found, sizeof found);
+    if (access(program, X_OK) == 0)
+        return 0;
+    for (const char *l = argv[1]; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        l += strspn(l, " \t");
+        if (*l == '\n' || *l == '#')
+            continue;
+        size_t ranks = strspn(l, "0123456789,-*");
+        if (ranks == 0 || (l[ranks] != ' ' && l[ranks] != '\t'))
+            return 0;
+        const char *rest = l + ranks + strspn(l + ranks, " \t");
+        if (*rest == '\0' || *rest == '\n')
+            return 0;
+        lines++;
+    }
+    return lines > 0;
+}
+
+/* The environment's launcher: the task runs as launcher ARGS... + its own argv (inside the view:
+ * we are in it, as the user). Slurm 23.11 and later prepend it to the task's argv
+ * (spank_prepend_task_argv, looked up at run time: envsched_spank.h; not tested here, Debian 12 has
+ * 22.05), after the task's program became its path in the view (the task's argv is slurmstepd's job
+ * argv but with --multi-prog, whose programs reach the launcher as the file names them). Before,
+ * only slurmstepd's job argv is ours to change: its first element becomes the stub launch.c binds
+ * into every view
+ * (ES_LAUNCH_STUB, launch_stub.c), which learns the launcher and the task's own argv[0] from the
+ * job environment, finds that program in the job's PATH as slurmstepd would have, and execs the
+ * launcher. slurmstepd applies the user's limits and execs the stub (task.c exec_task): the stub's
+ * path is absolute, so nothing is looked up in PATH for it. The batch script runs through the
+ * launcher too (its argv[0] is the script's path in the spool). Not handled before 23.11: srun
+ * --multi-prog (the tasks run without the launcher and the user is told, above) and srun
+ * --bcast=DIR/ (the program's name is made from DIR after task_init). */
+static void use_launcher(spank_t sp)
+{
+    int argc = 0, task = 0;
+    char **argv = NULL;
+    static char stub[] = ES_LAUNCH_STUB;     /* slurmstepd may write argv[0] (--bcast): not a literal */
+
+    if (spank_prepend_task_argv != NULL) {
+        char path[8192], found[PATH_MAX], *copy;
+        if (spank_get_item(sp, S_JOB_ARGV, &argc, &argv) == ESPANK_SUCCESS && argc >= 1 && argv != NULL &&
+            argv[0] != NULL && !multi_prog(sp, argc, argv) && getenv_job(sp, "PATH", path, sizeof path) == 0 &&
+            es_launch_resolve(argv[0], path, found, sizeof found) == found && (copy = strdup(found)) != NULL)
+            argv[0] = copy;                  /* this task's copy of slurmstepd's job argv */
+        if (spank_prepend_task_argv(sp, launcher.argc, (const char **)launcher.argv) != ESPANK_SUCCESS) {
+            fail(ENVSCHED_EXIT_SETUP_FAILED, ES_PREFIX "cannot start the task through the launcher %s", launcher.argv[0]);
+            refuse_task(sp);
+        }
+        return;
+    }
+    if (spank_get_item(sp, S_JOB_ARGV, &argc, &argv) != ESPANK_SUCCESS || argc < 1 || argv == NULL || argv[0] == NULL) {
+        fail(ENVSCHED_EXIT_INTERNAL, ES_PREFIX "cannot read the task's command to start it through the launcher %s",
+             launcher.argv[0]);
+        refuse_task(sp);
+    }
+    if (multi_prog(sp, argc, argv)) {
+        char line[ES_MSG_MAX];
+        snprintf(line, sizeof line, ES_PREFIX "warning: srun --multi-prog: the tasks run without the environment's "
+                 "launcher %s on this Slurm (before 23.11): name it in the file (RANKS %s PROGRAM ...)",
+                 launcher.argv[0], launcher.argv[0]);
+        tell_user(sp, line);
+        return;
+    }
+    if (access(stub, X_OK) != 0) {
+        fail(ENVSCHED_EXIT_SETUP_FAILED, ES_PREFIX "the environment's launcher needs envsched-launch beside the "
+             "plugin on this node, and it is not in the view (the node's slurmd log says why)%s", "");
+        refuse_task(sp);
+    }
+    size_t cap = 64;
+    for (int i = 0; i < launcher.argc; i++)
+        cap += strlen(launcher.argv[i]) + 12;
+    cap += strlen(argv[0]) + 12;
+    char *value = malloc(cap), *fields[ES_LAUNCH_MAX_ARGS + 1];
+    for (int i = 0; i < launcher.argc; i++)
+        fields[i] = launcher.argv[i];
+    fields[launcher.argc] = argv[0];
+    if (spank_get_item(sp, S_TASK_ID, &task) != ESPANK_SUCCESS)
+        task = 0;
+    if (value == NULL || es_launch_encode(value, cap, task == 0, fields, launcher.argc + 1) < 0 ||
+        spank_setenv(sp, ES_LAUNCH_VAR, value, 1) != ESPANK_SUCCESS) {
+        fail(ENVSCHED_EXIT_SETUP_FAILED, ES_PREFIX "cannot start the task through the launcher %s", launcher.argv[0]);
+        refuse_task(sp);
+    }
+    free(value);
+    argv[0] = stub;                          /* this task's copy of slurmstepd's job argv */
 }
 
 int es_remote_task_init(spank_t sp)
@@ -367,6 +494,8 @@ int es_remote_task_init(spank_t sp)
      * node like a refusal (a step that started runs; nothing of Slurm's is added) */
     if (warning[0])
         tell_user(sp, warning);
+    if (launcher.argc > 0)
+        use_launcher(sp);
     return 0;
 }
 
@@ -383,37 +512,7 @@ static int open_pin_dir(void)
     return open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 }
 
-/* Is the init that pin/init names ("PID START") alive, the same process (start time)? */
-static int init_alive(int dir)
-{
-    char buf[64], stat[1024], path[64];
-    unsigned long long start = 0, now = 0;
-    int pid = 0, fd = openat(dir, "init", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
-
-    if (fd >= 0)
-        close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
-    if (sscanf(buf, "%d %llu", &pid, &start) != 2 || pid <= 1)
-        return 0;
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    n = fd >= 0 ? read(fd, stat, sizeof stat - 1) : -1;
-    if (fd >= 0)
-        close(fd);
-    if (n <= 0)
-        return 0;
-    stat[n] = '\0';
-    char *p = strrchr(stat, ')'), state = 0;
-    if (p == NULL || sscanf(p + 2, "%c %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %llu",
-                            &state, &now) != 2)
-        return 0;
-    return state != 'Z' && now == start;
-}
-
-/* user_init, slurmstepd's main thread: with a PID namespace pinned beside the view, the tasks this
+/* user_init, slurmstepd's main thread: with a PID namespace (its init named in pin/init), the tasks this
  * thread forks next start in it (setns(CLONE_NEWPID) changes only where its children go). The
  * tasks stay slurmstepd's children: its signals, process group and exit status reach them as
  * without a namespace, and no process per task is added. Back to slurmstepd's own namespace
@@ -430,15 +529,15 @@ static void enter_pid_namespace(void)
         fail(ENVSCHED_EXIT_SETUP_FAILED, ES_PREFIX "cannot enter the job's process namespace (%s)", strerror(errno));
         return;
     }
-    int dir = open_pin_dir(), fd = -1;
-    if (dir >= 0 && (fd = openat(dir, "pid", O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0 && errno != ENOENT)
-        fail(ENVSCHED_EXIT_SETUP_FAILED, ES_PREFIX "cannot enter the job's process namespace (%s)", strerror(errno));
-    if (fd >= 0 && !init_alive(dir)) {
+    int dir = open_pin_dir(), fd = -2, flags = 0;
+    char why[ES_MSG_MAX - sizeof ES_PREFIX];
+    if (dir >= 0 && (fd = es_open_init(dir, &flags, why, sizeof why)) == -1) {
+        /* gone: "the job's process namespace on this node has ended" */
         fail(ENVSCHED_EXIT_SETUP_FAILED, ES_PREFIX "the job's process namespace on this node has ended (its "
              "init is gone); the job does not run here%s", "");
-        slurm_info("%s [%s]", failure, pin);
+        slurm_info("%s [%s: %s]", failure, pin, why);
     }
-    if (fd >= 0 && !failure[0]) {
+    if (fd >= 0 && (flags & CLONE_NEWPID)) {
         host_pidns = open("/proc/thread-self/ns/pid", O_RDONLY | O_CLOEXEC);
         if (host_pidns < 0 || setns(fd, CLONE_NEWPID) != 0) {
             fail(ENVSCHED_EXIT_SETUP_FAILED, ES_PREFIX "cannot enter the job's process namespace (%s)",
@@ -448,7 +547,10 @@ static void enter_pid_namespace(void)
             host_pidns = -1;
         }
     }
-    if (fd >= 0)
+    if (fd >= 0 && !failure[0]) {
+        init_fd = fd;                               /* the tasks inherit it: their ipc and uts */
+        init_flags = flags;
+    } else if (fd >= 0)
         close(fd);
     if (dir >= 0)
         close(dir);
@@ -461,6 +563,10 @@ static void enter_pid_namespace(void)
 int es_remote_tasks_forked(spank_t sp)
 {
     (void)sp;
+    if (init_fd >= 0) {                             /* the tasks have their copies */
+        close(init_fd);
+        init_fd = -1;
+    }
     if (host_pidns < 0)
         return 0;
     uid_t euid = geteuid();

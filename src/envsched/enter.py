@@ -5,8 +5,10 @@ Form (2), join: setns into a pinned view (pin.py), then `finish_and_exec`.
 """
 from __future__ import annotations
 
+import errno
 import os
-from typing import Dict, List, MutableMapping, NoReturn, Optional, Sequence
+import stat
+from typing import Dict, List, Mapping, MutableMapping, NoReturn, Optional, Sequence
 
 from . import isolation, linux
 from .errors import EnvschedError, SetupError
@@ -49,6 +51,36 @@ def chdir_candidates(plan: Plan, cwd: Optional[str]) -> List[str]:
     return ([cwd] if cwd else []) + planned
 
 
+# the launcher cannot be executed: the environment is broken (69) when its program is missing, not
+# executable or not a program, else 126 (plugins/common/es_launch.c: es_launch_exit_code)
+LAUNCHER_BROKEN = (errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno.ENOTDIR, errno.ELOOP, errno.EPERM)
+
+
+def find_program(name: str, environ: Mapping[str, str]) -> str:
+    """`name` as execvp would find it, for a launcher that expects a path (es_launch_resolve): a name
+    with a '/' as it is; a bare name in environ's PATH (in the view, as the user; execvp's default
+    without one), the first that exists, is not a directory and is executable; not found: the name
+    (the launcher says so)."""
+    if not name or "/" in name:
+        return name
+    for d in environ.get("PATH", os.defpath).split(":"):
+        path = f"{d}/{name}"
+        try:
+            if d and not stat.S_ISDIR(os.stat(path).st_mode) and os.access(path, os.X_OK):
+                return path
+        except OSError:
+            continue
+    return name
+
+
+def launched_argv(plan: Plan, argv: Sequence[str], environ: Mapping[str, str]) -> List[str]:
+    """argv to exec: the environment's launcher (plan.launcher, its program an absolute path in the
+    view) and then the payload's program, found in the view, and arguments; argv itself without one."""
+    if not plan.launcher:
+        return list(argv)
+    return list(plan.launcher) + [find_program(argv[0], environ)] + list(argv[1:])
+
+
 def finish_and_exec(plan: Plan, user: UserInfo, argv: Sequence[str], cwd: Optional[str] = None,
                     environ: Optional[Dict[str, str]] = None) -> NoReturn:
     """In the view: drop to the user, chdir, apply env ops, no_new_privs, exec. Never returns."""
@@ -60,12 +92,17 @@ def finish_and_exec(plan: Plan, user: UserInfo, argv: Sequence[str], cwd: Option
     chdir_first(chdir_candidates(plan, cwd))
     apply_env_ops(plan, env)
     linux.set_no_new_privs()
+    argv = launched_argv(plan, argv, env)              # the environment's launcher first, if any
     try:
         os.execvpe(argv[0], list(argv), env)
-    except FileNotFoundError:
-        raise EnvschedError(f"{argv[0]}: command not found in environment {plan.environment}",
-                            code=ExitCode.NOT_FOUND) from None
     except OSError as e:
+        if plan.launcher:                                # the site's launcher, not the user's command
+            raise EnvschedError(f"cannot execute the launcher {argv[0]}: {e.strerror}",
+                                code=ExitCode.ENV_BROKEN if e.errno in LAUNCHER_BROKEN else ExitCode.EXEC_FAILED
+                                ) from None
+        if isinstance(e, FileNotFoundError):
+            raise EnvschedError(f"{argv[0]}: command not found in environment {plan.environment}",
+                                code=ExitCode.NOT_FOUND) from None
         raise EnvschedError(f"{argv[0]}: cannot execute in environment {plan.environment}: {e.strerror}",
                             code=ExitCode.EXEC_FAILED) from None
 

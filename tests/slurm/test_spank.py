@@ -230,6 +230,7 @@ def test_plugin_exports_only_spank_symbols(site):
     assert names == sorted(["plugin_name", "plugin_type", "plugin_version", "spank_plugin_version",
                             "slurm_spank_init", "slurm_spank_init_post_opt", "slurm_spank_user_init",
                             "slurm_spank_task_init_privileged", "slurm_spank_task_init",
+                            "slurm_spank_task_post_fork", "slurm_spank_exit",
                             "slurm_spank_job_prolog", "slurm_spank_job_epilog"])
 
 

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 import installed
-from testlib import TEST_USER
+from testlib import TEST_USER, launch_records, launcher_tree
 
 pytestmark = pytest.mark.torque
 
@@ -361,3 +361,43 @@ def test_forged_account_in_the_jobs_environment(site_dir, pbs_site, test_user, h
             assert p.stdout == "" and p.stderr.startswith("envsched: environment 'deb13a'"), p.stderr
         else:
             assert p.stdout.splitlines()[:2] == ['PRETTY_NAME="debian 13 (mini)"', "CHOS=deb13a"], p.stdout
+
+
+def test_launcher_runs_the_program_in_the_view(site_dir, pbs_site, test_user, home):
+    """An environment's launcher (#12): the joiner execs launcher + PROGNAME + ARGS in the view (the
+    launcher exec's the program: same pid); one that cannot be executed fails in one line, exit 69."""
+    import uuid
+    records = Path(f"/tmp/envsched-launch-{uuid.uuid4().hex[:8]}")
+    tree = launcher_tree(site_dir.root / "os" / "launch-pbs", records)
+    policy = site_dir.policy(name="policy-pbs-launcher.toml", body=f"""
+[environments.mck]
+path = "{tree}"
+launcher = ["/opt/launch/rec", "--rec-tag=mck one"]
+[environments.mck-broken]
+path = "{tree}"
+launcher = ["/opt/launch/broken"]
+""")
+    conf = config(pbs_site, policy)
+    payload = 'echo "PID=$$"; for a in "$@"; do echo "ARG=$a"; done'
+    try:
+        j = job("30.srv", chos="mck")
+        try:
+            p = launch(start(conf, home, j, command=["/bin/sh", "-c", payload, "sh", "a b", ""]), home)
+        finally:
+            end(conf, j)
+        assert p.returncode == 0, p.stderr
+        (rec,) = launch_records(records)
+        assert rec["view"] == "launch 12" and rec["tag"] == "mck one" and rec["uid"] == str(test_user.pw_uid)
+        assert rec["args"] == ["/bin/sh", "-c", payload, "sh", "a b", ""]
+        assert p.stdout.splitlines() == [f"PID={rec['pid']}", "ARG=a b", "ARG="]
+        j = job("31.srv", chos="mck-broken")
+        try:
+            p = launch(start(conf, home, j), home)
+        finally:
+            end(conf, j)
+        assert p.returncode == 69 and p.stdout == ""
+        assert p.stderr.splitlines() == ["envsched: cannot execute the launcher /opt/launch/broken: No such file or "
+                                         "directory"]
+    finally:
+        shutil.rmtree(records)
+        shutil.rmtree(tree)

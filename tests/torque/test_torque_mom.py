@@ -17,6 +17,7 @@ from envsched.siteconfig import section
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mom_harness import Mom, Refused, root_script_ok  # noqa: E402
 import installed  # noqa: E402
+from testlib import launch_records, launcher_tree  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.torque, pytest.mark.ns]
@@ -40,10 +41,17 @@ def torque(site_dir):
         d.mkdir(mode=0o755)
     out.chmod(0o1777)
     broken = site_dir.root / "os" / "broken-tree"
+    launch = launcher_tree(root / "launch-tree", launch_dir(root))        # test_launcher_* below
     policy = site_dir.policy(name=f"torque-{root.name}.toml", body=f"""
 [environments.broken]
 path = "{broken}"
 description = "a tree missing on this node"
+[environments.mck]
+path = "{launch}"
+launcher = ["/opt/launch/rec", "--rec-tag=mck one"]
+[environments.mck-broken]
+path = "{launch}"
+launcher = ["/opt/launch/broken"]
 """)
     for name in ("torque-starter", "envsched_torque.py"):
         shutil.copy(installed.shim(PLUGIN / name, name), libexec / name)
@@ -66,6 +74,12 @@ description = "a tree missing on this node"
     mom = Mom(home, config[0].split()[1], str(files["submitfilter"]), out)
     yield mom, policy, site_dir
     shutil.rmtree(root)
+    shutil.rmtree(launch_dir(root))
+
+
+def launch_dir(root: Path) -> Path:
+    """The recording launcher's records (testlib.launcher_tree): below /tmp, in every view."""
+    return Path(f"/tmp/envsched-launch-{root.name}")
 
 
 @pytest.fixture
@@ -460,3 +474,48 @@ def test_forged_starter_configuration_and_resolver(torque, fmom, test_user, home
         mom.submit_filter = filt
         conf.chmod(0o644)
         conf.write_text(saved)
+
+
+LAUNCHED = 'echo "PID=$$"; for a in "$@"; do echo "ARG=$a"; done; head -1 /etc/os-release'
+
+
+def test_launcher_batch_shell_and_tm_task(torque, mom, test_user):
+    """An environment's launcher (#12): the batch shell (its script on stdin) and a TM task run as
+    launcher + their argv in the view; the launcher exec's them (same pid)."""
+    records = launch_dir(torque[0].pbs_home.parent)
+    job = mom.qsub(test_user, f"#!/bin/sh\n#PBS -v CHOS=mck\n{LAUNCHED}\nsleep 2\n")
+    import threading
+    import time
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=mom.run(job)))
+    t.start()
+    try:
+        for _ in range(100):
+            if (torque[2].run_dir / f"torque-{job.id}" / "shim").exists():
+                break
+            time.sleep(0.05)
+        task = mom.tm_spawn(job, ["sh", "-c", LAUNCHED, "sh", "a b", ""])
+    finally:
+        t.join()
+    r = result["r"]
+    assert (r.state, r.exit_status) == ("completed", 0), r
+    recs = {rec["pid"]: rec for rec in launch_records(records)}
+    assert len(recs) == 2 and all(rec["view"] == "launch 12" and rec["tag"] == "mck one" for rec in recs.values())
+    batch_pid = lines(r.stdout)[0].split("=")[1]
+    assert recs[batch_pid]["args"] == ["/bin/sh"]                      # the login shell's "-sh" is not passed on
+    assert lines(r.stdout)[1:] == ['PRETTY_NAME="launch 12 (mini)"']
+    assert task.returncode == 0, task.stderr
+    out = task.stdout.splitlines()
+    rec = recs[out[0].split("=")[1]]
+    assert rec["args"][0] in ("/bin/sh", "/usr/bin/sh") and rec["args"][1:] == ["-c", LAUNCHED, "sh", "a b", ""]
+    assert out[1:] == ["ARG=a b", "ARG=", 'PRETTY_NAME="launch 12 (mini)"']
+    for p in records.iterdir():
+        p.unlink()
+
+
+def test_launcher_that_cannot_be_executed_fails_the_job_in_one_line(torque, mom, test_user):
+    r = mom.run(mom.qsub(test_user, f"#!/bin/sh\n#PBS -v CHOS=mck-broken\ntouch {test_user.pw_dir}/ran\n"))
+    assert (r.state, r.exit_status) == ("completed", 69), r
+    assert r.stdout == "" and lines(r.stderr) == [
+        "envsched: cannot execute the launcher /opt/launch/broken: No such file or directory"]
+    assert not os.path.exists(f"{test_user.pw_dir}/ran")

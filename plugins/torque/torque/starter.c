@@ -29,7 +29,10 @@
  *   8. the job's environment back (what glibc dropped), then the plan's env operations (CHOS, ...)
  *   9. chdir back to the directory pbs_mom gave us, else the user's home, else /
  *  10. exec: the batch shell with its argv0 (login shell "-sh"), the script still on stdin;
- *      a TM task as given (searched in the job's PATH)
+ *      a TM task as given (searched in the job's PATH). With the environment's `launcher`
+ *      (../../common/es_launch.c): execv(launcher, [launcher args..., program, its arguments...]),
+ *      the program found in the job's PATH in the view as execvp would; a login shell's "-sh"
+ *      is not passed on (the launcher names the program by its path)
  *
  * Every failure is one line on stderr (the job's error file for a batch job), the same line with
  * the job, user and key in syslog, and an exit code from ../../common/envsched_exit.h; the job
@@ -44,6 +47,7 @@
 
 #include "../../common/es_fail.h"
 #include "../../common/es_join.h"
+#include "../../common/es_launch.h"
 #include "torque_starter.h"
 
 static struct es_tjob job;
@@ -84,7 +88,8 @@ int main(int argc, char **argv)
 {
     struct es_conf conf;
     struct es_tpin pin;
-    char err[2048], cwd[PATH_MAX];
+    static struct es_launcher launcher;
+    char err[2048], cwd[PATH_MAX], found[PATH_MAX];
     int ran_resolver;
 
     if (argc < 2)
@@ -124,8 +129,21 @@ int main(int argc, char **argv)
     char **cmd = argv + 1;
     int ncmd = argc - 1;
     const char *base = strrchr(cmd[0], '/') ? strrchr(cmd[0], '/') + 1 : cmd[0];
-    if (ncmd >= 2 && cmd[0][0] == '/' &&
-        (strcmp(cmd[1], base) == 0 || (cmd[1][0] == '-' && strcmp(cmd[1] + 1, base) == 0)))
+    int shell = ncmd >= 2 && cmd[0][0] == '/' &&
+                (strcmp(cmd[1], base) == 0 || (cmd[1][0] == '-' && strcmp(cmd[1] + 1, base) == 0));
+    if (es_launcher_parse(pin.shim, &launcher) != 0)
+        die(ENVSCHED_EXIT_SETUP_FAILED, "the job's environment names an unusable launcher");
+    if (launcher.argc > 0) {
+        const char *program = shell ? cmd[0] : es_launch_resolve(cmd[0], getenv("PATH"), found, sizeof found);
+        char **launch = shell ? es_launch_argv(&launcher, program, cmd + 2, ncmd - 2)
+                              : es_launch_argv(&launcher, program, cmd + 1, ncmd - 1);
+        if (launch == NULL)
+            die(ENVSCHED_EXIT_INTERNAL, "out of memory");
+        execv(launcher.argv[0], launch);
+        int e = errno;
+        die(es_launch_exit_code(e), "cannot execute the launcher %s: %s", launcher.argv[0], strerror(e));
+    }
+    if (shell)
         execv(cmd[0], cmd + 1);
     else
         execvp(cmd[0], cmd);

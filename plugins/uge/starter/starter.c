@@ -19,7 +19,11 @@
  *   9. environment: what glibc dropped, then the plan's operations (CHOS, ...); in a view,
  *      the host's Grid Engine clients (host_tools) first in PATH
  *  10. chdir back to the job's cwd as the user, else $HOME, else /
- *  11. exec the job the way the shepherd would have
+ *  11. exec the job the way the shepherd would have; with the environment's `launcher`
+ *      (../../common/es_launch.c), that program through the launcher: execv(launcher,
+ *      [launcher args..., program, the job's arguments...]), the program found in the job's
+ *      PATH in the view as execvp would (a script job's shell; a login shell's "-sh" is not
+ *      passed on: the launcher names the program by its path)
  *
  * Every failure is one line on the job's stderr ("envsched: ...", also in syslog with the
  * job, user and key) and an exit code from ../../common/envsched_exit.h; the job never runs
@@ -35,6 +39,7 @@
 
 #include "../../common/es_fail.h"
 #include "../../common/es_join.h"
+#include "../../common/es_launch.h"
 #include "starter.h"
 
 static struct es_job job;
@@ -56,7 +61,8 @@ int main(int argc, char **argv)
     gid_t gid = getgid();
     struct es_conf conf;
     struct es_pin pin;
-    char err[2048], cwd[PATH_MAX];
+    static struct es_launcher launcher;
+    char err[2048], cwd[PATH_MAX], found[PATH_MAX];
 
     if (argc < 2)
         die(ENVSCHED_EXIT_USAGE, "usage: %s JOB [ARGS...] (Grid Engine's starter_method)", argv[0]);
@@ -99,6 +105,20 @@ int main(int argc, char **argv)
     char **job_argv = es_job_argv(argc, argv, kind, &path);
     if (job_argv == NULL)
         die(ENVSCHED_EXIT_INTERNAL, "out of memory");
+    if (es_launcher_parse(pin.shim, &launcher) != 0)
+        die(ENVSCHED_EXIT_SETUP_FAILED, "the job's environment names an unusable launcher");
+    if (launcher.argc > 0) {
+        int nargs = 0;
+        while (job_argv[nargs] != NULL)
+            nargs++;
+        const char *program = es_launch_resolve(path, getenv("PATH"), found, sizeof found);
+        char **launch = es_launch_argv(&launcher, program, job_argv + 1, nargs - 1);
+        if (launch == NULL)
+            die(ENVSCHED_EXIT_INTERNAL, "out of memory");
+        execv(launcher.argv[0], launch);
+        int e = errno;
+        die(es_launch_exit_code(e), "cannot execute the launcher %s: %s", launcher.argv[0], strerror(e));
+    }
     execvp(path, job_argv);
     int e = errno;
     die(e == ENOENT ? ENVSCHED_EXIT_NOT_FOUND : ENVSCHED_EXIT_EXEC_FAILED, "%s: cannot execute in the job's "

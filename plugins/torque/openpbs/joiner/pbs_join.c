@@ -16,7 +16,10 @@
  *   4. setns into the pin's `mnt` (moves root and cwd into the view)
  *   5. drop privileges for good (real/effective/saved gid and uid), check uid 0 cannot come
  *      back, no_new_privs
- *   6. put back what glibc removed, chdir back to our cwd (else the shim's home, else /), exec
+ *   6. put back what glibc removed, chdir back to our cwd (else the shim's home, else /), exec;
+ *      with the environment's `launcher` (the shim's `launcher` lines, ../../../common/es_launch.c):
+ *      execv(launcher, [launcher args..., PROGNAME, ARGS...]) (ARGV0 is not passed on: the
+ *      launcher names the program by its path)
  *
  * Every failure is one line on stderr ("envsched: ...", the job's error file) and an exit code
  * of ../../../common/envsched_exit.h; the program never runs outside the view.
@@ -34,6 +37,7 @@
 
 #include "../../../common/envsched_exit.h"
 #include "../../../common/es_join.h"
+#include "../../../common/es_launch.h"
 #include "../../../common/es_trust.h"
 
 #define KEY_PREFIX "openpbs-"
@@ -173,6 +177,7 @@ int main(int argc, char **argv)
     uid_t uid = getuid();
     gid_t gid = getgid();
     char run_dir[PATH_MAX], shim[SHIM_MAX], cwd[PATH_MAX], value[PATH_MAX];
+    static struct es_launcher launcher;
 
     if (argc < 4)
         die(ENVSCHED_EXIT_USAGE, "usage: %s KEY PROGRAM ARGV0 [ARGS...] (run by the OpenPBS launch hook)",
@@ -200,6 +205,16 @@ int main(int argc, char **argv)
     const char *home = shim_value(shim, "home", value, sizeof value);
     if (!((cwd[0] && chdir(cwd) == 0) || (home && chdir(home) == 0) || chdir("/") == 0))
         die(ENVSCHED_EXIT_SETUP_FAILED, "no usable working directory in the environment");
+    if (es_launcher_parse(shim, &launcher) != 0)
+        die(ENVSCHED_EXIT_SETUP_FAILED, "the job's environment names an unusable launcher");
+    if (launcher.argc > 0) {
+        char **launch = es_launch_argv(&launcher, argv[2], argv + 4, argc - 4);
+        if (launch == NULL)
+            die(ENVSCHED_EXIT_INTERNAL, "out of memory");
+        execv(launcher.argv[0], launch);
+        int e = errno;
+        die(es_launch_exit_code(e), "cannot execute the launcher %s: %s", launcher.argv[0], strerror(e));
+    }
     execv(argv[2], argv + 3);
     int e = errno;
     die(e == ENOENT ? ENVSCHED_EXIT_NOT_FOUND : ENVSCHED_EXIT_EXEC_FAILED,

@@ -1,0 +1,146 @@
+"""An environment's launcher through the real Slurm plugin (#12): every task of a step and the batch
+script run as launcher + their own argv, inside the view, with their argv intact. Slurm 22.05 has no
+spank_prepend_task_argv: the plugin's static stub (plugins/slurm-spank/launch_stub.c, bound into the
+views) does it. The launcher is a recording script (testlib.launcher_tree)."""
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from spanksite import policy_text
+from testlib import launch_records, launcher_tree
+
+pytestmark = pytest.mark.slurm
+
+PAYLOAD = 'echo "PID=$$ VAR=${ENVSCHED_LAUNCH-unset}"; for a in "$@"; do echo "ARG=$a"; done; head -1 /etc/os-release'
+
+
+@pytest.fixture(autouse=True)
+def views_released(site):
+    yield
+    site.settle()
+
+
+@pytest.fixture(scope="module")
+def launching(site):
+    root = site.cluster.dir
+    records = Path(f"/tmp/envsched-launch-{uuid.uuid4().hex[:8]}")
+    tree = launcher_tree(root / "os" / "launch", records)
+    original = site.policy.read_text()
+    site.policy.write_text(policy_text(root, site.run_dir, site.trees, extra_environments=f"""
+[environments.mck]
+path = "{tree}"
+launcher = ["/opt/launch/rec", "--rec-tag=mck one"]
+[environments.missing]
+path = "{tree}"
+launcher = ["/opt/launch/missing"]
+[environments.broken]
+path = "{tree}"
+launcher = ["/opt/launch/broken"]
+"""))
+    yield tree, records
+    site.policy.write_text(original)
+    shutil.rmtree(records)
+    shutil.rmtree(tree)
+
+
+@pytest.fixture
+def records(launching):
+    for p in launching[1].iterdir():
+        p.unlink()
+    return launching[1]
+
+
+def _tasks(stdout):
+    """srun -l output: {task: [its lines]}."""
+    out = {}
+    for line in stdout.splitlines():
+        task, _, text = line.partition(": ")
+        out.setdefault(int(task), []).append(text)
+    return out
+
+
+def test_every_task_runs_through_the_launcher_in_the_view(site, slurm_user, home, launching, records):
+    r = site.cluster.srun("-N2", "-n4", "-l", "--chos=mck", "/bin/sh", "-c", PAYLOAD, "sh", "a b", "", "--x=1",
+                          user=slurm_user.pw_name, cwd=str(home))
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    recs = {rec["pid"]: rec for rec in launch_records(records)}
+    tasks = _tasks(r.stdout)
+    assert sorted(tasks) == [0, 1, 2, 3] and len(recs) == 4, (r.stdout, recs)
+    for lines in tasks.values():
+        pid, var = lines[0].split()
+        rec = recs[pid.split("=")[1]]                         # the launcher exec'd this very task
+        assert var == "VAR=unset"                             # the stub's variable is gone
+        assert rec["tag"] == "mck one" and rec["view"] == "launch 12" and rec["uid"] == str(slurm_user.pw_uid)
+        assert rec["args"] == ["/bin/sh", "-c", PAYLOAD, "sh", "a b", "", "--x=1"]
+        assert lines[1:] == ["ARG=a b", "ARG=", "ARG=--x=1", 'PRETTY_NAME="launch 12 (mini)"']
+    assert not (launching[0] / ".envsched").exists()          # the stub is bound into the view, not the tree
+
+
+def test_a_bare_name_reaches_the_launcher_as_the_views_path(site, slurm_user, home, launching, records):
+    """srun sends `sh` as typed; slurmstepd would find it in the job's PATH in the view, so does the stub."""
+    r = site.cluster.srun("-n1", "--chos=mck", "sh", "-c", "echo PID=$$", user=slurm_user.pw_name, cwd=str(home))
+    assert r.returncode == 0, r.stderr
+    (rec,) = launch_records(records)
+    assert rec["args"] == ["/usr/bin/sh", "-c", "echo PID=$$"] and r.stdout.strip() == f"PID={rec['pid']}"
+
+
+def test_the_batch_script_runs_through_the_launcher(site, slurm_user, home, launching, records):
+    c = site.cluster
+    job = c.sbatch(f"#!/bin/sh\n{PAYLOAD}\n", "--chos=mck", "-o", f"{home}/out-%j.txt", user=slurm_user.pw_name,
+                   cwd=str(home))
+    state = c.wait(job, timeout=60)
+    site.settle()
+    out = site.output(job, home)
+    assert state.state == "COMPLETED", out
+    (rec,) = launch_records(records)
+    assert rec["view"] == "launch 12" and len(rec["args"]) == 1 and rec["args"][0].endswith("/slurm_script")
+    assert out.splitlines() == [f"PID={rec['pid']} VAR=unset", 'PRETTY_NAME="launch 12 (mini)"']
+
+
+def test_a_missing_launcher_fails_the_job_in_one_line(site, slurm_user, home, launching, records):
+    ran = home / "launcher-payload-ran"
+    r = site.cluster.srun("-N2", "-n4", "--chos=missing", "touch", str(ran), user=slurm_user.pw_name, cwd=str(home))
+    assert r.returncode == 69, (r.stdout, r.stderr)
+    lines = [line for line in r.stderr.splitlines() if not line.startswith("srun: ")]
+    line = ("envsched: the launcher /opt/launch/missing of environment missing is not in it "
+            "(No such file or directory)")
+    assert lines == [line] * 2                                # once per node (each node's view refuses)
+    c = site.cluster
+    job = c.sbatch(f"#!/bin/sh\ntouch {ran}\n", "--chos=missing", "-o", f"{home}/out-%j.txt",
+                   user=slurm_user.pw_name, cwd=str(home))
+    state = c.wait(job, timeout=60)
+    site.settle()
+    assert (state.state, state.exit_code) == ("FAILED", (69, 0)), state.fields
+    assert site.output(job, home).splitlines() == [line]      # the batch job's output: that line alone
+    assert not ran.exists() and not launch_records(records)
+
+
+def test_a_launcher_that_cannot_be_executed_fails_the_tasks_in_one_line(site, slurm_user, home, launching, records):
+    """The view has it, exec fails (its interpreter is missing): the stub's line, once per node."""
+    ran = home / "launcher-payload-ran"
+    r = site.cluster.srun("-N1", "-n4", "-O", "--chos=broken", "touch", str(ran), user=slurm_user.pw_name, cwd=str(home))
+    assert r.returncode == 69, (r.stdout, r.stderr)
+    lines = [line for line in r.stderr.splitlines() if not line.startswith("srun: ")]
+    assert lines == ["envsched: cannot execute the launcher /opt/launch/broken: No such file or directory"]
+    assert not ran.exists()
+
+
+def test_multi_prog_runs_without_the_launcher_and_says_so(site, slurm_user, home, launching, records):
+    """Slurm before 23.11: each task's argv is its line of the file (slurmstepd's copy), out of the
+    plugin's reach."""
+    conf = home / "multi.conf"
+    conf.write_text("0 /bin/echo first\n1-2 /bin/echo rest %t\n")
+    conf.chmod(0o644)
+    r = site.cluster.srun("-N1", "-n3", "-O", "-l", "--chos=mck", "--multi-prog", str(conf), user=slurm_user.pw_name,
+                          cwd=str(home))
+    conf.unlink()
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert sorted(r.stdout.splitlines()) == ["0: first", "1: rest 1", "2: rest 2"]
+    assert [line for line in r.stderr.splitlines() if not line.startswith("srun: ")] == [
+        "0: envsched: warning: srun --multi-prog: the tasks run without the environment's launcher /opt/launch/rec "
+        "on this Slurm (before 23.11): name it in the file (RANKS /opt/launch/rec PROGRAM ...)"]
+    assert not launch_records(records)
