@@ -1,9 +1,16 @@
-/* Per-task cost of the isolation namespaces (bench/isolation_bench.py): what a task does more to
- * join a pin's ipc, uts and pid namespaces (es_join_isolation, as the Slurm plugin does in
- * task_init_privileged), timed inside a fresh child each round; and the fork + exit + wait of one
- * more process (what the Grid Engine, Torque and OpenPBS starters add: the job is their child in
- * the PID namespace).  isolation_task PIN_DIR ROUNDS  ->  "join MEDIAN P10 P90" and "fork ..." in us */
+/* Per-task cost of the isolation namespaces (bench/isolation_bench.py), timed inside a fresh child
+ * each round, as the shims do it:
+ *   slurm    a task of slurmstepd (plugins/slurm-spank/remote.c): opens the pin directory, enters
+ *            ipc and uts through the init's pidfd that slurmstepd opened once per step and the task
+ *            inherited (it was forked into the PID namespace already); a pin without an init: the
+ *            binds es_join_isolation looks for
+ *   starter  the Grid Engine, Torque and OpenPBS starters: es_join_isolation (the init's record,
+ *            its pidfd and start time, one setns for all three)
+ *   fork     the fork + exit + wait of one more process: a starter's job is its child in the PID
+ *            namespace (on Slurm nothing is added)
+ * isolation_task PIN_DIR ROUNDS  ->  "slurm MEDIAN P10 P90", "starter ...", "fork ..." in us */
 #include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -36,16 +43,27 @@ int main(int argc, char **argv)
     if (argc != 3)
         return 2;
     int n = atoi(argv[2]);
-    double *join = calloc(n, sizeof *join), *fork_wait = calloc(n, sizeof *fork_wait);
+    double *slurm = calloc(n, sizeof *slurm), *join = calloc(n, sizeof *join), *fork_wait = calloc(n, sizeof *fork_wait);
+    char err[512];
+    int init_flags = 0, pin = open(argv[1], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int init_fd = es_open_init(pin, &init_flags, err, sizeof err);     /* as slurmstepd, once */
+    close(pin);
     for (int i = 0; i < n; i++) {
         int p[2];
         if (pipe(p) != 0)
             return 1;
         pid_t pid = fork();
         if (pid == 0) {
-            char err[512];
             int pidns = 0;
             double t = now_us();
+            int d = open(argv[1], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            int bad = d < 0 || (init_fd >= 0 ? (init_flags & ~CLONE_NEWPID) && setns(init_fd, init_flags & ~CLONE_NEWPID)
+                                              : es_join_isolation(d, argv[1], &pidns, err, sizeof err));
+            close(d);
+            t = now_us() - t;
+            if (write(p[1], &t, sizeof t) != sizeof t || bad)
+                _exit(1);
+            t = now_us();
             int dir = open(argv[1], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
             int rc = dir < 0 || es_join_isolation(dir, argv[1], &pidns, err, sizeof err) != 0;
             close(dir);
@@ -63,7 +81,8 @@ int main(int argc, char **argv)
         }
         close(p[1]);
         int status;
-        if (read(p[0], &join[i], sizeof join[i]) != sizeof join[i] ||
+        if (read(p[0], &slurm[i], sizeof slurm[i]) != sizeof slurm[i] ||
+            read(p[0], &join[i], sizeof join[i]) != sizeof join[i] ||
             read(p[0], &fork_wait[i], sizeof fork_wait[i]) != sizeof fork_wait[i] ||
             waitpid(pid, &status, 0) != pid || status != 0) {
             fprintf(stderr, "round %d failed\n", i);
@@ -71,7 +90,8 @@ int main(int argc, char **argv)
         }
         close(p[0]);
     }
-    report("join", join, n);
+    report("slurm", slurm, n);
+    report("starter", join, n);
     report("fork", fork_wait, n);
     return 0;
 }
