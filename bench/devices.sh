@@ -2,14 +2,4 @@
 # GPUs and devices (#12): per-job and per-task cost of `gpus = "nvidia"` against the same
 # environment without (bench/devices_bench.py). Root, a node without an NVIDIA driver.
 #   bench/devices.sh [TREE]      (default: a mini tree built here)
-set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-py=${PYTHON:-$here/../.venv/bin/python}
-tree=${1:-}
-if [ -z "$tree" ]; then
-    tmp=$(mktemp -d /run/envsched-bench-tree.XXXXXX); chmod 755 "$tmp"
-    trap 'rm -rf "$tmp"' EXIT
-    "$here/../tests/envs/build-mini-env.sh" "$tmp/tree" debian 12 "Debian 12 (mini)" >/dev/null
-    tree=$tmp/tree
-fi
-"$py" "$here/devices_bench.py" "$tree"      # not exec: the EXIT trap removes the tree
+exec bash "$(dirname "$0")/with-mini-tree.sh" devices_bench.py "$@"

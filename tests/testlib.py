@@ -232,6 +232,29 @@ def launcher_tree(dest: Path, records: Path) -> Path:
     return dest
 
 
+def launcher_environments(tree: Path, broken: str = '"/opt/launch/broken"') -> str:
+    """Policy text: `mck` runs through the recording launcher (an argument with a space), `missing`
+    names a launcher the tree lacks, `broken` one that cannot run."""
+    return f"""
+[environments.mck]
+path = "{tree}"
+launcher = ["/opt/launch/rec", "--rec-tag=mck one"]
+[environments.missing]
+path = "{tree}"
+launcher = ["/opt/launch/missing"]
+[environments.broken]
+path = "{tree}"
+launcher = [{broken}]
+"""
+
+
+def cleared(records: Path) -> Path:
+    """`records` emptied (the recording launcher's files of earlier tests)."""
+    for p in records.iterdir():
+        p.unlink()
+    return records
+
+
 def launch_records(records: Path) -> List[Dict[str, object]]:
     """What the recording launcher wrote, one dict a run (pid, tag, view, uid; args: a list), by pid."""
     out = []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from testlib import TEST_USER, launch_records, launcher_tree
+from testlib import TEST_USER, cleared, launch_records, launcher_environments, launcher_tree
 
 pytestmark = pytest.mark.ns
 
@@ -23,17 +23,7 @@ ARGS = ["/bin/sh", "-c", PAYLOAD, "sh", "a b", "", "--x=1"]
 def launch(site_dir):
     records = Path(f"/tmp/envsched-launch-{uuid.uuid4().hex[:8]}")
     tree = launcher_tree(site_dir.root / "os" / "launch-mini", records)
-    policy = site_dir.policy(f"""
-[environments.mck]
-path = "{tree}"
-launcher = ["/opt/launch/rec", "--rec-tag=mck one"]
-[environments.missing]
-path = "{tree}"
-launcher = ["/opt/launch/missing"]
-[environments.broken]
-path = "{tree}"
-launcher = ["/opt/launch/broken", "-x"]
-""", name="policy-launcher.toml")
+    policy = site_dir.policy(launcher_environments(tree, '"/opt/launch/broken", "-x"'), name="policy-launcher.toml")
     yield policy, records
     shutil.rmtree(records)
     shutil.rmtree(tree)
@@ -41,9 +31,7 @@ launcher = ["/opt/launch/broken", "-x"]
 
 @pytest.fixture
 def records(launch):
-    for p in launch[1].iterdir():
-        p.unlink()
-    return launch[1]
+    return cleared(launch[1])
 
 
 def _ran_through(out, records, uid, program="/bin/sh", args=ARGS[1:]):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from spanksite import policy_text
-from testlib import launch_records, launcher_tree
+from testlib import cleared, launch_records, launcher_environments, launcher_tree
 
 pytestmark = pytest.mark.slurm
 
@@ -30,17 +30,7 @@ def launching(site):
     records = Path(f"/tmp/envsched-launch-{uuid.uuid4().hex[:8]}")
     tree = launcher_tree(root / "os" / "launch", records)
     original = site.policy.read_text()
-    site.policy.write_text(policy_text(root, site.run_dir, site.trees, extra_environments=f"""
-[environments.mck]
-path = "{tree}"
-launcher = ["/opt/launch/rec", "--rec-tag=mck one"]
-[environments.missing]
-path = "{tree}"
-launcher = ["/opt/launch/missing"]
-[environments.broken]
-path = "{tree}"
-launcher = ["/opt/launch/broken"]
-"""))
+    site.policy.write_text(policy_text(root, site.run_dir, site.trees, extra_environments=launcher_environments(tree)))
     yield tree, records
     site.policy.write_text(original)
     shutil.rmtree(records)
@@ -49,9 +39,7 @@ launcher = ["/opt/launch/broken"]
 
 @pytest.fixture
 def records(launching):
-    for p in launching[1].iterdir():
-        p.unlink()
-    return launching[1]
+    return cleared(launching[1])
 
 
 def _tasks(stdout):

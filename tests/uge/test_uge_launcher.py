@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from testlib import launch_records, launcher_tree
+from testlib import cleared, launch_records, launcher_environments, launcher_tree
 
 pytestmark = pytest.mark.uge
 
@@ -23,17 +23,7 @@ def launching(uge_site):
     records = Path(f"/tmp/envsched-launch-{uuid.uuid4().hex[:8]}")
     tree = launcher_tree(root / "os" / "launch", records)
     original = uge_site.policy.read_text()
-    uge_site.policy.write_text(original + f"""
-[environments.mck]
-path = "{tree}"
-launcher = ["/opt/launch/rec", "--rec-tag=mck one"]
-[environments.missing]
-path = "{tree}"
-launcher = ["/opt/launch/missing"]
-[environments.broken]
-path = "{tree}"
-launcher = ["/opt/launch/broken"]
-""")
+    uge_site.policy.write_text(original + launcher_environments(tree))
     try:
         yield tree, records
     finally:
@@ -44,9 +34,7 @@ launcher = ["/opt/launch/broken"]
 
 @pytest.fixture
 def records(launching):
-    for p in launching[1].iterdir():
-        p.unlink()
-    return launching[1]
+    return cleared(launching[1])
 
 
 def test_a_script_job_runs_its_shell_through_the_launcher(uge_site, uge_user, records):
