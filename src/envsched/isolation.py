@@ -1,20 +1,20 @@
-"""Isolation namespaces of a job (`namespaces = ["pid", "ipc", "uts"]`): made with its view, pinned
-beside it, entered by every joiner.
+"""Isolation namespaces of a job (`namespaces = ["pid", "ipc", "uts"]`): made with its view, held
+for the job, entered by every joiner.
 
-  ipc, uts   the view's builder unshares them before it builds the view (and sets the host name);
-             the pin binds the builder's namespace files as pin/ipc and pin/uts. A joiner setns
-             into them as root, before it drops privileges.
   pid        the resolver forks the view's builder into a new PID namespace: the builder is its
-             pid 1. It builds the view, mounts the job's /proc in it and, once the pin is made
-             (else it exits and the namespace with it), stays as the namespace's init: it reaps
-             orphans until the job is released. The resolver moves it out of the job's cgroups into
-             those of the node's pid 1 (a step's process tracking must not kill it while later
-             steps still come). The pin binds its namespace as pin/pid and keeps "PID START" in
-             pin/init. A joiner setns into pin/pid as root; its next child
-             is the first process of the job in the namespace (the C shims fork there, or, on Slurm,
-             slurmstepd forks the tasks there: plugins/slurm-spank/remote.c). Release kills the
-             init: the kernel then kills every process left in the namespace, so no orphan of the
-             job survives it.
+             pid 1. It unshares ipc and uts too, builds the view, mounts the job's /proc in it and,
+             once the pin is made (else it exits and the namespace with it), stays as the
+             namespace's init: it reaps orphans until the job is released. The resolver moves it
+             out of the job's cgroups into those of the node's pid 1 (a step's process tracking must
+             not kill it while later steps still come) and records "PID START NAMES" in pin/init.
+             A joiner opens a pidfd of the init, checks its start time, and enters all its
+             namespaces with one setns, as root, before the view (whose /proc is the job's); its
+             next child is the job's first process in the namespace (the C starters and
+             `envsched join` fork there; on Slurm slurmstepd forks the tasks there:
+             plugins/slurm-spank/remote.c). Release kills the init: the kernel then kills every
+             process left in the namespace, so no orphan of the job survives it.
+  ipc, uts   without "pid" there is no init: the builder's ipc and uts namespaces are bound in the
+             pin as pin/ipc and pin/uts, and joiners setns into those.
 
 Why Python for the init: it is the builder, already there (no process is added for it); #13 may
 move it into the C runtime. It holds no file of the job's and runs no code of the job's.
