@@ -375,10 +375,11 @@ static void refuse_task(spank_t sp)
  * multi_prog_get_argv), so the job argv ([FILE, its text, ...]) is not what the tasks run and
  * replacing its first element would reach none of them. Told apart from an ordinary command by the
  * text (every line blank, a comment or "RANKS PROGRAM ...") and by FILE, which is no program. */
-static int multi_prog(spank_t sp, int argc, char **argv)
+static int multi_prog(spank_t sp, int argc, char **argv, int *launched)
 {
     char found[PATH_MAX], path[8192];
-    int lines = 0;
+    int lines = 0, through = 0;
+    size_t len = launcher.argc > 0 ? strlen(launcher.argv[0]) : 0;
 
     if (argc < 2 || argv[1] == NULL || getenv_job(sp, "PATH", path, sizeof path) != 0)
         return 0;
@@ -396,7 +397,11 @@ static int multi_prog(spank_t sp, int argc, char **argv)
         if (*rest == '\0' || *rest == '\n')
             return 0;
         lines++;
+        /* a line whose program is the launcher itself: the user put it in front already */
+        through += len && strncmp(rest, launcher.argv[0], len) == 0 && strchr(" \t\n", rest[len]) && rest[len];
     }
+    if (launched)
+        *launched = lines > 0 && through == lines;
     return lines > 0;
 }
 
@@ -412,8 +417,9 @@ static int multi_prog(spank_t sp, int argc, char **argv)
  * launcher. slurmstepd applies the user's limits and execs the stub (task.c exec_task): the stub's
  * path is absolute, so nothing is looked up in PATH for it. The batch script runs through the
  * launcher too (its argv[0] is the script's path in the spool). Not handled before 23.11: srun
- * --multi-prog (the tasks run without the launcher and the user is told, above) and srun
- * --bcast=DIR/ (the program's name is made from DIR after task_init). */
+ * --multi-prog, unless every line of its file runs the launcher itself (else the step is refused
+ * in one line, above: never run without it) and srun --bcast=DIR/ (the program's name is made from
+ * DIR after task_init). */
 static void use_launcher(spank_t sp)
 {
     int argc = 0, task = 0;
@@ -423,7 +429,7 @@ static void use_launcher(spank_t sp)
     if (spank_prepend_task_argv != NULL) {
         char path[8192], found[PATH_MAX], *copy;
         if (spank_get_item(sp, S_JOB_ARGV, &argc, &argv) == ESPANK_SUCCESS && argc >= 1 && argv != NULL &&
-            argv[0] != NULL && !multi_prog(sp, argc, argv) && getenv_job(sp, "PATH", path, sizeof path) == 0 &&
+            argv[0] != NULL && !multi_prog(sp, argc, argv, NULL) && getenv_job(sp, "PATH", path, sizeof path) == 0 &&
             es_launch_resolve(argv[0], path, found, sizeof found) == found && (copy = strdup(found)) != NULL)
             argv[0] = copy;                  /* this task's copy of slurmstepd's job argv */
         if (spank_prepend_task_argv(sp, launcher.argc, (const char **)launcher.argv) != ESPANK_SUCCESS) {
@@ -437,13 +443,16 @@ static void use_launcher(spank_t sp)
              launcher.argv[0]);
         refuse_task(sp);
     }
-    if (multi_prog(sp, argc, argv)) {
-        char line[ES_MSG_MAX];
-        snprintf(line, sizeof line, ES_PREFIX "warning: srun --multi-prog: the tasks run without the environment's "
-                 "launcher %s on this Slurm (before 23.11): name it in the file (RANKS %s PROGRAM ...)",
-                 launcher.argv[0], launcher.argv[0]);
-        tell_user(sp, line);
-        return;
+    int launched = 0;
+    if (multi_prog(sp, argc, argv, &launched)) {
+        if (launched)
+            return;                          /* every line runs the launcher itself */
+        /* never without the launcher (another environment than the one the job asked for) */
+        snprintf(failure, sizeof failure, ES_PREFIX "srun --multi-prog: on this Slurm (before 23.11) the "
+                 "environment's launcher cannot be put in front of the file's programs: name it in every line "
+                 "(RANKS %s PROGRAM ...)", launcher.argv[0]);
+        failure_code = ENVSCHED_EXIT_REFUSED;
+        refuse_task(sp);
     }
     if (access(stub, X_OK) != 0) {
         fail(ENVSCHED_EXIT_SETUP_FAILED, ES_PREFIX "the environment's launcher needs envsched-launch beside the "

@@ -117,18 +117,24 @@ def test_a_launcher_that_cannot_be_executed_fails_the_tasks_in_one_line(site, sl
     assert not ran.exists()
 
 
-def test_multi_prog_runs_without_the_launcher_and_says_so(site, slurm_user, home, launching, records):
+def test_multi_prog_is_refused_unless_its_lines_run_the_launcher(site, slurm_user, home, launching, records):
     """Slurm before 23.11: each task's argv is its line of the file (slurmstepd's copy), out of the
-    plugin's reach."""
+    plugin's reach: never run without the launcher; a file that names it in every line runs."""
     conf = home / "multi.conf"
     conf.write_text("0 /bin/echo first\n1-2 /bin/echo rest %t\n")
     conf.chmod(0o644)
     r = site.cluster.srun("-N1", "-n3", "-O", "-l", "--chos=mck", "--multi-prog", str(conf), user=slurm_user.pw_name,
                           cwd=str(home))
+    assert r.returncode == 77, (r.stdout, r.stderr)
+    assert not r.stdout.strip()
+    assert [line for line in r.stderr.splitlines() if not line.startswith("srun: ")] == [
+        "0: envsched: srun --multi-prog: on this Slurm (before 23.11) the environment's launcher cannot be put in "
+        "front of the file's programs: name it in every line (RANKS /opt/launch/rec PROGRAM ...)"]
+    assert not launch_records(records)
+    conf.write_text("0 /opt/launch/rec /bin/echo first\n1-2 /opt/launch/rec /bin/echo rest %t\n")
+    r = site.cluster.srun("-N1", "-n3", "-O", "-l", "--chos=mck", "--multi-prog", str(conf), user=slurm_user.pw_name,
+                          cwd=str(home))
     conf.unlink()
     assert r.returncode == 0, (r.stdout, r.stderr)
     assert sorted(r.stdout.splitlines()) == ["0: first", "1: rest 1", "2: rest 2"]
-    assert [line for line in r.stderr.splitlines() if not line.startswith("srun: ")] == [
-        "0: envsched: warning: srun --multi-prog: the tasks run without the environment's launcher /opt/launch/rec "
-        "on this Slurm (before 23.11): name it in the file (RANKS /opt/launch/rec PROGRAM ...)"]
-    assert not launch_records(records)
+    assert len(launch_records(records)) == 3
