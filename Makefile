@@ -57,6 +57,9 @@ bench-devices: venv
 bench-isolation: venv
 	bash bench/isolation.sh
 
+bench-cold: venv
+	bash bench/cold.sh
+
 bench-launcher: venv
 	bash bench/launcher.sh
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 from ..errors import EnvschedError
 from ..exitcodes import ExitCode, describe
@@ -23,6 +23,48 @@ def say(message: str) -> None:
 def add_policy_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", metavar="FILE",
                    help="site policy (default /etc/envsched/policy.toml)")
+
+
+def command_named(argv: List[str], options_with_value: Tuple[str, ...] = ("--policy",)) -> Optional[str]:
+    """The subcommand on a command line (`envsched --policy F prepare ...` -> "prepare"), or None
+    when there is none or help is asked for before it: then every subcommand's parser is built."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in options_with_value:
+            i += 2
+            continue
+        if arg in ("-h", "--help"):
+            return None
+        if not arg.startswith("-"):
+            return arg
+        i += 1
+    return None
+
+
+class OneCommand:
+    """`sub` (argparse's subparsers) for a command line that names one subcommand: only that one's
+    parser is built (a shim's `prepare` or `release` pays for none of the other 25); the others'
+    definitions run against a stand-in that ignores them. An unknown name builds them all, so that
+    argparse's own message lists the choices."""
+
+    def __init__(self, sub: "argparse._SubParsersAction", wanted: Optional[str]) -> None:
+        self._sub, self._wanted = sub, wanted
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        if self._wanted is None or name == self._wanted:
+            return self._sub.add_parser(name, **kwargs)
+        return _Ignored()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sub, name)
+
+
+class _Ignored:
+    """Accepts a parser's definition calls and keeps nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *a, **k: self
 
 
 def policy_on_subcommands(sub: "argparse._SubParsersAction") -> None:

@@ -19,6 +19,8 @@ from ..errors import EnvironmentBroken
 from ..resolve import Decision, Refusal, resolve
 from ..service import plan_for_job, request_for, usable_version
 from .common import (
+    OneCommand,
+    command_named,
     describe_decision,
     format_steps,
     parser,
@@ -226,9 +228,12 @@ def cmd_import_chos(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(wanted: Optional[str] = None) -> argparse.ArgumentParser:
+    """The command line's parser; with `wanted` (the subcommand named, command_named) only that
+    subcommand's (a shim's run pays for no other)."""
     p = parser("envsched", "Site policy, decisions and environment entry for batch jobs.")
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    real = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    sub = OneCommand(real, wanted)
 
     s = sub.add_parser("check", help="validate the policy and every environment tree")
     s.set_defaults(func=cmd_check)
@@ -308,12 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
     env_cmds.add_parsers(sub)
     image_cmds.add_parsers(sub)
     site_cmds.add_parsers(sub)
-    policy_on_subcommands(sub)
+    if wanted is not None and wanted not in real.choices:
+        return build_parser(None)                       # argparse's message lists every choice
+    policy_on_subcommands(real)
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = build_parser()
+    p = build_parser(command_named(sys.argv[1:] if argv is None else argv))
     return run_main(lambda a: a.func(a), p, argv)
 
 

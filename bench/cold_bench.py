@@ -1,0 +1,89 @@
+"""The resolver's cold path (#13): what one `envsched` run costs a job, against a bare interpreter.
+
+Every job without a cached decision runs the resolver three times (`validate` at submit, `prepare`
+in slurmstepd or the prolog, `release` in the epilog). Measured here as the shims run it (the
+`envsched` entry point, as installed in the venv: its interpreter without -I -S) and as it would run
+with `python3 -I -S`, interleaved rounds, medians [p10 p90], and the peak RSS of the child
+(wait4's ru_maxrss). Targets (#13): ≤ 15 ms over a bare interpreter start, peak RSS ≤ 30 MB.
+Root (prepare pins a view).  bench/cold.sh [TREE]
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.join(HERE, "..", "src")
+VENV = os.path.join(HERE, "..", ".venv", "bin")
+N = int(os.environ.get("N", "20"))
+
+
+def run(argv):
+    """(wall seconds, peak RSS in KiB) of one run; it must succeed."""
+    t = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, 1)
+        try:
+            os.execv(argv[0], argv)
+        finally:
+            os._exit(127)
+    _, status, usage = os.wait4(pid, 0)
+    wall = time.perf_counter() - t
+    if status != 0:
+        raise SystemExit(f"failed ({status}): {' '.join(argv)}")
+    return wall, usage.ru_maxrss
+
+
+def main() -> None:
+    if os.geteuid() != 0:
+        sys.exit("bench/cold.sh: run as root")
+    tree = sys.argv[1]
+    top = tempfile.mkdtemp(prefix="envsched-bench-cold-", dir="/run")
+    os.chmod(top, 0o755)
+    policy = os.path.join(top, "policy.toml")
+    with open(policy, "w") as f:
+        f.write(f'[site]\nrun_dir = "{top}/run"\n[environments.deb12]\npath = "{tree}"\n')
+    os.chmod(policy, 0o644)
+    entry = [os.path.join(VENV, "envsched")]
+    isolated = ["/usr/bin/python3", "-I", "-S", "-c",
+                f"import sys; sys.path.insert(0, {SRC!r}); from envsched.cli.envsched import main; sys.exit(main())"]
+    job = ["--user", "nobody", "--no-user-file", "--request", "deb12"]
+    cases = {
+        "bare python3 -I -S": lambda i: ["/usr/bin/python3", "-I", "-S", "-c", "pass"],
+        "validate (entry point)": lambda i: entry + ["--policy", policy, "validate", *job],
+        "prepare (entry point)": lambda i: entry + ["--policy", policy, "prepare", *job, "--key", f"c{i}",
+                                                    "--owner-pid", str(os.getpid()), "--format", "shim"],
+        "release (entry point)": lambda i: entry + ["--policy", policy, "release", "--key", f"c{i}"],
+        "validate (-I -S)": lambda i: isolated + ["--policy", policy, "validate", *job],
+        "prepare (-I -S)": lambda i: isolated + ["--policy", policy, "prepare", *job, "--key", f"i{i}",
+                                                 "--owner-pid", str(os.getpid()), "--format", "shim"],
+        "release (-I -S)": lambda i: isolated + ["--policy", policy, "release", "--key", f"i{i}"],
+    }
+    times = {name: [] for name in cases}
+    rss = {name: [] for name in cases}
+    try:
+        for i in range(N):
+            for name, argv in cases.items():          # prepare before its release, every round
+                wall, peak = run(argv(i))
+                times[name].append(wall)
+                rss[name].append(peak)
+    finally:
+        os.system(f"umount -R -l {top}/run 2>/dev/null; rm -rf {top}")
+    bare = statistics.median(times["bare python3 -I -S"])
+    print(f"the resolver's cold path, {N} interleaved rounds, {os.uname().release}")
+    for name in cases:
+        q = statistics.quantiles(times[name], n=10)
+        med = statistics.median(times[name])
+        over = "" if name.startswith("bare") else f"  over bare {(med - bare) * 1e3:6.1f} ms " \
+            f"({'ok' if med - bare <= 0.015 else 'target 15 ms MISSED'})"
+        print(f"  {name:24s} {med * 1e3:6.1f} ms [{q[0] * 1e3:.1f} {q[-1] * 1e3:.1f}]  peak RSS "
+              f"{max(rss[name]) / 1024:5.1f} MB{over}")
+
+
+if __name__ == "__main__":
+    main()
