@@ -3,11 +3,12 @@
  *
  *   required optional /usr/lib/.../envsched_spank.so policy=/etc/envsched/policy.toml \
  *       resolver=/opt/envsched/bin/envsched [run_dir=/run/envsched] [bind=/run/munge ...]
- *       [host_tools=/var/lib/envsched/slurm-tools] [validate=0|1] [debug]
+ *       [host_tools=/var/lib/envsched/slurm-tools] [log_file=/var/log/envsched.log] [validate=0|1] [debug]
  *
  *   host_tools= a directory written by `envsched site-config host-tools --scheduler slurm`:
  *               bound into every view, its bin/ prepended to the job's PATH, so a batch script
  *               in an environment can call srun, squeue, scontrol, scancel ...
+ *   log_file=   the policy's site.log_file: the job epilog writes its releases there (epilog.c)
  *   validate=0  no submit-time check (the plugstack.conf seen from inside views uses it)
  */
 #include <stdio.h>
@@ -57,6 +58,8 @@ int es_config_parse_args(struct es_config *cfg, int ac, char **av)
             rc = set_path(cfg->binds[cfg->nbinds++], "bind", value);
         } else if (klen == 10 && strncmp(av[i], "host_tools", klen) == 0) {
             rc = set_path(cfg->host_tools, "host_tools", value);
+        } else if (klen == 8 && strncmp(av[i], "log_file", klen) == 0) {
+            rc = set_path(cfg->log_file, "log_file", value);
         } else if (klen == 8 && strncmp(av[i], "validate", klen) == 0) {
             if (strcmp(value, "0") != 0 && strcmp(value, "1") != 0) {
                 slurm_error(ES_PREFIX "plugstack.conf: validate: expected 0 or 1, got '%s'", value);
@@ -69,7 +72,7 @@ int es_config_parse_args(struct es_config *cfg, int ac, char **av)
             rc = 0;
         } else {
             slurm_error(ES_PREFIX "plugstack.conf: unknown argument '%s' "
-                        "(known: policy= resolver= run_dir= bind= host_tools= validate= debug)", av[i]);
+                        "(known: policy= resolver= run_dir= bind= host_tools= log_file= validate= debug)", av[i]);
             return -1;
         }
         if (rc != 0)

@@ -233,7 +233,8 @@ def site(slurm_cluster, slurm_user):
     resolver = Path(installed.envsched())
     slurm_cluster.write_plugstack(
         f"required {PLUGIN_DIR}/envsched_spank.so policy={policy} resolver={resolver} run_dir={run_dir} "
-        f"bind={root}/spool bind={root}/munge host_tools={root}/tools\n", restart_slurmd=True)
+        f"log_file={root}/envsched.log bind={root}/spool bind={root}/munge host_tools={root}/tools\n",
+        restart_slurmd=True)
     # the host's Slurm clients, usable from inside views (after plugstack.conf: it is derived from it)
     subprocess.run([str(resolver), "--policy", str(policy), "site-config", "host-tools", "--scheduler", "slurm",
                     "--slurm-conf", str(slurm_cluster.conf), str(root / "tools")], check=True,

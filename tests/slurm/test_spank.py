@@ -128,6 +128,24 @@ def test_scancel_releases_the_view(site, slurm_user, home):
     assert mount_table() == before
 
 
+def test_the_job_epilog_releases_views_without_the_resolver(site, slurm_user, home):
+    """#13: the job epilog releases each of the job's views in C (plugins/common/es_release.c) and
+    says so in the admin log (log_file=, `by=epilog`); the resolver's own release line is absent."""
+    c = site.cluster
+    before = mount_table()
+    job = c.sbatch("#!/bin/sh\nsrun -N2 -n2 true\n", "-N2", "--chos=deb12", "-o", f"{home}/out-%j.txt",
+                   user=slurm_user.pw_name, cwd=str(home))
+    state = c.wait(job, timeout=60)
+    site.settle()
+    assert state.state == "COMPLETED", site.output(job, home)
+    assert mount_table() == before
+    log = (c.dir / "envsched.log").read_text().splitlines()
+    released = sorted(line.split("event=released ")[1] for line in log
+                      if "event=released" in line and f"slurm-{job}-" in line)
+    assert released == [f"key=slurm-{job}-0 scheduler=slurm job={job} by=epilog",
+                        f"key=slurm-{job}-1 scheduler=slurm job={job} by=epilog"], released
+
+
 def test_killed_step_daemon_still_releases(site, slurm_user, home):
     c = site.cluster
     before = mount_table()

@@ -65,7 +65,8 @@ def test_install_from_scontrol_then_doctor_then_a_job(site, slurm_user, home, pl
     text = c.plugstack.read_text()
     line, = [ln for ln in text.splitlines() if ln.startswith("required ")]
     assert line == (f"required {PLUGIN_DIR}/envsched_spank.so policy={site.policy} resolver={ENVSCHED} "
-                    f"run_dir={site.run_dir} bind={root}/spool bind={root}/munge host_tools={root}/tools")
+                    f"run_dir={site.run_dir} log_file={root}/envsched.log bind={root}/spool bind={root}/munge "
+                    f"host_tools={root}/tools")
     assert f"#   SlurmdSpoolDir {root}/spool/%n [scontrol show config]\n" in text
     assert "/var/spool/slurmd" not in text and "bind=/run/munge" not in text
     st = c.plugstack.stat()

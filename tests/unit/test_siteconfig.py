@@ -41,7 +41,7 @@ CONFIG_C = REPO / "plugins" / "slurm-spank" / "config.c"
 POLICY_PATH = "/etc/envsched/policy.toml"
 RESOLVER = "/opt/envsched/bin/envsched"
 EXPECTED = ("required /usr/local/lib/envsched/envsched_spank.so policy=/etc/envsched/policy.toml "
-            "resolver=/opt/envsched/bin/envsched run_dir=/run/envsched "
+            "resolver=/opt/envsched/bin/envsched run_dir=/run/envsched log_file=/var/log/envsched.log "
             "bind=/var/spool/slurmd bind=/run/munge")
 
 
@@ -122,7 +122,7 @@ def test_options_and_extra_binds(policy):
         host_tools="/var/lib/envsched/slurm-tools"))
     line = plugin_lines(text)[0]
     assert line == ("required /opt/envsched/lib/envsched_spank.so policy=/etc/envsched/policy.toml "
-                    "resolver=/opt/envsched/bin/envsched run_dir=/run/envsched bind=/srv/slurmd "
+                    "resolver=/opt/envsched/bin/envsched run_dir=/run/envsched log_file=/var/log/envsched.log bind=/srv/slurmd "
                     "bind=/var/run/munge bind=/global/common bind=/run/munge bind=/x:/y:rw "
                     "host_tools=/var/lib/envsched/slurm-tools debug")
     assert "#   bind=/global/common  (--bind)" in text
@@ -188,7 +188,7 @@ def test_the_template_itself_refuses_unsafe_values():
     """Even a value the renderer forgot to check cannot reach the output: jinja2's finalize."""
     good = {"plugin": "/p.so", "policy": "/p", "resolver": "/r", "run_dir": "/d", "binds": [],
             "spool_dir": None, "spool_bind": None, "munge_bind": None, "extra_binds": [],
-            "host_tools": None, "debug": False}
+            "host_tools": None, "debug": False, "log_file": None}
     assert core.render_template("slurm/plugstack.conf.j2", **good).endswith(
         "required /p.so policy=/p resolver=/r run_dir=/d\n")
     with pytest.raises(SiteConfigError, match="white space"):
@@ -351,7 +351,8 @@ int main(int argc, char **argv)
 {
     if (es_config_parse(argc - 1, argv + 1) != 0)
         return 1;
-    printf("policy=%s\nresolver=%s\nrun_dir=%s\n", es_cfg.policy, es_cfg.resolver, es_cfg.run_dir);
+    printf("policy=%s\nresolver=%s\nrun_dir=%s\nlog_file=%s\n", es_cfg.policy, es_cfg.resolver, es_cfg.run_dir,
+           es_cfg.log_file);
     for (int i = 0; i < es_cfg.nbinds; i++)
         printf("bind=%s\n", es_cfg.binds[i]);
     printf("host_tools=%s\ndebug=%d\n", es_cfg.host_tools, es_cfg.debug);
@@ -374,7 +375,7 @@ def test_config_c_parses_the_rendered_line(policy, tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [
         "policy=/etc/envsched/policy.toml", "resolver=/opt/envsched/bin/envsched", "run_dir=/run/envsched",
-        "bind=/var/spool/slurmd", "bind=/run/munge", "bind=/x:/y:rw",
+        "log_file=/var/log/envsched.log", "bind=/var/spool/slurmd", "bind=/run/munge", "bind=/x:/y:rw",
         "host_tools=/var/lib/envsched/slurm-tools", "debug=1"]
     # and the harness is a real check: an unknown argument is fatal
     bad = subprocess.run([str(exe), "policy=/p", "polcy=/p"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -256,13 +256,14 @@ class SlurmAdapter(SchedulerAdapter):
         policy_path = check_path("--policy", options.policy_path)
         resolver = check_path("--resolver", options.resolver)
         run_dir = check_path(f"{policy.source}: site.run_dir", policy.site.run_dir)
+        log_file = check_path(f"{policy.source}: site.log_file", policy.site.log_file) if policy.site.log_file else None
         sbind, mbind, extra, binds = self.binds(options, site)
         host_tools = check_path("--host-tools", options.host_tools) if options.host_tools else None
         if len(binds) > MAX_BINDS:
             raise SiteConfigError(f"{len(binds)} binds: the plugin takes at most {MAX_BINDS}")
         spool_dir = site.values["spool_dir"]
         text = render_template("slurm/plugstack.conf.j2", plugin=plugin, policy=policy_path,
-                               resolver=resolver, run_dir=run_dir, binds=binds,
+                               resolver=resolver, run_dir=run_dir, log_file=log_file, binds=binds,
                                spool_dir=None if sbind is None else spool_dir, spool_bind=sbind,
                                munge_bind=mbind, extra_binds=extra,
                                host_tools=host_tools, debug=options.debug)

@@ -1,0 +1,100 @@
+/* Release a job's pin without Python: see es_release.h. One comment per step. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "es_release.h"
+
+/* a pin with one of these is released by the resolver */
+static const char *const resolver_files[] = {"hooks.json", "init", "ipc", "uts", NULL};
+/* what a pin holds besides its mnt (PinStore.release removes the same) */
+static const char *const pin_files[] = {"plan.json", "meta.json", "shim", "inputs", "userns", "hooks.json",
+                                        "hooks.released", NULL};
+
+/* Does the node hold image mounts (run_dir/.images has an entry)? */
+static int holds_images(const char *run_dir)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/.images", run_dir);
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return 0;
+    struct dirent *e;
+    int found = 0;
+    while (!found && (e = readdir(d)) != NULL)
+        found = strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return found;
+}
+
+int es_release_pin(const char *run_dir, const char *key, char *why, size_t whylen)
+{
+    char path[PATH_MAX + 256];
+    struct stat st;
+
+    /* 1. the pin: a directory (never a link) under run_dir, or nothing to do */
+    if (strchr(key, '/') || key[0] == '.' || key[0] == '\0') {
+        snprintf(why, whylen, "not a pin key: %.200s", key);
+        return ES_RELEASE_FAILED;
+    }
+    snprintf(path, sizeof path, "%s/%s", run_dir, key);
+    if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+        return ES_RELEASE_NONE;
+    /* 2. more than a view to let go: the resolver's */
+    for (const char *const *f = resolver_files; *f; f++) {
+        snprintf(path, sizeof path, "%s/%s/%s", run_dir, key, *f);
+        if (lstat(path, &st) == 0)
+            return ES_RELEASE_RESOLVER;
+    }
+    if (holds_images(run_dir))
+        return ES_RELEASE_RESOLVER;
+    /* 3. detach the pinned mount namespace: the view dies with its last process */
+    snprintf(path, sizeof path, "%s/%s/mnt", run_dir, key);
+    if (umount2(path, MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT) {
+        snprintf(why, whylen, "umount2 %.300s: %s", path, strerror(errno));
+        return ES_RELEASE_FAILED;
+    }
+    /* 4. the pin's files, then its directory (gone meanwhile: released by another) */
+    unlink(path);
+    for (int i = 0; pin_files[i]; i++) {
+        snprintf(path, sizeof path, "%s/%s/%s", run_dir, key, pin_files[i]);
+        unlink(path);
+    }
+    snprintf(path, sizeof path, "%s/%s", run_dir, key);
+    if (rmdir(path) != 0) {
+        if (errno == ENOENT)
+            return ES_RELEASE_NONE;
+        snprintf(why, whylen, "rmdir %.300s: %s", path, strerror(errno));
+        return ES_RELEASE_FAILED;
+    }
+    return ES_RELEASED;
+}
+
+void es_admin_log(const char *log_file, const char *line)
+{
+    char stamp[64], text[8192];
+    time_t now = time(NULL);
+    struct tm tm;
+    struct stat st;
+
+    if (log_file == NULL || !log_file[0])
+        return;
+    int fd = open(log_file, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0)
+        return;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1 && st.st_uid == 0) {
+        strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S%z", localtime_r(&now, &tm));
+        int n = snprintf(text, sizeof text, "%s envsched[%d]: %s\n", stamp, (int)getpid(), line);
+        if (n > 0 && (size_t)n < sizeof text && write(fd, text, (size_t)n) < 0) {
+            /* nowhere else to say it: the caller also tells syslog or slurmd's log */
+        }
+    }
+    close(fd);
+}
