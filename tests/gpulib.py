@@ -60,3 +60,16 @@ def gpu_nodes(extra: Sequence[str] = ()) -> Iterator[None]:
     finally:
         for node in made:
             os.unlink(node)
+
+
+def gpu_environments(tree: Path) -> str:
+    """Policy text: `gpu` needs the node's GPU (refused without one), `gpu-opt` runs without."""
+    return f"""
+[environments.gpu]
+path = "{tree}"
+gpus = "nvidia"
+[environments.gpu-opt]
+path = "{tree}"
+gpus = "nvidia"
+gpus_required = false
+"""

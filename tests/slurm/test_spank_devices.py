@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 import gpulib
-from gpulib import MARKER
+from gpulib import MARKER, gpu_environments
 from spanksite import policy_text
 
 pytestmark = pytest.mark.slurm
@@ -33,15 +33,7 @@ def gpu_site(site, real_tree):
     root = site.cluster.dir
     driver = gpulib.build_driver(root / "gpu")
     original = site.policy.read_text()
-    text = policy_text(root, site.run_dir, site.trees, extra_environments=f"""
-[environments.gpu]
-path = "{real_tree}"
-gpus = "nvidia"
-[environments.gpu-opt]
-path = "{real_tree}"
-gpus = "nvidia"
-gpus_required = false
-""")
+    text = policy_text(root, site.run_dir, site.trees, extra_environments=gpu_environments(real_tree))
     site.policy.write_text(text.replace("[defaults]", f'gpu_libraries = "{driver}/nvliblist.conf"\n'
                                         f'gpu_search_dirs = ["{driver}/lib", "{driver}/bin"]\n\n[defaults]', 1))
     yield driver

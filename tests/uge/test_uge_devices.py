@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import gpulib
-from gpulib import MARKER
+from gpulib import MARKER, gpu_environments
 
 pytestmark = pytest.mark.uge
 
@@ -42,15 +42,7 @@ def gpu_site(uge_site, real_tree):
     assert "[site]\n" in original
     text = original.replace("[site]\n", f'[site]\ngpu_libraries = "{driver}/nvliblist.conf"\n'
                                          f'gpu_search_dirs = ["{driver}/lib", "{driver}/bin"]\n', 1)
-    uge_site.policy.write_text(text + f"""
-[environments.gpu]
-path = "{real_tree}"
-gpus = "nvidia"
-[environments.gpu-opt]
-path = "{real_tree}"
-gpus = "nvidia"
-gpus_required = false
-""")
+    uge_site.policy.write_text(text + gpu_environments(real_tree))
     try:
         yield driver
     finally:
