@@ -14,7 +14,7 @@ from typing import Dict
 import pytest
 
 import installed  # noqa: F401  (it checks, on import, that an installed run has what it needs)
-from testlib import SESSION_TAG, TEST_USER, Result, mount_table, real_user, run_tool, unmount_below  # noqa: F401
+from testlib import SESSION_TAG, TEST_USER, Result, mount_table, namespace_inits, real_user, run_tool, unmount_below  # noqa: F401,E501
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_MINI = REPO / "tests" / "envs" / "build-mini-env.sh"
@@ -162,12 +162,15 @@ def home(test_user: pwd.struct_passwd) -> Path:
 
 @pytest.fixture(autouse=True)
 def host_mounts_unchanged(request: pytest.FixtureRequest) -> None:
-    """Every test: the host mount table is exactly the same afterwards."""
-    before = mount_table()
+    """Every test: the host mount table is exactly the same afterwards, and no PID namespace init
+    of a released view is left running."""
+    before, inits = mount_table(), namespace_inits()
     yield
     after = mount_table()
     assert after == before, "host mount table changed:\n+ %s\n- %s" % (
         sorted(set(after) - set(before)), sorted(set(before) - set(after)))
+    left = sorted(set(namespace_inits()) - set(inits))
+    assert not left, f"PID namespace inits left running: {left}"
 
 
 @pytest.fixture

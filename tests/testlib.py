@@ -44,6 +44,27 @@ def mount_table() -> List[str]:
                       if _ours(line.split()[4]) and HOLDERS not in line.split()[4])
 
 
+def namespace_inits() -> List[str]:
+    """This session's PID namespace inits still running: processes that are pid 1 of a namespace
+    of their own (NSpid "HOST 1") with a resolver's command line naming one of this session's
+    directories (isolation.py: the view's builder stays as the init until release)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as f:
+                nspid = next((line.split()[1:] for line in f if line.startswith("NSpid:")), [])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if len(nspid) >= 2 and nspid[-1] == "1" and "prepare" in argv and \
+                any(a.startswith(p + SESSION_TAG) for a in argv for p in SESSION_DIR_PREFIXES):
+            out.append(" ".join(argv).strip())
+    return sorted(out)
+
+
 def unmount_below(path: str) -> None:
     """Lazily unmount everything mounted below `path` (image holders, pins), deepest first."""
     with open("/proc/self/mountinfo") as f:

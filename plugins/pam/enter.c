@@ -1,8 +1,10 @@
 /* The session process joins the prepared view: setns(CLONE_NEWNS) in the calling process, so
  * everything the application forks after pam_open_session (sshd's session child and the shell,
- * su's shell) starts inside. Before that, a descriptor of the namespace the session was opened in
- * is kept (close-on-exec), so close_session can go back there to release the pin: the resolver
- * and run_dir are the host's, not the view's.
+ * su's shell) starts inside; with isolation namespaces, also the session's ipc and uts, and its
+ * PID namespace for what it forks. Before that, descriptors of the namespaces the session was
+ * opened in are kept (close-on-exec), so close_session can go back there to release the pin: the
+ * resolver and run_dir are the host's, not the view's, and the resolver must not start inside the
+ * PID namespace whose init it kills (it could not see that init, and the pin would stay).
  *
  * Only a pin of root's is joined: run_dir and every directory above it root's and not writable by
  * others (es_trusted_dir), run_dir, run_dir/<key> root's and not writable by others, each opened
@@ -52,19 +54,23 @@ static int open_pin(const struct es_conf *c, const struct es_shim *s, int *dirfd
     return fd;
 }
 
-int es_enter(const struct es_conf *c, const struct es_shim *s, int *host_ns, char *err, size_t errlen)
+int es_enter(const struct es_conf *c, const struct es_shim *s, struct es_host *out, char *err, size_t errlen)
 {
     char cwd[PATH_MAX];
 
-    *host_ns = -1;
+    out->mnt = out->ipc = out->uts = -1;
     int dir = -1;
     int fd = open_pin(c, s, &dir, err, errlen);
     if (fd < 0)
         return -1;
-    int host = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
-    if (host < 0) {
-        snprintf(err, errlen, ES_PREFIX "/proc/self/ns/mnt: %s", strerror(errno));
+    struct es_host here = {open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC),
+                           open("/proc/self/ns/ipc", O_RDONLY | O_CLOEXEC),
+                           open("/proc/self/ns/uts", O_RDONLY | O_CLOEXEC)};
+    if (here.mnt < 0 || here.ipc < 0 || here.uts < 0) {
+        snprintf(err, errlen, ES_PREFIX "/proc/self/ns: %s", strerror(errno));
+        es_host_close(&here);
         close(fd);
+        close(dir);
         return -1;
     }
     if (getcwd(cwd, sizeof cwd) == NULL)
@@ -79,7 +85,7 @@ int es_enter(const struct es_conf *c, const struct es_shim *s, int *host_ns, cha
             close(users);
         close(fd);
         close(dir);
-        close(host);
+        es_host_close(&here);
         return -1;
     }
     /* the environment's isolation namespaces, before the view (whose /proc is the session's own):
@@ -92,13 +98,13 @@ int es_enter(const struct es_conf *c, const struct es_shim *s, int *host_ns, cha
     if (rc != 0) {
         snprintf(err, errlen, ES_PREFIX "%s", why);
         close(fd);
-        close(host);
+        es_leave(&here);                              /* undo what was joined; the pin is released */
         return -1;
     }
     if (setns(fd, CLONE_NEWNS) != 0) {
         snprintf(err, errlen, ES_PREFIX "cannot enter the prepared environment (setns: %s)", strerror(errno));
         close(fd);
-        close(host);
+        es_leave(&here);
         return -1;
     }
     close(fd);
@@ -106,18 +112,35 @@ int es_enter(const struct es_conf *c, const struct es_shim *s, int *host_ns, cha
     if (!(cwd[0] && chdir(cwd) == 0) && chdir("/") != 0) {
         /* "/" always exists in a view */
     }
-    *host_ns = host;
+    *out = here;
     return 0;
 }
 
-/* back to the namespace the session was opened in */
-int es_leave(int host_ns)
+/* back to the namespaces the session was opened in: the mount namespace, ipc, uts, and its own
+ * PID namespace for what it forks next (the resolver that releases the pin must not start in the
+ * session's, whose init it kills) */
+int es_leave(struct es_host *host)
 {
-    if (host_ns < 0)
+    if (host->mnt < 0)
         return 0;
-    int rc = setns(host_ns, CLONE_NEWNS);
-    close(host_ns);
+    /* the mount namespace first: the view's /proc is the job's, where we are not to be seen */
+    int rc = setns(host->mnt, CLONE_NEWNS);
+    int pid = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
+    rc |= setns(host->ipc, CLONE_NEWIPC) | setns(host->uts, CLONE_NEWUTS) | (pid < 0 ? -1 : setns(pid, CLONE_NEWPID));
+    if (pid >= 0)
+        close(pid);
+    es_host_close(host);
     if (rc == 0 && chdir("/") != 0)
         return -1;
-    return rc;
+    return rc == 0 ? 0 : -1;
+}
+
+void es_host_close(struct es_host *host)
+{
+    int *fds[] = {&host->mnt, &host->ipc, &host->uts};
+    for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++) {
+        if (*fds[i] >= 0)
+            close(*fds[i]);
+        *fds[i] = -1;
+    }
 }

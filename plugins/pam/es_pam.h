@@ -53,10 +53,17 @@ struct es_shim {
     long uid;
 };
 
+/* The namespaces the session was opened in (descriptors, -1 for none): close_session goes back
+ * to them before it releases the pin, so that the resolver it starts is the host's (its PID
+ * namespace is the session process's own active one, /proc/self/ns/pid). */
+struct es_host {
+    int mnt, ipc, uts;
+};
+
 /* What close_session needs, kept with pam_set_data. */
 struct es_session {
     char key[80];
-    int host_ns;                /* the mount namespace the session was opened in, or -1 */
+    struct es_host host;
 };
 
 int es_conf_parse(pam_handle_t *pamh, int argc, const char **argv, struct es_conf *c);
@@ -74,7 +81,8 @@ void es_resolve_log(pam_handle_t *pamh, const struct es_run *r);
 int es_shim_parse(const char *text, struct es_shim *s);
 int es_shim_putenv(pam_handle_t *pamh, const char *text, const char *environment);
 
-int es_enter(const struct es_conf *c, const struct es_shim *s, int *host_ns, char *err, size_t errlen);
-int es_leave(int host_ns);
+int es_enter(const struct es_conf *c, const struct es_shim *s, struct es_host *host, char *err, size_t errlen);
+int es_leave(struct es_host *host);
+void es_host_close(struct es_host *host);
 
 #endif

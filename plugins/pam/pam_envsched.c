@@ -33,8 +33,7 @@ static void forget(pam_handle_t *pamh, void *data, int status)
     struct es_session *s = data;
     (void)pamh;
     (void)status;
-    if (s->host_ns >= 0)
-        close(s->host_ns);
+    es_host_close(&s->host);
     free(s);
 }
 
@@ -80,7 +79,7 @@ ES_EXPORT int pam_sm_open_session(pam_handle_t *pamh, int flags, int argc, const
     struct es_shim s;
     struct timespec t0;
     char line[ES_MSG_MAX], fallback[ES_MSG_MAX + 64] = "";
-    int host_ns = -1;
+    struct es_host host = {-1, -1, -1};
 
     (void)flags;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -124,7 +123,7 @@ ES_EXPORT int pam_sm_open_session(pam_handle_t *pamh, int flags, int argc, const
         snprintf(line, sizeof line, ES_PREFIX "cannot set the session's environment variables");
         goto undo;
     }
-    if (s.pin[0] && es_enter(&c, &s, &host_ns, line, sizeof line) != 0)
+    if (s.pin[0] && es_enter(&c, &s, &host, line, sizeof line) != 0)
         goto undo;
     free(r);
     r = NULL;
@@ -133,13 +132,12 @@ ES_EXPORT int pam_sm_open_session(pam_handle_t *pamh, int flags, int argc, const
         struct es_session *data = calloc(1, sizeof *data);
         if (data == NULL || pam_set_data(pamh, ES_DATA_KEY, data, forget) != PAM_SUCCESS) {
             free(data);
-            if (host_ns >= 0)
-                close(host_ns);
+            es_host_close(&host);
             pam_syslog(pamh, LOG_ERR, ES_PREFIX "key %s: cannot keep it for close_session; "
                        "`envsched gc` collects it once this process is gone", s.key);
         } else {
             snprintf(data->key, sizeof data->key, "%s", s.key);
-            data->host_ns = host_ns;
+            data->host = host;
         }
     }
     if (fallback[0])
@@ -169,8 +167,7 @@ ES_EXPORT int pam_sm_close_session(pam_handle_t *pamh, int flags, int argc, cons
     if (pam_get_data(pamh, ES_DATA_KEY, &data) != PAM_SUCCESS || data == NULL)
         return PAM_SUCCESS;                            /* exempt, host OS without a record, or another process */
     struct es_session *s = (struct es_session *)data;
-    int rc = es_leave(s->host_ns);
-    s->host_ns = -1;
+    int rc = es_leave(&s->host);
     if (rc != 0) {
         pam_syslog(pamh, LOG_ERR, ES_PREFIX "key %s: cannot return to the session's first namespace; "
                    "`envsched gc` collects the pin once this process is gone", s->key);

@@ -175,6 +175,9 @@ def kill_init(record: str) -> None:
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:
+        if process_start(pid) == start:                 # alive, in /proc, yet not ours to see
+            raise SetupError(f"cannot end the job's process namespace: its init (pid {pid}) is not in this "
+                             "process's PID namespace (release from the host's)") from None
         return
     try:
         if process_start(pid) != start:

@@ -161,3 +161,7 @@ hostname = "iso-login"
     assert seen["pidns"] != os.readlink("/proc/self/ns/pid") and seen["ipcns"] != os.readlink("/proc/self/ns/ipc")
     assert seen["host"] == "iso-login" and int(seen["procs"]) < 20, r.stdout
     assert wait_no_pins(site_dir.run_dir) == []
+    # the namespace's init (the resolver's view builder, "prepare ... --key pam-UID-PID") is gone:
+    # close_session went back to the host's PID namespace before its resolver released the pin
+    left = subprocess.run(["pgrep", "-af", f"prepare.*--key pam-{pam_user.pw_uid}-"], capture_output=True, text=True)
+    assert not left.stdout, f"the session's init survived it: {left.stdout}"
