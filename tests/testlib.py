@@ -44,10 +44,11 @@ def mount_table() -> List[str]:
                       if _ours(line.split()[4]) and HOLDERS not in line.split()[4])
 
 
-def namespace_inits() -> List[str]:
+def namespace_inits(marker: str = "") -> List[str]:
     """This session's PID namespace inits still running: processes that are pid 1 of a namespace
     of their own (NSpid "HOST 1") with a resolver's command line naming one of this session's
-    directories (isolation.py: the view's builder stays as the init until release)."""
+    directories, or containing `marker` (a test cluster's directory) (isolation.py: the view's
+    builder stays as the init until release)."""
     out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -59,8 +60,9 @@ def namespace_inits() -> List[str]:
                 argv = f.read().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if len(nspid) >= 2 and nspid[-1] == "1" and "prepare" in argv and \
-                any(a.startswith(p + SESSION_TAG) for a in argv for p in SESSION_DIR_PREFIXES):
+        ours = (any(marker in a for a in argv) if marker else
+                any(a.startswith(p + SESSION_TAG) for a in argv for p in SESSION_DIR_PREFIXES))
+        if len(nspid) >= 2 and nspid[-1] == "1" and "prepare" in argv and ours:
             out.append(" ".join(argv).strip())
     return sorted(out)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Dict
 
 import installed
+from testlib import namespace_inits
 
 REPO = Path(__file__).resolve().parents[2]
 # ENVSCHED_TEST_SPANK_PLUGIN_DIR: build and load the plugin from another tree (e.g. an older version,
@@ -61,6 +62,9 @@ class Site:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.leftovers():
+                # no view left: no PID namespace init either (release kills it, isolation.py)
+                inits = namespace_inits(str(self.cluster.dir))
+                assert not inits, f"PID namespace inits left after their views were released: {inits}"
                 return
             time.sleep(0.2)
         raise AssertionError(f"views or job records left after the jobs ended: {self.leftovers()}")

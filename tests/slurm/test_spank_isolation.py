@@ -11,6 +11,7 @@ import time
 import pytest
 
 from spanksite import policy_text
+from testlib import namespace_inits
 
 pytestmark = pytest.mark.slurm
 
@@ -78,6 +79,7 @@ def test_scancel_leaves_nothing_running(site, slurm_user, home, isolated):
             time.sleep(0.1)
         assert subprocess.run(["pgrep", "-f", marker], stdout=subprocess.DEVNULL).returncode == 0, \
             f"the job's daemon never started: {c.job(job).state}"
+        assert len(namespace_inits(str(c.dir))) == 1          # the job's init, while the job runs
         assert c.run(["scancel", job]).returncode == 0
         c.wait(job, timeout=60)
         site.settle()
