@@ -287,37 +287,27 @@ int es_remote_task_privileged(spank_t sp)
         /* the init's pidfd, opened by slurmstepd in user_init (a pid of the host's: this task, in
          * the job's namespace already, could not open it) */
         int other = init_flags & (CLONE_NEWIPC | CLONE_NEWUTS);
-        if (other && setns(init_fd, other) != 0) {
+        if (other && setns(init_fd, other) != 0)
             snprintf(failure, sizeof failure, ES_PREFIX "cannot enter the job's namespaces (setns: %s)",
                      strerror(errno));
-            failure_code = ENVSCHED_EXIT_SETUP_FAILED;
-            slurm_info("%s [%s]", failure, pin);
-        }
         close(init_fd);
         init_fd = -1;
-        if (failure[0]) {
-            if (dir >= 0)
-                close(dir);
-            if (fd >= 0)
-                close(fd);
-            return 0;
-        }
     } else if (dir >= 0) {
         /* without "pid": the ipc and uts namespaces bound in the pin */
         int pidns = 0;
         char why[ES_MSG_MAX - sizeof ES_PREFIX];
-        if (es_join_isolation(dir, pin, &pidns, why, sizeof why) != 0) {
+        if (es_join_isolation(dir, pin, &pidns, why, sizeof why) != 0)
             snprintf(failure, sizeof failure, ES_PREFIX "%s", why);
-            failure_code = ENVSCHED_EXIT_SETUP_FAILED;
-            slurm_info("%s [%s]", failure, pin);
-            close(dir);
-            if (fd >= 0)
-                close(fd);
-            return 0;
-        }
     }
     if (dir >= 0)
         close(dir);
+    if (failure[0]) {
+        failure_code = ENVSCHED_EXIT_SETUP_FAILED;
+        slurm_info("%s [%s]", failure, pin);
+        if (fd >= 0)
+            close(fd);
+        return 0;
+    }
     if (users >= 0) {
         /* a user's own view (a user image: its namespace is owned by the user's own user
          * namespace): root only opens it here (the pin is root's); the task enters it as the user

@@ -29,7 +29,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from . import linux
 from .errors import EnvironmentBroken, SetupError
-from .pin import is_mounted_here   # a holder is a namespace bind, as a pin's mnt
+from .pin import is_mounted_here, mount_points   # a holder is a namespace bind, as a pin's mnt
 
 HOLD_DIR = ".images"
 IMAGE_AT = "/tmp/envsched-image"       # where a holder's namespace has the image (its own tmpfs at /tmp)
@@ -103,8 +103,9 @@ class Holders:
             names = os.listdir(self.dir)
         except FileNotFoundError:
             return out
+        mounted = mount_points()                        # one read of mountinfo for every holder
         for name in names:
-            if len(name) == 64 and is_mounted_here(os.path.join(self.dir, name)):
+            if len(name) == 64 and os.path.join(self.dir, name) in mounted:
                 try:
                     out["sha256:" + name] = os.stat(os.path.join(self.dir, name + ".used")).st_mtime
                 except OSError:

@@ -21,10 +21,11 @@ move it into the C runtime. It holds no file of the job's and runs no code of th
 """
 from __future__ import annotations
 
+import errno
 import os
 import select
 import signal
-from typing import TYPE_CHECKING, Any, Dict, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 from . import linux
 from .errors import SetupError
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
              signal.SIGCONT, signal.SIGALRM, signal.SIGXCPU, signal.SIGWINCH, signal.SIGTSTP)
 FLAGS = {"pid": linux.CLONE_NEWPID, "ipc": linux.CLONE_NEWIPC, "uts": linux.CLONE_NEWUTS}
+INIT_GONE = "cannot start the job in its process namespace: it has ended (its init is gone)"
 KILL_WAIT = 5.0          # seconds release waits for the namespace's processes to be gone
 
 
@@ -135,53 +137,62 @@ def init_record(pid: int, spec: Dict[str, Any]) -> str:
     return f"{pid} {process_start(pid)} {names}\n"
 
 
-def open_init(record: str) -> Tuple[int, int]:
-    """(a pidfd of the init that `record` names, the CLONE_NEW* flags of its namespaces), the pidfd
-    opened before the start time is checked, so it holds that very process; SetupError when it is
-    gone (the job's namespaces have ended)."""
+def _parse_record(record: str) -> Tuple[int, int, str]:
+    """(pid, start time, namespace names) of pin/init, or ValueError."""
+    pid_text, start_text, names = record.split()
+    pid, start = int(pid_text), int(start_text)
+    if pid <= 1:
+        raise ValueError(f"not an init's pid: {pid}")
+    return pid, start, names
+
+
+def _hold(pid: int, start: int) -> Optional[int]:
+    """A pidfd of process `pid` if it is the one that started at `start`: opened before the start
+    time is checked, so it holds that very process, never a later one with a recycled pid; None
+    when it is gone (or not visible from here: see kill_init)."""
     from .pin import process_start
-    gone = SetupError("cannot start the job in its process namespace: it has ended (its init is gone)")
     try:
-        pid_text, start_text, names = record.split()
-        pid, start = int(pid_text), int(start_text)
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+    if process_start(pid) != start:
+        os.close(fd)
+        return None
+    return fd
+
+
+def open_init(record: str) -> Tuple[int, int]:
+    """(a pidfd of the init that `record` names, the CLONE_NEW* flags of its namespaces);
+    SetupError when it is gone (the job's namespaces have ended)."""
+    try:
+        pid, start, names = _parse_record(record)
         flags = 0
         for name in names.split(","):
             flags |= FLAGS[name]
     except (ValueError, KeyError):
         raise SetupError("the pin's init record is malformed") from None
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        raise gone from None
-    if process_start(pid) != start:
-        os.close(fd)
-        raise gone
+    fd = _hold(pid, start)
+    if fd is None:
+        raise SetupError(INIT_GONE)
     return fd, flags
 
 
 def kill_init(record: str) -> None:
-    """Kill the init that `record` (pin/init: "PID START") names, if it is still that process,
-    and wait (KILL_WAIT at most) until it has exited: the kernel has then killed every process of
-    its namespace. Held by a pidfd from before the start time is checked, so a recycled pid is
-    never signalled."""
+    """Kill the init that `record` (pin/init) names, if it is still that process (_hold), and wait
+    (KILL_WAIT at most) until it has exited: the kernel has then killed every process of its
+    namespace."""
     from .pin import process_start
     try:
-        pid_text, start_text = record.split()[:2]
-        pid, start = int(pid_text), int(start_text)
+        pid, start, _ = _parse_record(record)
     except ValueError:
         return
-    if pid <= 1:
-        return
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
+    fd = _hold(pid, start)
+    if fd is None:
         if process_start(pid) == start:                 # alive, in /proc, yet not ours to see
             raise SetupError(f"cannot end the job's process namespace: its init (pid {pid}) is not in this "
-                             "process's PID namespace (release from the host's)") from None
+                             "process's PID namespace (release from the host's)")
         return
     try:
-        if process_start(pid) != start:
-            return
         signal.pidfd_send_signal(fd, signal.SIGKILL)
         select.select([fd], [], [], KILL_WAIT)           # readable once it has exited
         try:
@@ -209,8 +220,7 @@ def join_pinned(pin: str) -> bool:
             linux.setns(fd, flags)
         except SetupError as e:
             if linux.errno_of(e) == "ESRCH":            # exited since (a zombie keeps its pidfd)
-                raise SetupError("cannot start the job in its process namespace: it has ended (its init is "
-                                 "gone)") from None
+                raise SetupError(INIT_GONE) from None
             raise
         finally:
             os.close(fd)
@@ -238,8 +248,8 @@ def fork_into_namespace(user: "UserInfo") -> None:
     try:
         pid = os.fork()
     except OSError as e:
-        raise SetupError("cannot start the job in its process namespace: it has ended (its init is gone)"
-                         if e.errno == 12 else f"cannot start the job in its process namespace: {e.strerror}") from None
+        raise SetupError(INIT_GONE if e.errno == errno.ENOMEM
+                         else f"cannot start the job in its process namespace: {e.strerror}") from None
     if pid == 0:
         linux.set_parent_death_signal(signal.SIGKILL)
         return
