@@ -237,6 +237,21 @@ exec "$@"
 """
 
 
+def hook_environments(tree: Path, top: Path) -> str:
+    """Policy text: `mck` boots and shuts down with recording_hooks' `boot` and `shutdown`,
+    `mck-broken` with a prolog that fails (`broken-boot`, exit 7)."""
+    return f"""
+[environments.mck]
+path = "{tree}"
+node_prolog = ["{top}/boot"]
+node_epilog = ["{top}/shutdown"]
+[environments.mck-broken]
+path = "{tree}"
+node_prolog = ["{top}/broken-boot"]
+node_epilog = ["{top}/shutdown"]
+"""
+
+
 def launcher_tree(dest: Path, records: Path) -> Path:
     """A busybox tree (tests/envs/build-mini-env.sh, marker /etc/envsched-mini-release "launch 12")
     with a recording launcher /opt/launch/rec (LAUNCHER) and /opt/launch/broken, executable but not

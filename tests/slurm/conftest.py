@@ -217,6 +217,15 @@ def slurm_user() -> pwd.struct_passwd:
         yield pw
 
 
+@pytest.fixture
+def views_released(site):
+    """After the test, also a failed one: the job epilogs have released every view and removed every
+    job record (before the host mount table is compared). Modules that submit jobs to `site` use it:
+    pytestmark = [..., pytest.mark.usefixtures("views_released")]."""
+    yield
+    site.settle()
+
+
 @pytest.fixture(scope="session")
 def site(slurm_cluster, slurm_user):
     """The envsched plugin on the cluster: trees deb12/deb13, the policy (spanksite.policy_text), a

@@ -12,15 +12,7 @@ import pytest
 from spanksite import PLUGIN_DIR, lines, run_batch
 from testlib import mount_table
 
-pytestmark = pytest.mark.slurm
-
-
-@pytest.fixture(autouse=True)
-def views_released(site):
-    """After every test, also a failed one: the job epilogs have released every view and removed
-    every job record (before the host mount table is compared)."""
-    yield
-    site.settle()
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("views_released")]
 
 
 def test_sbatch_chos_as_user(site, slurm_user, home):

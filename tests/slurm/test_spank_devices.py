@@ -13,13 +13,7 @@ import gpulib
 from gpulib import MARKER, gpu_environments
 from spanksite import policy_text
 
-pytestmark = pytest.mark.slurm
-
-
-@pytest.fixture(autouse=True)
-def views_released(site):
-    yield
-    site.settle()
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("views_released")]
 
 
 @pytest.fixture(scope="module")

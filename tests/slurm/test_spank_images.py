@@ -17,17 +17,10 @@ from testlib import run_tool
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "images"))
 import ocilib  # noqa: E402
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("views_released")]
 
 SEEN = ('head -1 /etc/os-release; echo "CHOS=$CHOS"; echo "CHOS_DIGEST=$CHOS_DIGEST"; echo "A=$A"; '
         'echo "WORDS=$WORDS"; echo "UID=$(id -u)"; cat /opt/data/b.txt 2>/dev/null | sed "s/^/B=/"')
-
-
-@pytest.fixture(autouse=True)
-def views_released(site):
-    """After every test: the job epilogs have released every view (before the mount table check)."""
-    yield
-    site.settle()
 
 
 @pytest.fixture(scope="module")

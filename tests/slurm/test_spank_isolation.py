@@ -13,16 +13,10 @@ import pytest
 from spanksite import policy_text
 from testlib import namespace_inits
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("views_released")]
 
 REPORT = ("echo task=$SLURM_PROCID pid=$$ pidns=$(readlink /proc/self/ns/pid) ipcns=$(readlink /proc/self/ns/ipc) "
           "host=$(hostname) procs=$(ls /proc | grep -c '^[0-9]')")
-
-
-@pytest.fixture(autouse=True)
-def views_released(site):
-    yield
-    site.settle()
 
 
 @pytest.fixture(scope="module")

@@ -13,15 +13,9 @@ import pytest
 from spanksite import policy_text
 from testlib import cleared, launch_records, launcher_environments, launcher_tree
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("views_released")]
 
 PAYLOAD = 'echo "PID=$$ VAR=${ENVSCHED_LAUNCH-unset}"; for a in "$@"; do echo "ARG=$a"; done; head -1 /etc/os-release'
-
-
-@pytest.fixture(autouse=True)
-def views_released(site):
-    yield
-    site.settle()
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,9 @@ import time
 import pytest
 
 from spanksite import policy_text
-from testlib import recording_hooks
+from testlib import hook_environments, recording_hooks
 
-pytestmark = pytest.mark.slurm
-
-@pytest.fixture(autouse=True)
-def views_released(site):
-    yield
-    site.settle()
-
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("views_released")]
 
 @pytest.fixture(scope="module")
 def hooked(site):
@@ -25,16 +19,7 @@ def hooked(site):
     top = root / "hooks"
     records = recording_hooks(top, {"boot": 0, "shutdown": 0, "broken-boot": 7})
     original = site.policy.read_text()
-    site.policy.write_text(policy_text(root, site.run_dir, site.trees, extra_environments=f"""
-[environments.mck]
-path = "{site.trees['deb12']}"
-node_prolog = ["{top}/boot"]
-node_epilog = ["{top}/shutdown"]
-[environments.mck-broken]
-path = "{site.trees['deb12']}"
-node_prolog = ["{top}/broken-boot"]
-node_epilog = ["{top}/shutdown"]
-"""))
+    site.policy.write_text(policy_text(root, site.run_dir, site.trees, extra_environments=hook_environments(site.trees['deb12'], top)))
     yield records
     site.policy.write_text(original)
     shutil.rmtree(top)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from testlib import recording_hooks
+from testlib import hook_environments, recording_hooks
 
 pytestmark = pytest.mark.uge
 
@@ -21,15 +21,7 @@ def hooked(uge_site):
     records = recording_hooks(top, {"boot": 0, "shutdown": 0, "broken-boot": 7})
     original = uge_site.policy.read_text()
     tree = next(iter(uge_site.trees.values()))
-    uge_site.policy.write_text(original + f"""
-[environments.mck]
-path = "{tree}"
-node_prolog = ["{top}/boot"]
-node_epilog = ["{top}/shutdown"]
-[environments.mck-broken]
-path = "{tree}"
-node_prolog = ["{top}/broken-boot"]
-""")
+    uge_site.policy.write_text(original + hook_environments(tree, top))
     try:
         yield records
     finally:
