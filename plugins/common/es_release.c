@@ -5,6 +5,8 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -16,7 +18,113 @@
 static const char *const resolver_files[] = {"hooks.json", "init", "ipc", "uts", NULL};
 /* what a pin holds besides its mnt (PinStore.release removes the same) */
 static const char *const pin_files[] = {"plan.json", "meta.json", "shim", "inputs", "userns", "hooks.json",
-                                        "hooks.released", NULL};
+                                        "hooks.released", "view", NULL};
+
+/* ---- shared views (src/envsched/sharedviews.py: the layout, and the same steps in Python) ---- */
+
+static int is_view_id(const char *name)
+{
+    return strlen(name) == 32 && strspn(name, "0123456789abcdef") == 32;
+}
+
+/* Let go of the view in `dir` (locked by the caller): unpin it, remove its files (_let_go). */
+static void let_go(const char *dir)
+{
+    static const char *const files[] = {"mnt", "plan.json", "meta.json", "hold", NULL};
+    char path[PATH_MAX + 300];
+
+    snprintf(path, sizeof path, "%s/mnt", dir);
+    umount2(path, MNT_DETACH);                  /* EINVAL: not pinned (a builder died): nothing */
+    for (int i = 0; files[i]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        unlink(path);
+    }
+    snprintf(path, sizeof path, "%s/refs", dir);
+    DIR *d = opendir(path);
+    if (d != NULL) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL)
+            if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, ".."))
+                unlinkat(dirfd(d), e->d_name, 0);
+        closedir(d);
+    }
+    rmdir(path);
+}
+
+/* Does the view in `dir` have no job, and had none for its hold? (release_idle's test) */
+static int idle_past_hold(const char *dir)
+{
+    char path[PATH_MAX + 300], text[64] = "";
+    struct stat st;
+    double hold = 0;
+
+    snprintf(path, sizeof path, "%s/refs", dir);
+    DIR *d = opendir(path);
+    if (d == NULL || fstat(dirfd(d), &st) != 0) {
+        if (d)
+            closedir(d);
+        return 0;                               /* half-made: the resolver's gc takes it */
+    }
+    struct dirent *e;
+    int used = 0;
+    while (!used && (e = readdir(d)) != NULL)
+        used = strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    if (used)
+        return 0;
+    snprintf(path, sizeof path, "%s/hold", dir);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t got = read(fd, text, sizeof text - 1);
+        text[got > 0 ? got : 0] = '\0';
+        close(fd);
+        hold = strtod(text, NULL);
+    }
+    return difftime(time(NULL), st.st_mtime) >= hold;
+}
+
+/* Every shared view no job uses and none used for its hold: let go (busy ones: next time). */
+static void release_idle_views(const char *run_dir)
+{
+    char views[PATH_MAX], dir[PATH_MAX + 64];
+
+    snprintf(views, sizeof views, "%s/.views", run_dir);
+    DIR *d = opendir(views);
+    if (d == NULL)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (!is_view_id(e->d_name))
+            continue;
+        snprintf(dir, sizeof dir, "%s/%s", views, e->d_name);
+        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0 && idle_past_hold(dir)) {
+            let_go(dir);
+            rmdir(dir);
+        }
+        close(fd);
+    }
+    closedir(d);
+}
+
+/* The shared view the pin at `pin` names in its `view` file, or "" (its own view, or none). */
+static void view_of(const char *pin, char vid[40])
+{
+    char path[PATH_MAX + 512];
+    vid[0] = '\0';
+    snprintf(path, sizeof path, "%s/view", pin);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    ssize_t got = read(fd, vid, 39);
+    close(fd);
+    vid[got > 0 ? got : 0] = '\0';
+    vid[strcspn(vid, "\n")] = '\0';
+    if (!is_view_id(vid))
+        vid[0] = '\0';
+}
 
 /* Does the node hold image mounts (run_dir/.images has an entry)? */
 static int holds_images(const char *run_dir)
@@ -55,7 +163,11 @@ int es_release_pin(const char *run_dir, const char *key, char *why, size_t whyle
     }
     if (holds_images(run_dir))
         return ES_RELEASE_RESOLVER;
-    /* 3. detach the pinned mount namespace: the view dies with its last process */
+    /* 3. detach the pinned mount namespace: the view dies with its last process (a shared view:
+     * with the last of its jobs' pins and its own, released below once idle past its hold) */
+    char vid[40];
+    snprintf(path, sizeof path, "%s/%s", run_dir, key);
+    view_of(path, vid);
     snprintf(path, sizeof path, "%s/%s/mnt", run_dir, key);
     if (umount2(path, MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT) {
         snprintf(why, whylen, "umount2 %.300s: %s", path, strerror(errno));
@@ -74,6 +186,12 @@ int es_release_pin(const char *run_dir, const char *key, char *why, size_t whyle
         snprintf(why, whylen, "rmdir %.300s: %s", path, strerror(errno));
         return ES_RELEASE_FAILED;
     }
+    /* 5. a shared view: one job less; the views idle past their hold let go */
+    if (vid[0]) {
+        snprintf(path, sizeof path, "%s/.views/%s/refs/%s", run_dir, vid, key);
+        unlink(path);
+    }
+    release_idle_views(run_dir);
     return ES_RELEASED;
 }
 

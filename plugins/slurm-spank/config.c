@@ -10,6 +10,8 @@
  *               in an environment can call srun, squeue, scontrol, scancel ...
  *   log_file=   the policy's site.log_file: the job epilog writes its releases there (epilog.c)
  *   validate=0  no submit-time check (the plugstack.conf seen from inside views uses it)
+ *   cache=0     never apply a decision from the decision cache (../common/es_cache.h): the
+ *               resolver runs for every job's first step on a node
  */
 #include <stdio.h>
 #include <string.h>
@@ -21,6 +23,7 @@ struct es_config es_cfg = {
     .resolver = "/usr/local/bin/envsched",
     .run_dir = "/run/envsched",
     .validate = 1,
+    .cache = 1,
 };
 
 static int set_path(char *dst, const char *arg, const char *value)
@@ -67,12 +70,19 @@ int es_config_parse_args(struct es_config *cfg, int ac, char **av)
             }
             cfg->validate = value[0] == '1';
             rc = 0;
+        } else if (klen == 5 && strncmp(av[i], "cache", klen) == 0) {
+            if (strcmp(value, "0") != 0 && strcmp(value, "1") != 0) {
+                slurm_error(ES_PREFIX "plugstack.conf: cache: expected 0 or 1, got '%s'", value);
+                return -1;
+            }
+            cfg->cache = value[0] == '1';
+            rc = 0;
         } else if (strcmp(av[i], "debug") == 0) {
             cfg->debug = 1;
             rc = 0;
         } else {
             slurm_error(ES_PREFIX "plugstack.conf: unknown argument '%s' "
-                        "(known: policy= resolver= run_dir= bind= host_tools= log_file= validate= debug)", av[i]);
+                        "(known: policy= resolver= run_dir= bind= host_tools= log_file= validate= cache= debug)", av[i]);
             return -1;
         }
         if (rc != 0)

@@ -28,6 +28,7 @@ struct es_config {
     int nbinds;
     char host_tools[PATH_MAX];          /* host_tools= wrappers of the host's Slurm clients */
     int validate;                       /* validate= 0: no submit-time check (inside views) */
+    int cache;                          /* cache= 0: always the resolver, never the decision cache */
     int debug;                          /* debug     replay the resolver's log on success  */
     char log_file[PATH_MAX];            /* log_file= the admin log (site.log_file), for the
                                            epilog's releases without Python; "" for none      */

@@ -42,9 +42,11 @@
 
 #include "envsched_spank.h"
 #include "memo.h"
+#include "../common/es_cache.h"
 #include "../common/es_envop.h"
 #include "../common/es_join.h"
 #include "../common/es_launch.h"
+#include "../common/es_release.h"
 
 static char failure[ES_MSG_MAX];    /* the user's one line, set when the job must not run */
 static int failure_code;            /* and the tasks' exit code */
@@ -129,6 +131,41 @@ static int apply_shim(spank_t sp, char *text, int warn)
     return rc;
 }
 
+/* The inputs' config= field: FNV-1a of the policy's path and of every bind the resolver gets. */
+static void config_id(char out[17])
+{
+    char text[(ES_MAX_BINDS + 3) * (PATH_MAX + 1)];
+    size_t len = (size_t)snprintf(text, sizeof text, "%s", es_cfg.policy);
+    for (int i = 0; i < es_cfg.nbinds; i++)
+        len += (size_t)snprintf(text + len, sizeof text - len, "\n%s", es_cfg.binds[i]);
+    snprintf(text + len, sizeof text - len, "\n%s", es_cfg.host_tools);
+    es_cache_name(text, out);
+}
+
+/* The decision cache (../common/es_cache.h): 1 when the job's view was bound from it and the job
+ * environment set, as the resolver's own answer would have; 0: the resolver decides. */
+static int from_cache(spank_t sp, uid_t uid, const char *inputs, const char *key, const char *jobstep, int named)
+{
+    static struct es_user user;
+    static struct es_cache_hit hit;
+    char why[512];
+
+    if (!es_cfg.cache || strpbrk(inputs, "\n\r") != NULL || es_user_lookup(uid, &user) != 0)
+        return 0;
+    struct es_cache_job cj = {es_cfg.run_dir, inputs, key, !named, getpid(), es_cfg.log_file, "slurm", jobstep};
+    int rc = es_cache_try(&cj, &user, 5000, &hit, why, sizeof why);
+    if (rc != ES_CACHE_HIT) {
+        if (rc == ES_CACHE_ERROR || es_cfg.debug)
+            slurm_info(ES_PREFIX "job %s: decision cache %s: %s", jobstep, rc == ES_CACHE_ERROR ? "error" : "miss", why);
+        return 0;
+    }
+    slurm_info(ES_PREFIX "job %s user %s: environment %s from the decision cache", jobstep, user.name, hit.env);
+    if (apply_shim(sp, hit.shim, 1) != 0)
+        fail(ENVSCHED_EXIT_SETUP_FAILED, ES_PREFIX "cannot set the job environment for %s", key);
+    enter_pid_namespace();
+    return 1;
+}
+
 int es_remote_user_init(spank_t sp)
 {
     uint32_t job = 0, step = 0;
@@ -186,9 +223,13 @@ int es_remote_user_init(spank_t sp)
     }
     const char *partition = rec.partition, *account = rec.account;
 
-    /* the option beats CHOS: with an option, CHOS is no input of the decision */
-    snprintf(inputs, sizeof inputs, "uid=%u\toption=%s\tchos=%s\tpartition=%s\taccount=%s",
-             (unsigned)uid, es_option_set ? es_option : "", es_option_set ? "" : chos, partition, account);
+    /* the option beats CHOS: with an option, CHOS is no input of the decision; config= stands for
+     * the plugin's own arguments the resolver gets (the policy, the binds of every view) */
+    char config[17];
+    config_id(config);
+    snprintf(inputs, sizeof inputs, "uid=%u\toption=%s\tchos=%s\tpartition=%s\taccount=%s\tconfig=%s",
+             (unsigned)uid, es_option_set ? es_option : "", es_option_set ? "" : chos, partition, account,
+             config);
 
     /* the same request as an earlier step of this job: join its view, no resolver */
     char inputs_nl[sizeof inputs + 1];
@@ -205,6 +246,10 @@ int es_remote_user_init(spank_t sp)
         snprintf(jobstep, sizeof jobstep, "%u.batch", job);
     else
         snprintf(jobstep, sizeof jobstep, "%u.%u", job, step);
+
+    /* the same inputs as an earlier job on this node, all unchanged: its decision, no resolver */
+    if (from_cache(sp, uid, inputs, key, jobstep, es_option_set || chos[0]))
+        return 0;
     snprintf(uidstr, sizeof uidstr, "%u", (unsigned)uid);
     snprintf(owner, sizeof owner, "%d", (int)getpid());
     char *argv[64];
@@ -226,6 +271,10 @@ int es_remote_user_init(spank_t sp)
     argv[n++] = jobstep;
     argv[n++] = "--owner-pid";
     argv[n++] = owner;
+    if (es_cfg.cache) {
+        argv[n++] = "--shared-view";
+        argv[n++] = "--decision-cache";
+    }
     /* values the user controls go as --opt=VALUE: a value starting with '-' stays a value */
     char a_chos[sizeof chos + 16], a_inputs[sizeof inputs + 16], a_req[sizeof es_option + 16];
     char a_part[sizeof rec.partition + 16], a_acct[sizeof rec.account + 16];

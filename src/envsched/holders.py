@@ -175,9 +175,11 @@ def mount_squashfs(blob: str, target: str) -> None:
 
 
 def digests_in_use(run_dir: str) -> Tuple[str, ...]:
-    """The digests of the views pinned on this node (their pins' meta.json)."""
+    """The digests of the views pinned on this node (their pins' meta.json, and the shared views'
+    kept warm between jobs: sharedviews.py)."""
     from .pin import PinStore
-    out = []
+    from .sharedviews import SharedViews
+    out = SharedViews(run_dir).digests()
     for entry in PinStore(run_dir).list():
         digest = entry.get("digest")
         if isinstance(digest, str) and digest:

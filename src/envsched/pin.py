@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
-from . import isolation, linux, nodehooks
+from . import isolation, linux, nodehooks, sharedviews
 from .enter import finish_and_exec
 from .errors import EnvschedError, NotPermitted, PolicyError, SetupError, UsageError
 from .exitcodes import ExitCode
@@ -187,15 +187,17 @@ class PinStore:
         return meta
 
     def prepare(self, key: str, plan: Plan, user: UserInfo, owner_pid: int,
-                job: Optional[str] = None) -> Tuple[PinMeta, Plan]:
+                job: Optional[str] = None, share_hold: Optional[float] = None) -> Tuple[PinMeta, Plan]:
         """The view pinned under `key`, and the plan as pinned (a user image's plan gets its file,
         digest and Env from the builder that found it as the user). The environment's node prolog
-        runs first (nodehooks.py); `job` is the scheduler's job id, for it."""
+        runs first (nodehooks.py); `job` is the scheduler's job id, for it. `share_hold`: a view
+        other jobs may share is bound from the node's shared one (sharedviews.py), kept that many
+        seconds after its last job; None: the job's own view."""
         if os.geteuid() != 0:
             raise NotPermitted("prepare needs root (use `chos run` for an unprivileged view)")
         if not plan.mount_ops:
             raise UsageError("the host OS (local) needs no pin: run the job as it is")
-        return self._create(key, plan, user, owner_pid, job)
+        return self._create(key, plan, user, owner_pid, job, share_hold)
 
     def record(self, key: str, plan: Plan, user: UserInfo, owner_pid: int) -> PinMeta:
         """A record-only pin: the decision for a plan that needs no view (the host OS)."""
@@ -206,7 +208,7 @@ class PinStore:
         return self._create(key, plan, user, owner_pid)[0]
 
     def _create(self, key: str, plan: Plan, user: UserInfo, owner_pid: int,
-                job: Optional[str] = None) -> Tuple[PinMeta, Plan]:
+                job: Optional[str] = None, share_hold: Optional[float] = None) -> Tuple[PinMeta, Plan]:
         """The pin directory, the node prolog, the view pinned in it if the plan has one, plan.json
         and meta.json; on any failure nothing is left (and a prolog that ran gets its epilog)."""
         pin = self.path(key)
@@ -227,7 +229,10 @@ class PinStore:
                 if hooks["prolog"]:
                     prolog_ran = True
                     nodehooks.run("prolog", hooks["prolog"], env, _hook_timeout(plan.ops, "prolog"))
-            if plan.mount_ops:
+            if plan.mount_ops and share_hold is not None and sharedviews.shareable(plan):
+                sharedviews.SharedViews(self.run_dir).attach(
+                    pin, plan, share_hold, lambda target: pin_namespace(target, lambda keep: build_view(plan) or {}))
+            elif plan.mount_ops:
                 plan = self._build_and_pin(pin, plan, user)
             if userns:                                  # joiners enter it as the user (es_join.c)
                 _write_file(os.path.join(pin, "userns"), "")
@@ -325,8 +330,14 @@ class PinStore:
                         raise
         if epilog is not None:
             nodehooks.run("epilog", *epilog)
+        try:                                            # a shared view: one job less (sharedviews.py)
+            with open(os.path.join(pin, "view")) as f:
+                shared: Optional[str] = f.read().strip()
+        except FileNotFoundError:
+            shared = None
+        # the same list as plugins/common/es_release.c's pin_files
         for name in ("mnt", "ipc", "uts", "init", "plan.json", "meta.json", "shim", "inputs", "userns",
-                     "hooks.json", "hooks.released"):
+                     "hooks.json", "hooks.released", "view"):
             try:
                 os.unlink(os.path.join(pin, name))
             except FileNotFoundError:
@@ -335,6 +346,8 @@ class PinStore:
             os.rmdir(pin)
         except FileNotFoundError:
             return False
+        if shared is not None:
+            sharedviews.SharedViews(self.run_dir).detach(key, shared)
         return True
 
     @staticmethod
@@ -376,6 +389,7 @@ class PinStore:
         for key in self.stale():
             if self.release(key):
                 removed.append(key)
+        sharedviews.SharedViews(self.run_dir).release_idle(dangling=True)
         return removed
 
     def list(self) -> List[Dict[str, object]]:

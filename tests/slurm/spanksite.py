@@ -18,16 +18,20 @@ PLUGIN_DIR = Path(os.environ.get("ENVSCHED_TEST_SPANK_PLUGIN_DIR")
 SHOW = 'head -1 /etc/os-release; echo "CHOS=$CHOS"; echo "CWD=$(pwd)"; echo "USER=$(id -un)"'
 RECORDS = ".jobs"          # run_dir/.jobs/slurm-<job>: the job records the job prolog writes
 HOLDERS = ".images"        # run_dir/.images/<hex>: the node's one mount of each image, kept after its jobs
+VIEWS = ".views"           # run_dir/.views/<vid>: shared views (none left with view_hold = 0)
+DECISIONS = ".decisions"   # run_dir/.decisions/<fnv>: the decision cache (stays: not a mount)
 
 
 def policy_text(root: Path, run_dir: Path, trees: Dict[str, Path], extra_defaults: str = "",
-                extra_environments: str = "") -> str:
-    """The site's policy: default deb12, partition legacy -> deb13, `secret` for root only."""
+                extra_environments: str = "", view_hold: float = 0) -> str:
+    """The site's policy: default deb12, partition legacy -> deb13, `secret` for root only. Shared
+    views are let go with their last job (view_hold = 0) unless a test keeps them warm."""
     return f"""
 [site]
 default = "deb12"
 run_dir = "{run_dir}"
 log_file = "{root}/envsched.log"
+view_hold = {view_hold}
 
 [defaults]
 partitions = {{ legacy = "deb13" }}
@@ -50,10 +54,10 @@ class Site:
         """Pins under run_dir, and job records under run_dir/.jobs."""
         if not self.run_dir.exists():
             return []
-        left = sorted(p.name for p in self.run_dir.iterdir() if p.name not in (RECORDS, HOLDERS))
-        records = self.run_dir / RECORDS
-        if records.is_dir():
-            left += sorted(f"{RECORDS}/{p.name}" for p in records.iterdir())
+        left = sorted(p.name for p in self.run_dir.iterdir() if p.name not in (RECORDS, HOLDERS, VIEWS, DECISIONS))
+        for below in (RECORDS, VIEWS):
+            if (self.run_dir / below).is_dir():
+                left += sorted(f"{below}/{p.name}" for p in (self.run_dir / below).iterdir())
         return left
 
     def settle(self, timeout: float = 20) -> None:

@@ -267,6 +267,12 @@ def build_parser(wanted: Optional[str] = None) -> argparse.ArgumentParser:
     s.add_argument("--format", choices=("json", "shim"), default="json")
     s.add_argument("--inputs", metavar="TEXT", help="the shim's raw request, stored with the pin so later "
                    "steps with identical inputs can join without running the resolver")
+    s.add_argument("--shared-view", action="store_true",
+                   help="bind a view other jobs may share from the node's shared one (kept site.view_hold "
+                        "seconds after its last job)")
+    s.add_argument("--decision-cache", action="store_true",
+                   help="write the decision down for --inputs, so that a shim applies it to the same "
+                        "inputs without the resolver (site.decision_cache)")
     s.set_defaults(func=cmd_prepare)
 
     s = sub.add_parser("validate", help="check a request without preparing anything (submit time)")
@@ -294,9 +300,11 @@ def build_parser(wanted: Optional[str] = None) -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_release)
 
     s = sub.add_parser("gc", help="root: release pins whose owner process is gone, and the image mounts "
-                       "idle for site.image_hold seconds")
+                       "idle for site.image_hold seconds, the shared views idle for site.view_hold")
     s.add_argument("--idle-images", action="store_true",
                    help="release every image mount no view uses, however recently used")
+    s.add_argument("--idle-views", action="store_true",
+                   help="release every shared view no job uses, however recently used")
     s.set_defaults(func=cmd_gc)
 
     s = sub.add_parser("pins", help="list the pins on this node")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -35,6 +36,12 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         raise UsageError(f"--owner-pid {owner}: no such process (the pin would be stale at once)")
     policy = policy_from(args)
     ctx = job_context(args)
+    caching = bool(args.decision_cache and policy.site.decision_cache and args.inputs is not None)
+    if caching and ctx.read_user_file and not ctx.option and not ctx.chos_var:
+        # read here, once, so that the cache entry records the very ~/.chos the decision used
+        from ..userfile import read_user_file
+        ctx = dataclasses.replace(ctx, user_file=read_user_file(ctx.user, policy.site.user_file,
+                                                                policy.site.user_file_timeout))
     decision, plan = plan_for_job(policy, ctx)
     if decision.warning and args.format != "shim":
         say("warning: " + decision.warning)
@@ -63,7 +70,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         if not reused and plan.mount_ops:
             started = time.monotonic()
             with logged_failure("prepare", ctx, decision.name, key=key):
-                _, plan = store.prepare(key, plan, ctx.user, owner, ctx.job)
+                _, plan = store.prepare(key, plan, ctx.user, owner, ctx.job,
+                                        share_hold=policy.site.view_hold if args.shared_view else None)
             audit.log("prepared", job=ctx.job, user=ctx.user.name, env=decision.name, key=key, owner=owner,
                       digest=plan.digest or None, scheduler=ctx.scheduler,
                       setup_ms=round((time.monotonic() - started) * 1000))
@@ -76,12 +84,35 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if key and not reused and args.inputs is not None:
         # a shim that sees the same inputs again (a later step of the job) may join without us
         store.write_memo(key, args.inputs, "\n".join(lines) + "\n")
+    if caching and not reused:
+        _cache_decision(policy, args.inputs, ctx, decision, plan, key, lines)
     if args.format == "shim":
         print("\n".join(lines))
     else:
         print(json.dumps({"environment": decision.name, "key": key, "mnt": pin, "reused": reused,
                           "user": ctx.user.name, "uid": ctx.user.uid, "owner_pid": owner}))
     return ExitCode.OK
+
+
+def _cache_decision(policy, inputs: str, ctx, decision, plan, key: Optional[str], lines: List[str]) -> None:
+    """Write the decision down for the shims (decisioncache.py): only a host OS decision or one
+    whose view is shared; the lines before `uid` are the job's own (key, pin, reused)."""
+    from ..decisioncache import DecisionCache, entry_lines
+    view = None
+    if key and plan.mount_ops:
+        try:
+            with open(os.path.join(PinStore(policy.site.run_dir).path(key), "view")) as f:
+                view = f.read().strip()
+        except FileNotFoundError:
+            return                                      # the job's own view: nothing to share
+    tail = lines[next(i for i, line in enumerate(lines) if line.startswith("uid ")):]
+    user_file = ctx.user_file if not ctx.option and not ctx.chos_var else None
+    entry = entry_lines(policy.source, inputs, ctx.user, user_file, decision, plan, view, tail)
+    cache = DecisionCache(policy.site.run_dir)
+    if entry is None:
+        cache.forget(inputs)
+    else:
+        cache.write(inputs, entry)
 
 
 def cmd_join(args: argparse.Namespace) -> int:
@@ -138,6 +169,12 @@ def cmd_gc(args: argparse.Namespace) -> int:
     for key in PinStore(policy.site.run_dir).gc():
         audit.log("released", key=key, reason="owner gone (gc)")
         print(f"released {key}")
+    from ..decisioncache import DecisionCache
+    from ..sharedviews import SharedViews
+    for vid in SharedViews(policy.site.run_dir).release_idle(0.0 if args.idle_views else None, dangling=True):
+        audit.log("view_released", view=vid)
+        print(f"released view {vid}")
+    DecisionCache(policy.site.run_dir).gc(policy.source)
     for digest in _release_idle_images(policy, 0.0 if args.idle_images else None):
         print(f"released image {digest}")
     return ExitCode.OK

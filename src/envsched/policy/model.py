@@ -118,6 +118,8 @@ class Site:
     image_dir: str = DEFAULT_IMAGE_DIR       # the admins' image store
     pin_at_submit: bool = True               # a job runs the version current when it was submitted
     image_hold: float = 600.0                # seconds a node keeps an image mounted after its last job
+    view_hold: float = 600.0                 # seconds a node keeps a shared view after its last job
+    decision_cache: bool = True              # shims may apply an earlier decision without the resolver
     node_hook_timeout: float = 300.0         # seconds a node_prolog / node_epilog may take
     gpu_libraries: str = DEFAULT_GPU_LIBRARIES   # the list of driver libraries and tools (devices.py)
     gpu_search_dirs: Tuple[str, ...] = ()    # searched before the loader's cache and the system bin dirs

@@ -36,7 +36,7 @@ from .model import (
 KeyPath = Tuple[object, ...]
 
 SITE_KEYS = {"default", "on_error", "user_file", "shared", "identity_files", "local_root",
-             "allow_local", "run_dir", "log_file", "user_file_timeout", "image_dir", "pin_at_submit", "image_hold",
+             "allow_local", "run_dir", "log_file", "user_file_timeout", "image_dir", "pin_at_submit", "image_hold", "view_hold", "decision_cache",
              "gpu_libraries", "gpu_search_dirs", "node_hook_timeout"}
 DEFAULTS_KEYS = {"groups", "partitions", "queues", "accounts"}
 ENV_KEYS = {"path", "kind", "description", "enabled", "dirs", "binds", "env", "allow_users",
@@ -382,6 +382,9 @@ def _site(c: _Checker, data: Any) -> Site:
         node_hook_timeout=c.number(t.get("node_hook_timeout", 300), p + ("node_hook_timeout",), MAX_TIMEOUT),
         image_hold=(0.0 if t.get("image_hold", 600) == 0
                     else c.number(t.get("image_hold", 600), p + ("image_hold",), MAX_TIMEOUT)),
+        view_hold=(0.0 if t.get("view_hold", 600) == 0
+                   else c.number(t.get("view_hold", 600), p + ("view_hold",), MAX_TIMEOUT)),
+        decision_cache=c.boolean(t.get("decision_cache", True), p + ("decision_cache",)),
     )
 
 
