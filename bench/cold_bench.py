@@ -2,10 +2,11 @@
 
 Every job without a cached decision runs the resolver three times (`validate` at submit, `prepare`
 in slurmstepd or the prolog, `release` in the epilog). Measured here as the shims run it (the
-`envsched` entry point, as installed in the venv: its interpreter without -I -S) and as it would run
-with `python3 -I -S`, interleaved rounds, medians [p10 p90], and the peak RSS of the child
-(wait4's ru_maxrss). Targets (#13): ≤ 15 ms over a bare interpreter start, peak RSS ≤ 30 MB.
-Root (prepare pins a view).  bench/cold.sh [TREE]
+`envsched` entry point, as installed in the venv: its interpreter without -I -S, in the shims'
+clean environment, plugins/common/es_run.c) and as it would run with `python3 -I -S`, interleaved
+rounds, medians [p10 p90], and the peak RSS of the child (wait4's ru_maxrss). Targets (#13):
+≤ 15 ms over a bare interpreter start, peak RSS ≤ 30 MB. Root (prepare pins a view).
+  bench/cold.sh [TREE]
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(HERE, "..", "src")
 VENV = os.path.join(HERE, "..", ".venv", "bin")
 N = int(os.environ.get("N", "20"))
+CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}    # es_run.c's clean_env
 
 
 def run(argv):
@@ -29,7 +31,7 @@ def run(argv):
         fd = os.open(os.devnull, os.O_WRONLY)
         os.dup2(fd, 1)
         try:
-            os.execv(argv[0], argv)
+            os.execve(argv[0], argv, CLEAN_ENV)
         finally:
             os._exit(127)
     _, status, usage = os.wait4(pid, 0)

@@ -93,7 +93,10 @@ cleanup() {
             echo "bench: job records left under $RUN/.jobs after the jobs ended: $(echo $records)" >&2
             rc=1
         fi
-        left=$(ls -A "$RUN" | grep -vx '.jobs')
+        # the shared views kept warm (site.view_hold) are let go here; the cache entries are no mounts
+        "$resolver" --policy "$DIR/policy.toml" gc --idle-views >/dev/null ||
+            echo "bench: envsched gc --idle-views failed" >&2
+        left=$(ls -A "$RUN" | grep -vxE '\.jobs|\.views|\.decisions')
         if [ -n "$left" ]; then
             echo "bench: pins left under $RUN after the jobs ended: $(echo $left)" >&2
             rc=1
@@ -196,7 +199,7 @@ status=${PIPESTATUS[0]}
 set -e
 {
     echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "# pins under $RUN now: $(ls -A "$RUN" 2>/dev/null | grep -vx '.jobs' | wc -l)," \
+    echo "# pins under $RUN now: $(ls -A "$RUN" 2>/dev/null | grep -vxE '\.jobs|\.views|\.decisions' | wc -l)," \
          "job records: $(ls -A "$RUN/.jobs" 2>/dev/null | wc -l)"
     # timestamps and job ids stripped, so that repeats count together
     for f in "$DIR"/log/slurmctld.log "$DIR"/log/slurmd-*.log; do

@@ -11,7 +11,9 @@ epilog never overlaps the next launch.
 Cases per section ("bare" = plugstack.conf empty: Slurm alone; "plain" = plugin loaded, no
 --chos, policy default `local`; "chos" = plugin loaded, --chos=A):
 
-  jobs       srun true outside an allocation: each srun is its own job
+  jobs       srun true outside an allocation: each srun is its own job; with the decision cache
+             warm (chos, plain), the first job after a policy edit (cold: the resolver runs at
+             submit and on the node), and the plugin with cache=0 (nocache: the resolver always)
   tasks      the same with -n N -O, N = 1, 2, 8, 32
   steps      srun -n1 true inside one allocation (`salloc -N1 --chos=A`, which runs this script's
              `steps` sub-command, so the steps see the allocation's environment)
@@ -96,7 +98,8 @@ class Ctx:
     def pins(self) -> List[str]:
         """Pins under run_dir, and the job records (run_dir/.jobs/*) no job epilog has removed yet."""
         try:
-            names = sorted(n for n in os.listdir(self.run_dir) if n not in (".jobs", ".images"))  # .images: holders
+            # .images: holders; .views: shared views kept warm (site.view_hold); .decisions: the cache
+            names = sorted(n for n in os.listdir(self.run_dir) if n not in (".jobs", ".images", ".views", ".decisions"))
         except FileNotFoundError:
             return []
         try:
@@ -211,6 +214,12 @@ def section_jobs(ctx: Ctx, a) -> str:
         if n == 1:
             cases[f"plain{sfx}"] = {"plugin": True, "argv": ["srun", *opt, "true"], "n": n}
         cases[f"chos{sfx}"] = {"plugin": True, "argv": ["srun", *opt, f"--chos={A}", "true"], "n": n}
+        if n == 1:
+            # the first job after a policy edit (every cache entry stale: the resolver runs at submit
+            # and on the node, and writes the entries again), and the plugin with no cache at all
+            cases["cold"] = {"plugin": True, "argv": ["srun", f"--chos={A}", "true"], "n": n, "cold": True}
+            cases["nocache"] = {"plugin": ctx.line.rstrip("\n") + " cache=0\n",
+                                "argv": ["srun", f"--chos={A}", "true"], "n": n}
     for name, c in cases.items():
         ctx.plugstack(c["plugin"])
         print(f"#   check {name:10s} -> {where(ctx, c['argv'][:-1])}", flush=True)
@@ -218,6 +227,8 @@ def section_jobs(ctx: Ctx, a) -> str:
 
     def launch(name, c):
         ctx.plugstack(c["plugin"])
+        if c.get("cold"):
+            os.utime(a.policy)                  # edited: a new mtime and ctime
         dt, p = ctx.timed(c["argv"])
         check_ok(ctx, name, p)
         return dt, ctx.settle()

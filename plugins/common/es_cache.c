@@ -129,7 +129,7 @@ static int owner(char **f, int n)
 
 /* ~/.chos as the user reads it (userfile.py _read_as_current and parse_user_file): 0 and its value
  * (first line, blanks stripped, plain ASCII), 1 absent, -1 anything else (the resolver says why). */
-static int read_user_file(const char *path, const struct es_user *u, char *value, size_t cap)
+static int read_user_file(const char *path, const struct es_user *u, int switch_ids, char *value, size_t cap)
 {
     unsigned char data[USER_FILE_MAX + 1];
     ssize_t got = -1;
@@ -137,8 +137,8 @@ static int read_user_file(const char *path, const struct es_user *u, char *value
     struct stat st;
 
     /* 1. the user's groups, gid and uid (effective only: root comes back below); never root's */
-    if (setgroups((size_t)u->ngids, u->gids) != 0 || setresgid((gid_t)-1, u->gid, (gid_t)-1) != 0 ||
-        setresuid((uid_t)-1, u->uid, (uid_t)-1) != 0)
+    if (switch_ids && (setgroups((size_t)u->ngids, u->gids) != 0 || setresgid((gid_t)-1, u->gid, (gid_t)-1) != 0 ||
+        setresuid((uid_t)-1, u->uid, (uid_t)-1) != 0))
         _exit(3);
     /* 2. the file, not followed if a link, not waited on if a FIFO */
     fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
@@ -150,8 +150,8 @@ static int read_user_file(const char *path, const struct es_user *u, char *value
         close(fd);
     }
     /* 3. root again, with no groups */
-    if (setresuid((uid_t)-1, 0, (uid_t)-1) != 0 || setresgid((gid_t)-1, 0, (gid_t)-1) != 0 ||
-        setgroups(0, NULL) != 0)
+    if (switch_ids && (setresuid((uid_t)-1, 0, (uid_t)-1) != 0 || setresgid((gid_t)-1, 0, (gid_t)-1) != 0 ||
+        setgroups(0, NULL) != 0))
         _exit(3);
     if (fd < 0)
         return rc;
@@ -175,15 +175,15 @@ static int read_user_file(const char *path, const struct es_user *u, char *value
 }
 
 /* "userfile PATH -" | "userfile PATH absent" | "userfile PATH value V" */
-static int user_file(char **f, int n, const struct es_cache_job *job, const struct es_user *u)
+static int user_file(char **f, int n, const struct es_check *c)
 {
     char value[USER_FILE_MAX + 1];
 
     if (n == 3 && strcmp(f[2], "-") == 0)
-        return job->read_user_file ? -1 : 0;
-    if (!job->read_user_file)
+        return c->read_user_file ? -1 : 0;
+    if (!c->read_user_file || n < 3)
         return -1;
-    int got = read_user_file(f[1], u, value, sizeof value);
+    int got = read_user_file(f[1], c->u, c->switch_ids, value, sizeof value);
     if (n == 3 && strcmp(f[2], "absent") == 0)
         return got == 1 ? 0 : -1;
     return n == 4 && strcmp(f[2], "value") == 0 && got == 0 && strcmp(value, f[3]) == 0 ? 0 : -1;
@@ -368,72 +368,42 @@ static int trusted_dir(const char *path)
     return lstat(path, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == 0 && (st.st_mode & 077) == 0;
 }
 
-/* The whole check and apply, as root; see es_cache.h. */
-static int apply(const struct es_cache_job *job, const struct es_user *u, struct es_cache_hit *hit,
-                 char *why, size_t whylen)
+/* ---- the checks of an entry, shared by the node's cache and the submit-time one ------------- */
+
+int es_entry_check(char *text, const struct es_check *c, char *why, size_t whylen)
 {
-    static char text[ENTRY_MAX + 1];
-    char path[PATH_MAX], name[17], tail[sizeof hit->shim];
-    const char *plan = NULL;
-    size_t tail_len = 0;
     struct stat st;
-    int ended = 0;
-
-    memset(hit, 0, sizeof *hit);
-    tail[0] = '\0';
-    /* 1. the entry: root's alone, in root's directory, whole (written by rename) */
-    snprintf(path, sizeof path, "%s/.decisions", job->run_dir);
-    if (!trusted_dir(path))
-        return miss(why, whylen, "no cache directory", "");
-    es_cache_name(job->inputs, name);
-    snprintf(path, sizeof path, "%s/.decisions/%s", job->run_dir, name);
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0)
-        return miss(why, whylen, "no entry", "");
-    ssize_t len = -1;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == 0 && (st.st_mode & 077) == 0 &&
-        st.st_nlink == 1 && st.st_size <= ENTRY_MAX)
-        len = read(fd, text, ENTRY_MAX);
-    close(fd);
-    if (len <= 0)
-        return miss(why, whylen, "entry unusable", path);
-    text[len] = '\0';
-
-    /* 2. every line checked in order; the first that differs is the miss */
     char *save = NULL;
     int lineno = 0;
-    for (char *line = strtok_r(text, "\n", &save); line && !ended; line = strtok_r(NULL, "\n", &save)) {
+
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         char *f[12];
         int n = 0;
         if (lineno++ == 0) {
-            if (strcmp(line, HEADER) != 0)
+            if (strcmp(line, c->header) != 0)
                 return miss(why, whylen, "entry of another format", "");
             continue;
         }
-        char *rest = line;
-        const char *shim_line = NULL, *plan_text = NULL;
         if (strncmp(line, "inputs\t", 7) == 0) {
-            if (strcmp(line + 7, job->inputs) != 0)    /* whole: the shim's fields hold tabs */
+            if (strcmp(line + 7, c->inputs) != 0)       /* whole: the shim's fields hold tabs */
                 return miss(why, whylen, "other inputs", "");
             continue;
         }
-        if (strncmp(line, "shim\t", 5) == 0)
-            shim_line = line + 5;                       /* whole: its own fields hold tabs */
-        else if (strncmp(line, "plan\t", 5) == 0)
-            plan_text = line + 5;
-        else
-            for (char *p; n < 12 && (p = strsep(&rest, "\t")) != NULL;)
-                f[n++] = p;
-        if (shim_line) {
-            int w = snprintf(tail + tail_len, sizeof tail - tail_len, "%s\n", shim_line);
-            if (w < 0 || (size_t)w >= sizeof tail - tail_len)
-                return miss(why, whylen, "entry too long", "");
-            tail_len += (size_t)w;
-        } else if (plan_text) {
-            plan = plan_text;
-        } else if (n == 0) {
-            return miss(why, whylen, "entry malformed", "");
-        } else if (strcmp(f[0], "same") == 0) {
+        if (strcmp(line, "end") == 0)
+            return ES_CACHE_HIT;
+        static const char *const kinds[] = {"same\t", "owner\t", "absent\t", "user\t", "groups\t", "userfile\t", NULL};
+        int check = 0;
+        for (int i = 0; kinds[i] && !check; i++)
+            check = strncmp(line, kinds[i], strlen(kinds[i])) == 0;
+        if (!check) {                                   /* what the entry says to do: the caller's */
+            if (c->other(line, c->arg) != 0)
+                return miss(why, whylen, "entry line not known", line);
+            continue;
+        }
+        char *rest = line;
+        for (char *p; n < 12 && (p = strsep(&rest, "\t")) != NULL;)
+            f[n++] = p;
+        if (strcmp(f[0], "same") == 0) {
             if (same(f, n) != 0)
                 return miss(why, whylen, "changed", n > 2 ? f[2] : "");
         } else if (strcmp(f[0], "owner") == 0) {
@@ -444,30 +414,103 @@ static int apply(const struct es_cache_job *job, const struct es_user *u, struct
                 return miss(why, whylen, "appeared", n > 1 ? f[1] : "");
         } else if (strcmp(f[0], "user") == 0) {
             char uid[16], gid[16];
-            snprintf(uid, sizeof uid, "%u", (unsigned)u->uid);
-            snprintf(gid, sizeof gid, "%u", (unsigned)u->gid);
-            if (n != 5 || strcmp(f[1], uid) || strcmp(f[2], gid) || strcmp(f[3], u->name) || strcmp(f[4], u->home))
-                return miss(why, whylen, "user changed", u->name);
+            snprintf(uid, sizeof uid, "%u", (unsigned)c->u->uid);
+            snprintf(gid, sizeof gid, "%u", (unsigned)c->u->gid);
+            if (n != 5 || strcmp(f[1], uid) || strcmp(f[2], gid) || strcmp(f[3], c->u->name) ||
+                strcmp(f[4], c->u->home))
+                return miss(why, whylen, "user changed", c->u->name);
         } else if (strcmp(f[0], "groups") == 0) {
-            if (n != 2 || strcmp(f[1], u->groups) != 0)
-                return miss(why, whylen, "groups changed", u->name);
-        } else if (strcmp(f[0], "userfile") == 0) {
-            if (user_file(f, n, job, u) != 0)
-                return miss(why, whylen, "user file changed", n > 1 ? f[1] : "");
-        } else if (strcmp(f[0], "view") == 0 && n == 2) {
-            snprintf(hit->view, sizeof hit->view, "%s", f[1]);
-        } else if (strcmp(f[0], "env") == 0 && n == 4) {
-            snprintf(hit->env, sizeof hit->env, "%s", f[1]);
-            snprintf(hit->source, sizeof hit->source, "%s", f[2]);
-            snprintf(hit->digest, sizeof hit->digest, "%s", f[3]);
-        } else if (strcmp(f[0], "end") == 0 && n == 1) {
-            ended = 1;
-        } else {
-            return miss(why, whylen, "entry line not known", f[0]);
+            if (n != 2 || strcmp(f[1], c->u->groups) != 0)
+                return miss(why, whylen, "groups changed", c->u->name);
+        } else if (user_file(f, n, c) != 0) {
+            return miss(why, whylen, "user file changed", n > 1 ? f[1] : "");
         }
     }
-    if (!ended || !hit->view[0] || !hit->env[0] || plan == NULL || !tail[0])
+    return miss(why, whylen, "entry incomplete", "");
+}
+
+/* An entry file: a regular file of `owner`'s alone, whole (written by rename); its length or -1. */
+ssize_t es_entry_read(const char *path, uid_t owner, char *text, size_t cap)
+{
+    struct stat st;
+    ssize_t len = -1;
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+
+    if (fd < 0)
+        return -1;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == owner && (st.st_mode & 077) == 0 &&
+        st.st_nlink == 1 && st.st_size < (off_t)cap)
+        len = read(fd, text, cap - 1);
+    close(fd);
+    if (len >= 0)
+        text[len] = '\0';
+    return len;
+}
+
+/* The node's lines after the checks: what to apply (decisioncache.py). */
+struct node_lines {
+    struct es_cache_hit *hit;
+    char tail[sizeof ((struct es_cache_hit *)0)->shim];
+    size_t tail_len;
+    const char *plan;
+};
+
+static int node_line(char *line, void *arg)
+{
+    struct node_lines *nl = arg;
+    if (strncmp(line, "shim\t", 5) == 0) {            /* whole: its own fields hold tabs */
+        int w = snprintf(nl->tail + nl->tail_len, sizeof nl->tail - nl->tail_len, "%s\n", line + 5);
+        if (w < 0 || (size_t)w >= sizeof nl->tail - nl->tail_len)
+            return -1;
+        nl->tail_len += (size_t)w;
+        return 0;
+    }
+    if (strncmp(line, "plan\t", 5) == 0) {
+        nl->plan = line + 5;
+        return 0;
+    }
+    char *f[6], *rest = line;
+    int n = 0;
+    for (char *p; n < 6 && (p = strsep(&rest, "\t")) != NULL;)
+        f[n++] = p;
+    if (strcmp(f[0], "view") == 0 && n == 2)
+        snprintf(nl->hit->view, sizeof nl->hit->view, "%s", f[1]);
+    else if (strcmp(f[0], "env") == 0 && n == 4) {
+        snprintf(nl->hit->env, sizeof nl->hit->env, "%s", f[1]);
+        snprintf(nl->hit->source, sizeof nl->hit->source, "%s", f[2]);
+        snprintf(nl->hit->digest, sizeof nl->hit->digest, "%s", f[3]);
+    } else
+        return -1;
+    return 0;
+}
+
+/* The whole check and apply, as root; see es_cache.h. */
+static int apply(const struct es_cache_job *job, const struct es_user *u, struct es_cache_hit *hit,
+                 char *why, size_t whylen)
+{
+    static char text[ENTRY_MAX + 1];
+    static struct node_lines nl;
+    char path[PATH_MAX], name[17];
+
+    memset(hit, 0, sizeof *hit);
+    memset(&nl, 0, sizeof nl);
+    nl.hit = hit;
+    /* 1. the entry: root's alone, in root's directory, whole (written by rename) */
+    snprintf(path, sizeof path, "%s/.decisions", job->run_dir);
+    if (!trusted_dir(path))
+        return miss(why, whylen, "no cache directory", "");
+    es_cache_name(job->inputs, name);
+    snprintf(path, sizeof path, "%s/.decisions/%s", job->run_dir, name);
+    if (es_entry_read(path, 0, text, sizeof text) <= 0)
+        return miss(why, whylen, "no usable entry", "");
+    /* 2. every line checked in order; the first that differs is the miss */
+    struct es_check c = {HEADER, job->inputs, u, !job->read_user_file ? 0 : 1, 1, node_line, &nl};
+    int rc = es_entry_check(text, &c, why, whylen);
+    if (rc != ES_CACHE_HIT)
+        return rc;
+    if (!hit->view[0] || !hit->env[0] || nl.plan == NULL || !nl.tail[0])
         return miss(why, whylen, "entry incomplete", "");
+    const char *plan = nl.plan, *tail = nl.tail;
 
     /* 3. the view bound onto the job's own pin (none for the host OS), the shim's lines for it */
     int local = strcmp(hit->view, "-") == 0;

@@ -53,6 +53,23 @@ enum { ES_CACHE_HIT = 0, ES_CACHE_MISS = 1, ES_CACHE_ERROR = -1 };
 int es_cache_try(const struct es_cache_job *job, const struct es_user *u, int timeout_ms,
                  struct es_cache_hit *hit, char *why, size_t whylen);
 
+/* The checks of an entry (decisioncache.py's `same`, `owner`, `absent`, `user`, `groups`,
+ * `userfile` lines), in order, the first line `header`, up to `end`; every other line is given
+ * to `other` (0: taken; -1: unknown, a miss). Shared with the submit-time cache (submitcache.py).
+ * ES_CACHE_HIT when every check holds, else ES_CACHE_MISS with the line at fault in why. */
+struct es_check {
+    const char *header;
+    const char *inputs;         /* the `inputs` line must be exactly this */
+    const struct es_user *u;
+    int read_user_file;         /* 0: ~/.chos is no input (the request named the environment) */
+    int switch_ids;             /* 1: we are root and read ~/.chos as u (effective ids); 0: we are u */
+    int (*other)(char *line, void *arg);
+    void *arg;
+};
+int es_entry_check(char *text, const struct es_check *c, char *why, size_t whylen);
+/* An entry file that is owner's alone (a regular file, mode 0600, one link): its text or -1. */
+ssize_t es_entry_read(const char *path, uid_t owner, char *text, size_t cap);
+
 /* FNV-1a 64 of text, as 16 hex digits: the entry's file name (decisioncache.fnv1a64). */
 void es_cache_name(const char *text, char out[17]);
 

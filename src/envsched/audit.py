@@ -12,10 +12,12 @@ from __future__ import annotations
 import os
 import stat
 import syslog
-import time
-from typing import Optional
 
 from .errors import one_line
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 _log_fd: Optional[int] = None
 _opened = False
@@ -56,6 +58,7 @@ def log(event: str, level: int = syslog.LOG_INFO, **fields: object) -> None:
     line = "event=" + event + "".join(f" {k}={_quote(v)}" for k, v in fields.items() if v is not None)
     syslog.syslog(level, line)
     if _log_fd is not None:
+        import time
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         try:
             os.write(_log_fd, f"{stamp} envsched[{os.getpid()}]: {line}\n".encode())

@@ -24,16 +24,20 @@ run that version or not at all).
 """
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass
-from typing import Optional, Tuple
 
+from . import records as dataclasses     # dataclass, replace: without their import cost (#13)
 from .errors import EnvironmentBroken
-from .identity import UserInfo
 from .names import is_digest
-from .policy.model import Environment, Policy, UserImages
-from .resolve import Decision
+from .records import dataclass
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional, Tuple
+
+    from .identity import UserInfo
+    from .policy.model import Environment, Policy, UserImages
+    from .resolve import Decision
 
 
 class VersionNotHere(EnvironmentBroken):

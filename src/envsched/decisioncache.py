@@ -46,12 +46,15 @@ import json
 import os
 import stat
 import time
-from typing import List, Optional, Sequence
 
-from .identity import UserInfo
-from .plan import Plan
-from .resolve import Decision
-from .userfile import UserFile
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Optional, Sequence
+
+    from .identity import UserInfo
+    from .plan import Plan
+    from .resolve import Decision
+    from .userfile import UserFile
 
 DECISIONS = ".decisions"
 HEADER = "envsched-decision 1"

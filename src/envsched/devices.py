@@ -26,10 +26,15 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .errors import EnvironmentBroken
-from .policy.model import Environment, HostDevices, Site
+from .policy.model import HostDevices
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+    from .policy.model import Environment, Site
 
 NVIDIA_GPU = "/dev/nvidia[0-9]*"
 NVIDIA_NODES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset",

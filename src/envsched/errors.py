@@ -1,9 +1,11 @@
 """Errors that carry a user-safe line, the admin detail, and the exit code."""
 from __future__ import annotations
 
-from typing import Optional
-
 from .exitcodes import ExitCode
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 
 def one_line(text: str) -> str:

@@ -4,10 +4,13 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-from dataclasses import dataclass
-from typing import Tuple, Union
 
 from .errors import NoSuchUser, SetupError
+from .records import dataclass     # dataclasses, without their import cost (#13)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Tuple, Union
 
 
 @dataclass(frozen=True)

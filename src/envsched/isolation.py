@@ -23,20 +23,23 @@ from __future__ import annotations
 
 import errno
 import os
-import select
-import signal
-from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 from . import linux
 from .errors import SetupError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, Dict, Optional, Tuple
+
     from .identity import UserInfo
+
+# (signal and select are imported where they are used: a pin without isolation namespaces, which
+# most are, never needs them, and signal costs every resolver run ≈ 0.5 ms: #13)
 
 # what a joiner forwards to the job's first process in the namespace (the rest: process group
 # signals reach both, SIGKILL and SIGSTOP cannot be caught)
-FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
-             signal.SIGCONT, signal.SIGALRM, signal.SIGXCPU, signal.SIGWINCH, signal.SIGTSTP)
+FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGCONT", "SIGALRM", "SIGXCPU",
+             "SIGWINCH", "SIGTSTP")
 FLAGS = {"pid": linux.CLONE_NEWPID, "ipc": linux.CLONE_NEWIPC, "uts": linux.CLONE_NEWUTS}
 INIT_GONE = "cannot start the job in its process namespace: it has ended (its init is gone)"
 KILL_WAIT = 5.0          # seconds release waits for the namespace's processes to be gone
@@ -61,6 +64,7 @@ def serve_as_init() -> None:
     """The builder, pid 1 of the job's namespace, once the pin is made: nothing of the resolver's
     kept open (a shim reads the resolver's output until EOF), then reap until killed (release).
     Never returns."""
+    import signal
     try:
         os.setsid()
         os.closerange(0, 1 << 16)
@@ -181,6 +185,8 @@ def kill_init(record: str) -> None:
     """Kill the init that `record` (pin/init) names, if it is still that process (_hold), and wait
     (KILL_WAIT at most) until it has exited: the kernel has then killed every process of its
     namespace."""
+    import select
+    import signal
     from .pin import process_start
     try:
         pid, start, _ = _parse_record(record)
@@ -251,6 +257,7 @@ def fork_into_namespace(user: "UserInfo") -> None:
         raise SetupError(INIT_GONE if e.errno == errno.ENOMEM
                          else f"cannot start the job in its process namespace: {e.strerror}") from None
     if pid == 0:
+        import signal
         linux.set_parent_death_signal(signal.SIGKILL)
         return
     from .identity import drop_privileges
@@ -259,6 +266,7 @@ def fork_into_namespace(user: "UserInfo") -> None:
 
 
 def _forward(pid: int, signum: int) -> None:
+    import signal
     try:
         os.kill(pid, signum)
     except ProcessLookupError:
@@ -275,6 +283,7 @@ def enter_in_process(spec: Dict[str, Any]) -> None:
     unshare_ipc_uts(spec)
     if not spec.get("pid"):
         return
+    import signal
     linux.unshare(linux.CLONE_NEWPID)
     init = os.fork()
     if init != 0:
@@ -290,8 +299,9 @@ def enter_in_process(spec: Dict[str, Any]) -> None:
 def _wait_forwarding(pid: int, reap_all: bool = False) -> None:
     """Forward signals to `pid`, wait for it (reaping any other child meanwhile when we are an
     init) and exit as it did. Never returns."""
-    for signum in FORWARDED:
-        signal.signal(signum, lambda s, _f: _forward(pid, s))
+    import signal
+    for name in FORWARDED:
+        signal.signal(getattr(signal, name), lambda s, _f: _forward(pid, s))
     while True:
         try:
             done, status = os.waitpid(-1 if reap_all else pid, 0)

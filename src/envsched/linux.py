@@ -7,9 +7,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from typing import Optional, Tuple
 
 from .errors import SetupError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional, Tuple
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000

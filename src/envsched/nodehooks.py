@@ -30,9 +30,12 @@ from __future__ import annotations
 
 import os
 import syslog
-from typing import Dict, List, Optional, Sequence
 
 from . import audit
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional, Sequence
 from .errors import EnvironmentBroken, PolicyError
 
 MAX_OUTPUT = 64 * 1024

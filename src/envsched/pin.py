@@ -23,17 +23,21 @@ import json
 import os
 import stat
 import time
-from dataclasses import asdict, dataclass
-from typing import Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
-from . import isolation, linux, nodehooks, sharedviews
+from . import isolation, linux, nodehooks
 from .enter import finish_and_exec
 from .errors import EnvschedError, NotPermitted, PolicyError, SetupError, UsageError
 from .exitcodes import ExitCode
-from .identity import UserInfo
 from .names import NAME_RULE, is_valid_name
 from .plan import Plan, with_identity
+from .records import asdict, dataclass     # dataclasses, without their import cost (#13)
 from .view import build_view
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
+
+    from .identity import UserInfo
 
 HALF_MADE_GRACE = 60.0   # seconds a pin without meta.json may be mid-prepare before gc takes it
 
@@ -229,6 +233,8 @@ class PinStore:
                 if hooks["prolog"]:
                     prolog_ran = True
                     nodehooks.run("prolog", hooks["prolog"], env, _hook_timeout(plan.ops, "prolog"))
+            if share_hold is not None:
+                from . import sharedviews               # (lazy: hashlib, for shared views only)
             if plan.mount_ops and share_hold is not None and sharedviews.shareable(plan):
                 sharedviews.SharedViews(self.run_dir).attach(
                     pin, plan, share_hold, lambda target: pin_namespace(target, lambda keep: build_view(plan) or {}))
@@ -347,6 +353,7 @@ class PinStore:
         except FileNotFoundError:
             return False
         if shared is not None:
+            from . import sharedviews                   # (lazy: hashlib, for shared views only)
             sharedviews.SharedViews(self.run_dir).detach(key, shared)
         return True
 
@@ -389,6 +396,7 @@ class PinStore:
         for key in self.stale():
             if self.release(key):
                 removed.append(key)
+        from . import sharedviews                       # (lazy: hashlib, for shared views only)
         sharedviews.SharedViews(self.run_dir).release_idle(dangling=True)
         return removed
 

@@ -45,14 +45,17 @@ Operation kinds:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
 
-from .identity import UserInfo
-from .loginenv import PROFILE_DIR, SNIPPET_NAME
 from .names import LOCAL
-from .devices import VIEW_BIN, VIEW_LIB
-from .policy.model import NAMESPACES, Environment, HostDevices, Mount, Policy
+from .policy.model import NAMESPACES, Mount
+from .records import asdict, dataclass, field     # dataclasses, without their import cost (#13)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional, Sequence
+
+    from .identity import UserInfo
+    from .policy.model import Environment, HostDevices, Policy
 
 PLAN_VERSION = 1
 
@@ -190,6 +193,7 @@ def env_ops(env: Optional[Environment], name: str, digest: str = "",
             ops.append({"op": "env", "action": "set", "name": var, "value": value})
     found = env.host_devices if env is not None else None
     if found is not None:               # the driver's files first in the loader's and the shell's search
+        from .devices import VIEW_BIN, VIEW_LIB
         if any(t.startswith(VIEW_LIB + "/") for _, t in found.files):
             ops.append({"op": "env", "action": "prepend", "name": "LD_LIBRARY_PATH", "value": VIEW_LIB})
         if any(t.startswith(VIEW_BIN + "/") for _, t in found.files):
@@ -253,6 +257,7 @@ def build_plan(policy: Policy, name: str, env: Optional[Environment], user: User
     if env.host_devices is not None:
         ops += _device_ops(env.host_devices, site.shared)
     if "etc" in env.dirs:       # the tree's /etc/profile: after every bind, so it stacks on what is there
+        from .loginenv import PROFILE_DIR, SNIPPET_NAME     # (lazy: reading a plan never needs them)
         ops.append({"op": "login_env", "dir": PROFILE_DIR, "name": SNIPPET_NAME})
     ops.append({"op": "remount", "target": "/", "ro": True, "nosuid": True, "nodev": True,
                 "recursive": False, "required": True})

@@ -8,12 +8,15 @@ to the site default, with a warning the user sees.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import List, Optional, Tuple, Union
-
 from .names import LOCAL, REQUEST_RULE, USER_PREFIX, EnvRequest, parse_request, show
 from .policy.model import Environment, Policy, UserImages
-from .userfile import UserFile
+from .records import dataclass, field     # dataclasses, without their import cost (#13)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Optional, Tuple, Union
+
+    from .userfile import UserFile
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ class Refusal:
                 f"allowed for you: {allowed}")
 
 
-Outcome = Union[Decision, Refusal]
+Outcome = "Union[Decision, Refusal]"      # (a type, for annotations)
 
 
 @dataclass(frozen=True)

@@ -7,19 +7,24 @@ from __future__ import annotations
 
 import os
 import syslog
-from dataclasses import dataclass
-from typing import Optional, Tuple
 
 from . import audit, trees
-from .chosen import ChosenVersion, VersionNotHere, choose_version
+from .chosen import VersionNotHere, choose_version
 from .errors import EnvironmentBroken, EnvschedError
 from .exitcodes import ExitCode
-from .identity import UserInfo
-from .plan import Plan, build_plan
-from .devices import NVIDIA_GPU, DevicesMissing
-from .policy.model import Environment, Mount, Policy
+from .records import dataclass     # dataclasses, without their import cost (#13)
 from .resolve import Decision, Refusal, Request, check_name, resolve
-from .userfile import UserFile, read_user_file
+from .userfile import read_user_file
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional, Tuple
+
+    from .chosen import ChosenVersion
+    from .identity import UserInfo
+    from .plan import Plan
+    from .policy.model import Environment, Mount, Policy
+    from .userfile import UserFile
 
 
 class RequestRefused(EnvschedError):
@@ -95,6 +100,7 @@ def plan_for_job(policy: Policy, ctx: JobContext) -> Tuple[Decision, Plan]:
     if chosen is not None and chosen.environment.host_devices is not None:
         _check_devices(policy, ctx, decision.name, chosen.environment)
     cwd = ctx.cwd or _cwd()
+    from .plan import build_plan            # (lazy: `validate` never plans)
     plan = build_plan(policy, decision.name, chosen.environment if chosen else None, ctx.user,
                       cwd or ctx.user.home, ctx.extra_binds,
                       digest=chosen.digest if chosen else "", image_env=chosen.image_env if chosen else (),
@@ -109,6 +115,7 @@ def _check_devices(policy: Policy, ctx: JobContext, name: str, env: Environment)
     """What devices.py found on this node for `env` (gpus, devices): refuse a job whose driver
     files or device nodes are not root's, or that needs a GPU the node lacks (exit 69, never a
     fallback); log what the view goes without."""
+    from .devices import NVIDIA_GPU, DevicesMissing      # (lazy: only environments with devices)
     found = env.host_devices
     assert found is not None
     if found.problems:

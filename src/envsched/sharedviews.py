@@ -26,15 +26,17 @@ decision cache's joins and the epilog's releases, is plugins/common/es_cache.c a
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import time
-from typing import Callable, Dict, List, Optional
 
 from . import linux
 from .errors import SetupError
 from .plan import Plan
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, Optional
 
 VIEWS = ".views"
 NOT_SHARED = ("node_prolog", "node_epilog", "namespaces", "user_image", "writable")
@@ -61,9 +63,13 @@ def view_id(plan: Plan) -> str:
         where: Optional[List[int]] = [st.st_dev, st.st_ino]
     except OSError:
         where = None
+    try:
+        from _sha256 import sha256             # without hashlib's OpenSSL (about 3 ms a start)
+    except ImportError:                         # pragma: no cover - Python 3.12 and later
+        from hashlib import sha256
     text = json.dumps({"environment": plan.environment, "kind": plan.kind, "source": plan.source,
                        "digest": plan.digest, "ops": plan.mount_ops, "inode": where}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return sha256(text.encode()).hexdigest()[:32]
 
 
 def _is_view_id(name: str) -> bool:
@@ -114,11 +120,16 @@ class SharedViews:
             mnt = os.path.join(path, "mnt")
             if not _pinned(mnt):
                 _let_go(path)                           # a half-made one (a builder killed): again
-                os.mkdir(os.path.join(path, "refs"), 0o700)
-                build(mnt)
-                _write(os.path.join(path, "plan.json"), view_plan(plan).to_json())
-                _write(os.path.join(path, "meta.json"), json.dumps(
-                    {"environment": plan.environment, "digest": plan.digest, "created": time.time()}))
+                try:
+                    os.mkdir(os.path.join(path, "refs"), 0o700)
+                    build(mnt)
+                    _write(os.path.join(path, "plan.json"), view_plan(plan).to_json())
+                    _write(os.path.join(path, "meta.json"), json.dumps(
+                        {"environment": plan.environment, "digest": plan.digest, "created": time.time()}))
+                except BaseException:                   # the build failed: no view, nothing left
+                    _let_go(path)
+                    os.rmdir(path)
+                    raise
             _write(os.path.join(path, "hold"), f"{hold:g}\n", replace=True)
             target = os.path.join(key_dir, "mnt")
             os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))

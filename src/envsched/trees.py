@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import List, Sequence
 
 from .errors import EnvironmentBroken
-from .policy.model import Environment
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Sequence
+
+    from .policy.model import Environment
 
 
 def _owner_mode_problem(path: str, st: os.stat_result) -> List[str]:

@@ -8,16 +8,16 @@ server cannot hang a job start). The content is only ever a *name*, checked by t
 """
 from __future__ import annotations
 
-import json
 import os
-import select
-import signal
 import stat
-import time
-from dataclasses import dataclass
-from typing import Optional
 
-from .identity import UserInfo
+from .records import dataclass     # dataclasses, without their import cost (#13)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
+
+    from .identity import UserInfo
 
 MAX_BYTES = 256
 MAX_REPORT_BYTES = 65536      # the child's JSON report: the path (at most PATH_MAX, escaped) and a line
@@ -83,6 +83,7 @@ def decode_report(path: str, data: bytes) -> UserFile:
     failed = UserFile(path, error="could not be read (reader failed)")
     if not data or len(data) > MAX_REPORT_BYTES:
         return failed
+    import json
     try:
         report = json.loads(data)
     except (ValueError, RecursionError):
@@ -105,6 +106,9 @@ def read_user_file(user: UserInfo, filename: str = ".chos", timeout: float = 10.
         if os.geteuid() != user.uid:
             return UserFile(path, error="cannot be read for another user without root")
         return _read_as_current(path, user.uid)
+    import json
+    import select
+    import time
     rfd, wfd = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: become the user for good, read, report, exit
@@ -125,6 +129,7 @@ def read_user_file(user: UserInfo, filename: str = ".chos", timeout: float = 10.
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([rfd], [], [], left)[0]:
+                import signal
                 os.kill(pid, signal.SIGKILL)
                 return UserFile(path, error=f"could not be read within {timeout:g} s")
             chunk = os.read(rfd, 4096)

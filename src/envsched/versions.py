@@ -17,22 +17,23 @@ directory is another inode than the stamped one (`TreeStamp.root_key`).
 from __future__ import annotations
 
 import errno
-import fcntl
-import json
 import os
-import re
 import stat
 import time
-from dataclasses import asdict, dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .errors import EnvironmentBroken, EnvschedError, NotPermitted, PolicyError, SetupError, UsageError
 from .exitcodes import ExitCode
-from .names import NAME_RULE, is_valid_name, show
+from .names import NAME_RULE, is_digest, is_valid_name, show
+from .records import asdict, dataclass     # dataclasses, without their import cost (#13)
 
-DIGEST_RE = r"sha256:[0-9a-f]{64}"
-_DIGEST = re.compile(DIGEST_RE + r"\Z")
-_PREFIX = re.compile(r"sha256:[0-9a-f]{12,64}\Z")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+# (a job start reads stamps: json is imported where they are read, and digests are checked
+# with names.is_digest, which answers as these expressions do)
+DIGEST_RE = r"sha256:[0-9a-f]{64}"                # full: is_digest(value, full=True)
+PREFIX_RE = r"sha256:[0-9a-f]{12,64}"             # a selector's prefix: is_digest(value)
 MIN_PREFIX_HEX = 12                      # shortest digest prefix a selector may use
 MANIFEST_FORMAT = b"envsched-manifest-1\n"
 STAMP_FILE_FORMAT = 1
@@ -72,6 +73,7 @@ class TreeStamp:
         return d
 
     def to_json(self) -> str:
+        import json
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
@@ -84,7 +86,7 @@ class TreeStamp:
         key = data["root_key"]
         if not (isinstance(env, str) and is_valid_name(env)):
             raise ValueError(f"malformed stamp: environment {show(env)}")
-        if not (isinstance(digest, str) and _DIGEST.match(digest)):
+        if not (isinstance(digest, str) and is_digest(digest, full=True)):
             raise ValueError(f"malformed stamp: digest {show(digest)}")
         if not (isinstance(version, str) and (version == "" or is_valid_name(version))):
             raise ValueError(f"malformed stamp: version {show(version)}")
@@ -103,6 +105,7 @@ class TreeStamp:
 
     @classmethod
     def from_json(cls, text: str) -> "TreeStamp":
+        import json
         try:
             data = json.loads(text)
         except (ValueError, RecursionError) as e:
@@ -361,6 +364,7 @@ class StampBook:
             if isinstance(e.__cause__, FileNotFoundError):
                 return []                                   # removed since lexists
             raise
+        import json
         try:
             data = json.loads(raw)
             if not isinstance(data, dict) or set(data) != {"format", "environment", "stamps"}:
@@ -409,7 +413,7 @@ class StampBook:
         77): running either could be the wrong one. A selector that is none of these raises
         UsageError (exit 64)."""
         if selector.startswith("sha256:"):
-            if not _PREFIX.match(selector):
+            if not is_digest(selector):
                 raise UsageError(f"{name}@{show(selector, 80)}: a digest is sha256: and at least "
                                  f"{MIN_PREFIX_HEX} of its 64 lowercase hex digits")
             matches = [s for s in self.live(name) if s.digest.startswith(selector)]
@@ -469,6 +473,8 @@ class StampBook:
     def _append(self, new: TreeStamp) -> None:
         """Add `new` to its file: under an exclusive lock on the directory, a new file written
         beside it, synced and renamed over it, so a reader sees the old file or the new one."""
+        import fcntl
+        import json
         self._secure_dir()
         dfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import TYPE_CHECKING, Any, Dict, Optional
-
 from . import linux, loginenv
 from .errors import EnvironmentBroken, SetupError
 from .plan import Plan
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, Dict, Optional
+
     from .userimage import FuseServer
 
 SCRATCH = "/tmp"          # staging mountpoint; hidden only inside our own namespace

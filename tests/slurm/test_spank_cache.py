@@ -166,3 +166,76 @@ def test_no_cache_when_the_plugin_says_so(warm, slurm_user, home):
         assert not (warm.run_dir / ".views").exists() or not list((warm.run_dir / ".views").iterdir())
     finally:
         c.write_plugstack(text)
+
+
+@pytest.mark.usefixtures("views_released")
+def test_the_submit_check_answers_from_the_users_own_cache(site, slurm_user, home):
+    """srun's submit-time check gives the answer it gave before for the same request while nothing it
+    read changed, without the resolver; the answer lives in the user's home (it is advice: the node
+    decides again), so what a user writes there changes only what they are told at submit."""
+    entries = home / ".cache" / "envsched" / "submit"
+    r = site.cluster.srun("--chos=deb13", "true", user=slurm_user.pw_name)
+    assert r.returncode == 0, r.stderr
+    [entry] = [p for p in entries.iterdir() if f"\toption=deb13\t" in p.read_text()]
+    assert entry.stat().st_uid == slurm_user.pw_uid and entry.stat().st_mode & 0o777 == 0o600
+    text = entry.read_text()
+    assert "\nexit\t0\n" in text
+    # what the user's own file says is what srun answers: so it was not the resolver
+    entry.write_text(text.replace("\nexit\t0\n", "\nexit\t77\nerr\tenvsched: MARKER from the cache\n"))
+    r = site.cluster.srun("--chos=deb13", "true", user=slurm_user.pw_name)
+    assert r.returncode == 77 and r.stderr.strip() == "envsched: MARKER from the cache", r.stderr
+    # any input changed (here the policy touched): the resolver answers, and writes the entry again
+    os.utime(site.policy)
+    r = site.cluster.srun("--chos=deb13", "true", user=slurm_user.pw_name)
+    assert r.returncode == 0, r.stderr
+    assert "\nexit\t0\n" in entry.read_text()
+    # a refusal is kept too, and given again with its one line
+    first = site.cluster.srun("--chos=secret", "true", user=slurm_user.pw_name)
+    again = site.cluster.srun("--chos=secret", "true", user=slurm_user.pw_name)
+    assert first.returncode == again.returncode == 77 and first.stderr == again.stderr, (first.stderr, again.stderr)
+    assert [p for p in entries.iterdir() if "\toption=secret\t" in p.read_text()]
+
+
+def test_an_entry_that_is_not_roots_alone_is_never_applied(warm, slurm_user, home):
+    job(warm, slurm_user, "--chos=deb13")
+    [entry] = [p for p in (warm.run_dir / ".decisions").iterdir() if "\toption=deb13\t" in p.read_text()]
+    for change in (lambda: os.chown(entry, slurm_user.pw_uid, 0), lambda: entry.chmod(0o644)):
+        change()
+        rc, seen, err, j = job(warm, slurm_user, "--chos=deb13")
+        assert rc == 0 and seen["CHOS"] == "deb13" and not by_cache(warm, j), err
+        # the resolver wrote it again, root's alone: the next job is served from it
+        assert entry.stat().st_uid == 0 and entry.stat().st_mode & 0o777 == 0o600
+        assert by_cache(warm, job(warm, slurm_user, "--chos=deb13")[3])
+
+
+def test_a_chos_file_replaced_by_a_link_is_the_resolvers_to_judge(warm, slurm_user, home):
+    chos = home / ".chos"
+    chos.write_text("deb13\n")
+    os.chown(chos, slurm_user.pw_uid, slurm_user.pw_gid)
+    job(warm, slurm_user)
+    assert by_cache(warm, job(warm, slurm_user)[3])
+    target = home / "elsewhere"
+    target.write_text("deb13\n")
+    os.chown(target, slurm_user.pw_uid, slurm_user.pw_gid)
+    chos.unlink()
+    chos.symlink_to(target)                                   # the same text, through a link
+    os.lchown(chos, slurm_user.pw_uid, slurm_user.pw_gid)
+    try:
+        rc, seen, err, j = job(warm, slurm_user)
+        assert not by_cache(warm, j), (rc, seen, err)
+        assert "symbolic link" in err or rc != 0 or seen.get("CHOS") != "deb13", (rc, seen, err)
+    finally:
+        chos.unlink()
+        target.unlink()
+
+
+def test_forged_partition_never_reaches_another_partitions_cached_decision(warm, slurm_user, home):
+    """The cache is keyed on the partition the controller gave the job (the job record), never on
+    the job's environment: a job that forges SLURM_JOB_PARTITION gets its own partition's decision."""
+    job(warm, slurm_user, "-p", "legacy")
+    rc, seen, err, j = job(warm, slurm_user, "-p", "legacy")
+    assert seen["CHOS"] == "deb13" and by_cache(warm, j), err           # legacy's default, cached
+    forged = {"SLURM_JOB_PARTITION": "legacy"}
+    for _ in range(2):
+        r = warm.cluster.srun("-p", "debug", "sh", "-c", SHOW, user=slurm_user.pw_name, env=forged)
+        assert r.returncode == 0 and payload_lines(r.stdout)["CHOS"] == "deb12", r.stderr

@@ -27,9 +27,9 @@ from envsched.policy.schema import build_policy
 
 SRC = "policy.toml"
 BAD_NAME = f"not a valid environment name ({NAME_RULE})"
-SITE_ALLOWED = ("allow_local, default, gpu_libraries, gpu_search_dirs, identity_files, image_dir, image_hold, "
-                "local_root, log_file, node_hook_timeout, on_error, "
-                "pin_at_submit, run_dir, shared, user_file, user_file_timeout")
+SITE_ALLOWED = ("allow_local, decision_cache, default, gpu_libraries, gpu_search_dirs, identity_files, image_dir, "
+                "image_hold, local_root, log_file, node_hook_timeout, on_error, "
+                "pin_at_submit, run_dir, shared, user_file, user_file_timeout, view_hold")
 ENV_ALLOWED = ("allow_accounts, allow_groups, allow_partitions, allow_users, binds, deny_groups, "
                "deny_users, description, devices, dirs, enabled, env, gpus, gpus_required, hostname, image, "
                "kind, launcher, namespaces, node_epilog, node_prolog, path, version, writable")

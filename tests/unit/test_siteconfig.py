@@ -80,7 +80,9 @@ def arguments(line: str) -> Dict[str, str]:
 
 # config.c arguments the host's plugstack.conf never carries, and why
 NOT_RENDERED = {"validate=": "validate=0 is only for the plugstack.conf Slurm clients read inside views "
-                             "(src/envsched/schedulers/slurm/hosttools.py)"}
+                             "(src/envsched/schedulers/slurm/hosttools.py)",
+                "cache=": "cache=0 only where the policy says decision_cache = false "
+                          "(test_cache_off_in_the_policy_is_rendered)"}
 
 
 def config_c_known() -> List[str]:
@@ -381,3 +383,13 @@ def test_config_c_parses_the_rendered_line(policy, tmp_path):
     bad = subprocess.run([str(exe), "policy=/p", "polcy=/p"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True)
     assert bad.returncode == 1 and "unknown argument 'polcy=/p'" in bad.stderr
+
+
+def test_cache_off_in_the_policy_is_rendered(policy):
+    """site.decision_cache = false: the plugin is told (cache=0), so it neither reads the caches nor
+    asks the resolver to share views; the default renders nothing (the plugin's default is on)."""
+    import dataclasses
+    off = dataclasses.replace(policy, site=dataclasses.replace(policy.site, decision_cache=False))
+    line = plugin_lines(siteconfig.render("slurm", off, options()))[0]
+    assert arguments(line)["cache="] == "0"
+    assert "cache=" not in arguments(plugin_lines(siteconfig.render("slurm", policy, options()))[0])

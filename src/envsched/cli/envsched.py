@@ -1,43 +1,51 @@
-"""`envsched`: the admin and shim command (check, explain, exec, prepare/join/release/gc)."""
+"""`envsched`: the admin and shim command (check, explain, exec, prepare/join/release/gc).
+
+Every job runs it as root, up to three times (#13's cold path): this module imports only what
+parsing needs, each command what it uses when it runs, and the shims' `validate`, `prepare` and
+`release` are parsed without argparse (common.quick_args)."""
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
-from typing import List, Optional
 
-from .. import trees
-from ..enter import enter_and_exec
-from ..errors import PolicyError, UsageError
-from ..pin import run_dir_problem
-from ..policy import meaning
-from ..exitcodes import ExitCode
-from ..plan import build_plan
-from ..chosen import choose_version
-from ..errors import EnvironmentBroken
-from ..resolve import Decision, Refusal, resolve
-from ..service import plan_for_job, request_for, usable_version
 from .common import (
+    PREFIX,
+    REMAINDER,
     OneCommand,
     command_named,
-    describe_decision,
-    format_steps,
     parser,
     policy_from,
     policy_on_subcommands,
+    quick_args,
     run_main,
+    run_parsed,
     say,
-    split_command,
 )
-from .jobargs import bind_arg, job_args, job_context, logged_failure, require_root
-from . import env_cmds, image_cmds, metrics_cmd
-from .pin_cmds import cmd_gc, cmd_join, cmd_pins, cmd_prepare, cmd_release
-from . import site_cmds
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from typing import List, Optional
+
+    from ..resolve import Decision
+
+#: the commands whose parsers this module defines (any other needs the other modules' too)
+OWN = ("check", "explain", "exec", "prepare", "validate", "join", "release", "gc", "pins", "policy")
+#: the shims' commands, parsed without argparse where the command line allows (quick_args)
+QUICK = ("validate", "prepare", "release")
+#: the collector's first threshold during a run: a run is short, and its passes over the objects
+#: of every module imported cost it 1-2 ms (Python's default: one pass per 700 objects)
+GC_THRESHOLD = 50_000
 
 
 def check_findings(policy, run_dir: bool = True) -> List[str]:
     """What `envsched check` finds, one line each (also `envsched doctor`'s first checks)."""
+    from .. import trees
+    from ..errors import EnvironmentBroken
+    from ..pin import run_dir_problem
+    from ..policy import meaning
+    from ..resolve import Decision
+    from ..service import usable_version
     found: List[str] = []
     for name in policy.names():
         env = policy.environments[name]
@@ -90,6 +98,8 @@ def _user_images_findings(policy) -> List[str]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from ..errors import PolicyError
+    from ..exitcodes import ExitCode
     try:
         policy = policy_from(args)
     except PolicyError as e:
@@ -105,6 +115,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    import json
+    from ..errors import EnvironmentBroken
+    from ..exitcodes import ExitCode
+    from ..plan import build_plan
+    from ..resolve import Refusal, resolve
+    from ..service import request_for, usable_version
+    from .common import describe_decision, format_steps
+    from .jobargs import job_context
     policy = policy_from(args)
     ctx = job_context(args)
     outcome = resolve(policy, request_for(policy, ctx))
@@ -151,6 +169,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def choose_version_quietly(policy, decision, user):
     """The version for `envsched explain` to show a plan of, even when it is not usable."""
+    from ..chosen import choose_version
+    from ..errors import EnvironmentBroken
     try:
         return choose_version(policy, decision, user)
     except EnvironmentBroken:
@@ -158,6 +178,12 @@ def choose_version_quietly(policy, decision, user):
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
+    from ..enter import enter_and_exec
+    from ..errors import UsageError
+    from ..exitcodes import ExitCode
+    from ..service import plan_for_job
+    from .common import split_command
+    from .jobargs import job_context, logged_failure, require_root
     require_root("envsched exec")
     command = split_command(args.command)
     if not command:
@@ -174,25 +200,63 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Submit-time check: silent and 0 when the request is fine, else the refusal on stderr."""
+    from ..exitcodes import ExitCode
+    from ..resolve import resolve
+    from ..service import request_for
+    from .jobargs import job_context
     policy = policy_from(args)
     ctx = job_context(args)
+    caching = args.submit_cache and args.identity_only and policy.site.decision_cache
+    if caching and ctx.read_user_file and not ctx.option and not ctx.chos_var:
+        # read here, once, so that a kept answer records the very ~/.chos it was made from
+        from ..records import replace
+        from ..userfile import read_user_file
+        ctx = replace(ctx, user_file=read_user_file(ctx.user, policy.site.user_file,
+                                                                policy.site.user_file_timeout))
+    out: List[str] = []
+    err: List[str] = []
+    code = _validate(args, policy, ctx, out, err)
+    for line in err:
+        say(line)
+    for line in out:
+        print(line)
+    if caching:
+        from .. import submitcache
+        uses_user_file = ctx.read_user_file and not ctx.option and not ctx.chos_var
+        outcome = resolve(policy, request_for(policy, ctx), identity_only=True) if code == ExitCode.OK else None
+        pinned = outcome.environment if outcome is not None and args.pin and policy.site.pin_at_submit \
+            and outcome.source in ("option", "CHOS variable") and not outcome.selector else None
+        inputs = submitcache.inputs_line(ctx.user.uid, args.request, args.chos_var, policy.source)
+        entry = submitcache.entry_lines(policy.source, inputs, ctx.user, ctx.user_file if uses_user_file else None,
+                                        pinned, code, out, [PREFIX + line for line in err])
+        if entry is not None:
+            submitcache.write(ctx.user, inputs, entry)
+    return code
+
+
+def _validate(args, policy, ctx, out: List[str], err: List[str]) -> int:
+    """cmd_validate's answer: its exit code, its stdout lines and its stderr lines (unprefixed)."""
+    from ..errors import EnvironmentBroken
+    from ..exitcodes import ExitCode
+    from ..resolve import Refusal, resolve
+    from ..service import request_for, usable_version
     outcome = resolve(policy, request_for(policy, ctx), identity_only=args.identity_only)
     if isinstance(outcome, Refusal):
-        say(outcome.message())
+        err.append(outcome.message())
         return ExitCode.REFUSED
     if outcome.environment is not None and not args.identity_only:
         # at submit time the tree may not be mounted on this host: it is checked on the node
         try:
             usable_version(policy, outcome, ctx.user)
         except EnvironmentBroken as e:
-            say(f"environment {outcome.name} is not usable on this host: {e.message}")
+            err.append(f"environment {outcome.name} is not usable on this host: {e.message}")
             return ExitCode.ENV_BROKEN
     if outcome.warning:
-        say("warning: " + outcome.warning)
+        err.append("warning: " + outcome.warning)
     if args.pin:
-        print(pinned_request(policy, outcome, ctx.user))
+        out.append(pinned_request(policy, outcome, ctx.user))
     elif args.print:
-        print(outcome.name)
+        out.append(outcome.name)
     return ExitCode.OK
 
 
@@ -202,6 +266,8 @@ def pinned_request(policy, decision: Decision, user) -> str:
     as it is when the job named an exact version already, when the decision did not come from the
     job itself (~/.chos and the defaults are decided on the node), or when this host does not
     know the version (no store, no stamp): then the node decides, as without pinning."""
+    from ..chosen import choose_version
+    from ..errors import EnvironmentBroken
     name = decision.name
     if decision.environment is None or decision.source not in ("option", "CHOS variable"):
         return name
@@ -223,15 +289,44 @@ def pinned_request(policy, decision: Decision, user) -> str:
 
 
 def cmd_import_chos(args: argparse.Namespace) -> int:
+    from ..exitcodes import ExitCode
     from ..policy.chos_import import import_chos
     sys.stdout.write(import_chos(args.file))
     return ExitCode.OK
 
 
-def build_parser(wanted: Optional[str] = None) -> argparse.ArgumentParser:
+# the commands of pin_cmds.py, imported when one runs
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from .pin_cmds import cmd_prepare
+    return cmd_prepare(args)
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    from .pin_cmds import cmd_join
+    return cmd_join(args)
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    from .pin_cmds import cmd_release
+    return cmd_release(args)
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from .pin_cmds import cmd_gc
+    return cmd_gc(args)
+
+
+def cmd_pins(args: argparse.Namespace) -> int:
+    from .pin_cmds import cmd_pins
+    return cmd_pins(args)
+
+
+def build_parser(wanted: Optional[str] = None, record: bool = False) -> argparse.ArgumentParser:
     """The command line's parser; with `wanted` (the subcommand named, command_named) only that
-    subcommand's (a shim's run pays for no other)."""
-    p = parser("envsched", "Site policy, decisions and environment entry for batch jobs.")
+    subcommand's (a shim's run pays for no other). `record`: against a common.Recorder, for
+    quick_args (`wanted` must be one of OWN)."""
+    from .jobargs import bind_arg, job_args
+    p = parser("envsched", "Site policy, decisions and environment entry for batch jobs.", record)
     real = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     sub = OneCommand(real, wanted)
 
@@ -245,7 +340,7 @@ def build_parser(wanted: Optional[str] = None) -> argparse.ArgumentParser:
 
     s = sub.add_parser("exec", help="root: resolve, enter, drop to the user, exec CMD")
     job_args(s)
-    s.add_argument("command", nargs=argparse.REMAINDER)
+    s.add_argument("command", nargs=REMAINDER)
     s.set_defaults(func=cmd_exec)
 
     s = sub.add_parser("prepare", help="root: build a view once and pin it under a key")
@@ -284,13 +379,16 @@ def build_parser(wanted: Optional[str] = None) -> argparse.ArgumentParser:
     s.add_argument("--identity-only", action="store_true",
                    help="submit time: ignore partition/account rules and the tree's state (both are "
                    "checked when the job starts)")
+    s.add_argument("--submit-cache", action="store_true",
+                   help="keep the answer in the user's ~/.cache/envsched/submit for the submit commands "
+                        "to give again without the resolver while nothing it read changed")
     s.set_defaults(func=cmd_validate)
 
     s = sub.add_parser("join", help="root: join a pinned view, drop to its user, exec CMD")
     s.add_argument("--key", required=True)
     s.add_argument("--user", help="must be the pin's user (default: the pin's user)")
     s.add_argument("--cwd")
-    s.add_argument("command", nargs=argparse.REMAINDER)
+    s.add_argument("command", nargs=REMAINDER)
     s.set_defaults(func=cmd_join)
 
     s = sub.add_parser("release", help="root: unpin a view and remove its pin")
@@ -310,7 +408,9 @@ def build_parser(wanted: Optional[str] = None) -> argparse.ArgumentParser:
     s = sub.add_parser("pins", help="list the pins on this node")
     s.set_defaults(func=cmd_pins)
 
-    metrics_cmd.add_parser(sub)
+    if wanted not in OWN:                               # (the others' commands are theirs to build)
+        from . import env_cmds, image_cmds, metrics_cmd, site_cmds
+        metrics_cmd.add_parser(sub)
 
     s = sub.add_parser("policy", help="policy tools")
     psub = s.add_subparsers(dest="policy_cmd", required=True, metavar="COMMAND")
@@ -318,9 +418,10 @@ def build_parser(wanted: Optional[str] = None) -> argparse.ArgumentParser:
     i.add_argument("file", nargs="?", default="/etc/chos")
     i.set_defaults(func=cmd_import_chos)
 
-    env_cmds.add_parsers(sub)
-    image_cmds.add_parsers(sub)
-    site_cmds.add_parsers(sub)
+    if wanted not in OWN:
+        env_cmds.add_parsers(sub)
+        image_cmds.add_parsers(sub)
+        site_cmds.add_parsers(sub)
     if wanted is not None and wanted not in real.choices:
         return build_parser(None)                       # argparse's message lists every choice
     policy_on_subcommands(real)
@@ -328,8 +429,20 @@ def build_parser(wanted: Optional[str] = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = build_parser(command_named(sys.argv[1:] if argv is None else argv))
-    return run_main(lambda a: a.func(a), p, argv)
+    import gc
+    threshold = gc.get_threshold()
+    gc.set_threshold(max(threshold[0], GC_THRESHOLD), *threshold[1:])
+    try:
+        line = sys.argv[1:] if argv is None else argv
+        wanted = command_named(line)
+        if wanted in QUICK:
+            args = quick_args(build_parser(wanted, record=True), line)
+            if args is not None:
+                return run_parsed(lambda a: a.func(a), args)
+        p = build_parser(wanted)
+        return run_main(lambda a: a.func(a), p, argv)
+    finally:
+        gc.set_threshold(*threshold)            # (for callers that live on: the plugins, tests)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,19 @@
 """Options and helpers shared by the `envsched` subcommands that act for a job."""
 from __future__ import annotations
 
-import argparse
-import contextlib
 import os
 import stat
-import syslog
-from typing import Iterator, Optional
 
-from .. import audit
 from ..errors import EnvschedError, NotPermitted
 from ..exitcodes import ExitCode
 from ..identity import lookup_user
 from ..policy.model import Mount
 from ..service import JobContext
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any, Optional
 
 MAX_LINKS = 40          # the kernel's limit on symbolic links in one lookup
 
@@ -115,21 +115,35 @@ def bind_arg(value: str) -> Mount:
     """--bind SRC[:DST[:ro|rw]] (shim configuration, root only)."""
     parts = value.split(":")
     if not 1 <= len(parts) <= 3 or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
-        raise argparse.ArgumentTypeError(f"expected SRC[:DST[:ro|rw]], got {value!r}")
+        from argparse import ArgumentTypeError
+        raise ArgumentTypeError(f"expected SRC[:DST[:ro|rw]], got {value!r}")
     src = parts[0]
     dst = parts[1] if len(parts) > 1 and parts[1] else src
     for p in (src, dst):
         if not p.startswith("/") or ".." in p.split("/") or p == "/":
-            raise argparse.ArgumentTypeError(f"not an absolute path below /: {p!r}")
+            from argparse import ArgumentTypeError
+            raise ArgumentTypeError(f"not an absolute path below /: {p!r}")
     return Mount(src, dst, writable=len(parts) == 3 and parts[2] == "rw", required=True)
 
 
-@contextlib.contextmanager
-def logged_failure(what: str, ctx: JobContext, env: str, key: Optional[str] = None) -> Iterator[None]:
-    """Failures while building or entering a view go to the admin log before the user's line."""
-    try:
-        yield
-    except EnvschedError as e:
-        audit.log("failed", syslog.LOG_ERR, job=ctx.job, user=ctx.user.name, env=env, key=key,
-                  step=what, code=int(e.code), reason=e.detail or e.message, scheduler=ctx.scheduler)
-        raise
+class logged_failure:
+    """Failures while building or entering a view go to the admin log before the user's line:
+
+        with logged_failure("prepare", ctx, env, key=key): ...
+
+    (a class, not contextlib's decorator: contextlib costs every resolver run its import)"""
+
+    def __init__(self, what: str, ctx: JobContext, env: str, key: Optional[str] = None) -> None:
+        self.what, self.ctx, self.env, self.key = what, ctx, env, key
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, e: Any, tb: Any) -> bool:
+        if isinstance(e, EnvschedError):
+            import syslog
+            from .. import audit
+            ctx = self.ctx
+            audit.log("failed", syslog.LOG_ERR, job=ctx.job, user=ctx.user.name, env=self.env, key=self.key,
+                      step=self.what, code=int(e.code), reason=e.detail or e.message, scheduler=ctx.scheduler)
+        return False                                    # raised on, as it was

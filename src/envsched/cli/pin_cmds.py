@@ -1,14 +1,11 @@
 """`envsched prepare | join | release | gc | pins`: one view per job, many tasks (root)."""
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import os
 import time
-from typing import List, Optional
 
-from .. import audit
+from .. import audit, records
 from ..errors import SetupError, UsageError
 from ..exitcodes import ExitCode
 from ..identity import lookup_user
@@ -18,6 +15,11 @@ from ..service import plan_for_job
 from ..shim import shim_lines
 from .common import policy_from, say, split_command
 from .jobargs import job_context, logged_failure, require_root
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from typing import List, Optional
 
 
 def _check_keys(*keys: Optional[str]) -> None:
@@ -40,7 +42,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if caching and ctx.read_user_file and not ctx.option and not ctx.chos_var:
         # read here, once, so that the cache entry records the very ~/.chos the decision used
         from ..userfile import read_user_file
-        ctx = dataclasses.replace(ctx, user_file=read_user_file(ctx.user, policy.site.user_file,
+        ctx = records.replace(ctx, user_file=read_user_file(ctx.user, policy.site.user_file,
                                                                 policy.site.user_file_timeout))
     decision, plan = plan_for_job(policy, ctx)
     if decision.warning and args.format != "shim":

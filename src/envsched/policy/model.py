@@ -1,8 +1,11 @@
 """The site policy as typed, validated data (built only by policy.schema)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from ..records import dataclass, field     # dataclasses, without their import cost (#13)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional, Tuple
 
 DEFAULT_DIRS: Tuple[str, ...] = ("bin", "etc", "lib", "lib32", "lib64", "libx32", "opt", "sbin", "usr")
 DEFAULT_SHARED: Tuple[str, ...] = ("/proc", "/dev", "/sys", "/tmp", "/var/tmp", "/home")

@@ -6,12 +6,8 @@ then the meaning (names, absolute paths, references to environments). Every prob
 """
 from __future__ import annotations
 
-import math
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
-
 from ..errors import PolicyError
 from ..names import LOCAL, NAME_RULE, is_digest, is_valid_name, show
-from .locate import line_of
 from .model import (
     DEFAULT_DIRS,
     DEFAULT_GPU_LIBRARIES,
@@ -33,10 +29,16 @@ from .model import (
     UserImages,
 )
 
-KeyPath = Tuple[object, ...]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+KeyPath = "Tuple[object, ...]"      # (a type, for annotations)
+INFINITY = float("inf")
 
 SITE_KEYS = {"default", "on_error", "user_file", "shared", "identity_files", "local_root",
-             "allow_local", "run_dir", "log_file", "user_file_timeout", "image_dir", "pin_at_submit", "image_hold", "view_hold", "decision_cache",
+             "allow_local", "run_dir", "log_file", "user_file_timeout", "image_dir", "pin_at_submit", "image_hold",
+             "view_hold", "decision_cache",
              "gpu_libraries", "gpu_search_dirs", "node_hook_timeout"}
 DEFAULTS_KEYS = {"groups", "partitions", "queues", "accounts"}
 ENV_KEYS = {"path", "kind", "description", "enabled", "dirs", "binds", "env", "allow_users",
@@ -66,6 +68,7 @@ class _Checker:
     def fail(self, path: KeyPath, problem: str, value: Any = None) -> PolicyError:
         key = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in path)
         key = key.replace(".[", "[")
+        from .locate import line_of             # (lazy: only a policy with a problem needs it)
         line = line_of(self.text, path) if self.text else None
         where = f"{self.source}:{line}" if line else self.source
         tail = f": {show(value, 60)}" if value is not None else ""
@@ -94,7 +97,7 @@ class _Checker:
 
     def number(self, data: Any, path: KeyPath, maximum: float) -> float:
         if (isinstance(data, bool) or not isinstance(data, (int, float))
-                or (isinstance(data, float) and not math.isfinite(data)) or data <= 0):
+                or (isinstance(data, float) and not -INFINITY < data < INFINITY) or data <= 0):
             raise self.fail(path, "must be a positive number", data)
         if data > maximum:                      # (a timeout past select()'s range would raise there)
             raise self.fail(path, f"must be at most {maximum:g}", data)

@@ -266,7 +266,8 @@ class SlurmAdapter(SchedulerAdapter):
                                resolver=resolver, run_dir=run_dir, log_file=log_file, binds=binds,
                                spool_dir=None if sbind is None else spool_dir, spool_bind=sbind,
                                munge_bind=mbind, extra_binds=extra,
-                               host_tools=host_tools, debug=options.debug)
+                               host_tools=host_tools, debug=options.debug,
+                               cache=1 if policy.site.decision_cache else 0)
         for line in text.splitlines():
             if len(line.encode()) > PLUGSTACK_LINE_MAX:
                 raise SiteConfigError(f"the plugstack.conf line is {len(line.encode())} bytes: "
