@@ -258,8 +258,10 @@ static int bind_view(const struct es_cache_job *job, const char *vid, char *why,
     int dfd = open(view, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (dfd < 0)
         return miss(why, whylen, "no shared view", vid);
-    if (flock(dfd, LOCK_EX | LOCK_NB) != 0) {
-        close(dfd);
+    struct stat held, here;
+    if (flock(dfd, LOCK_EX | LOCK_NB) != 0 || fstat(dfd, &held) != 0 || lstat(view, &here) != 0 ||
+        held.st_dev != here.st_dev || held.st_ino != here.st_ino) {
+        close(dfd);                                 /* busy, or let go of meanwhile */
         return miss(why, whylen, "shared view busy", vid);
     }
     /* 2. its mnt: a pinned mount namespace (nsfs), not an empty file a dead builder left */

@@ -100,7 +100,9 @@ static void release_idle_views(const char *run_dir)
         int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0)
             continue;
-        if (flock(fd, LOCK_EX | LOCK_NB) == 0 && idle_past_hold(dir)) {
+        struct stat held, here;
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &held) == 0 && lstat(dir, &here) == 0 &&
+            held.st_ino == here.st_ino && held.st_dev == here.st_dev && idle_past_hold(dir)) {
             let_go(dir);
             rmdir(dir);
         }

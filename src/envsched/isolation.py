@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import errno
 import os
+import signal      # at the top: the builder and the joiners use it after entering a view, where
+                   # the host's Python library is not there to import it from
 
 from . import linux
 from .errors import SetupError
@@ -33,8 +35,8 @@ if TYPE_CHECKING:
 
     from .identity import UserInfo
 
-# (signal and select are imported where they are used: a pin without isolation namespaces, which
-# most are, never needs them, and signal costs every resolver run ≈ 0.5 ms: #13)
+# (select is imported where it is used, on the host: a pin without isolation namespaces never
+# needs it)
 
 # what a joiner forwards to the job's first process in the namespace (the rest: process group
 # signals reach both, SIGKILL and SIGSTOP cannot be caught)
@@ -64,7 +66,6 @@ def serve_as_init() -> None:
     """The builder, pid 1 of the job's namespace, once the pin is made: nothing of the resolver's
     kept open (a shim reads the resolver's output until EOF), then reap until killed (release).
     Never returns."""
-    import signal
     try:
         os.setsid()
         os.closerange(0, 1 << 16)
@@ -186,7 +187,6 @@ def kill_init(record: str) -> None:
     (KILL_WAIT at most) until it has exited: the kernel has then killed every process of its
     namespace."""
     import select
-    import signal
     from .pin import process_start
     try:
         pid, start, _ = _parse_record(record)
@@ -257,7 +257,6 @@ def fork_into_namespace(user: "UserInfo") -> None:
         raise SetupError(INIT_GONE if e.errno == errno.ENOMEM
                          else f"cannot start the job in its process namespace: {e.strerror}") from None
     if pid == 0:
-        import signal
         linux.set_parent_death_signal(signal.SIGKILL)
         return
     from .identity import drop_privileges
@@ -266,7 +265,6 @@ def fork_into_namespace(user: "UserInfo") -> None:
 
 
 def _forward(pid: int, signum: int) -> None:
-    import signal
     try:
         os.kill(pid, signum)
     except ProcessLookupError:
@@ -283,7 +281,6 @@ def enter_in_process(spec: Dict[str, Any]) -> None:
     unshare_ipc_uts(spec)
     if not spec.get("pid"):
         return
-    import signal
     linux.unshare(linux.CLONE_NEWPID)
     init = os.fork()
     if init != 0:
@@ -299,7 +296,6 @@ def enter_in_process(spec: Dict[str, Any]) -> None:
 def _wait_forwarding(pid: int, reap_all: bool = False) -> None:
     """Forward signals to `pid`, wait for it (reaping any other child meanwhile when we are an
     init) and exit as it did. Never returns."""
-    import signal
     for name in FORWARDED:
         signal.signal(getattr(signal, name), lambda s, _f: _forward(pid, s))
     while True:

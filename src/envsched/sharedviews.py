@@ -87,26 +87,37 @@ class SharedViews:
     def _lock(self, vid: str, create: bool, block: bool = True) -> Optional[int]:
         """The view's directory, open and flock()ed (None: not there, or busy when not `block`)."""
         path = self.path(vid)
-        if create:
+        for _ in range(100):
+            if create:
+                try:
+                    os.mkdir(self.dir, 0o700)
+                except FileExistsError:
+                    pass
+                try:
+                    os.mkdir(path, 0o700)
+                    os.mkdir(os.path.join(path, "refs"), 0o700)
+                except FileExistsError:
+                    pass
             try:
-                os.mkdir(self.dir, 0o700)
-            except FileExistsError:
-                pass
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except (FileNotFoundError, NotADirectoryError):
+                if create:
+                    continue                            # let go of meanwhile: make it again
+                return None
             try:
-                os.mkdir(path, 0o700)
-                os.mkdir(os.path.join(path, "refs"), 0o700)
-            except FileExistsError:
-                pass
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
-        except BlockingIOError:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+            except BlockingIOError:
+                os.close(fd)
+                return None
+            # still the directory at `path`? (whoever held the lock may have let go of it: a
+            # failed build, an idle view) -- else its lock means nothing: again
+            st, here = os.fstat(fd), _lstat(path)
+            if here is not None and (here.st_dev, here.st_ino) == (st.st_dev, st.st_ino):
+                return fd
             os.close(fd)
-            return None
-        return fd
+            if not create:
+                return None
+        return None
 
     def attach(self, key_dir: str, plan: Plan, hold: float, build: Callable[[str], None]) -> str:
         """Bind the shared view of `plan` onto key_dir/mnt (building and pinning it first if the
@@ -226,6 +237,13 @@ class SharedViews:
             out.append({"view": vid, "environment": meta.get("environment"), "digest": meta.get("digest"),
                         "jobs": refs, "hold": _hold_of(path)})
         return out
+
+
+def _lstat(path: str) -> "Optional[os.stat_result]":
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
 
 
 def _pinned(mnt: str) -> bool:

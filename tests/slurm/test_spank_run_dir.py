@@ -31,9 +31,11 @@ def with_run_dir(site, run_dir: Path):
 def wait_empty(run_dir: Path, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        left = [p for p in run_dir.iterdir() if p.name != ".jobs"] if run_dir.exists() else []
-        jobs = run_dir / ".jobs"
-        left += list(jobs.iterdir()) if jobs.exists() else []
+        # the decision cache's entries stay (no mounts); shared views are let go with their last job
+        left = [p for p in run_dir.iterdir() if p.name not in (".jobs", ".views", ".decisions")] \
+            if run_dir.exists() else []
+        for below in (".jobs", ".views"):
+            left += list((run_dir / below).iterdir()) if (run_dir / below).exists() else []
         if not left:
             return
         time.sleep(0.2)
