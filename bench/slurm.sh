@@ -160,6 +160,7 @@ log_file = "$DIR/envsched.log"
 path = "$DIR/os/deb12"
 EOF
 chmod 0644 "$DIR/policy.toml"
+cp -p "$DIR/policy.toml" "$DIR/policy-cold.toml"       # the `cold` case's own copy (slurm_bench.py)
 echo "required $DIR/envsched_spank.so policy=$DIR/policy.toml resolver=$resolver" \
      "run_dir=$RUN bind=$DIR/spool bind=$DIR/munge" > "$DIR/plugstack.line"
 cp "$DIR/plugstack.line" "$DIR/plugstack.conf"
@@ -174,6 +175,7 @@ exit \$rc
 EOF
 chmod 0755 "$DIR/resolver-timed"
 sed "s|resolver=$resolver |resolver=$DIR/resolver-timed |" "$DIR/plugstack.line" > "$DIR/plugstack-timed.line"
+sed "s|policy=$DIR/policy.toml |policy=$DIR/policy-cold.toml |" "$DIR/plugstack.line" > "$DIR/plugstack-cold.line"
 chmod 0644 "$DIR/plugstack.conf"
 # job_epilog runs only if slurmd started with the plugin listed
 "$cluster_scripts/restart-slurmd.sh" "$DIR" >/dev/null
@@ -194,6 +196,7 @@ SLURM_CONF=$DIR/slurm.conf /usr/bin/python3 "$here/slurm_bench.py" all \
     --rounds "$ROUNDS" --task-rounds "$TASK_ROUNDS" --sbatch-rounds "$SBATCH_ROUNDS" \
     --direct-rounds "$DIRECT_ROUNDS" --warmup "$WARMUP" --seed "$SEED" --sections "$SECTIONS" \
     --timeline-line-file "$DIR/plugstack-timed.line" --timeline-rounds "$TIMELINE_ROUNDS" \
+    --cold-line-file "$DIR/plugstack-cold.line" --cold-policy "$DIR/policy-cold.toml" \
     --json "$out/slurm-$stamp.json" 2>&1 | tee -a "$result"
 status=${PIPESTATUS[0]}
 set -e

@@ -217,7 +217,11 @@ def section_jobs(ctx: Ctx, a) -> str:
         if n == 1:
             # the first job after a policy edit (every cache entry stale: the resolver runs at submit
             # and on the node, and writes the entries again), and the plugin with no cache at all
-            cases["cold"] = {"plugin": True, "argv": ["srun", f"--chos={A}", "true"], "n": n, "cold": True}
+            # (a copy of the policy, the plugin line naming it: touching it leaves the other cases'
+            # entries alone, as an edit of another site's policy would)
+            if a.cold_line_file:
+                cases["cold"] = {"plugin": Path(a.cold_line_file).read_text(), "argv": ["srun", f"--chos={A}", "true"],
+                                 "n": n, "cold": a.cold_policy}
             cases["nocache"] = {"plugin": ctx.line.rstrip("\n") + " cache=0\n",
                                 "argv": ["srun", f"--chos={A}", "true"], "n": n}
     for name, c in cases.items():
@@ -228,7 +232,7 @@ def section_jobs(ctx: Ctx, a) -> str:
     def launch(name, c):
         ctx.plugstack(c["plugin"])
         if c.get("cold"):
-            os.utime(a.policy)                  # edited: a new mtime and ctime
+            os.utime(c["cold"])                 # edited: a new mtime and ctime
         dt, p = ctx.timed(c["argv"])
         check_ok(ctx, name, p)
         return dt, ctx.settle()
@@ -438,6 +442,8 @@ def main() -> int:
     ap.add_argument("--pause", type=float, default=0.2)
     ap.add_argument("--tasks", default="1")
     ap.add_argument("--timeline-line-file")
+    ap.add_argument("--cold-line-file", help="the plugstack line of the `cold` case (its own policy copy)")
+    ap.add_argument("--cold-policy", help="that policy copy, touched before every `cold` launch")
     ap.add_argument("--timeline-rounds", type=int, default=10)
     ap.add_argument("--sections", default="jobs,tasks,steps,steptasks,sbatch,direct,timeline")
     ap.add_argument("--json", help="write raw results here")

@@ -160,6 +160,17 @@ def home(test_user: pwd.struct_passwd) -> Path:
     subprocess.run(["rm", "-rf", str(h / ".chos")], check=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def submit_answers_of_root_removed():
+    """Clients run as root (srun, sbatch, qsub) keep their submit-time answers in root's
+    ~/.cache/envsched (src/envsched/submitcache.py): removed again at the end if the session made it."""
+    cache = Path(pwd.getpwuid(os.getuid()).pw_dir) / ".cache" / "envsched"
+    existed = cache.exists()
+    yield
+    if not existed and cache.exists():
+        shutil.rmtree(cache)
+
+
 @pytest.fixture(autouse=True)
 def host_mounts_unchanged(request: pytest.FixtureRequest) -> None:
     """Every test: the host mount table is exactly the same afterwards, and no PID namespace init
