@@ -105,6 +105,52 @@ def _ancestors(path: str) -> List[str]:
         current = os.path.dirname(current)
 
 
+def common_lines(header: str, policy_source: str, inputs: str, user: UserInfo,
+                 user_file: Optional[UserFile]) -> Optional[List[str]]:
+    """The checks every entry starts with (this cache's and submitcache.py's): the inputs line, the
+    policy, the user, their groups and ~/.chos as it was read (None: not read, the request named
+    the environment); None when one of them cannot be written down (a tab or newline in a name,
+    ~/.chos unreadable: the resolver judges those every time)."""
+    policy = os.path.abspath(policy_source)
+    if any(c in inputs for c in "\n\r\0"):
+        return None
+    texts = [policy, user.name, user.home]
+    if user_file is not None:
+        texts += [user_file.path, user_file.value or ""]
+        if user_file.error is not None:
+            return None
+    if not _clean(*texts) or any(not _clean(g) or "," in g or ":" in g for g in user.groups):
+        return None
+    lines = [header, f"inputs\t{inputs}", _same("S", policy)]
+    lines += [_owner_or_absent(p) for p in [policy] + _ancestors(policy)]
+    lines.append(f"user\t{user.uid}\t{user.gid}\t{user.name}\t{user.home}")
+    pairs = sorted(set(zip(user.gids, user.groups)))
+    lines.append("groups\t" + ",".join(f"{gid}:{name}" for gid, name in pairs))
+    if user_file is None:
+        lines.append("userfile\t-\t-")
+    elif user_file.value is None:
+        lines.append(f"userfile\t{user_file.path}\tabsent")
+    else:
+        lines.append(f"userfile\t{user_file.path}\tvalue\t{user_file.value}")
+    return lines
+
+
+def write_whole(path: str, lines: Sequence[str]) -> None:
+    """`lines` into `path`, mode 0600, atomically: a reader sees the old file or the new one, whole."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
 def entry_lines(policy_source: str, inputs: str, user: UserInfo, user_file: Optional[UserFile],
                 decision: Decision, plan: Plan, view: Optional[str], shim: Sequence[str]) -> Optional[List[str]]:
     """The entry for this decision, or None when it must not be cached (see the module's list).
@@ -117,33 +163,17 @@ def entry_lines(policy_source: str, inputs: str, user: UserInfo, user_file: Opti
         return None
     if env is None and (plan.mount_ops or view is not None):
         return None
-    policy = os.path.abspath(policy_source)
-    if any(c in inputs for c in "\n\r\0"):
+    if not _clean(decision.name, decision.source, plan.source, *shim):
         return None
-    texts = [policy, user.name, user.home, decision.name, decision.source, plan.source] + list(shim)
-    if user_file is not None:
-        texts += [user_file.path, user_file.value or ""]
-        if user_file.error is not None:
-            return None
-    if not _clean(*texts) or any(not _clean(g) or "," in g or ":" in g for g in user.groups):
+    lines = common_lines(HEADER, policy_source, inputs, user, user_file)
+    if lines is None:
         return None
-    lines = [HEADER, f"inputs\t{inputs}", _same("S", policy)]
-    lines += [_owner_or_absent(p) for p in [policy] + _ancestors(policy)]
     if env is not None:
         from .versions import stamps_dir
         stamps = stamps_dir(policy_source)
         lines.append(_same("S", plan.source))
         lines += [_owner_or_absent(os.path.join(plan.source, d)) for d in env.dirs]
         lines += [_same_or_absent(stamps), _same_or_absent(os.path.join(stamps, f"{env.name}.json"))]
-    lines.append(f"user\t{user.uid}\t{user.gid}\t{user.name}\t{user.home}")
-    pairs = sorted(set(zip(user.gids, user.groups)))
-    lines.append("groups\t" + ",".join(f"{gid}:{name}" for gid, name in pairs))
-    if user_file is None:
-        lines.append("userfile\t-\t-")
-    elif user_file.value is None:
-        lines.append(f"userfile\t{user_file.path}\tabsent")
-    else:
-        lines.append(f"userfile\t{user_file.path}\tvalue\t{user_file.value}")
     lines.append(f"view\t{view or '-'}")
     lines.append(f"env\t{decision.name}\t{decision.source}\t{plan.digest or '-'}")
     lines.append("plan\t" + json.dumps(json.loads(plan.to_json()), separators=(",", ":")))
@@ -168,19 +198,7 @@ class DecisionCache:
         st = os.lstat(self.dir)
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o077:
             return                                      # not ours alone: no cache (es_cache.c agrees)
-        final = self.path(inputs)
-        tmp = f"{final}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write("\n".join(lines) + "\n")
-            os.rename(tmp, final)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        write_whole(self.path(inputs), lines)
 
     def forget(self, inputs: str) -> None:
         try:

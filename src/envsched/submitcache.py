@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 
-from .decisioncache import _ancestors, _clean, _owner_or_absent, _same, _same_or_absent, fnv1a64
+from .decisioncache import _clean, _same, _same_or_absent, common_lines, fnv1a64, write_whole
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,18 +48,11 @@ def entry_lines(policy_source: str, inputs: str, user: UserInfo, user_file: Opti
     """The entry, or None when the answer must not be kept (an input C cannot check).
     `pinned_tree`: the environment whose current version the answer names (or could name: a new
     stamp changes it), whose stamps and tree are inputs too."""
-    if any(c in inputs for c in "\n\r\0") or len(out) > 1:
+    if len(out) > 1 or not _clean(*out, *err):
         return None
-    policy = os.path.abspath(policy_source)
-    texts = [policy, user.name, user.home] + list(out) + list(err)
-    if user_file is not None:
-        if user_file.error is not None:
-            return None
-        texts += [user_file.path, user_file.value or ""]
-    if not _clean(*texts) or any(not _clean(g) or "," in g or ":" in g for g in user.groups):
+    lines = common_lines(HEADER, policy_source, inputs, user, user_file)
+    if lines is None:
         return None
-    lines = [HEADER, f"inputs\t{inputs}", _same("S", policy)]
-    lines += [_owner_or_absent(p) for p in [policy] + _ancestors(policy)]
     if pinned_tree is not None:
         from .versions import stamps_dir
         env = pinned_tree
@@ -71,14 +64,6 @@ def entry_lines(policy_source: str, inputs: str, user: UserInfo, user_file: Opti
             lines.append(_same("S", env.path))
         except OSError:
             lines.append(f"absent\t{env.path}")
-    lines.append(f"user\t{user.uid}\t{user.gid}\t{user.name}\t{user.home}")
-    lines.append("groups\t" + ",".join(f"{g}:{n}" for g, n in sorted(set(zip(user.gids, user.groups)))))
-    if user_file is None:
-        lines.append("userfile\t-\t-")
-    elif user_file.value is None:
-        lines.append(f"userfile\t{user_file.path}\tabsent")
-    else:
-        lines.append(f"userfile\t{user_file.path}\tvalue\t{user_file.value}")
     lines.append(f"exit\t{int(code)}")
     lines += [f"out\t{line}" for line in out]
     lines += [f"err\t{line}" for line in err]
@@ -97,18 +82,6 @@ def write(user: UserInfo, inputs: str, lines: Sequence[str]) -> None:
         st = os.lstat(directory)
         if st.st_uid != user.uid or st.st_mode & 0o077:
             return
-        final = os.path.join(directory, fnv1a64(inputs))
-        tmp = f"{final}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write("\n".join(lines) + "\n")
-            os.rename(tmp, final)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_whole(os.path.join(directory, fnv1a64(inputs)), lines)
     except OSError:
         return

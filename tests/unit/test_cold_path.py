@@ -9,11 +9,8 @@ import enum
 import os
 import pickle
 import random
-import secrets
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import pytest
@@ -196,21 +193,6 @@ def test_is_valid_name_answers_as_name_re():
 
 
 # -- what a shim's validate imports ------------------------------------------------------------
-@pytest.fixture
-def trusted_dir(tmp_path):
-    """A directory root trusts a policy in (as root, /tmp is rightly not trusted)."""
-    if os.geteuid() != 0:
-        yield tmp_path
-        return
-    base = Path(f"/run/envsched-test-cold-{secrets.token_hex(6)}")
-    base.mkdir(mode=0o755)
-    os.chmod(base, 0o755)
-    try:
-        yield base
-    finally:
-        shutil.rmtree(base)
-
-
 def test_validate_imports_none_of_the_heavy_modules(trusted_dir):
     policy = trusted_dir / "policy.toml"
     policy.write_text('[site]\ndefault = "local"\n[environments.deb12]\npath = "/os/deb12"\n')

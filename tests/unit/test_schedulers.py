@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import stat
 import sys
@@ -376,21 +375,6 @@ def test_plan_diff_backup_and_atomic_write(tmp_path):
     assert install.backup_path(str(conf), 0).endswith(".2")            # never over an earlier backup
     with pytest.raises(SiteConfigError, match="does not exist: install the plugin"):
         install.plan([InstallTarget(str(tmp_path / "no" / "f"), "", 0o644, "x")], "uge", trusted_dirs=False)
-
-
-@pytest.fixture
-def trusted_dir(tmp_path):
-    """A directory root trusts a policy in (as root, /tmp is rightly not trusted)."""
-    if os.geteuid() != 0:
-        yield tmp_path
-        return
-    base = Path(f"/run/envsched-test-schedulers-{secrets.token_hex(6)}")
-    base.mkdir(mode=0o755)
-    os.chmod(base, 0o755)
-    try:
-        yield base
-    finally:
-        shutil.rmtree(base)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="install writes root's files")

@@ -10,7 +10,6 @@ import configparser
 import fnmatch
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import sys
@@ -240,21 +239,6 @@ def test_unknown_scheduler_is_refused_by_argparse(capsys):
 def _subparser(p: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
     action = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
     return action.choices[name]
-
-
-@pytest.fixture
-def trusted_dir(tmp_path):
-    """A directory root trusts a policy in (as root, /tmp is rightly not trusted)."""
-    if os.geteuid() != 0:
-        yield tmp_path
-        return
-    base = Path(f"/run/envsched-test-siteconfig-{secrets.token_hex(6)}")
-    base.mkdir(mode=0o755)
-    os.chmod(base, 0o755)
-    try:
-        yield base
-    finally:
-        shutil.rmtree(base)
 
 
 def test_command_prints_the_config(trusted_dir, capsys):
