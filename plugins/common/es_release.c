@@ -83,8 +83,10 @@ static int idle_past_hold(const char *dir)
     return difftime(time(NULL), st.st_mtime) >= hold;
 }
 
-/* Every shared view no job uses and none used for its hold: let go (busy ones: next time). */
-static void release_idle_views(const char *run_dir)
+/* Every shared view no job uses and none used for its hold: let go. A view busy (joined, built or
+ * let go of by another) is left for next time, except `mine`, the one this release just dropped a
+ * reference to, whose lock is waited for: two jobs' epilogs at once must not both leave it. */
+static void release_idle_views(const char *run_dir, const char *mine)
 {
     char views[PATH_MAX], dir[PATH_MAX + 64];
 
@@ -101,7 +103,8 @@ static void release_idle_views(const char *run_dir)
         if (fd < 0)
             continue;
         struct stat held, here;
-        if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &held) == 0 && lstat(dir, &here) == 0 &&
+        int wait = mine[0] && strcmp(e->d_name, mine) == 0;
+        if (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) == 0 && fstat(fd, &held) == 0 && lstat(dir, &here) == 0 &&
             held.st_ino == here.st_ino && held.st_dev == here.st_dev && idle_past_hold(dir)) {
             let_go(dir);
             rmdir(dir);
@@ -193,7 +196,7 @@ int es_release_pin(const char *run_dir, const char *key, char *why, size_t whyle
         snprintf(path, sizeof path, "%s/.views/%s/refs/%s", run_dir, vid, key);
         unlink(path);
     }
-    release_idle_views(run_dir);
+    release_idle_views(run_dir, vid);
     return ES_RELEASED;
 }
 

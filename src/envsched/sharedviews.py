@@ -159,12 +159,15 @@ class SharedViews:
                 os.unlink(os.path.join(self.path(vid), "refs", key))
             except FileNotFoundError:
                 pass
-        return self.release_idle()
+        return self.release_idle(mine=vid)
 
-    def release_idle(self, hold: Optional[float] = None, dangling: bool = False) -> List[str]:
+    def release_idle(self, hold: Optional[float] = None, dangling: bool = False,
+                     mine: Optional[str] = None) -> List[str]:
         """Let go of every view no job uses and none used for its hold (`hold` overrides it: 0, every
         idle one); `dangling`: first drop the references of job pins that are gone (gc). A view
-        busy (locked by a join or a build) is left for the next time."""
+        busy (locked by a join or a build) is left for the next time, except `mine` (the view a
+        release just dropped a reference to), whose lock is waited for: two jobs released at once
+        must not both leave it (es_release.c does the same)."""
         out = []
         try:
             names = sorted(n for n in os.listdir(self.dir) if _is_view_id(n))
@@ -172,7 +175,7 @@ class SharedViews:
             return out
         now = time.time()
         for vid in names:
-            fd = self._lock(vid, create=False, block=False)
+            fd = self._lock(vid, create=False, block=vid == mine)
             if fd is None:
                 continue
             try:
