@@ -255,11 +255,13 @@ def site(slurm_cluster, slurm_user):
     deadline = time.monotonic() + 60
     while slurm_cluster.run(["squeue", "-h"]).stdout.strip() and time.monotonic() < deadline:
         time.sleep(0.3)
-    site.settle()
-    slurm_cluster.write_plugstack("")
-    if run_dir.exists():
-        unmount_below(str(run_dir))           # image holders (run_dir/.images), if a test left one
-        shutil.rmtree(run_dir)
+    try:
+        site.settle()
+    finally:                                  # a failed settle must not leave mounts behind
+        slurm_cluster.write_plugstack("")
+        if run_dir.exists():
+            unmount_below(str(run_dir))       # image holders (run_dir/.images), shared views left
+            shutil.rmtree(run_dir)
 
 
 @pytest.fixture
