@@ -155,14 +155,20 @@ static int read_user_file(const char *path, const struct es_user *u, int switch_
         _exit(3);
     if (fd < 0)
         return rc;
-    if (got < 0 || got > USER_FILE_MAX)
+    return got < 0 ? -1 : es_user_file_value(data, (size_t)got, value, cap);
+}
+
+int es_user_file_value(const unsigned char *data, size_t got, char *value, size_t cap)
+{
+    if (got > USER_FILE_MAX)
         return -1;
     size_t end = 0, start = 0;
-    while (end < (size_t)got && data[end] != '\n')
+    while (end < got && data[end] != '\n')
         end++;
-    while (start < end && strchr(" \t\r", data[start]))
+    /* Python's strip(b" \t\r"): never a NUL (strchr would find the string's own terminator) */
+    while (start < end && data[start] != '\0' && strchr(" \t\r", data[start]))
         start++;
-    while (end > start && strchr(" \t\r", data[end - 1]))
+    while (end > start && data[end - 1] != '\0' && strchr(" \t\r", data[end - 1]))
         end--;
     if (end - start >= cap)
         return -1;
@@ -376,7 +382,7 @@ int es_entry_check(char *text, const struct es_check *c, char *why, size_t whyle
 {
     struct stat st;
     char *save = NULL;
-    int lineno = 0;
+    int lineno = 0, seen_inputs = 0, seen_user = 0;
 
     for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         char *f[12];
@@ -389,10 +395,11 @@ int es_entry_check(char *text, const struct es_check *c, char *why, size_t whyle
         if (strncmp(line, "inputs\t", 7) == 0) {
             if (strcmp(line + 7, c->inputs) != 0)       /* whole: the shim's fields hold tabs */
                 return miss(why, whylen, "other inputs", "");
+            seen_inputs = 1;
             continue;
         }
-        if (strcmp(line, "end") == 0)
-            return ES_CACHE_HIT;
+        if (strcmp(line, "end") == 0)                   /* never without its inputs and its user */
+            return seen_inputs && seen_user ? ES_CACHE_HIT : miss(why, whylen, "entry incomplete", "");
         static const char *const kinds[] = {"same\t", "owner\t", "absent\t", "user\t", "groups\t", "userfile\t", NULL};
         int check = 0;
         for (int i = 0; kinds[i] && !check; i++)
@@ -421,6 +428,7 @@ int es_entry_check(char *text, const struct es_check *c, char *why, size_t whyle
             if (n != 5 || strcmp(f[1], uid) || strcmp(f[2], gid) || strcmp(f[3], c->u->name) ||
                 strcmp(f[4], c->u->home))
                 return miss(why, whylen, "user changed", c->u->name);
+            seen_user = 1;
         } else if (strcmp(f[0], "groups") == 0) {
             if (n != 2 || strcmp(f[1], c->u->groups) != 0)
                 return miss(why, whylen, "groups changed", c->u->name);

@@ -70,6 +70,12 @@ int es_entry_check(char *text, const struct es_check *c, char *why, size_t whyle
 /* An entry file that is owner's alone (a regular file, mode 0600, one link): its text or -1. */
 ssize_t es_entry_read(const char *path, uid_t owner, char *text, size_t cap);
 
+/* ~/.chos's bytes (at most 256) to its value as userfile.py's parse_user_file gives it: the first
+ * line, spaces, tabs and CRs stripped, plain ASCII; 0 and the value, or -1 (too long, not ASCII, a
+ * NUL: then the resolver reads it and judges). Never a value Python would not give
+ * (tests/fuzz/test_fuzz_python.py::test_userfile_same_in_c compares them). */
+int es_user_file_value(const unsigned char *data, size_t len, char *value, size_t cap);
+
 /* FNV-1a 64 of text, as 16 hex digits: the entry's file name (decisioncache.fnv1a64). */
 void es_cache_name(const char *text, char out[17]);
 

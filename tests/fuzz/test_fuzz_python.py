@@ -352,6 +352,51 @@ def test_userfile_content(data: bytes, examples) -> None:
     assert decode_report(uf.path, json.dumps(uf.__dict__).encode()) == uf
 
 
+USER_FILE_DRIVER = r"""
+#include <stdio.h>
+#include "es_cache.h"
+int main(void)
+{
+    unsigned char data[4096];
+    char value[512];
+    size_t len = fread(data, 1, sizeof data, stdin);
+    if (es_user_file_value(data, len, value, sizeof value) != 0)
+        return 3;
+    fputs(value, stdout);
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def user_file_in_c(tmp_path_factory) -> Path:
+    """plugins/common/es_cache.c's ~/.chos parser (es_user_file_value) behind a small driver."""
+    top = Path(__file__).resolve().parents[2] / "plugins" / "common"
+    out = tmp_path_factory.mktemp("userfile-c")
+    (out / "driver.c").write_text(USER_FILE_DRIVER)
+    import subprocess
+    subprocess.run(["cc", "-O1", "-D_GNU_SOURCE", f"-I{top}", "-o", str(out / "driver"), str(out / "driver.c"),
+                    str(top / "es_cache.c"), str(top / "es_release.c")], check=True)
+    return out / "driver"
+
+
+@fuzz()
+@given(data=st.binary(max_size=MAX_BYTES + 20)
+       | st.sampled_from([b"deb12\n", b" sl6 \r\nx", b"\xff\n", b"\n\n", b"\0deb12\n", b"deb12\0", b"\t\r\n"]))
+def test_userfile_same_in_c(data: bytes, user_file_in_c: Path, examples) -> None:
+    """The decision cache's C reader of ~/.chos never finds a value the resolver would not: where C
+    gives one, Python gives the same (C may give none where Python does: a miss, the resolver)."""
+    import subprocess
+    examples.hit()
+    r = subprocess.run([str(user_file_in_c)], input=data, capture_output=True)
+    uf = parse_user_file("/home/alice/.chos", data)
+    assert r.returncode in (0, 3), r
+    if r.returncode == 0:
+        assert uf.value is not None and r.stdout.decode("ascii") == uf.value, (data, r.stdout, uf)
+    elif uf.value is not None:
+        assert "\0" in uf.value, (data, uf)                  # the one case C leaves to the resolver
+
+
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | any_text | hostile,
                            lambda kids: st.lists(kids, max_size=3) | st.dictionaries(any_text, kids, max_size=3),
                            max_leaves=8)
