@@ -49,6 +49,9 @@ def test_jobs_share_one_view_kept_after_the_last_until_collected(site_dir, envsc
     r = envsched_cmd("--policy", str(policy), "join", "--key", "sv-b", "--cwd", str(home), "--",
                      "head", "-1", "/etc/os-release")
     assert r.returncode == 0 and r.stdout.strip() == 'PRETTY_NAME="debian 13 (mini)"', r.stderr
+    r = envsched_cmd("--policy", str(policy), "pins", "--views")
+    assert r.returncode == 0 and [json.loads(line) for line in r.stdout.splitlines()] == [
+        {"view": vid, "environment": "deb13", "digest": "", "jobs": ["sv-a", "sv-b"], "hold": 600.0}], r.stdout
     release(envsched_cmd, policy, "sv-a")
     assert views(site_dir) == {vid: ["sv-b"]}
     release(envsched_cmd, policy, "sv-b")

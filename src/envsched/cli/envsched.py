@@ -406,6 +406,8 @@ def build_parser(wanted: Optional[str] = None, record: bool = False) -> argparse
     s.set_defaults(func=cmd_gc)
 
     s = sub.add_parser("pins", help="list the pins on this node")
+    s.add_argument("--views", action="store_true",
+                   help="list the shared views instead (environment, digest, the jobs using each, its hold)")
     s.set_defaults(func=cmd_pins)
 
     if wanted not in OWN:                               # (the others' commands are theirs to build)

@@ -185,6 +185,11 @@ def cmd_gc(args: argparse.Namespace) -> int:
 def cmd_pins(args: argparse.Namespace) -> int:
     require_root("envsched pins")
     policy = policy_from(args)
-    for entry in PinStore(policy.site.run_dir).list():
+    if args.views:
+        from ..sharedviews import SharedViews
+        entries = SharedViews(policy.site.run_dir).list()
+    else:
+        entries = PinStore(policy.site.run_dir).list()
+    for entry in entries:
         print(json.dumps(entry))
     return ExitCode.OK
