@@ -35,9 +35,12 @@ resolver runs, decides anew and writes the entry again):
   shim    LINE                     the shim's protocol lines (shim.py) after `reused`, in order
   end
 
-What is never cached (the resolver decides every time): a fallback (on_error = "default"), an
-image (the store's records), a user's own image, GPUs or devices (the node's devices), isolation
-namespaces, node hooks and writable layers (no shared view). A policy edit is a miss for every
+An image from the admins' store records the store's directories, NAME's version list, the
+version's record and its blob: an import, a removal, `image verify` or a tampered blob is a miss.
+
+What is never cached (the resolver decides every time): a fallback (on_error = "default"), a
+user's own image, GPUs or devices (the node's devices), isolation namespaces, node hooks and
+writable layers (no shared view). A policy edit is a miss for every
 entry at once (its `same` line), and `envsched gc` removes the entries of other policy versions.
 """
 from __future__ import annotations
@@ -152,14 +155,16 @@ def write_whole(path: str, lines: Sequence[str]) -> None:
 
 
 def entry_lines(policy_source: str, inputs: str, user: UserInfo, user_file: Optional[UserFile],
-                decision: Decision, plan: Plan, view: Optional[str], shim: Sequence[str]) -> Optional[List[str]]:
+                decision: Decision, plan: Plan, view: Optional[str], shim: Sequence[str],
+                image_dir: str = "") -> Optional[List[str]]:
     """The entry for this decision, or None when it must not be cached (see the module's list).
-    Reads what it records now, after the decision: a change in between is a miss, never a wrong hit."""
+    Reads what it records now, after the decision: a change in between is a miss, never a wrong hit.
+    `image_dir`: the admins' image store (site.image_dir), for an image's records."""
     env = decision.environment
     if decision.warning or decision.source is None:
         return None
-    if env is not None and (env.kind != "tree" or env.image or env.gpus or env.devices or env.host_devices
-                            or view is None):
+    if env is not None and (env.gpus or env.devices or env.host_devices or view is None or env.kind == "user-image"
+                            or (env.kind != "tree" and not env.image) or (env.image and not plan.digest)):
         return None
     if env is None and (plan.mount_ops or view is not None):
         return None
@@ -168,7 +173,9 @@ def entry_lines(policy_source: str, inputs: str, user: UserInfo, user_file: Opti
     lines = common_lines(HEADER, policy_source, inputs, user, user_file)
     if lines is None:
         return None
-    if env is not None:
+    if env is not None and env.image:
+        lines += _image_lines(image_dir, env.image.partition("@")[0], plan)
+    elif env is not None:
         from .versions import stamps_dir
         stamps = stamps_dir(policy_source)
         lines.append(_same("S", plan.source))
@@ -179,6 +186,19 @@ def entry_lines(policy_source: str, inputs: str, user: UserInfo, user_file: Opti
     lines.append("plan\t" + json.dumps(json.loads(plan.to_json()), separators=(",", ":")))
     lines += [f"shim\t{line}" for line in shim]
     lines.append("end")
+    return lines
+
+
+def _image_lines(image_dir: str, name: str, plan: Plan) -> List[str]:
+    """What chosen.py read of the image store for this version (images/store.py: lookup and
+    check_unchanged): the store's directories (owners and modes), NAME's version list, the
+    version's record and its blob, all unchanged."""
+    from .images.store import ImageStore
+    store = ImageStore(image_dir)
+    top = os.path.abspath(image_dir)
+    lines = [_owner_or_absent(p) for p in [top] + _ancestors(top)]
+    lines += [_owner_or_absent(os.path.join(top, sub)) for sub in ImageStore._SUBDIRS]
+    lines += [_same("L", store.names_path(name)), _same("L", store.meta_path(plan.digest)), _same("S", plan.source)]
     return lines
 
 

@@ -179,3 +179,45 @@ def test_a_users_own_image_through_the_plugin(site, slurm_user, home, images):
                          stdout=subprocess.DEVNULL).returncode == 0:
         assert time.monotonic() < deadline, "squashfuse outlived the job"
         time.sleep(0.1)
+
+
+def test_a_warm_image_job_is_decided_by_the_cache_until_the_store_changes(site, slurm_user, home, images):
+    """With the view kept warm, the second job of the current image starts from the decision cache;
+    the store's state is an input: a blob made group-writable is refused on the very next job, and
+    a record rewritten (`image verify`) makes the resolver decide again."""
+    original = site.policy.read_text()
+    assert "\nview_hold = 0\n" in original
+    site.policy.write_text(original.replace("\nview_hold = 0\n", "\nview_hold = 600\n", 1))
+    log = site.cluster.dir / "envsched.log"
+
+    def job():
+        r = site.cluster.srun("--chos=ci", "sh", "-c", 'echo "JOB=$SLURM_JOB_ID"; echo "CHOS_DIGEST=$CHOS_DIGEST"',
+                              user=slurm_user.pw_name)
+        seen = lines(r.stdout)
+        cached = any(line.endswith("by=cache") and f"event=decided job={seen.get('JOB')}.0 " in line
+                     for line in log.read_text().splitlines())
+        return r, seen, cached
+
+    blob = images["store"] / "blobs" / "sha256" / (images["v2"].split(":")[1] + ".sqfs")
+    try:
+        job()
+        r, seen, cached = job()
+        assert r.returncode == 0 and seen["CHOS_DIGEST"] == images["v2"] and cached, r.stderr
+        mode = blob.stat().st_mode & 0o7777
+        blob.chmod(mode | 0o020)
+        try:
+            r, seen, cached = job()
+            assert r.returncode == 69 and "CHOS_DIGEST" not in seen and not cached, (r.stdout, r.stderr)
+        finally:
+            blob.chmod(mode)
+        images["envsched"]("image", "verify", "ci")
+        r, seen, cached = job()
+        assert r.returncode == 0 and seen["CHOS_DIGEST"] == images["v2"] and not cached, r.stderr
+        assert job()[2]
+    finally:
+        site.policy.write_text(original)
+        deadline = time.monotonic() + 20
+        while [p for p in site.leftovers() if not p.startswith(".views/")] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        r = run_tool("envsched", ["--policy", str(site.policy), "gc", "--idle-views"])
+        assert r.returncode == 0, r.stderr

@@ -109,7 +109,8 @@ def _cache_decision(policy, inputs: str, ctx, decision, plan, key: Optional[str]
             return                                      # the job's own view: nothing to share
     tail = lines[next(i for i, line in enumerate(lines) if line.startswith("uid ")):]
     user_file = ctx.user_file if not ctx.option and not ctx.chos_var else None
-    entry = entry_lines(policy.source, inputs, ctx.user, user_file, decision, plan, view, tail)
+    entry = entry_lines(policy.source, inputs, ctx.user, user_file, decision, plan, view, tail,
+                        image_dir=policy.site.image_dir)
     cache = DecisionCache(policy.site.run_dir)
     if entry is None:
         cache.forget(inputs)
