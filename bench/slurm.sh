@@ -113,6 +113,8 @@ cleanup() {
             rm -rf "$RUN"
         fi
     fi
+    # the clients ran as root: their submit-time answers for this cluster's policies (submitcache.py)
+    grep -lsF "policy=$DIR/" "$HOME"/.cache/envsched/submit/* 2>/dev/null | xargs -r rm -f
     if [ -d "$DIR" ]; then
         m=$(under "$DIR")
         if [ -n "$m" ]; then
