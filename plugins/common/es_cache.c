@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -26,6 +25,7 @@
 #include <sched.h>
 
 #include "es_cache.h"
+#include "es_join.h"
 #include "es_release.h"
 
 #define HEADER "envsched-decision 1"
@@ -226,31 +226,6 @@ static void json_str(char *out, size_t cap, const char *text)
     out[len] = '\0';
 }
 
-/* pin.py process_start: field 22 of /proc/PID/stat, -1 if gone */
-static long long process_start(pid_t pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    ssize_t got = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (got <= 0)
-        return -1;
-    buf[got] = '\0';
-    char *p = strrchr(buf, ')');
-    if (p == NULL)
-        return -1;
-    p += 2;
-    for (int i = 0; i < 19 && p; i++) {
-        p = strchr(p, ' ');
-        if (p)
-            p++;
-    }
-    return p ? strtoll(p, NULL, 10) : -1;
-}
-
 /* Bind the shared view `vid` onto run_dir/key/mnt and count the job in (sharedviews.attach without
  * the build: a view that is not pinned, or busy being built or let go, is a miss). */
 static int bind_view(const struct es_cache_job *job, const char *vid, char *why, size_t whylen)
@@ -261,15 +236,9 @@ static int bind_view(const struct es_cache_job *job, const char *vid, char *why,
 
     /* 1. the view's directory, locked against a release or a build (never waited for) */
     snprintf(view, sizeof view, "%s/.views/%s", job->run_dir, vid);
-    int dfd = open(view, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (dfd < 0)
-        return miss(why, whylen, "no shared view", vid);
-    struct stat held, here;
-    if (flock(dfd, LOCK_EX | LOCK_NB) != 0 || fstat(dfd, &held) != 0 || lstat(view, &here) != 0 ||
-        held.st_dev != here.st_dev || held.st_ino != here.st_ino) {
-        close(dfd);                                 /* busy, or let go of meanwhile */
-        return miss(why, whylen, "shared view busy", vid);
-    }
+    int dfd = es_view_lock(view, 0);
+    if (dfd < 0)                                    /* none, busy, or let go of meanwhile */
+        return miss(why, whylen, "no shared view to join now", vid);
     /* 2. its mnt: a pinned mount namespace (nsfs), not an empty file a dead builder left */
     snprintf(path, sizeof path, "%s/mnt", view);
     int nfd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -347,12 +316,10 @@ static int write_pin(const struct es_cache_job *job, const struct es_user *u, co
     json_str(env, sizeof env, hit->env);
     json_str(user, sizeof user, u->name);
     json_str(digest, sizeof digest, strcmp(hit->digest, "-") == 0 ? "" : hit->digest);
-    long long start = process_start(job->owner);
-    char start_text[32];
-    if (start < 0)
-        snprintf(start_text, sizeof start_text, "null");
-    else
-        snprintf(start_text, sizeof start_text, "%lld", start);
+    unsigned long long start = es_start_time(job->owner);
+    char start_text[32] = "null";                  /* gone: a stale pin at once (gc) */
+    if (start)
+        snprintf(start_text, sizeof start_text, "%llu", start);
     snprintf(text, sizeof text,
              "{\"key\": %s, \"environment\": %s, \"user\": %s, \"uid\": %u, \"owner_pid\": %d, "
              "\"owner_start\": %s, \"created\": %lld.%06ld, \"digest\": %s, \"userns\": false}",
@@ -525,7 +492,7 @@ static int apply(const struct es_cache_job *job, const struct es_user *u, struct
     /* 3. the view bound onto the job's own pin (none for the host OS), the shim's lines for it */
     int local = strcmp(hit->view, "-") == 0;
     if (!local) {
-        if (strspn(hit->view, "0123456789abcdef") != 32 || hit->view[32])
+        if (!es_is_view_id(hit->view))
             return miss(why, whylen, "entry malformed", "view");
         int rc = bind_view(job, hit->view, why, whylen);
         if (rc != ES_CACHE_HIT)

@@ -127,8 +127,7 @@ static int drop(uid_t uid, gid_t gid, char *err, size_t errlen)
     return 0;
 }
 
-/* The start time (clock ticks since boot) of process `pid`, 0 if it is gone or a zombie. */
-static unsigned long long start_time(int pid)
+unsigned long long es_start_time(int pid)
 {
     char path[64], stat[1024];
     unsigned long long start = 0;
@@ -173,7 +172,7 @@ int es_open_init(int pin_dirfd, int *flags, char *err, size_t errlen)
                   : strcmp(name, "uts") == 0 ? CLONE_NEWUTS : 0;
     /* the pidfd first, then the start time: the descriptor holds the very process we checked */
     fd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (fd < 0 || start_time(pid) != start) {
+    if (fd < 0 || es_start_time(pid) != start) {
         if (fd >= 0)
             close(fd);
         snprintf(err, errlen, "cannot start the job in its process namespace: it has ended (its init is gone)");

@@ -27,6 +27,10 @@ int es_join_isolation(int pin_dirfd, const char *pin_path, int *pidns, char *err
  * with the reason in err when it is gone or the record is malformed. */
 int es_open_init(int pin_dirfd, int *flags, char *err, size_t errlen);
 
+/* The start time (clock ticks since boot, field 22 of /proc/PID/stat) of process `pid`, 0 if it is
+ * gone or a zombie: with the pid, what names one process (pin.py's process_start is the same). */
+unsigned long long es_start_time(int pid);
+
 /* The user namespace owning the mount namespace `mnt_ns` when it is not the caller's own (a user's own
  * view, to be entered only as the user): a new descriptor; -1 when it is the caller's; -2 on error. */
 int es_foreign_userns(int mnt_ns);

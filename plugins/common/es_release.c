@@ -22,9 +22,25 @@ static const char *const pin_files[] = {"plan.json", "meta.json", "shim", "input
 
 /* ---- shared views (src/envsched/sharedviews.py: the layout, and the same steps in Python) ---- */
 
-static int is_view_id(const char *name)
+int es_is_view_id(const char *name)
 {
     return strlen(name) == 32 && strspn(name, "0123456789abcdef") == 32;
+}
+
+int es_view_lock(const char *dir, int wait)
+{
+    struct stat held, here;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+    if (fd < 0)
+        return -1;
+    /* still the directory at `dir` once locked? (its holder may have let go of it meanwhile) */
+    if (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) != 0 || fstat(fd, &held) != 0 || lstat(dir, &here) != 0 ||
+        held.st_dev != here.st_dev || held.st_ino != here.st_ino) {
+        close(fd);
+        return -1;
+    }
+    return fd;
 }
 
 /* Let go of the view in `dir` (locked by the caller): unpin it, remove its files (_let_go). */
@@ -96,16 +112,13 @@ static void release_idle_views(const char *run_dir, const char *mine)
         return;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        if (!is_view_id(e->d_name))
+        if (!es_is_view_id(e->d_name))
             continue;
         snprintf(dir, sizeof dir, "%s/%s", views, e->d_name);
-        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        int fd = es_view_lock(dir, mine[0] && strcmp(e->d_name, mine) == 0);
         if (fd < 0)
             continue;
-        struct stat held, here;
-        int wait = mine[0] && strcmp(e->d_name, mine) == 0;
-        if (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) == 0 && fstat(fd, &held) == 0 && lstat(dir, &here) == 0 &&
-            held.st_ino == here.st_ino && held.st_dev == here.st_dev && idle_past_hold(dir)) {
+        if (idle_past_hold(dir)) {
             let_go(dir);
             rmdir(dir);
         }
@@ -127,7 +140,7 @@ static void view_of(const char *pin, char vid[40])
     close(fd);
     vid[got > 0 ? got : 0] = '\0';
     vid[strcspn(vid, "\n")] = '\0';
-    if (!is_view_id(vid))
+    if (!es_is_view_id(vid))
         vid[0] = '\0';
 }
 

@@ -18,6 +18,14 @@ enum es_release {
  * uts), or the node holds image mounts (run_dir/.images), which the resolver lets go once idle. */
 int es_release_pin(const char *run_dir, const char *key, char *why, size_t whylen);
 
+/* A shared view's id (sharedviews.py view_id): 32 lowercase hex digits. */
+int es_is_view_id(const char *name);
+/* The shared view directory `dir` open and flock()ed, and still the directory at `dir` (whoever held
+ * the lock may have let go of it); `wait`: wait for the lock, else give up at once. The descriptor
+ * (closing it unlocks), or -1. es_cache.c joins under it, release lets go under it; sharedviews.py
+ * _lock is the same in Python. */
+int es_view_lock(const char *dir, int wait);
+
 /* One line to the admin log file (root's, a regular file with one link, opened O_NOFOLLOW and
  * appended to; "" for none), in the resolver's format: "STAMP envsched[PID]: LINE". */
 void es_admin_log(const char *log_file, const char *line);

@@ -46,7 +46,6 @@
 #include "../common/es_envop.h"
 #include "../common/es_join.h"
 #include "../common/es_launch.h"
-#include "../common/es_release.h"
 
 static char failure[ES_MSG_MAX];    /* the user's one line, set when the job must not run */
 static int failure_code;            /* and the tasks' exit code */

@@ -176,17 +176,23 @@ def entry_lines(policy_source: str, inputs: str, user: UserInfo, user_file: Opti
     if env is not None and env.image:
         lines += _image_lines(image_dir, env.image.partition("@")[0], plan)
     elif env is not None:
-        from .versions import stamps_dir
-        stamps = stamps_dir(policy_source)
         lines.append(_same("S", plan.source))
         lines += [_owner_or_absent(os.path.join(plan.source, d)) for d in env.dirs]
-        lines += [_same_or_absent(stamps), _same_or_absent(os.path.join(stamps, f"{env.name}.json"))]
+        lines += stamp_lines(policy_source, env.name)
     lines.append(f"view\t{view or '-'}")
     lines.append(f"env\t{decision.name}\t{decision.source}\t{plan.digest or '-'}")
     lines.append("plan\t" + json.dumps(json.loads(plan.to_json()), separators=(",", ":")))
     lines += [f"shim\t{line}" for line in shim]
     lines.append("end")
     return lines
+
+
+def stamp_lines(policy_source: str, name: str) -> List[str]:
+    """What versions.py's StampBook reads for environment `name`: the stamps directory beside the
+    policy and the environment's stamp file, each unchanged or still absent."""
+    from .versions import stamps_dir
+    stamps = stamps_dir(policy_source)
+    return [_same_or_absent(stamps), _same_or_absent(os.path.join(stamps, f"{name}.json"))]
 
 
 def _image_lines(image_dir: str, name: str, plan: Plan) -> List[str]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 
-from .decisioncache import _clean, _same, _same_or_absent, common_lines, fnv1a64, write_whole
+from .decisioncache import _clean, _same, common_lines, fnv1a64, stamp_lines, write_whole
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -54,12 +54,10 @@ def entry_lines(policy_source: str, inputs: str, user: UserInfo, user_file: Opti
     if lines is None:
         return None
     if pinned_tree is not None:
-        from .versions import stamps_dir
         env = pinned_tree
         if getattr(env, "kind", "") != "tree" or getattr(env, "image", ""):
             return None                                 # an image's version: the store's records
-        stamps = stamps_dir(policy_source)
-        lines += [_same_or_absent(stamps), _same_or_absent(os.path.join(stamps, f"{env.name}.json"))]
+        lines += stamp_lines(policy_source, env.name)
         try:
             lines.append(_same("S", env.path))
         except OSError:

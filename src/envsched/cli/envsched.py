@@ -25,7 +25,7 @@ from .common import (
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
-    from typing import List, Optional
+    from typing import List, Optional, Tuple
 
     from ..resolve import Decision
 
@@ -200,9 +200,6 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Submit-time check: silent and 0 when the request is fine, else the refusal on stderr."""
-    from ..exitcodes import ExitCode
-    from ..resolve import resolve
-    from ..service import request_for
     from .jobargs import job_context
     policy = policy_from(args)
     ctx = job_context(args)
@@ -215,7 +212,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                                                                 policy.site.user_file_timeout))
     out: List[str] = []
     err: List[str] = []
-    code = _validate(args, policy, ctx, out, err)
+    code, outcome = _validate(args, policy, ctx, out, err)
     for line in err:
         say(line)
     for line in out:
@@ -223,7 +220,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if caching:
         from .. import submitcache
         uses_user_file = ctx.read_user_file and not ctx.option and not ctx.chos_var
-        outcome = resolve(policy, request_for(policy, ctx), identity_only=True) if code == ExitCode.OK else None
         pinned = outcome.environment if outcome is not None and args.pin and policy.site.pin_at_submit \
             and outcome.source in ("option", "CHOS variable") and not outcome.selector else None
         inputs = submitcache.inputs_line(ctx.user.uid, args.request, args.chos_var, policy.source)
@@ -234,8 +230,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return code
 
 
-def _validate(args, policy, ctx, out: List[str], err: List[str]) -> int:
-    """cmd_validate's answer: its exit code, its stdout lines and its stderr lines (unprefixed)."""
+def _validate(args, policy, ctx, out: List[str], err: List[str]) -> Tuple[int, Optional[Decision]]:
+    """cmd_validate's answer: its exit code and the decision (None when refused), its stdout lines
+    and its stderr lines (unprefixed)."""
     from ..errors import EnvironmentBroken
     from ..exitcodes import ExitCode
     from ..resolve import Refusal, resolve
@@ -243,21 +240,21 @@ def _validate(args, policy, ctx, out: List[str], err: List[str]) -> int:
     outcome = resolve(policy, request_for(policy, ctx), identity_only=args.identity_only)
     if isinstance(outcome, Refusal):
         err.append(outcome.message())
-        return ExitCode.REFUSED
+        return ExitCode.REFUSED, None
     if outcome.environment is not None and not args.identity_only:
         # at submit time the tree may not be mounted on this host: it is checked on the node
         try:
             usable_version(policy, outcome, ctx.user)
         except EnvironmentBroken as e:
             err.append(f"environment {outcome.name} is not usable on this host: {e.message}")
-            return ExitCode.ENV_BROKEN
+            return ExitCode.ENV_BROKEN, None
     if outcome.warning:
         err.append("warning: " + outcome.warning)
     if args.pin:
         out.append(pinned_request(policy, outcome, ctx.user))
     elif args.print:
         out.append(outcome.name)
-    return ExitCode.OK
+    return ExitCode.OK, outcome
 
 
 def pinned_request(policy, decision: Decision, user) -> str:
