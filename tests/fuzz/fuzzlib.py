@@ -96,7 +96,8 @@ def bounded(seconds: float = EXAMPLE_SECONDS) -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------ libFuzzer
-TARGETS = ("envop", "uge_conf", "spank_config", "pam_conf", "shim", "torque_cgroup", "slurm_jobrec", "launch")
+TARGETS = ("envop", "uge_conf", "spank_config", "pam_conf", "shim", "torque_cgroup", "slurm_jobrec", "launch",
+           "uge_spool")
 MAX_LEN = {"uge_conf": 8192, "shim": 16382}        # inputs past a parser's own limits too
 
 

@@ -713,6 +713,68 @@ def test_uge_spool(data: bytes, size: int, examples, tmp_path: Path) -> None:
     assert all(isinstance(k, str) and isinstance(v, str) and "\n" not in k + v for k, v in pairs.items())
 
 
+SPOOL_REQUEST_DRIVER = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include "starter.h"
+int main(void)
+{
+    static char data[(1 << 20) + 1];
+    struct es_job j;
+    size_t len = fread(data, 1, sizeof data - 1, stdin);
+    data[len] = '\0';
+    if (es_spool_request(data, len, &j) != 1)
+        return 3;
+    fwrite(j.request, 1, strlen(j.request) + 1, stdout);
+    fwrite(j.chos, 1, strlen(j.chos) + 1, stdout);
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def spool_request_in_c(tmp_path_factory) -> Path:
+    """plugins/uge/starter/job.c's reader of execd's `environment` (es_spool_request, the C prolog's)
+    behind a small driver."""
+    top = Path(__file__).resolve().parents[2] / "plugins"
+    out = tmp_path_factory.mktemp("spool-c")
+    (out / "driver.c").write_text(SPOOL_REQUEST_DRIVER.replace("#include <stdlib.h>", "#include <stdlib.h>\n#include <string.h>"))
+    import subprocess
+    subprocess.run(["cc", "-O1", "-D_GNU_SOURCE", f"-I{top / 'uge' / 'starter'}", "-o", str(out / "driver"),
+                    str(out / "driver.c"), str(top / "uge" / "starter" / "job.c"), str(top / "common" / "es_proc.c")],
+                   check=True)
+    return out / "driver"
+
+
+REQUEST_LINES = st.one_of(
+    st.sampled_from([b"ENVSCHED_REQUEST=deb13", b"ENVSCHED_REQUEST=sl6", b"CHOS=deb12", b"CHOS=", b"CHOS",
+                     b"=CHOS=x", b"==ENVSCHED_REQUEST=a=b", b"CHOS=a\\nb", b"X=a\\nCHOS=sl6", b"CHOS=\0x",
+                     b"CHOS=" + b"z" * 300, b"X=" + b"y" * 10000, b"", b"\n", b"c", b"JOB_ID=1"]),
+    st.binary(max_size=20))
+
+
+@fuzz()
+@given(data=st.one_of(st.lists(REQUEST_LINES, max_size=8).map(b"\n".join), st.binary(max_size=200)))
+def test_spool_request_same_in_c(data: bytes, spool_request_in_c: Path, examples) -> None:
+    """The C prolog's reading of ENVSCHED_REQUEST and CHOS from execd's `environment` never gives a
+    request the Python prolog would not: where C reads one, Python (parse_environment) reads the same
+    values and does not refuse the file; C may leave a file to Python (then the Python prolog runs)."""
+    import subprocess
+    examples.hit()
+    r = subprocess.run([str(spool_request_in_c)], input=data, capture_output=True)
+    assert r.returncode in (0, 3), r
+    if r.returncode != 0:
+        return
+    request, chos, rest = r.stdout.split(b"\0")
+    assert rest == b""
+    try:
+        env = envsched_uge.parse_environment(data)
+    except envsched_uge.SpoolError as e:
+        raise AssertionError(f"C read {r.stdout!r} where Python refuses: {e}") from None
+    assert (env.get("ENVSCHED_REQUEST", ""), env.get("CHOS", "")) == \
+        (request.decode("utf-8", "surrogateescape"), chos.decode("utf-8", "surrogateescape")), (data, r.stdout)
+
+
 JSV_POLICY = parse_policy_text("""
 [site]
 default = "deb12"

@@ -40,7 +40,7 @@ EXPECTED: Dict[str, Dict[str, int]] = {
                  "/usr/share/doc/envsched/examples/policy.toml": 0o644,
                  "/usr/share/doc/envsched/admin.md.gz": 0o644, "/etc/envsched/": 0o755},
     "envsched-slurm": {"/usr/lib/envsched/envsched_spank.so": 0o644, "/usr/lib/envsched/envsched-launch": 0o755},
-    "envsched-gridengine": {f"{LIBEXEC}/uge-starter": 0o4755, f"{LIBEXEC}/uge-epilog": 0o755,
+    "envsched-gridengine": {f"{LIBEXEC}/uge-starter": 0o4755, f"{LIBEXEC}/uge-epilog": 0o755, f"{LIBEXEC}/uge-prolog": 0o755,
                             f"{LIBEXEC}/envsched_jsv.py": 0o755, f"{LIBEXEC}/envsched_uge.py": 0o755},
     "envsched-torque": {f"{LIBEXEC}/torque-starter": 0o4755, f"{LIBEXEC}/envsched_torque.py": 0o755},
     "envsched-openpbs": {f"{LIBEXEC}/pbs-join": 0o4755, f"{LIBEXEC}/envsched_queuejob.py": 0o644,

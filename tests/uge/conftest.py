@@ -110,6 +110,7 @@ def uge_site(uge_user):
 default = "deb12"
 run_dir = "{run_dir}"
 log_file = "{root}/envsched.log"
+view_hold = 0
 
 [environments.deb12]
 path = "{trees['deb12']}"

@@ -31,8 +31,13 @@ class JsvSite:
 
     def pins(self) -> List[str]:
         try:
-            # not .images: the node's one mount of each image, kept after its jobs on purpose
-            return sorted(p.name for p in self.run_dir.iterdir() if p.name != ".images")
+            # not .images: the node's one mount of each image, kept after its jobs on purpose;
+            # not .decisions: the decision cache (files, no mounts); shared views each by name
+            # (none left with the test policy's view_hold = 0)
+            found = [p.name for p in self.run_dir.iterdir() if p.name not in (".images", ".decisions", ".views")]
+            if (self.run_dir / ".views").is_dir():
+                found += [f".views/{p.name}" for p in (self.run_dir / ".views").iterdir()]
+            return sorted(found)
         except FileNotFoundError:
             return []
 
@@ -76,8 +81,9 @@ def install_site(c: UgeCluster, policy: Path, log: Path, binds: Sequence[str]) -
     shutil.copy(installed.shim(REPO / "plugins/uge/starter/envsched-uge-starter", "uge-starter"), libexec / "uge-starter")
     os.chown(libexec / "uge-starter", 0, 0)
     (libexec / "uge-starter").chmod(0o4755)
-    shutil.copy(installed.shim(REPO / "plugins/uge/starter/envsched-uge-epilog", "uge-epilog"), libexec / "uge-epilog")
-    (libexec / "uge-epilog").chmod(0o755)
+    for name in ("epilog", "prolog"):
+        shutil.copy(installed.shim(REPO / f"plugins/uge/starter/envsched-uge-{name}", f"uge-{name}"), libexec / f"uge-{name}")
+        (libexec / f"uge-{name}").chmod(0o755)
     envsched = envsched_cmd()
     tools = c.dir / "uge-tools"
     subprocess.run([envsched, "--policy", str(policy), "site-config", "host-tools", "--scheduler", "uge",

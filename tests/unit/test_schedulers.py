@@ -261,9 +261,10 @@ def test_uge_doctor_without_an_install(cluster, tmp_path):
     cluster.answers[("qconf", "-sc")] = (0, "#name shortcut\narch a RESTRING == YES NO NONE 0\n")
     found = a.doctor(POLICY, options(plugin_dir=str(tmp_path)), a.read_site(options(plugin_dir=str(tmp_path))))
     checks = [f.check for f in found]
-    assert checks.count("missing") == 6 and "jsv_url" in checks and "complex" in checks
+    assert checks.count("missing") == 7 and "jsv_url" in checks and "complex" in checks
     assert any("uge-starter (the queues' starter_method, set-user-ID root) does not exist" in f.problem
                for f in found)
+    assert any("uge-prolog (the queues' prolog) does not exist" in f.problem for f in found), found
 
 
 # ------------------------------------------------------------------------------------ torque, openpbs, pam

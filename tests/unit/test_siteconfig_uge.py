@@ -2,6 +2,8 @@
 starter configuration holds exactly the keys the set-user-ID starter parses (conf.c)."""
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import re
 import sys
@@ -60,8 +62,10 @@ def test_privileged_sections():
     assert section(text, "sge_request") == "-jsv /usr/local/libexec/envsched/uge-jsv\n"
     queue = section(text, "queue").splitlines()
     assert [q.split()[0] for q in queue] == ["prolog", "epilog", "starter_method"]
-    assert queue[0].startswith("prolog root@/usr/bin/python3 -I /usr/local/libexec/envsched/envsched_uge.py "
-                               "prolog --policy /etc/envsched/policy.toml")
+    # the C prolog (the decision cache, else the resolver), the Python prolog's line after it for
+    # what it leaves to Python
+    assert queue[0].startswith("prolog root@/usr/local/libexec/envsched/uge-prolog /usr/bin/python3 -I "
+                               "/usr/local/libexec/envsched/envsched_uge.py prolog --policy /etc/envsched/policy.toml")
     assert queue[2] == "starter_method /usr/local/libexec/envsched/uge-starter"
     assert section(text, "interactive_queue") == "starter_method /usr/local/libexec/envsched/uge-starter\n"
     assert section(text, "starter_conf") == ("policy=/etc/envsched/policy.toml\nresolver=/usr/bin/envsched\n"
@@ -103,8 +107,17 @@ def test_starter_conf_keys_are_those_conf_c_parses():
     parsed = set(re.findall(r'strcmp\(key, "([a-z_]+)"\)', CONF_C.read_text()))
     rendered = {line.split("=", 1)[0] for line in section(render(host_tools="/t"), "starter_conf").splitlines()}
     torque_only = {"mom_config", "root_jobs"}           # the Torque starter shares conf.c
-    assert rendered | {"log_file"} | torque_only == parsed == {"policy", "resolver", "run_dir", "bind", "host_tools",
-                                                               "log_file"} | torque_only
+    only_when_off = {"cache"}                           # cache=0: site.decision_cache = false
+    assert rendered | {"log_file"} | torque_only | only_when_off == parsed == {
+        "policy", "resolver", "run_dir", "bind", "host_tools", "log_file", "cache"} | torque_only
+
+
+def test_decision_cache_off_is_told_to_the_starter_and_prolog():
+    """site.decision_cache = false: cache=0 in the configuration the prolog and the starter read
+    (they then neither read the cache nor ask the resolver to write it); on by default."""
+    assert "cache" not in section(render(), "starter_conf")
+    off = dataclasses.replace(POLICY, site=dataclasses.replace(POLICY.site, decision_cache=False))
+    assert section(render(off), "starter_conf").endswith("cache=0\n")
 
 
 def test_too_many_binds():

@@ -11,6 +11,7 @@
  *   bind=/var/spool/gridengine          (repeatable; host paths for every view)
  *   host_tools=/var/lib/envsched/uge-tools   (optional; `envsched site-config host-tools`)
  *   log_file=/var/log/envsched.log      (optional; the policy's site.log_file, for the epilog)
+ *   cache=1|0                           (the decision cache and shared views; default 1)
  *   root_jobs=refuse|allow              (Torque starter: may root's own jobs run; default refuse)
  *   mom_config=/var/spool/torque/mom_priv/config   (Torque starter, required with root_jobs=allow)
  */
@@ -51,6 +52,7 @@ int es_conf_load(struct es_conf *c, const char *name, char *err, size_t errlen)
 
     memset(c, 0, sizeof *c);
     snprintf(c->run_dir, sizeof c->run_dir, "/run/envsched");
+    c->cache = 1;
     if (n <= 0) {
         snprintf(err, errlen, "readlink /proc/self/exe: %s", strerror(errno));
         return -1;
@@ -101,6 +103,8 @@ int es_conf_load(struct es_conf *c, const char *name, char *err, size_t errlen)
             rc = set(c->host_tools, sizeof c->host_tools, key, value, err, errlen);
         else if (strcmp(key, "mom_config") == 0)
             rc = set(c->mom_config, sizeof c->mom_config, key, value, err, errlen);
+        else if (strcmp(key, "cache") == 0 && (strcmp(value, "0") == 0 || strcmp(value, "1") == 0))
+            c->cache = value[0] == '1';
         else if (strcmp(key, "root_jobs") == 0 && (strcmp(value, "allow") == 0 || strcmp(value, "refuse") == 0))
             c->root_jobs = strcmp(value, "allow") == 0;
         else if (strcmp(key, "bind") == 0 && c->nbinds < ES_MAX_BINDS)
@@ -121,5 +125,20 @@ int es_conf_load(struct es_conf *c, const char *name, char *err, size_t errlen)
         snprintf(err, errlen, "%s: policy= and resolver= are required", path);
         rc = -1;
     }
+    for (int i = 0; i < c->nbinds; i++)
+        c->bind_list[i] = c->binds[i];
     return rc;
+}
+
+void es_conf_prepare(const struct es_conf *c, struct es_prepare *p)
+{
+    memset(p, 0, sizeof *p);
+    p->resolver = c->resolver;
+    p->policy = c->policy;
+    p->run_dir = c->run_dir;
+    p->log_file = c->log_file;
+    p->binds = c->bind_list;
+    p->nbinds = c->nbinds;
+    p->host_tools = c->host_tools;
+    p->cache = c->cache;
 }

@@ -29,6 +29,7 @@
 #include "starter.h"
 
 #define ES_SHEPHERD_LINE 100000     /* the shepherd's read_config: fgets(buf[100000]) */
+#define ES_SHEPHERD_ENV_LINE 10000  /* its sge_set_environment: fgets(buf[10000]) */
 
 static int digits(const char *s, size_t n)
 {
@@ -120,13 +121,66 @@ static size_t split_config(const char *text, size_t len, struct es_kv *kv)
     return n;
 }
 
+/* Split execd's `environment` as the shepherd reads it (sge_set_environment: fgets(buf[10000]),
+ * lines of at most one byte skipped, strtok(line, "=") the name, strtok(NULL, "\n") the value),
+ * as envsched_uge.py's parse_environment does. Returns the number of lines, or (size_t)-1 where
+ * this reader stops short of Python's: a line the 10000-byte buffer would cut (the caller then
+ * leaves the job to the Python prolog). */
+static size_t split_environment(const char *text, size_t len, struct es_kv *kv)
+{
+    size_t n = 0, off = 0;
+
+    while (off < len) {
+        const char *nl = memchr(text + off, '\n', len - off);
+        size_t end = nl ? (size_t)(nl - text) + 1 : len;
+        if (end - off >= ES_SHEPHERD_ENV_LINE - 1)
+            return (size_t)-1;
+        size_t k = off, stop = nl ? end - 1 : end;          /* without its newline */
+        if (end - off <= 1) {
+            off = end;
+            continue;
+        }
+        while (k < stop && text[k] == '=')
+            k++;
+        if (k == stop) {
+            off = end;
+            continue;
+        }
+        size_t ke = k;
+        while (ke < stop && text[ke] != '=')
+            ke++;
+        struct es_kv *e = &kv[n++];
+        e->key = text + k;
+        e->klen = ke - k;
+        e->val = ke < stop ? text + ke + 1 : text + stop;
+        e->vlen = ke < stop ? stop - ke - 1 : 0;
+        e->has_val = e->vlen > 0;
+        off = end;
+    }
+    return n;
+}
+
+/* 1 when two lines name the same key with values that differ (the shepherd takes the last) */
+static int twice(struct es_kv *kv, size_t n, size_t *at)
+{
+    qsort(kv, n, sizeof *kv, kv_cmp);
+    for (size_t i = 1; i < n; i++)
+        if (kv_cmp(&kv[i - 1], &kv[i]) == 0 &&
+            (kv[i - 1].has_val != kv[i].has_val ||
+             (kv[i].has_val && (kv[i - 1].vlen != kv[i].vlen || memcmp(kv[i - 1].val, kv[i].val, kv[i].vlen) != 0)))) {
+            *at = i;
+            return 1;
+        }
+    return 0;
+}
+
 /* the value of a key, copied into buf; -1 if missing or too long */
 static int lookup(const struct es_kv *kv, size_t n, const char *key, char *buf, size_t len)
 {
     struct es_kv want = {.key = key, .klen = strlen(key)};
     const struct es_kv *e = bsearch(&want, kv, n, sizeof *kv, kv_cmp);
-    if (e == NULL || !e->has_val || e->vlen >= len)
-        return -1;
+    if (e == NULL || !e->has_val || e->vlen >= len || memchr(e->val, '\0', e->vlen) != NULL)
+        return -1;                                  /* a NUL would cut the value short */
     memcpy(buf, e->val, e->vlen);
     buf[e->vlen] = '\0';
     return 0;
@@ -143,28 +197,27 @@ static int queue_name_ok(const char *q)
     return 1;
 }
 
-/* config in the job's directory: read as root, O_NOFOLLOW, the spool's owner, at most
- * ES_CONFIG_MAX bytes; each key once (or repeated with the same value) */
-static int read_config(int dirfd, uid_t admin, const char *where, struct es_job *j, char *err, size_t errlen)
+/* NAME in the job's directory, read as root: O_NOFOLLOW, the spool's owner, at most ES_CONFIG_MAX
+ * bytes; the text (malloc'd, NUL-terminated) and its length, or -1 with the reason */
+static int slurp(int dirfd, uid_t admin, const char *name, const char *what, const char *where,
+                 char **textp, size_t *lenp, char *err, size_t errlen)
 {
     struct stat st;
-    char value[256];
     int rc = -1;
     char *text = NULL;
-    struct es_kv *kv = NULL;
-    int fd = openat(dirfd, "config", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 
     if (fd < 0) {
-        snprintf(err, errlen, "the job's configuration %s/config: %s", where, strerror(errno));
+        snprintf(err, errlen, "the job's %s %s/%s: %s", what, where, name, strerror(errno));
         return -1;
     }
     if (fstat(fd, &st) != 0 || !spool_owned(&st, admin, S_IFREG)) {
-        snprintf(err, errlen, "the job's configuration %s/config is not a regular file of root's or "
-                 "Grid Engine's admin user's, or writable by others", where);
+        snprintf(err, errlen, "the job's %s %s/%s is not a regular file of root's or "
+                 "Grid Engine's admin user's, or writable by others", what, where, name);
         goto out;
     }
     if (st.st_size > ES_CONFIG_MAX) {
-        snprintf(err, errlen, "the job's configuration %s/config is larger than %d bytes", where, ES_CONFIG_MAX);
+        snprintf(err, errlen, "the job's %s %s/%s is larger than %d bytes", what, where, name, ES_CONFIG_MAX);
         goto out;
     }
     text = malloc(ES_CONFIG_MAX + 1);
@@ -173,13 +226,35 @@ static int read_config(int dirfd, uid_t admin, const char *where, struct es_job 
     while (text != NULL && len <= ES_CONFIG_MAX && (got = read(fd, text + len, ES_CONFIG_MAX + 1 - len)) > 0)
         len += (size_t)got;
     if (text == NULL || got < 0) {
-        snprintf(err, errlen, "the job's configuration %s/config: %s", where, text ? strerror(errno) : "out of memory");
+        snprintf(err, errlen, "the job's %s %s/%s: %s", what, where, name, text ? strerror(errno) : "out of memory");
         goto out;
     }
     if (len > ES_CONFIG_MAX) {                   /* it grew after fstat */
-        snprintf(err, errlen, "the job's configuration %s/config is larger than %d bytes", where, ES_CONFIG_MAX);
+        snprintf(err, errlen, "the job's %s %s/%s is larger than %d bytes", what, where, name, ES_CONFIG_MAX);
         goto out;
     }
+    text[len] = '\0';
+    *textp = text;
+    *lenp = len;
+    text = NULL;
+    rc = 0;
+out:
+    free(text);
+    close(fd);
+    return rc;
+}
+
+/* config in the job's directory (slurp); each key once (or repeated with the same value) */
+static int read_config(int dirfd, uid_t admin, const char *where, struct es_job *j, char *err, size_t errlen)
+{
+    char value[256];
+    int rc = -1;
+    char *text = NULL;
+    size_t len = 0;
+    struct es_kv *kv = NULL;
+
+    if (slurp(dirfd, admin, "config", "configuration", where, &text, &len, err, errlen) != 0)
+        return -1;
     size_t lines = len / (ES_SHEPHERD_LINE - 1) + 1;            /* at most one per newline, plus */
     for (const char *nl = text; (nl = memchr(nl, '\n', len - (size_t)(nl - text))) != NULL; nl++)
         lines++;                                                    /* one per 99999-byte piece   */
@@ -189,21 +264,18 @@ static int read_config(int dirfd, uid_t admin, const char *where, struct es_job 
         goto out;
     }
     size_t n = split_config(text, len, kv);
-    qsort(kv, n, sizeof *kv, kv_cmp);
-    for (size_t i = 1; i < n; i++)
-        if (kv_cmp(&kv[i - 1], &kv[i]) == 0 &&
-            (kv[i - 1].has_val != kv[i].has_val ||
-             (kv[i].has_val && (kv[i - 1].vlen != kv[i].vlen || memcmp(kv[i - 1].val, kv[i].val, kv[i].vlen) != 0)))) {
-            char key[65];
-            size_t k = 0;
-            for (; k < kv[i].klen && k < sizeof key - 1; k++)             /* the user's bytes: one line */
-                key[k] = isgraph((unsigned char)kv[i].key[k]) ? kv[i].key[k] : '?';
-            key[k] = '\0';
-            snprintf(err, errlen, "the job's configuration %s/config sets '%s' twice: a value of the "
-                     "job's (an argument, -M, -o, ...) holds a line break, which Grid Engine does not "
-                     "escape; submit it without one", where, key);
-            goto out;
-        }
+    size_t i;
+    if (twice(kv, n, &i)) {
+        char key[65];
+        size_t k = 0;
+        for (; k < kv[i].klen && k < sizeof key - 1; k++)             /* the user's bytes: one line */
+            key[k] = isgraph((unsigned char)kv[i].key[k]) ? kv[i].key[k] : '?';
+        key[k] = '\0';
+        snprintf(err, errlen, "the job's configuration %s/config sets '%s' twice: a value of the "
+                 "job's (an argument, -M, -o, ...) holds a line break, which Grid Engine does not "
+                 "escape; submit it without one", where, key);
+        goto out;
+    }
     /* the job id and task of the directory must be the config's */
     if (lookup(kv, n, "job_id", value, sizeof value) != 0 || strcmp(value, j->id) != 0 ||
         lookup(kv, n, "ja_task_id", value, sizeof value) != 0 ||
@@ -215,6 +287,8 @@ static int read_config(int dirfd, uid_t admin, const char *where, struct es_job 
         snprintf(err, errlen, "the job's configuration %s/config has no usable queue= line", where);
         goto out;
     }
+    if (lookup(kv, n, "job_owner", j->owner, sizeof j->owner) != 0)
+        j->owner[0] = '\0';
     if (lookup(kv, n, "handle_as_binary", value, sizeof value) == 0 && strcmp(value, "1") == 0)
         j->kind |= ES_JOB_BINARY;
     if (lookup(kv, n, "no_shell", value, sizeof value) == 0 && strcmp(value, "1") == 0)
@@ -223,11 +297,57 @@ static int read_config(int dirfd, uid_t admin, const char *where, struct es_job 
 out:
     free(kv);
     free(text);
-    close(fd);
     return rc;
 }
 
-int es_job_identify(struct es_job *j, char *err, size_t errlen)
+int es_spool_request(const char *text, size_t len, struct es_job *j)
+{
+    size_t at, n;
+    struct es_kv *kv = NULL;
+    int rc = 0;
+
+    j->request[0] = j->chos[0] = '\0';
+    size_t lines = 1;
+    for (const char *nl = text; (nl = memchr(nl, '\n', len - (size_t)(nl - text))) != NULL; nl++)
+        lines++;
+    kv = calloc(lines, sizeof *kv);
+    if (kv == NULL || (n = split_environment(text, len, kv)) == (size_t)-1 || twice(kv, n, &at))
+        goto out;
+    struct { const char *name; char *dst; size_t cap; } want[] = {
+        {"ENVSCHED_REQUEST", j->request, sizeof j->request}, {"CHOS", j->chos, sizeof j->chos}};
+    for (size_t w = 0; w < 2; w++) {
+        struct es_kv key = {.key = want[w].name, .klen = strlen(want[w].name)};
+        const struct es_kv *e = bsearch(&key, kv, n, sizeof *kv, kv_cmp);
+        if (e == NULL || !e->has_val)
+            continue;
+        if (e->vlen >= want[w].cap || memchr(e->val, '\0', e->vlen) != NULL ||
+            memmem(e->val, e->vlen, "\\n", 2) != NULL)
+            goto out;
+        memcpy(want[w].dst, e->val, e->vlen);
+        want[w].dst[e->vlen] = '\0';
+    }
+    rc = 1;
+out:
+    if (rc != 1)
+        j->request[0] = j->chos[0] = '\0';
+    free(kv);
+    return rc;
+}
+
+/* the request from execd's `environment` in the job's directory (slurp, es_spool_request) */
+static int read_request(int dirfd, uid_t admin, const char *where, struct es_job *j, char *err, size_t errlen)
+{
+    char *text = NULL;
+    size_t len = 0;
+
+    if (slurp(dirfd, admin, "environment", "environment", where, &text, &len, err, errlen) != 0)
+        return -1;
+    int rc = es_spool_request(text, len, j);
+    free(text);
+    return rc;
+}
+
+static int identify(struct es_job *j, int with_request, char *err, size_t errlen)
 {
     struct es_proc parent = {.pidfd = -1, .dirfd = -1}, shep = {.pidfd = -1, .dirfd = -1};
     char exe[PATH_MAX], cwd[PATH_MAX];
@@ -276,6 +396,8 @@ int es_job_identify(struct es_job *j, char *err, size_t errlen)
                  (int)j->shepherd, cwd[0] ? cwd : "an unreadable directory");
         goto out;
     }
+    j->spool_dev = st.st_dev;
+    j->spool_ino = st.st_ino;
     const char *p = strstr(cwd, "/active_jobs/");
     if (p == NULL) {
         snprintf(err, errlen, "sge_shepherd %d works in %s, not in a job directory", (int)j->shepherd, cwd);
@@ -294,6 +416,9 @@ int es_job_identify(struct es_job *j, char *err, size_t errlen)
     /* 5. the job's config from that directory: the queue, binary or script, the same job id */
     if (read_config(cwdfd, (uid_t)admin, cwd, j, err, errlen) != 0)
         goto out;
+    /*    (the prolog) and the request in its copy of the job's environment */
+    if (with_request && (j->request_read = read_request(cwdfd, (uid_t)admin, cwd, j, err, errlen)) < 0)
+        goto out;
     /* 6. everything above was read from processes that are still ours: the shepherd's pidfd is
      *    alive (so its pid was never reused), our parent is still our parent (a dead parent's
      *    children go to a reaper whose pid is another), and qrsh_starter's parent still the
@@ -311,6 +436,16 @@ out:
     es_proc_close(&parent);
     es_proc_close(&shep);
     return rc;
+}
+
+int es_job_identify(struct es_job *j, char *err, size_t errlen)
+{
+    return identify(j, 0, err, errlen);
+}
+
+int es_job_identify_with_request(struct es_job *j, char *err, size_t errlen)
+{
+    return identify(j, 1, err, errlen);
 }
 
 /* What the shepherd runs when no starter is configured (measured on SGE 8.1.9):

@@ -72,52 +72,29 @@ static int check(struct es_pin *p, char *err, size_t errlen)
     return 0;
 }
 
-/* the resolver as root with a clean environment; the job's raw request as --opt=VALUE. The
- * request (ENVSCHED_REQUEST, CHOS) is the user's to choose and is checked against the policy for
- * the real uid; the queue is not the user's: it comes from the job's config (job.c), never from
- * $QUEUE */
+/* the job's pin prepared as root (../../common/es_prepare.c: the decision cache, else the
+ * resolver with a clean environment). The request (ENVSCHED_REQUEST, CHOS) is the user's to choose
+ * and is checked against the policy for the real uid; the queue is not the user's: it comes from
+ * the job's config (job.c), never from $QUEUE */
 static int prepare(const struct es_conf *c, const struct es_job *j, char *err, size_t errlen)
 {
-    const char *req = getenv("ENVSCHED_REQUEST"), *chos = getenv("CHOS"), *queue = j->queue;
-    char uid[16], owner[16], jobstep[80], a_req[300], a_chos[300], a_queue[300], a_inputs[1024];
-    char *argv[64];
-    int n = 0;
-    struct es_run r;
+    char jobstep[80], inputs[1024], shim[ES_SHIM_MAX];
+    int by_cache;
+    struct es_prepare p;
 
-    if ((req && strlen(req) > 255) || (chos && strlen(chos) > 255) || (queue && strlen(queue) > 255)) {
-        snprintf(err, errlen, "the job's ENVSCHED_REQUEST, CHOS or queue is longer than 255 characters");
-        return ENVSCHED_EXIT_REFUSED;
-    }
-    snprintf(uid, sizeof uid, "%u", (unsigned)getuid());
-    snprintf(owner, sizeof owner, "%d", (int)j->shepherd);
+    es_conf_prepare(c, &p);
     snprintf(jobstep, sizeof jobstep, "%s.%s", j->id, j->task);
-    snprintf(a_req, sizeof a_req, "--request=%s", req ? req : "");
-    snprintf(a_chos, sizeof a_chos, "--chos-var=%s", chos ? chos : "");
-    snprintf(a_queue, sizeof a_queue, "--partition=%s", queue ? queue : "");
-    snprintf(a_inputs, sizeof a_inputs, "--inputs=uid=%s\trequest=%s\tchos=%s\tqueue=%s", uid,
-             req ? req : "", chos ? chos : "", queue ? queue : "");
-    char *fixed[] = {(char *)c->resolver, "--policy", (char *)c->policy, "prepare", "--format", "shim",
-                     "--reuse", "--record-local", "--gc", "--key", (char *)j->key, "--user", uid,
-                     "--job", jobstep, "--owner-pid", owner, a_chos, a_inputs, NULL};
-    for (int i = 0; fixed[i]; i++)
-        argv[n++] = fixed[i];
-    if (req && req[0])
-        argv[n++] = a_req;
-    if (queue && queue[0])
-        argv[n++] = a_queue;
-    for (int i = 0; i < c->nbinds; i++) {
-        argv[n++] = "--bind";
-        argv[n++] = (char *)c->binds[i];
-    }
-    if (c->host_tools[0]) {
-        argv[n++] = "--bind";
-        argv[n++] = (char *)c->host_tools;
-    }
-    argv[n] = NULL;
-    if (es_run(argv, 1, &r) == 0)
-        return 0;
-    es_user_line(&r, err, errlen);
-    return r.status > 0 ? r.status : ENVSCHED_EXIT_SETUP_FAILED;
+    p.scheduler = "uge";
+    p.key = j->key;
+    p.job = jobstep;
+    p.uid = getuid();
+    p.owner = j->shepherd;
+    p.partition = j->queue;
+    p.request = getenv("ENVSCHED_REQUEST");
+    p.chos = getenv("CHOS");
+    if (es_prepare_inputs(&p, inputs, sizeof inputs) == 0)
+        p.inputs = inputs;
+    return es_prepare_pin(&p, shim, sizeof shim, &by_cache, err, errlen);
 }
 
 int es_pin_open(const struct es_conf *c, const struct es_job *j, struct es_pin *p,

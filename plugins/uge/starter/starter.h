@@ -14,6 +14,7 @@
 #include <sys/types.h>
 
 #include "../../common/envsched_exit.h"
+#include "../../common/es_prepare.h"
 #include "../../common/es_run.h"
 
 #define ES_MAX_BINDS 16
@@ -31,9 +32,13 @@ struct es_conf {
                                         /*             and <dir>/bin first in the job's PATH  */
     int root_jobs;                      /* root_jobs=allow (Torque): uid 0 may be a job's owner */
     char mom_config[PATH_MAX];          /* mom_config= pbs_mom's config (Torque, root_jobs)     */
+    int cache;                          /* cache=0|1 the decision cache and shared views (1)    */
+    const char *bind_list[ES_MAX_BINDS];/* binds, as es_prepare takes them                     */
 };
 /* name: NULL for "<this program>.conf", else a file of that name in this program's directory */
 int es_conf_load(struct es_conf *c, const char *name, char *err, size_t errlen);
+/* the configuration's part of a prepare (../../common/es_prepare.h); the job's part is zeroed */
+void es_conf_prepare(const struct es_conf *c, struct es_prepare *p);
 
 /* job.c: which job we start, from the sge_shepherd that started us (not from the environment) */
 #define ES_JOB_BINARY   1                /* handle_as_binary=1 */
@@ -44,13 +49,28 @@ struct es_job {
     char task[32];                      /* array task id, "1" for a job without tasks      */
     char key[96];                       /* the pin key: uge-<id>.<task>                    */
     char queue[256];                    /* queue= of the job's config: the policy's partition */
+    char owner[256];                    /* job_owner= of the job's config (the prolog's user)  */
     int kind;                           /* ES_JOB_* from the job's config                  */
     pid_t shepherd;
     int via_qrsh;                       /* started by qrsh_starter: qrsh CMD, qrsh -inherit  */
+    dev_t spool_dev;                    /* the job's directory (the shepherd's cwd)          */
+    ino_t spool_ino;
+    /* es_job_identify_with_request: execd's copy of the job's environment (the prolog's) */
+    int request_read;                   /* 1: read; 0: left to the Python prolog (job.c)    */
+    char request[256];                  /* ENVSCHED_REQUEST                                 */
+    char chos[256];                     /* CHOS                                             */
 };
 /* the job, its queue and how to start it: from our parent (a root sge_shepherd, held by a pidfd)
  * and the config file execd wrote into the shepherd's working directory */
 int es_job_identify(struct es_job *j, char *err, size_t errlen);
+/* the same, and (for the root prolog) the request from execd's `environment` file there */
+int es_job_identify_with_request(struct es_job *j, char *err, size_t errlen);
+/* ENVSCHED_REQUEST and CHOS from the text of execd's `environment` (text[len] must be NUL) into
+ * j->request and j->chos, as envsched_uge.py's parse_environment reads them. 1: read; 0: a case
+ * left to the Python prolog (a line the shepherd's 10000-byte buffer would cut, a variable set
+ * twice with different values, an escaped line break or a NUL in either value, a value longer
+ * than 255 bytes; both values are then empty). Compared with Python by tests/fuzz. */
+int es_spool_request(const char *text, size_t len, struct es_job *j);
 /* argv to exec for the job, following the shepherd's own rules (script, binary, qrsh) */
 char **es_job_argv(int argc, char **argv, int kind, const char **path);
 

@@ -10,8 +10,8 @@ queue's tmpdir (tmpdirs.py) and the global execd_spool_dir; flags win.
 Install layout, under one directory (`--plugin-dir`, default /usr/local/libexec/envsched):
     envsched_jsv.py, envsched_uge.py   copied from plugins/uge/
     uge-jsv                            the `jsv` section (launches envsched_jsv.py with the site's settings)
-    uge-starter, uge-epilog            `make -C plugins/uge/starter install`
-    uge-starter.conf                   the `starter_conf` section (read by both)
+    uge-starter, uge-prolog, uge-epilog  `make -C plugins/uge/starter install`
+    uge-starter.conf                   the `starter_conf` section (read by all three)
     uge-user-starter                   unprivileged mode: the `user_starter` section
 `site-config install` writes the files (uge-jsv, uge-starter.conf or uge-user-starter, and a
 block in $SGE_ROOT/$SGE_CELL/common/sge_request) and prints the qconf commands for the cluster's
@@ -109,7 +109,8 @@ class UgeAdapter(SchedulerAdapter):
         text = render_template("uge/site.conf.j2", policy=policy_path, resolver=resolver, run_dir=run_dir,
                                plugin_dir=plugin_dir, src=src, binds=binds,
                                jsv=f"{plugin_dir}/uge-jsv", starter=f"{plugin_dir}/uge-starter",
-                               epilog=f"{plugin_dir}/uge-epilog",
+                               epilog=f"{plugin_dir}/uge-epilog", prolog=f"{plugin_dir}/uge-prolog",
+                               cache=policy.site.decision_cache,
                                log_file=check_path(f"{policy.source}: site.log_file", policy.site.log_file)
                                if policy.site.log_file else None,
                                user_starter=f"{plugin_dir}/uge-user-starter",
@@ -125,7 +126,7 @@ class UgeAdapter(SchedulerAdapter):
         found = super().host_warnings(policy, options, site)
         plugin_dir = site.values["plugin_dir"]
         for name in ("envsched_jsv.py", "envsched_uge.py") + (() if options.unprivileged else ("uge-starter",
-                                                                                              "uge-epilog")):
+                                                                                              "uge-prolog", "uge-epilog")):
             if not os.path.exists(os.path.join(plugin_dir, name)):
                 found.append(f"{plugin_dir}/{name} does not exist on this host")
         return found
@@ -192,6 +193,7 @@ class UgeAdapter(SchedulerAdapter):
             found += userns_findings(["Grid Engine's unprivileged mode (uge-user-starter)"])
         else:
             found += setuid_findings(f"{d}/uge-starter", "the queues' starter_method", make)
+            found += file_findings(f"{d}/uge-prolog", "the queues' prolog", make)
             found += file_findings(f"{d}/uge-epilog", "the queues' epilog", make)
             conf_path = f"{d}/uge-starter.conf"
             text = read_text(conf_path)
