@@ -43,6 +43,7 @@
 #include "envsched_spank.h"
 #include "memo.h"
 #include "../common/es_cache.h"
+#include "../common/es_prepare.h"
 #include "../common/es_envop.h"
 #include "../common/es_join.h"
 #include "../common/es_launch.h"
@@ -130,15 +131,13 @@ static int apply_shim(spank_t sp, char *text, int warn)
     return rc;
 }
 
-/* The inputs' config= field: FNV-1a of the policy's path and of every bind the resolver gets. */
+/* The inputs' config= field (../common/es_prepare.c): the policy's path and every bind the resolver gets. */
 static void config_id(char out[17])
 {
-    char text[(ES_MAX_BINDS + 3) * (PATH_MAX + 1)];
-    size_t len = (size_t)snprintf(text, sizeof text, "%s", es_cfg.policy);
+    const char *binds[ES_MAX_BINDS];
     for (int i = 0; i < es_cfg.nbinds; i++)
-        len += (size_t)snprintf(text + len, sizeof text - len, "\n%s", es_cfg.binds[i]);
-    snprintf(text + len, sizeof text - len, "\n%s", es_cfg.host_tools);
-    es_cache_name(text, out);
+        binds[i] = es_cfg.binds[i];
+    es_config_id(es_cfg.policy, binds, es_cfg.nbinds, es_cfg.host_tools, out);
 }
 
 /* The decision cache (../common/es_cache.h): 1 when the job's view was bound from it and the job
