@@ -35,7 +35,10 @@ class Site:
     run_dir: Path
 
     def policy(self, body: str = "", site: str = "", name: str = "policy.toml") -> Path:
-        """Write a policy (mode 0644, root-owned dir) with the two mini environments."""
+        """Write a policy (mode 0644, root-owned dir) with the two mini environments. Shared views
+        (PAM logins) go with their last login (view_hold = 0) unless `site` says otherwise."""
+        if "view_hold" not in site:
+            site = f"view_hold = 0\n{site}"
         text = f"""
 [site]
 default = "deb12"

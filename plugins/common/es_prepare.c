@@ -33,9 +33,12 @@ int es_prepare_inputs(const struct es_prepare *p, char *out, size_t cap)
         if (values[i] && strpbrk(values[i], "\t\r\n") != NULL)
             return -1;
     es_config_id(p->policy, p->binds, p->nbinds, p->host_tools, config);
-    int n = snprintf(out, cap, "uid=%u\trequest=%s\tchos=%s\tqueue=%s\taccount=%s\tconfig=%s",
+    if (p->extra_inputs && strpbrk(p->extra_inputs, "\r\n") != NULL)
+        return -1;
+    int n = snprintf(out, cap, "uid=%u\trequest=%s\tchos=%s\tqueue=%s\taccount=%s\tconfig=%s%s%s",
                      (unsigned)p->uid, or_empty(p->request), or_empty(p->chos), or_empty(p->partition),
-                     or_empty(p->account), config);
+                     or_empty(p->account), config, p->no_user_file ? "\tuser_file=0" : "",
+                     or_empty(p->extra_inputs));
     return n < 0 || (size_t)n >= cap ? -1 : 0;
 }
 
@@ -52,7 +55,7 @@ static int from_cache(struct es_prepare *p, char *shim, size_t shimlen)
     if (es_user_lookup(p->uid, &user) != 0)
         return snprintf(p->miss, sizeof p->miss, "uid %u unknown to NSS", (unsigned)p->uid), 0;
     int named = (p->request && p->request[0]) || (p->chos && p->chos[0]);
-    struct es_cache_job cj = {p->run_dir, p->inputs, p->key, !named, p->owner, or_empty(p->log_file),
+    struct es_cache_job cj = {p->run_dir, p->inputs, p->key, !named && !p->no_user_file, p->owner, or_empty(p->log_file),
                               p->scheduler, p->job};
     if (es_cache_try(&cj, &user, ES_PREPARE_CACHE_WAIT_MS, &hit, p->miss, sizeof p->miss) != ES_CACHE_HIT)
         return 0;
@@ -63,7 +66,8 @@ static int from_cache(struct es_prepare *p, char *shim, size_t shimlen)
 int es_prepare_pin(struct es_prepare *p, char *shim, size_t shimlen, int *by_cache,
                    char *err, size_t errlen)
 {
-    static struct es_run r;
+    static struct es_run own;
+    struct es_run *r = p->run ? p->run : &own;
     char uid[16], owner[16];
     char a_req[300], a_chos[300], a_part[300], a_acct[300], a_inputs[2048];
     char *argv[32 + 2 * ES_PREPARE_MAX_BINDS];
@@ -83,6 +87,9 @@ int es_prepare_pin(struct es_prepare *p, char *shim, size_t shimlen, int *by_cac
     /* 1. the same inputs as an earlier job on this node, all unchanged: its decision, no resolver */
     if (from_cache(p, shim, shimlen)) {
         *by_cache = 1;
+        r->status = 0;                                  /* no resolver ran: nothing it said */
+        r->err[0] = '\0';
+        r->err_len = 0;
         return 0;
     }
     /* 2. the resolver decides and prepares; values the user controls go as --opt=VALUE */
@@ -101,6 +108,8 @@ int es_prepare_pin(struct es_prepare *p, char *shim, size_t shimlen, int *by_cac
         argv[n++] = "--shared-view";
         argv[n++] = "--decision-cache";
     }
+    if (p->no_user_file)
+        argv[n++] = "--no-user-file";
     snprintf(a_chos, sizeof a_chos, "--chos-var=%s", or_empty(p->chos));
     argv[n++] = a_chos;
     if (p->inputs) {
@@ -128,10 +137,11 @@ int es_prepare_pin(struct es_prepare *p, char *shim, size_t shimlen, int *by_cac
         argv[n++] = (char *)p->host_tools;
     }
     argv[n] = NULL;
-    if (es_run(argv, 1, &r) != 0) {
-        es_user_line(&r, err, errlen);
-        return r.status > 0 ? r.status : ENVSCHED_EXIT_SETUP_FAILED;
+    if (es_run(argv, 1, r) != 0) {
+        es_user_line(r, err, errlen);
+        return r->status > 0 ? r->status : ENVSCHED_EXIT_SETUP_FAILED;
     }
-    snprintf(shim, shimlen, "%s", r.out);
+    if (shim != r->out)
+        snprintf(shim, shimlen, "%s", r->out);
     return 0;
 }

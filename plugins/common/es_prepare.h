@@ -40,12 +40,16 @@ struct es_prepare {
     const char *request;                /* --request (Grid Engine's ENVSCHED_REQUEST) */
     const char *chos;                   /* the job's CHOS variable */
     const char *inputs;                 /* the decision's raw inputs, one line (es_prepare_inputs) */
+    const char *extra_inputs;           /* NULL, or "\tNAME=VALUE..." es_prepare_inputs appends */
+    int no_user_file;                   /* --no-user-file: the site's defaults alone (PAM's failure=default) */
+    struct es_run *run;                 /* NULL, or where the resolver's run is kept (its log lines) */
     /* out: why the cache did not serve the job (the first input that differs), for the shim's log */
     char miss[512];
 };
 
-/* The inputs line of a decision: uid, request, chos, queue, account and config= (es_config_id of
- * the policy and the binds). -1 when a value holds a line break or a tab, or it does not fit. */
+/* The inputs line of a decision: uid, request, chos, queue, account, config= (es_config_id of
+ * the policy and the binds), user_file=0 with no_user_file, then extra_inputs. -1 when a value
+ * holds a line break or a tab, or it does not fit. */
 int es_prepare_inputs(const struct es_prepare *p, char *out, size_t cap);
 
 /* config=: FNV-1a of the policy's path, every bind and host_tools, as 16 hex digits. Any change

@@ -1,9 +1,11 @@
 /* pam_envsched: logins land in the user's environment. One file per concern:
  *
  *   pam_envsched.c  the dispatcher: pam_sm_open_session / pam_sm_close_session
- *   conf.c          module arguments (policy=, resolver=, run_dir=, exempt_users=, failure=, debug)
+ *   conf.c          module arguments (policy=, resolver=, run_dir=, log_file=, exempt_users=, failure=,
+ *                   cache=, debug)
  *   login.c         who and what: user, uid, service, tty, rhost, CHOS from the PAM environment
- *   resolve.c       the resolver (`envsched prepare` / `release`), clean environment, failure modes
+ *   resolve.c       prepare: the decision cache, else the resolver (../common/es_prepare.c); release
+ *                   in C (../common/es_release.c), else the resolver
  *   shim.c          the resolver's shim lines: CHOS and the env operations into the PAM environment
  *   enter.c         trust checks of the pin, setns of the calling process, and back at close
  */
@@ -29,7 +31,9 @@ struct es_conf {
     char resolver[PATH_MAX];
     char run_dir[PATH_MAX];
     char exempt[1024];          /* comma-separated user names */
+    char log_file[PATH_MAX];    /* the admin log (site.log_file): a cache hit's and a release's line */
     enum es_failure failure;
+    int cache;                  /* cache=1 (default): the decision cache and shared views; cache=0 */
     int debug;
 };
 
@@ -72,8 +76,8 @@ int es_login_get(pam_handle_t *pamh, struct es_login *l, char *err, size_t errle
 int es_login_exempt(const struct es_conf *c, const struct es_login *l);
 
 /* es_login_get: 0, -1 (no user: deny), -2 (a bad request: the failure mode applies) */
-/* prepare: 0 and the shim text in r->out, or the exit status; user_file=0 asks for the
- * defaults only (failure=default), ignoring CHOS and ~/.chos */
+/* prepare: 0 and the shim text in r->out (from the decision cache, or the resolver's), or the exit
+ * status; user_file=0 asks for the defaults only (failure=default), ignoring CHOS and ~/.chos */
 int es_resolve_prepare(const struct es_conf *c, const struct es_login *l, int user_file, struct es_run *r);
 void es_resolve_release(pam_handle_t *pamh, const struct es_conf *c, const char *key);
 void es_resolve_log(pam_handle_t *pamh, const struct es_run *r);

@@ -1,4 +1,6 @@
-/* The resolver: `envsched prepare` at open, `envsched release` at close, run through
+/* Prepare at open: the decision cache (an earlier login's decision whose inputs all still hold:
+ * no Python), else `envsched prepare` (../common/es_prepare.c). Release at close: in C
+ * (../common/es_release.c), else `envsched release`. The resolver runs through
  * plugins/common/es_run.c (absolute path, clean environment, stdin /dev/null, descriptors above 2
  * closed, 120 s limit). The user's values go as whole --opt=VALUE argv elements.
  *
@@ -11,7 +13,11 @@
 #include <syslog.h>
 #include <security/pam_ext.h>
 
+#include <sys/stat.h>
+
 #include "es_pam.h"
+#include "../common/es_prepare.h"
+#include "../common/es_release.h"
 
 static int run(char *const argv[], struct es_run *r)
 {
@@ -28,31 +34,62 @@ static int run(char *const argv[], struct es_run *r)
 
 int es_resolve_prepare(const struct es_conf *c, const struct es_login *l, int user_file, struct es_run *r)
 {
-    char uid[16], owner[16], a_chos[ES_NAME_MAX + 16], a_job[160];
-    char *argv[32];
-    int n = 0;
+    char job[160], inputs[1024], extra[64], err[ES_MSG_MAX];
+    struct es_prepare p;
+    struct stat ns;
+    int by_cache = 0;
 
-    snprintf(uid, sizeof uid, "%u", (unsigned)l->uid);
-    snprintf(owner, sizeof owner, "%d", (int)l->owner);
-    snprintf(a_chos, sizeof a_chos, "--chos-var=%s", user_file ? l->chos : "");
-    snprintf(a_job, sizeof a_job, "--job=pam/%.64s", l->service);
-    char *fixed[] = {(char *)c->resolver, "--policy", (char *)c->policy, "prepare", "--format", "shim",
-                     "--reuse", "--record-local", "--gc", "--key", (char *)l->key, "--user", uid,
-                     "--owner-pid", owner, a_job, a_chos, NULL};
-    for (int i = 0; fixed[i]; i++)
-        argv[n++] = fixed[i];
-    if (!user_file)
-        argv[n++] = "--no-user-file";
-    argv[n] = NULL;
-    return run(argv, r) == 0 ? 0 : (r->status > 0 ? r->status : ENVSCHED_EXIT_SETUP_FAILED);
+    memset(&p, 0, sizeof p);
+    p.resolver = c->resolver;
+    p.policy = c->policy;
+    p.run_dir = c->run_dir;
+    p.log_file = c->log_file;
+    p.host_tools = "";
+    p.cache = c->cache;
+    p.scheduler = "pam";
+    p.key = l->key;
+    snprintf(job, sizeof job, "pam/%.64s", l->service);
+    p.job = job;
+    p.uid = l->uid;
+    p.owner = l->owner;
+    p.chos = user_file ? l->chos : "";
+    p.no_user_file = !user_file;
+    p.run = r;
+    /* the session's mount namespace is an input: a service may run in one of its own, where the
+     * views made in another are not mounted (a miss there, never a view of another namespace's) */
+    snprintf(extra, sizeof extra, "\tmntns=%lu", stat("/proc/self/ns/mnt", &ns) == 0 ? (unsigned long)ns.st_ino : 0UL);
+    p.extra_inputs = extra;
+    if (es_prepare_inputs(&p, inputs, sizeof inputs) == 0)
+        p.inputs = inputs;
+    struct sigaction dfl, old;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    sigaction(SIGCHLD, &dfl, &old);
+    int rc = es_prepare_pin(&p, r->out, sizeof r->out, &by_cache, err, sizeof err);
+    sigaction(SIGCHLD, &old, NULL);
+    return rc;
 }
 
 void es_resolve_release(pam_handle_t *pamh, const struct es_conf *c, const char *key)
 {
-    char *argv[] = {(char *)c->resolver, "--policy", (char *)c->policy, "release", "--key", (char *)key,
-                    "--quiet", NULL};
+    char why[1024], line[PATH_MAX + 1200];
     struct es_run r;
 
+    /* a pin that needs nothing but its view detached: in C; else (node hooks, isolation
+     * namespaces, image mounts; no pin under run_dir=, which may not be the policy's) the resolver */
+    int released = es_release_pin(c->run_dir, key, why, sizeof why);
+    if (released == ES_RELEASED) {
+        if (c->log_file[0]) {
+            snprintf(line, sizeof line, "event=released key=%s", key);
+            es_admin_log(c->log_file, line);
+        }
+        return;
+    }
+    if (released == ES_RELEASE_FAILED)
+        pam_syslog(pamh, LOG_ERR, ES_PREFIX "key %s: %s; the resolver tries", key, why);
+    char *argv[] = {(char *)c->resolver, "--policy", (char *)c->policy, "release", "--key", (char *)key,
+                    "--quiet", NULL};
     if (run(argv, &r) != 0) {
         es_resolve_log(pamh, &r);
         pam_syslog(pamh, LOG_ERR, ES_PREFIX "key %s: not released (resolver exit %d); `envsched gc` "

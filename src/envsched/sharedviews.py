@@ -57,18 +57,25 @@ def view_plan(plan: Plan) -> Plan:
 
 def view_id(plan: Plan) -> str:
     """The view's identity: its mount operations, version and the tree's (or image file's) inode,
-    so that a tree replaced at the same path (or re-stamped) is a new view, never the old one."""
+    so that a tree replaced at the same path (or re-stamped) is a new view, never the old one; and
+    the mount namespace it is pinned in (a service such as sshd may run in one of its own, where a
+    view pinned in another is not mounted: each namespace has its own views, never a shared id)."""
     try:
         st = os.stat(plan.source)
         where: Optional[List[int]] = [st.st_dev, st.st_ino]
     except OSError:
         where = None
     try:
+        mntns: Optional[int] = os.stat("/proc/self/ns/mnt").st_ino
+    except OSError:
+        mntns = None
+    try:
         from _sha256 import sha256             # without hashlib's OpenSSL (about 3 ms a start)
     except ImportError:                         # pragma: no cover - Python 3.12 and later
         from hashlib import sha256
     text = json.dumps({"environment": plan.environment, "kind": plan.kind, "source": plan.source,
-                       "digest": plan.digest, "ops": plan.mount_ops, "inode": where}, sort_keys=True)
+                       "digest": plan.digest, "ops": plan.mount_ops, "inode": where, "mntns": mntns},
+                      sort_keys=True)
     return sha256(text.encode()).hexdigest()[:32]
 
 

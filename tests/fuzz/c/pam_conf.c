@@ -38,6 +38,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(fz_terminated(c.exempt, sizeof c.exempt));
         CHECK(c.failure == ES_FAIL_CLOSED || c.failure == ES_FAIL_DEFAULT || c.failure == ES_FAIL_OPEN);
         CHECK(c.debug == 0 || c.debug == 1);
+        CHECK(c.cache == 0 || c.cache == 1);
+        CHECK(c.log_file[0] == '\0' || (check_path(c.log_file, sizeof c.log_file), 1));
     }
     fz_free_argv(argv);
     return 0;

@@ -59,7 +59,9 @@ class PamAdapter(SchedulerAdapter):
             resolver=check_path("--resolver", options.resolver),
             run_dir=check_path(f"{policy.source}: site.run_dir", policy.site.run_dir),
             failure="default" if policy.site.on_error == "default" else "closed",
-            debug=options.debug)
+            log_file=check_path(f"{policy.source}: site.log_file", policy.site.log_file)
+            if policy.site.log_file else None,
+            cache=policy.site.decision_cache, debug=options.debug)
 
     def install_targets(self, policy: Policy, options: RenderOptions, site: SiteFacts,
                         text: str) -> Tuple[List[InstallTarget], List[ManualStep]]:

@@ -1,0 +1,109 @@
+"""The decision cache and shared views through the PAM module (#13), with a real sshd.
+
+A login whose inputs (user, groups, CHOS, ~/.chos, the policy file, the tree's owners and modes,
+the session's mount namespace) are those of an earlier login on the host, all unchanged, gets its
+environment from the cache: no resolver at open (the admin log says `by=cache`), its view bound
+from the host's shared one, and close_session releases the pin in C. Every input change is
+honoured on the very next login."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pamlib import PAM_USER as TEST_USER, RESOLVER, module_args, wait_no_pins
+
+pytestmark = pytest.mark.pam
+
+SHOW = 'head -1 /etc/os-release; echo "CHOS=$CHOS"'
+
+
+def write_chos(home: Path, pw, name: str) -> None:
+    (home / ".chos").write_text(name + "\n")
+    os.chown(home / ".chos", pw.pw_uid, pw.pw_gid)
+
+
+def log_lines(site_dir) -> list:
+    log = site_dir.root / "envsched.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def decided_since(site_dir, mark: int) -> list:
+    return [ln for ln in log_lines(site_dir)[mark:] if "event=decided job=pam/" in ln]
+
+
+@pytest.fixture
+def warm(site_dir):
+    """A policy with shared views kept warm (view_hold = 600); afterwards the warm views let go
+    (`envsched gc --idle-views`): the host mount table is checked after every test."""
+    policy = site_dir.policy(site="view_hold = 600", body="""
+[environments.sl5]
+path = "/nonexistent-never-used"
+allow_users = ["root"]
+""")
+    yield policy
+    wait_no_pins(site_dir.run_dir)
+    r = subprocess.run([RESOLVER, "--policy", str(policy), "gc", "--idle-views"], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+    assert r.returncode == 0, r.stdout
+    views = site_dir.run_dir / ".views"
+    assert not views.exists() or list(views.iterdir()) == []
+
+
+def login(sshd, site_dir):
+    mark = len(log_lines(site_dir))
+    r = sshd.ssh(TEST_USER, SHOW)
+    assert wait_no_pins(site_dir.run_dir) == []
+    return r, decided_since(site_dir, mark)
+
+
+def test_second_login_comes_from_the_cache(sshd, site_dir, warm, pam_user, pam_home):
+    sshd.service.write(module_args(warm, site_dir.run_dir, f"log_file={site_dir.root}/envsched.log"))
+    write_chos(pam_home, pam_user, "deb13")
+    first, d1 = login(sshd, site_dir)
+    second, d2 = login(sshd, site_dir)
+    for r in (first, second):
+        assert r.returncode == 0 and r.stdout.splitlines() == ['PRETTY_NAME="debian 13 (mini)"', "CHOS=deb13"], \
+            (r.stdout, r.stderr, sshd.log()[-2000:])
+    assert len(d1) == 1 and not d1[0].endswith("by=cache"), d1
+    assert len(d2) == 1 and d2[0].endswith("by=cache") and f"user={TEST_USER} env=deb13 " in d2[0], d2
+    # released in C at close_session: one line, and no resolver release
+    assert any(re.search(rf"event=released key=pam-{pam_user.pw_uid}-\d+$", ln) for ln in log_lines(site_dir))
+
+
+@pytest.mark.parametrize("change", ["user_file", "policy"])
+def test_an_input_change_is_honoured_on_the_next_login(sshd, site_dir, warm, pam_user, pam_home, change):
+    sshd.service.write(module_args(warm, site_dir.run_dir, f"log_file={site_dir.root}/envsched.log"))
+    write_chos(pam_home, pam_user, "deb13")
+    login(sshd, site_dir)
+    r, d = login(sshd, site_dir)
+    assert r.returncode == 0 and d[-1].endswith("by=cache"), (r.stdout, d)
+    original = warm.read_text()
+    if change == "user_file":
+        write_chos(pam_home, pam_user, "sl5")                  # root's only: refused
+        want = "envsched: environment 'sl5'"
+    else:
+        warm.write_text(original.replace("[environments.deb13]\n", "[environments.deb13]\nenabled = false\n"))
+        want = "envsched: environment 'deb13'"
+    try:
+        r, d = login(sshd, site_dir)
+    finally:
+        warm.write_text(original)
+    assert r.returncode != 0 and "CHOS=" not in r.stdout, (r.stdout, r.stderr)
+    assert want in r.stdout + r.stderr, (r.stdout, r.stderr)      # sshd sends pam_error's line on stdout
+    assert not any(ln.endswith("by=cache") for ln in d), d
+
+
+def test_cache_off(sshd, site_dir, warm, pam_user, pam_home):
+    """cache=0 (site.decision_cache = false): every login is the resolver's, no shared view."""
+    sshd.service.write(module_args(warm, site_dir.run_dir, f"log_file={site_dir.root}/envsched.log cache=0"))
+    write_chos(pam_home, pam_user, "deb13")
+    for _ in range(2):
+        r, d = login(sshd, site_dir)
+        assert r.returncode == 0 and "CHOS=deb13" in r.stdout, (r.stdout, r.stderr)
+        assert len(d) == 1 and not d[0].endswith("by=cache"), d
+    views = site_dir.run_dir / ".views"
+    assert not views.exists() or list(views.iterdir()) == []
