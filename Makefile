@@ -9,7 +9,7 @@ FUZZ_SECONDS  ?= 300
 FUZZ_EXAMPLES ?= 10000
 FUZZ_MERGE    ?= 0
 
-.PHONY: all deps venv test test-unit test-ns fuzz demo bench bench-slurm bench-images bench-devices bench-isolation bench-launcher bench-uge clean \
+.PHONY: all deps venv test test-unit test-ns fuzz demo bench bench-slurm bench-images bench-devices bench-isolation bench-launcher bench-uge bench-pam clean \
         man deb rpm test-packages test-installed
 
 all: venv
@@ -65,6 +65,9 @@ bench-launcher: venv
 
 bench-uge: venv
 	bash bench/uge.sh
+
+bench-pam: venv
+	bash bench/pam.sh
 
 # Packages (docs/admin.md section 1): man pages into build/man, the Debian packages into build/
 # (lintian clean), the RPM spec built into build/rpm/ (a build test), and the test that builds,
