@@ -24,7 +24,10 @@
 #include <linux/nsfs.h>
 #include <sched.h>
 
+#include <sys/mman.h>
+
 #include "es_cache.h"
+#include "es_fault.h"
 #include "es_join.h"
 #include "es_release.h"
 
@@ -228,6 +231,24 @@ static void json_str(char *out, size_t cap, const char *text)
 
 /* Bind the shared view `vid` onto run_dir/key/mnt and count the job in (sharedviews.attach without
  * the build: a view that is not pinned, or busy being built or let go, is a miss). */
+/* What the child has made so far, shared with its parent (es_cache_try): a child that dies with
+ * the job's pin half made (killed, a crash) leaves it to the parent to take apart, or the
+ * resolver, which runs next, would find a pin "in the making" that nobody finishes. */
+struct progress {
+    volatile int made_pin;      /* run_dir/key is the child's own (mkdir succeeded) */
+    char vid[40];
+};
+static struct progress *progress;
+
+/* a pin directory bind_view made and gives up (nothing mounted on it) */
+static void drop_pin_dir(const char *pin)
+{
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/making", pin);
+    unlink(path);
+    rmdir(pin);
+}
+
 static int bind_view(const struct es_cache_job *job, const char *vid, char *why, size_t whylen)
 {
     char view[PATH_MAX], path[PATH_MAX + 64], pin[PATH_MAX];
@@ -256,6 +277,18 @@ static int bind_view(const struct es_cache_job *job, const char *vid, char *why,
         close(dfd);
         return miss(why, whylen, "pin exists", job->key);
     }
+    if (progress) {
+        snprintf(progress->vid, sizeof progress->vid, "%s", vid);
+        progress->made_pin = 1;
+    }
+    /* who makes it (pin.py's `making`): gc takes a half-made pin apart once its maker is gone */
+    char making[64];
+    snprintf(making, sizeof making, "%d %llu\n", (int)getpid(), es_start_time(getpid()));
+    if (write_new(pin, "making", making) != 0) {
+        drop_pin_dir(pin);
+        close(dfd);
+        return miss(why, whylen, "cannot write", "making");
+    }
     /* 4. its mnt: a bind of the shared one (the kernel keeps the namespace while either is there) */
     char target[PATH_MAX + 8];
     snprintf(target, sizeof target, "%s/mnt", pin);
@@ -263,10 +296,11 @@ static int bind_view(const struct es_cache_job *job, const char *vid, char *why,
     if (tfd < 0 || close(tfd) != 0 || mount(path, target, NULL, MS_BIND, NULL) != 0) {
         snprintf(why, whylen, "bind %.300s: %s", target, strerror(errno));
         unlink(target);
-        rmdir(pin);
+        drop_pin_dir(pin);
         close(dfd);
         return ES_CACHE_ERROR;
     }
+    es_fault(job->run_dir, "cache-bound");
     /* 5. the job counted in: refs/KEY (its mtime is the view's last use) */
     snprintf(path, sizeof path, "%s/refs/%s", view, job->key);
     int rfd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -277,7 +311,7 @@ static int bind_view(const struct es_cache_job *job, const char *vid, char *why,
         snprintf(why, whylen, "%.300s: %s", path, strerror(errno));
         umount2(target, MNT_DETACH);
         unlink(target);
-        rmdir(pin);
+        drop_pin_dir(pin);
         rc = ES_CACHE_ERROR;
     }
     close(dfd);
@@ -287,7 +321,7 @@ static int bind_view(const struct es_cache_job *job, const char *vid, char *why,
 /* Undo what bind_view and write_pin made (a failure after the bind). */
 static void unpin(const struct es_cache_job *job, const char *vid)
 {
-    static const char *const files[] = {"view", "plan.json", "meta.json", "inputs", "shim", NULL};
+    static const char *const files[] = {"view", "plan.json", "meta.json", "inputs", "shim", "making", NULL};
     char path[PATH_MAX];
 
     snprintf(path, sizeof path, "%s/%s/mnt", job->run_dir, job->key);
@@ -329,8 +363,10 @@ static int write_pin(const struct es_cache_job *job, const struct es_user *u, co
     snprintf(view, sizeof view, "%s\n", hit->view);
     snprintf(inputs, sizeof inputs, "%s\n", job->inputs);
     if (write_new(dir, "view", view) != 0 || write_new(dir, "plan.json", plan) != 0 ||
-        write_new(dir, "meta.json", text) != 0 || write_new(dir, "inputs", inputs) != 0 ||
-        write_new(dir, "shim", hit->shim) != 0)
+        write_new(dir, "meta.json", text) != 0 || write_new(dir, "inputs", inputs) != 0)
+        return -1;
+    es_fault(job->run_dir, "cache-files");
+    if (write_new(dir, "shim", hit->shim) != 0)
         return -1;
     return 0;
 }
@@ -533,6 +569,13 @@ int es_cache_try(const struct es_cache_job *job, const struct es_user *u, int ti
     static struct reply r;
     int p[2], status = 0;
 
+    if (progress == NULL) {
+        void *m = mmap(NULL, sizeof *progress, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED)
+            return miss(why, whylen, "mmap", strerror(errno));
+        progress = m;
+    }
+    memset((void *)progress, 0, sizeof *progress);
     if (pipe2(p, O_CLOEXEC) != 0)
         return miss(why, whylen, "pipe", strerror(errno));
     pid_t pid = fork();
@@ -595,6 +638,13 @@ int es_cache_try(const struct es_cache_job *job, const struct es_user *u, int ti
         snprintf(why, whylen, "%s", r.why);
         if (rc == ES_CACHE_HIT)
             *hit = r.hit;
+    } else if (progress->made_pin) {
+        /* the child died (or was killed) with the job's pin half made: taken apart here, so that
+         * the resolver, which decides next, makes it afresh */
+        char vid[sizeof progress->vid];
+        snprintf(vid, sizeof vid, "%s", progress->vid);
+        unpin(job, vid);
+        snprintf(why + strlen(why), whylen - strlen(why), "; its half-made pin %s taken apart", job->key);
     }
     return rc;
 }

@@ -18,7 +18,7 @@
 static const char *const resolver_files[] = {"hooks.json", "init", "ipc", "uts", NULL};
 /* what a pin holds besides its mnt (PinStore.release removes the same) */
 static const char *const pin_files[] = {"plan.json", "meta.json", "shim", "inputs", "userns", "hooks.json",
-                                        "hooks.released", "view", NULL};
+                                        "hooks.released", "view", "making", NULL};
 
 /* ---- shared views (src/envsched/sharedviews.py: the layout, and the same steps in Python) ---- */
 

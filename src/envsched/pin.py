@@ -222,7 +222,16 @@ class PinStore:
         try:
             os.mkdir(pin, 0o700)
         except FileExistsError:
-            raise UsageError(f"pin {key} exists already (release it first)") from None
+            if not self._maker_gone(key):
+                raise UsageError(f"pin {key} exists already (release it first)") from None
+            self.release(key, run_epilog=False)         # half made by a process killed meanwhile
+            try:
+                os.mkdir(pin, 0o700)
+            except FileExistsError:
+                raise UsageError(f"pin {key} exists already (release it first)") from None
+        # who makes it: a pin without meta.json whose maker is gone is taken apart at once (gc,
+        # or the next prepare of the key) rather than after HALF_MADE_GRACE
+        _write_file(os.path.join(pin, "making"), f"{os.getpid()} {process_start(os.getpid())}\n")
         prolog_ran = False
         try:
             userns = plan.kind == "user-image"
@@ -343,7 +352,7 @@ class PinStore:
             shared = None
         # the same list as plugins/common/es_release.c's pin_files
         for name in ("mnt", "ipc", "uts", "init", "plan.json", "meta.json", "shim", "inputs", "userns",
-                     "hooks.json", "hooks.released", "view"):
+                     "hooks.json", "hooks.released", "view", "making"):
             try:
                 os.unlink(os.path.join(pin, name))
             except FileNotFoundError:
@@ -384,12 +393,25 @@ class PinStore:
             try:
                 meta = self.meta(key)
             except (OSError, ValueError, TypeError):
-                if _age(self.path(key)) > HALF_MADE_GRACE:
-                    out.append(key)                     # half-made and old: nothing owns it
+                if self._maker_gone(key) or _age(self.path(key)) > HALF_MADE_GRACE:
+                    out.append(key)                     # half-made, its maker gone (or old)
                 continue                                # half-made and young: being prepared
             if process_start(meta.owner_pid) != meta.owner_start or meta.owner_start is None:
                 out.append(key)
         return out
+
+    def _maker_gone(self, key: str) -> bool:
+        """A pin without meta.json whose maker (the `making` file: pid and start time, the
+        resolver's or the decision cache's child) is no longer running: killed while making it."""
+        pin = self.path(key)
+        if os.path.exists(os.path.join(pin, "meta.json")):
+            return False
+        try:
+            with open(os.path.join(pin, "making")) as f:
+                pid, start = f.read().split()
+            return process_start(int(pid)) != int(start)
+        except (OSError, ValueError):
+            return False
 
     def gc(self) -> List[str]:
         removed = []

@@ -30,7 +30,7 @@ import json
 import os
 import time
 
-from . import linux
+from . import faults, linux
 from .errors import SetupError
 from .plan import Plan
 
@@ -134,6 +134,7 @@ class SharedViews:
         if fd is None:
             raise SetupError(f"shared view {vid}: its directory under {self.dir} cannot be used")
         try:
+            faults.point(self.run_dir, "view-locked")
             path = self.path(vid)
             mnt = os.path.join(path, "mnt")
             if not _pinned(mnt):
@@ -141,6 +142,7 @@ class SharedViews:
                 try:
                     os.mkdir(os.path.join(path, "refs"), 0o700)
                     build(mnt)
+                    faults.point(self.run_dir, "view-built")
                     _write(os.path.join(path, "plan.json"), view_plan(plan).to_json())
                     _write(os.path.join(path, "meta.json"), json.dumps(
                         {"environment": plan.environment, "digest": plan.digest, "created": time.time()}))
@@ -152,6 +154,7 @@ class SharedViews:
             target = os.path.join(key_dir, "mnt")
             os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
             linux.mount(mnt, target, None, linux.MS_BIND)
+            faults.point(self.run_dir, "view-bound")
             _write(os.path.join(path, "refs", os.path.basename(key_dir)), "", replace=True)
             _write(os.path.join(key_dir, "view"), vid + "\n")
             return vid
@@ -166,6 +169,7 @@ class SharedViews:
                 os.unlink(os.path.join(self.path(vid), "refs", key))
             except FileNotFoundError:
                 pass
+        faults.point(self.run_dir, "view-unref")
         return self.release_idle(mine=vid)
 
     def release_idle(self, hold: Optional[float] = None, dangling: bool = False,

@@ -376,7 +376,8 @@ def user_file_in_c(tmp_path_factory) -> Path:
     (out / "driver.c").write_text(USER_FILE_DRIVER)
     import subprocess
     subprocess.run(["cc", "-O1", "-D_GNU_SOURCE", f"-I{top}", "-o", str(out / "driver"), str(out / "driver.c"),
-                    str(top / "es_cache.c"), str(top / "es_release.c"), str(top / "es_join.c")], check=True)
+                    str(top / "es_cache.c"), str(top / "es_release.c"), str(top / "es_join.c"),
+                    str(top / "es_fault.c")], check=True)
     return out / "driver"
 
 

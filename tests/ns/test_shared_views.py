@@ -171,3 +171,59 @@ def test_two_jobs_released_at_once_never_leave_their_view(site_dir, envsched_cmd
         os.close(fd)
     assert [r.returncode for r in done] == [0, 0], [r.stderr for r in done]
     assert views(site_dir) == {} and mount_table() == before
+
+
+def write_faults(site_dir, *points):
+    """The root-only switch of the fault points (src/envsched/faults.py, plugins/common/es_fault.c)."""
+    site_dir.run_dir.mkdir(mode=0o700, exist_ok=True)
+    path = site_dir.run_dir / ".faults"
+    path.write_text("".join(p + "\n" for p in points))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.mark.parametrize("point", ["view-locked", "view-built", "view-bound", "view-unref"])
+def test_killed_at_each_step_of_a_shared_view_the_next_job_works_and_gc_leaves_nothing(
+        site_dir, envsched_cmd, home, point):
+    """kill -9 of the resolver at each step of a shared view's life (the view's directory made and
+    locked, the view built, bound onto the job's pin, the job's reference dropped at release),
+    with the job's owner gone too: the next job gets a working view, and `envsched gc` leaves no
+    pin, no view and no mount."""
+    import time
+    policy = site_dir.policy(site="view_hold = 0")
+    before = mount_table()
+    owner = subprocess.Popen(["sleep", "600"])
+    faults = None
+    try:
+        def prepare_owned(key):
+            return envsched_cmd("--policy", str(policy), "prepare", "--key", key, "--user", TEST_USER,
+                                "--request", "deb13", "--owner-pid", str(owner.pid), "--shared-view")
+        if point == "view-unref":
+            assert prepare_owned("sv-f1").returncode == 0
+            faults = write_faults(site_dir, point)
+            r = envsched_cmd("--policy", str(policy), "release", "--key", "sv-f1")
+        else:
+            faults = write_faults(site_dir, point)
+            r = prepare_owned("sv-f1")
+        assert r.returncode == -9, (r.returncode, r.stderr)           # killed at the point
+    finally:
+        if faults is not None:
+            faults.unlink()
+        owner.kill()
+        owner.wait()
+    # the next job on the node: a working view of deb13
+    meta = prepare(envsched_cmd, policy, "sv-f2")
+    assert meta["environment"] == "deb13"
+    r = envsched_cmd("--policy", str(policy), "join", "--key", "sv-f2", "--", "sh", "-c", "head -1 /etc/os-release")
+    assert r.returncode == 0 and "debian 13" in r.stdout, (r.stdout, r.stderr)
+    release(envsched_cmd, policy, "sv-f2")
+    # gc: the dead owner's pin, its reference, the idle view: nothing left
+    deadline = time.monotonic() + 10
+    while True:
+        r = envsched_cmd("--policy", str(policy), "gc", "--idle-views")
+        assert r.returncode == 0, r.stderr
+        left = sorted(p.name for p in site_dir.run_dir.iterdir() if p.name.startswith("sv-"))
+        if (not left and views(site_dir) == {} and mount_table() == before) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert left == [] and views(site_dir) == {} and mount_table() == before, (left, views(site_dir))

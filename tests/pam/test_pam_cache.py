@@ -107,3 +107,29 @@ def test_cache_off(sshd, site_dir, warm, pam_user, pam_home):
         assert len(d) == 1 and not d[0].endswith("by=cache"), d
     views = site_dir.run_dir / ".views"
     assert not views.exists() or list(views.iterdir()) == []
+
+
+@pytest.mark.parametrize("point", ["cache-bound", "cache-files"])
+def test_cache_child_killed_half_way_the_login_still_works(sshd, site_dir, warm, pam_user, pam_home, point):
+    """kill -9 of the decision cache's child (plugins/common/es_cache.c) with the session's pin half
+    made (the shared view bound onto it; its files written but not `shim`): the module takes the
+    pin apart, the resolver decides, the login lands in the right environment, nothing is left,
+    and the next login is the cache's again. The kill comes from a fault point, switched on by a
+    root-only file (plugins/common/es_fault.c)."""
+    sshd.service.write(module_args(warm, site_dir.run_dir, f"log_file={site_dir.root}/envsched.log"))
+    write_chos(pam_home, pam_user, "deb13")
+    login(sshd, site_dir)
+    faults = site_dir.run_dir / ".faults"
+    faults.write_text(point + "\n")
+    faults.chmod(0o600)
+    try:
+        r, d = login(sshd, site_dir)
+    finally:
+        faults.unlink()
+    assert r.returncode == 0 and r.stdout.splitlines() == ['PRETTY_NAME="debian 13 (mini)"', "CHOS=deb13"], \
+        (r.stdout, r.stderr, sshd.log()[-2000:])
+    assert len(d) == 1 and not d[0].endswith("by=cache"), d          # the resolver's, after the kill
+    views = [p for p in (site_dir.run_dir / ".views").iterdir()]
+    assert len(views) == 1 and list((views[0] / "refs").iterdir()) == [], views   # no reference left
+    r, d = login(sshd, site_dir)
+    assert r.returncode == 0 and len(d) == 1 and d[0].endswith("by=cache"), (r.stdout, d)
