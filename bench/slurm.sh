@@ -26,7 +26,9 @@
 #   BENCH_WARMUP (3)          warm-up rounds per section, not recorded
 #   BENCH_SEED (1)            seed of the per-round shuffle
 #   BENCH_TIMELINE_ROUNDS (10) rounds of the timeline section (resolver behind a timing wrapper)
-#   BENCH_SECTIONS            comma list (default jobs,tasks,steps,steptasks,sbatch,direct,timeline)
+#   BENCH_BURST_ROUNDS (5)    rounds of the burst section (a job alone, then BENCH_BURST_JOBS at once)
+#   BENCH_BURST_JOBS (16)     jobs started at once in the burst section
+#   BENCH_SECTIONS            comma list (default jobs,tasks,steps,steptasks,sbatch,direct,timeline,burst)
 #   BENCH_KEEP=1              keep the cluster directory (logs) after stopping the cluster
 #
 # Exit: 0 ok; 1 error, a failed launch, a pin left after the jobs ended, or the host mount table
@@ -44,7 +46,9 @@ DIRECT_ROUNDS=${BENCH_DIRECT_ROUNDS:-30}
 WARMUP=${BENCH_WARMUP:-3}
 SEED=${BENCH_SEED:-1}
 TIMELINE_ROUNDS=${BENCH_TIMELINE_ROUNDS:-10}
-SECTIONS=${BENCH_SECTIONS:-jobs,tasks,steps,steptasks,sbatch,direct,timeline}
+BURST_ROUNDS=${BENCH_BURST_ROUNDS:-5}
+BURST_JOBS=${BENCH_BURST_JOBS:-16}
+SECTIONS=${BENCH_SECTIONS:-jobs,tasks,steps,steptasks,sbatch,direct,timeline,burst}
 while getopts "n:t:b:" opt; do
     case $opt in
     n) ROUNDS=$OPTARG ;;
@@ -150,7 +154,10 @@ mkdir -m 0755 "$DIR/scripts" "$DIR/work" "$DIR/os"
 # (other engineers) must not swap it in the middle of a run
 install -m 0755 "$repo/plugins/slurm-spank/envsched_spank.so" "$DIR/envsched_spank.so"
 started=1
-env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$cluster_scripts/start.sh" "$DIR" 1
+# the burst section's partition: jobs share the node's CPUs (16 standalone jobs run at once on 2)
+env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+    SLURM_EXTRA_CONF="PartitionName=burst Nodes=ALL MaxTime=INFINITE State=UP OverSubscribe=FORCE:$BURST_JOBS" \
+    "$cluster_scripts/start.sh" "$DIR" 1
 "$repo/tests/envs/build-mini-env.sh" "$DIR/os/deb12" debian 12 "Debian 12 (mini)" >/dev/null
 cat > "$DIR/policy.toml" <<EOF
 [site]
@@ -198,6 +205,7 @@ SLURM_CONF=$DIR/slurm.conf /usr/bin/python3 "$here/slurm_bench.py" all \
     --rounds "$ROUNDS" --task-rounds "$TASK_ROUNDS" --sbatch-rounds "$SBATCH_ROUNDS" \
     --direct-rounds "$DIRECT_ROUNDS" --warmup "$WARMUP" --seed "$SEED" --sections "$SECTIONS" \
     --timeline-line-file "$DIR/plugstack-timed.line" --timeline-rounds "$TIMELINE_ROUNDS" \
+    --burst-rounds "$BURST_ROUNDS" --burst-jobs "$BURST_JOBS" \
     --cold-line-file "$DIR/plugstack-cold.line" --cold-policy "$DIR/policy-cold.toml" \
     --json "$out/slurm-$stamp.json" 2>&1 | tee -a "$result"
 status=${PIPESTATUS[0]}

@@ -22,6 +22,9 @@ Cases per section ("bare" = plugstack.conf empty: Slurm alone; "plain" = plugin 
   direct     the resolver started directly: envsched prepare (+ release) and validate, python3 -I -S
   timeline   srun true / srun --chos=A true with the resolver behind a wrapper that logs its start
              and end: where one srun-as-its-own-job spends its time
+  burst      16 standalone jobs started at once (srun -p burst, a partition whose CPUs jobs share,
+             OverSubscribe=FORCE) against the same job alone, bare and chos (warm): does a job in
+             the burst wait for the others' envsched setup (a lock held across a Python start)?
 
 bench/slurm.sh sets the cluster up and calls this with `all`; see that script for the layout.
 """
@@ -422,6 +425,68 @@ def timeline_table(segs: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
+def section_burst(ctx: Ctx, a) -> dict:
+    """Each round, per case: one job alone, then a.burst_jobs jobs started at once; every srun's
+    own wall time (spawn to reaped) is recorded."""
+    import threading
+    A = ctx.env_name
+    cases = {"bare": {"plugin": False, "argv": ["srun", "-p", "burst", "true"]},
+             "chos": {"plugin": True, "argv": ["srun", "-p", "burst", f"--chos={A}", "true"]}}
+    alone: Dict[str, List[float]] = {k: [] for k in cases}
+    burst: Dict[str, List[float]] = {k: [] for k in cases}
+    slowest: Dict[str, List[float]] = {k: [] for k in cases}
+    rng = random.Random(a.seed)
+    decided0 = resolver_runs(ctx)
+    t_start = time.monotonic()
+    for r in range(a.warmup + a.burst_rounds):
+        order = list(cases)
+        rng.shuffle(order)
+        for name in order:
+            c = cases[name]
+            ctx.plugstack(c["plugin"])
+            dt, p = ctx.timed(c["argv"])
+            check_ok(ctx, f"burst {name} alone", p)
+            ctx.settle()
+            time.sleep(ctx.pause)
+            got: List[float] = []
+            lock = threading.Lock()
+
+            def one() -> None:
+                d, q = ctx.timed(c["argv"], timeout=300)
+                check_ok(ctx, f"burst {name}", q)
+                with lock:
+                    got.append(d)
+            threads = [threading.Thread(target=one) for _ in range(a.burst_jobs)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            ctx.settle(timeout=120)
+            time.sleep(ctx.pause)
+            if r >= a.warmup:
+                alone[name].append(dt)
+                burst[name].extend(got)
+                slowest[name].append(max(got))
+    print(f"# burst: {a.burst_rounds} rounds (+{a.warmup} warm-up), {a.burst_jobs} jobs at once, in "
+          f"{time.monotonic() - t_start:.0f}s; resolver decisions logged meanwhile: "
+          f"{resolver_runs(ctx) - decided0}", flush=True)
+    return {"alone": alone, "burst": burst, "slowest": slowest, "jobs": a.burst_jobs}
+
+
+def burst_table(res: dict) -> str:
+    n = res["jobs"]
+    lines = [f"**(5) {n} standalone jobs started at once on one node (srun -p burst true), against the same "
+             "job alone**", "",
+             "| case | alone median ms | burst median ms | burst p90 | slowest of the burst (median over rounds) "
+             "| slowest / alone | burst median x bare's |", "|---|---|---|---|---|---|---|"]
+    bare_burst = statistics.median(res["burst"]["bare"])
+    for name in res["alone"]:
+        al, bu, sl = stats(res["alone"][name]), stats(res["burst"][name]), statistics.median(res["slowest"][name])
+        lines.append(f"| {name} | {al['median'] * 1e3:.1f} | {bu['median'] * 1e3:.1f} | {bu['p90'] * 1e3:.1f} | "
+                     f"{sl * 1e3:.1f} | {sl / al['median']:.2f} | {bu['median'] / bare_burst:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 # ------------------------------------------------------------------ main
 def main() -> int:
     ap = argparse.ArgumentParser()
@@ -445,6 +510,8 @@ def main() -> int:
     ap.add_argument("--cold-line-file", help="the plugstack line of the `cold` case (its own policy copy)")
     ap.add_argument("--cold-policy", help="that policy copy, touched before every `cold` launch")
     ap.add_argument("--timeline-rounds", type=int, default=10)
+    ap.add_argument("--burst-rounds", type=int, default=5)
+    ap.add_argument("--burst-jobs", type=int, default=16)
     ap.add_argument("--sections", default="jobs,tasks,steps,steptasks,sbatch,direct,timeline")
     ap.add_argument("--json", help="write raw results here")
     a = ap.parse_args()
@@ -498,6 +565,8 @@ def main() -> int:
         out["direct"] = section_direct(ctx, a)
     if "timeline" in secs and a.timeline_line_file:
         out["timeline"] = section_timeline(ctx, a)
+    if "burst" in secs:
+        out["burst"] = section_burst(ctx, a)
     ctx.plugstack(True)
 
     # ---------------------------------------------------------------- report
@@ -529,6 +598,8 @@ def main() -> int:
         print(f"**(1) where the time of one srun (its own job) goes: {a.timeline_rounds} rounds, resolver "
               "behind a timing wrapper**\n")
         print(timeline_table(out["timeline"]))
+    if "burst" in out:
+        print(burst_table(out["burst"]))
     for k, v in out.items():
         if isinstance(v, dict) and "decided" in v:
             print(f"resolver decisions (event=decided in envsched.log) during {k}: {v['decided']}")

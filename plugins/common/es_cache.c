@@ -368,6 +368,9 @@ static int write_pin(const struct es_cache_job *job, const struct es_user *u, co
     es_fault(job->run_dir, "cache-files");
     if (write_new(dir, "shim", hit->shim) != 0)
         return -1;
+    char making[PATH_MAX + 16];                     /* complete: meta.json's owner stands for it */
+    snprintf(making, sizeof making, "%s/making", dir);
+    unlink(making);
     return 0;
 }
 

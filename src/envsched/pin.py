@@ -255,6 +255,7 @@ class PinStore:
                            process_start(owner_pid), time.time(), plan.digest, userns)
             _write_file(os.path.join(pin, "plan.json"), plan.to_json())
             _write_file(os.path.join(pin, "meta.json"), json.dumps(asdict(meta)))
+            os.unlink(os.path.join(pin, "making"))     # complete: its owner (meta.json) stands for it
             return meta, plan
         except nodehooks.HookFailed:
             self.release(key, run_epilog=False)        # the prolog failed: nothing to undo

@@ -13,6 +13,12 @@ and the submission alone (qsub -h, then qdel), which is what the JSVs cost:
 
   submit-plain / submit-chos
 
+and the root prolog alone, under the stand-in shepherd of test_uge_forged.py (a job directory of
+the admin user's with execd's `config` and `environment`, `ENVSCHED_REQUEST=deb13`), warm:
+
+  prolog-c     the rendered prolog line: uge-prolog, served by the decision cache (no Python)
+  prolog-py    the Python prolog alone (what every job ran before #13)
+
 Prints medians, ratios to plain and the JSV's own verify time. BENCH_ROUNDS (default 20).
 """
 from __future__ import annotations
@@ -25,6 +31,8 @@ import time
 from typing import Dict, List
 
 import pytest
+from test_uge_forged import Spool, helpers  # noqa: F401  (helpers: the stand-in shepherd, a fixture)
+from ugesite import envsched_cmd, render_section
 
 pytestmark = pytest.mark.uge
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "20"))
@@ -83,3 +91,56 @@ def test_bench(uge_cluster, uge_site, uge_user):
     took = [float(m) for m in re.findall(r"verify took ([0-9.]+) ms", log)]
     print(f"  JSV verify itself (in-process, per job and side): median {statistics.median(took):.2f} ms "
           f"over {len(took)}")
+
+
+def _pct(v: List[float], q: float) -> float:
+    s = sorted(v)
+    return s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))]
+
+
+def test_bench_prolog(uge_site, helpers, uge_user):  # noqa: F811
+    """The root prolog per job, warm: C (the decision cache) against the Python prolog."""
+    import shutil
+    import subprocess
+    original = uge_site.policy.read_text()
+    uge_site.policy.write_text(original.replace("view_hold = 0\n", "view_hold = 600\n", 1))
+    spool = Spool(uge_site, helpers, uge_user)
+    key = f"uge-{spool.job}.1"
+    (spool.dir / "environment").write_text(f"JOB_ID={spool.job}\nQUEUE=all.q\nENVSCHED_REQUEST=deb13\n")
+    line = next(ln for ln in render_section(uge_site.rendered, "queue") if ln.startswith("prolog "))
+    c_argv = line.split(None, 1)[1].split("@", 1)[1].split()
+    cases = {"prolog-c": c_argv, "prolog-py": c_argv[1:]}
+
+    def run(argv) -> float:
+        t0 = time.monotonic()
+        p = spool.shepherd(True, argv)
+        dt = time.monotonic() - t0
+        assert p.returncode == 0 and (uge_site.run_dir / key / "shim").exists(), (p.stdout, p.stderr)
+        r = subprocess.run([envsched_cmd(), "--policy", str(uge_site.policy), "release", "--key", key],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert r.returncode == 0, r.stderr
+        return dt
+
+    try:
+        for _ in range(3):
+            for argv in cases.values():
+                run(argv)
+        times: Dict[str, List[float]] = {k: [] for k in cases}
+        rng = random.Random(int(os.environ.get("BENCH_SEED", "1")))
+        for _ in range(max(ROUNDS, 20)):
+            order = list(cases)
+            rng.shuffle(order)
+            for k in order:
+                times[k].append(run(cases[k]))
+    finally:
+        uge_site.policy.write_text(original)
+        subprocess.run([envsched_cmd(), "--policy", str(uge_site.policy), "gc", "--idle-views"],
+                       stdout=subprocess.DEVNULL)
+        shutil.rmtree(spool.root)
+    hits = sum(ln.endswith("by=cache") and f"job={spool.job}.1 " in ln
+               for ln in uge_site.admin_log.read_text().splitlines())
+    print(f"\nGrid Engine root prolog per job, warm, under the stand-in shepherd ({len(times['prolog-c'])} "
+          "interleaved rounds; median [p10 p90]):")
+    for k, v in times.items():
+        print(f"  {k:<10} {1000 * statistics.median(v):7.2f} ms [{1000 * _pct(v, 0.1):.2f} {1000 * _pct(v, 0.9):.2f}]")
+    print(f"  C prolog runs served by the decision cache: {hits}")

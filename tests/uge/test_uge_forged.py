@@ -97,7 +97,7 @@ def test_forged_queue_variable_gets_no_other_queues_environment(uge_site, uge_us
 def test_forged_job_variables_do_not_name_the_job(uge_site, uge_user):
     """JOB_ID, SGE_TASK_ID, SGE_JOB_SPOOL_DIR and QUEUE given with -v: Grid Engine sets its own over
     them, and envsched reads none of them anyway. The prolog prepares the real job's pin (its
-    inputs name the owner by name and the queue from execd's config), the other job's key is never
+    inputs name the owner's uid and the queue from execd's config), the other job's key is never
     touched, and the job runs in deb13."""
     c = uge_site.cluster
     mark = log_mark(uge_site)
@@ -114,7 +114,7 @@ def test_forged_job_variables_do_not_name_the_job(uge_site, uge_user):
         while not inputs_file.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         inputs = inputs_file.read_text()
-        assert inputs.startswith(f"uid={uge_user.pw_name}\t") and "\tqueue=all.q" in inputs, inputs
+        assert inputs.startswith(f"uid={uge_user.pw_uid}\t") and "\tqueue=all.q\t" in inputs, inputs
         assert not [k for k in uge_site.pins() if k.startswith(f"uge-{other}.")]
         flag.touch()
         acct = c.wait(job)

@@ -81,43 +81,35 @@ static int read_pin(const struct es_conf *c, const struct es_tjob *j, const char
     return 1;
 }
 
-/* the resolver as root with a clean environment (plugins/common/es_run.c); the key it chose */
+/* the resolver prepares the job's pin (../../common/es_prepare.c, the sequence every shim uses),
+ * under the job's key or, where the prologue pinned it for another request, the fallback key;
+ * the key it used in `key`. Without the decision cache here (cache off): the inputs the prologue
+ * stores (envsched_torque.py: inputs()) do not name the starter's configuration (config=), and
+ * Torque's prologue starts Python for every job anyway. */
 static int prepare(const struct es_conf *c, const struct es_tjob *j, const char *chos, char *key, size_t keylen,
                    char *err, size_t errlen)
 {
-    char uid[16], owner[16], fallback[112], a_chos[300], a_queue[300], a_account[300],
-        a_inputs[ES_TORQUE_INPUTS_MAX + 16];
-    char *argv[64];
-    int n = 0;
-    struct es_run r;
+    char fallback[112], shim[ES_SHIM_MAX];
+    struct es_prepare p;
+    int by_cache;
 
-    snprintf(uid, sizeof uid, "%u", (unsigned)j->uid);
-    /* the owner: this process, which becomes the job (batch shell or TM task) by exec */
-    snprintf(owner, sizeof owner, "%d", (int)getpid());
+    es_conf_prepare(c, &p);
     snprintf(fallback, sizeof fallback, "%s.v", j->key);
-    snprintf(a_chos, sizeof a_chos, "--chos-var=%s", chos ? chos : "");
-    snprintf(a_queue, sizeof a_queue, "--partition=%s", j->queue);
-    snprintf(a_account, sizeof a_account, "--account=%s", j->account);
-    snprintf(a_inputs, sizeof a_inputs, "--inputs=%s", j->inputs);
-    char *fixed[] = {(char *)c->resolver, "--policy", (char *)c->policy, "prepare", "--format", "shim",
-                     "--reuse", "--record-local", "--gc", "--key", (char *)j->key, "--fallback-key", fallback,
-                     "--user", uid, "--job", (char *)j->id, "--owner-pid", owner, a_chos, a_inputs, NULL};
-    for (int i = 0; fixed[i]; i++)
-        argv[n++] = fixed[i];
-    if (j->queue[0])
-        argv[n++] = a_queue;
-    if (j->account[0])
-        argv[n++] = a_account;
-    for (int i = 0; i < c->nbinds; i++) {
-        argv[n++] = "--bind";
-        argv[n++] = (char *)c->binds[i];
-    }
-    argv[n] = NULL;
-    if (es_run(argv, 1, &r) != 0) {
-        es_user_line(&r, err, errlen);
-        return r.status > 0 ? r.status : ENVSCHED_EXIT_SETUP_FAILED;
-    }
-    for (char *l = r.out; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+    p.cache = 0;
+    p.scheduler = "torque";
+    p.key = j->key;
+    p.fallback_key = fallback;
+    p.job = j->id;
+    p.uid = j->uid;
+    p.owner = getpid();                 /* this process becomes the job (batch shell or TM task) */
+    p.partition = j->queue;
+    p.account = j->account;
+    p.chos = chos ? chos : "";
+    p.inputs = j->inputs;
+    int rc = es_prepare_pin(&p, shim, sizeof shim, &by_cache, err, errlen);
+    if (rc != 0)
+        return rc;
+    for (char *l = shim; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
         if (strncmp(l, "key ", 4) == 0) {
             snprintf(key, keylen, "%.*s", (int)strcspn(l + 4, "\n"), l + 4);
             return 0;
