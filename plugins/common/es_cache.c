@@ -255,9 +255,10 @@ static int bind_view(const struct es_cache_job *job, const char *vid, char *why,
     struct statfs sfs;
     int rc = ES_CACHE_MISS;
 
-    /* 1. the view's directory, locked against a release or a build (never waited for) */
+    /* 1. the view's directory, locked against a release or a build (shared with other joins; a
+     *    build or a release waited for at most 2 s) */
     snprintf(view, sizeof view, "%s/.views/%s", job->run_dir, vid);
-    int dfd = es_view_lock(view, 0);
+    int dfd = es_view_lock_join(view, 2000);
     if (dfd < 0)                                    /* none, busy, or let go of meanwhile */
         return miss(why, whylen, "no shared view to join now", vid);
     /* 2. its mnt: a pinned mount namespace (nsfs), not an empty file a dead builder left */

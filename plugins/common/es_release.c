@@ -43,6 +43,31 @@ int es_view_lock(const char *dir, int wait)
     return fd;
 }
 
+int es_view_lock_join(const char *dir, int timeout_ms)
+{
+    struct stat held, here;
+    struct timespec pause = {0, 1000 * 1000};
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+    if (fd < 0)
+        return -1;
+    /* shared: joins run side by side; a build or a let-go (exclusive) is waited for, at most
+     * timeout_ms (then the caller's miss: the resolver, which waits for it in full) */
+    for (int waited = 0; flock(fd, LOCK_SH | LOCK_NB) != 0; waited++) {
+        if (errno != EWOULDBLOCK || waited >= timeout_ms) {
+            close(fd);
+            return -1;
+        }
+        nanosleep(&pause, NULL);
+    }
+    if (fstat(fd, &held) != 0 || lstat(dir, &here) != 0 || held.st_dev != here.st_dev ||
+        held.st_ino != here.st_ino) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 /* Let go of the view in `dir` (locked by the caller): unpin it, remove its files (_let_go). */
 static void let_go(const char *dir)
 {

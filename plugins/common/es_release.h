@@ -25,6 +25,9 @@ int es_is_view_id(const char *name);
  * (closing it unlocks), or -1. es_cache.c joins under it, release lets go under it; sharedviews.py
  * _lock is the same in Python. */
 int es_view_lock(const char *dir, int wait);
+/* The same, shared, for a join (es_cache.c): joins of one view run side by side, and wait at most
+ * timeout_ms for an exclusive holder (a build, a release letting go). The descriptor, or -1. */
+int es_view_lock_join(const char *dir, int timeout_ms);
 
 /* One line to the admin log file (root's, a regular file with one link, opened O_NOFOLLOW and
  * appended to; "" for none), in the resolver's format: "STAMP envsched[PID]: LINE". */
