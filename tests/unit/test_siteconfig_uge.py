@@ -226,3 +226,13 @@ def test_rendered_tmpdir_bind_is_writable_for_the_resolver():
     value = [ln.split("=", 1)[1] for ln in conf.splitlines() if ln.startswith("bind=")][-1]
     m = bind_arg(value)
     assert (m.source, m.target, m.writable) == ("/scratch/sge", "/scratch/sge", True)
+
+
+def test_no_client_jsv():
+    """--no-client-jsv: nothing for the cell's sge_request (qsub costs what it does without envsched;
+    the server JSV still checks every submission), the rest unchanged."""
+    text = render(client_jsv=False)
+    assert section(text, "sge_request") == ""
+    assert "#### sge_request: nothing in" in text and "\n-jsv " not in text
+    assert section(text, "global") == "jsv_url /usr/local/libexec/envsched/uge-jsv\n"
+    assert section(text, "queue") == section(render(), "queue")

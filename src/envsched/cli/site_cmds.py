@@ -59,6 +59,10 @@ def _config_args(r: argparse.ArgumentParser, what: str) -> None:
     r.add_argument("--unprivileged", action="store_true",
                    help="uge: enter through a user namespace from a starter running as the user; no "
                    "prolog, no set-user-ID program (see docs/admin.md for the trade-off)")
+    r.add_argument("--no-client-jsv", action="store_true",
+                   help="uge: no client-side JSV in the cell's sge_request (qsub then costs what it does "
+                   "without envsched; the server JSV still refuses at submission; `-w e` and DRMAA must ask "
+                   "with -v CHOS=NAME instead of -l chos=NAME; see docs/admin.md)")
     r.add_argument("--tmpdir", action="append", default=[], metavar="PATH",
                    help="uge: a queue's tmpdir (the parent of each job's TMPDIR), bound read-write into every "
                    "view, repeatable; wins over what `qconf -sq` says (default: the tmpdir of every queue, or "
@@ -133,7 +137,8 @@ def _options(args: argparse.Namespace, policy_path: str, resolver: Optional[str]
         munge_socket_dir=getattr(args, "munge_socket_dir", None), host_tools=getattr(args, "host_tools", None),
         plugin_dir=getattr(args, "plugin_dir", None), src=getattr(args, "src", None),
         unprivileged=getattr(args, "unprivileged", False), service=getattr(args, "pam", None),
-        tmpdirs=tuple(getattr(args, "tmpdir", ())), queues=tuple(getattr(args, "queue", ())))
+        tmpdirs=tuple(getattr(args, "tmpdir", ())), queues=tuple(getattr(args, "queue", ())),
+        client_jsv=not getattr(args, "no_client_jsv", False))
 
 
 def _rendered(args: argparse.Namespace) -> Tuple["SchedulerAdapter", "Policy", "RenderOptions", "SiteFacts", str]:

@@ -90,6 +90,7 @@ class RenderOptions:
     tmpdirs: Tuple[str, ...] = ()             # uge: the queues' tmpdir (--tmpdir), bound read-write; () = ask qconf
     queues: Tuple[str, ...] = ()              # uge: whose tmpdir to ask qconf for (--queue); () = every queue
     service: Optional[str] = None             # pam: the PAM service the line is for (--pam SERVICE)
+    client_jsv: bool = True                   # uge: the client-side JSV in sge_request (--no-client-jsv: none)
 
 
 @dataclass

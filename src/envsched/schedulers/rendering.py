@@ -151,17 +151,19 @@ def render_template(name: str, **variables: Any) -> str:
 def section(text: str, name: str) -> str:
     """The lines of one `#### NAME: ...` section of a rendered document (UGE's has several)."""
     out: List[str] = []
-    inside = False
+    inside = found = False
     for line in text.splitlines():
         if line.startswith("#### "):
             inside = line[5:].split(":", 1)[0] == name
+            found = found or inside
             continue
         if inside:
             out.append(line)
-    if not inside and not out:
+    if not found:
         names = section_names(text)
         raise SiteConfigError(f"no section {name!r} (have: {', '.join(names) or 'none'})")
-    return "\n".join(out).strip("\n") + "\n"
+    body = "\n".join(out).strip("\n")
+    return body + "\n" if body else ""                  # "": a section with nothing to add
 
 
 def section_names(text: str) -> List[str]:

@@ -114,7 +114,8 @@ class UgeAdapter(SchedulerAdapter):
                                log_file=check_path(f"{policy.source}: site.log_file", policy.site.log_file)
                                if policy.site.log_file else None,
                                user_starter=f"{plugin_dir}/uge-user-starter",
-                               unprivileged=options.unprivileged, host_tools=host_tools)
+                               unprivileged=options.unprivileged, host_tools=host_tools,
+                               client_jsv=options.client_jsv)
         first = text.index("\n#### ") + 1                  # above the first section
         spool_note = (f"execd_spool_dir {spool} [{site.source('spool_dir')}]: bound into every view (job "
                       "scripts run from it)" if spool != NONE else "execd_spool_dir: not bound (--spool-dir none)")
