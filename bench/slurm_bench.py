@@ -23,8 +23,8 @@ Cases per section ("bare" = plugstack.conf empty: Slurm alone; "plain" = plugin 
   timeline   srun true / srun --chos=A true with the resolver behind a wrapper that logs its start
              and end: where one srun-as-its-own-job spends its time
   burst      16 standalone jobs started at once (srun -p burst, a partition whose CPUs jobs share,
-             OverSubscribe=FORCE) against the same job alone, bare and chos (warm): does a job in
-             the burst wait for the others' envsched setup (a lock held across a Python start)?
+             OverSubscribe=FORCE) against the same job alone, bare, plain and chos (warm): does a
+             job in the burst wait for the others' envsched setup (a lock held across a Python start)?
 
 bench/slurm.sh sets the cluster up and calls this with `all`; see that script for the layout.
 """
@@ -431,6 +431,7 @@ def section_burst(ctx: Ctx, a) -> dict:
     import threading
     A = ctx.env_name
     cases = {"bare": {"plugin": False, "argv": ["srun", "-p", "burst", "true"]},
+             "plain": {"plugin": True, "argv": ["srun", "-p", "burst", "true"]},
              "chos": {"plugin": True, "argv": ["srun", "-p", "burst", f"--chos={A}", "true"]}}
     alone: Dict[str, List[float]] = {k: [] for k in cases}
     burst: Dict[str, List[float]] = {k: [] for k in cases}

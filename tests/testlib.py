@@ -9,7 +9,7 @@ import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 # ENVSCHED_TEST_USER_SUFFIX: appended to every test user's name, so that test runs started side by
 # side on one host (engineers, helpers) do not create and remove each other's users
@@ -306,3 +306,20 @@ def launch_records(records: Path) -> List[Dict[str, object]]:
                 rec[key] = value
         out.append(rec)
     return sorted(out, key=lambda r: int(str(r["pid"])))
+
+
+def interleaved(cases: Dict[str, Callable[[], float]], rounds: int, warmup: int = 1,
+                seed: Optional[int] = None) -> Dict[str, List[float]]:
+    """The benchmarks' rounds (bench_*.py): `warmup` rounds not kept, then `rounds` in which every
+    case runs once, in an order shuffled each round (seed: BENCH_SEED, else 1); each case's times."""
+    import random
+    rng = random.Random(int(os.environ.get("BENCH_SEED", "1")) if seed is None else seed)
+    times: Dict[str, List[float]] = {k: [] for k in cases}
+    for r in range(warmup + rounds):
+        order = list(cases)
+        rng.shuffle(order)
+        for k in order:
+            t = cases[k]()
+            if r >= warmup:
+                times[k].append(t)
+    return times

@@ -14,15 +14,15 @@ Prints medians with p10/p90, the ratio to plain and the milliseconds added. BENC
 from __future__ import annotations
 
 import os
-import random
 import statistics
 import subprocess
 import time
-from typing import Callable, Dict, List
+from typing import Callable, List
 
 import pytest
 
 from pamlib import PAM_USER, RESOLVER, module_args, wait_no_pins
+from testlib import interleaved
 
 pytestmark = pytest.mark.pam
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "30"))
@@ -57,16 +57,7 @@ def test_bench(sshd, site_dir, pam_user, pam_home):
         "nocache": login(lambda: sshd.service.write(module_args(policy, site_dir.run_dir, log + " cache=0"))),
     }
     try:
-        for _ in range(3):                       # warm-up: page cache, the shared view, sshd's keys
-            for f in cases.values():
-                f()
-        times: Dict[str, List[float]] = {k: [] for k in cases}
-        rng = random.Random(int(os.environ.get("BENCH_SEED", "1")))
-        for _ in range(ROUNDS):
-            order = list(cases)
-            rng.shuffle(order)
-            for k in order:
-                times[k].append(cases[k]())
+        times = interleaved(cases, ROUNDS, 3)   # after 3 warm-up rounds: page cache, the shared view
     finally:
         subprocess.run([RESOLVER, "--policy", str(policy), "gc", "--idle-views"], stdout=subprocess.DEVNULL)
     base = statistics.median(times["plain"])

@@ -11,7 +11,7 @@ prolog... see conftest.py). Rounds are interleaved and shuffled; each round subm
 
 and the submission alone (qsub -h, then qdel), which is what the JSVs cost:
 
-  submit-plain / submit-chos
+  submit-plain / submit-chos / submit-server (the server JSV alone: render --no-client-jsv)
 
 and the root prolog alone, under the stand-in shepherd of test_uge_forged.py (a job directory of
 the admin user's with execd's `config` and `environment`, `ENVSCHED_REQUEST=deb13`), warm:
@@ -24,14 +24,14 @@ Prints medians, ratios to plain and the JSV's own verify time. BENCH_ROUNDS (def
 from __future__ import annotations
 
 import os
-import random
 import re
 import statistics
 import time
-from typing import Dict, List
+from typing import List
 
 import pytest
 from test_uge_forged import Spool, helpers  # noqa: F401  (helpers: the stand-in shepherd, a fixture)
+from testlib import interleaved
 from ugesite import envsched_cmd, render_section
 
 pytestmark = pytest.mark.uge
@@ -63,16 +63,10 @@ def test_bench(uge_cluster, uge_site, uge_user):
         "chos": lambda: _sync(site, user, "-l", "chos=deb13"),
         "submit-plain": lambda: _submit(plain, user),
         "submit-chos": lambda: _submit(site, user, "-l", "chos=deb13"),
+        # render --no-client-jsv: the server JSV alone (-clear drops the cell's sge_request)
+        "submit-server": lambda: _submit(site, user, "-clear", "-l", "chos=deb13"),
     }
-    for f in cases.values():            # warm-up: JSV processes started, page cache
-        f()
-    times: Dict[str, List[float]] = {k: [] for k in cases}
-    rng = random.Random(int(os.environ.get("BENCH_SEED", "1")))
-    for _ in range(ROUNDS):
-        order = list(cases)
-        rng.shuffle(order)
-        for k in order:
-            times[k].append(cases[k]())
+    times = interleaved(cases, ROUNDS)      # after a warm-up round: JSV processes started, page cache
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"\nGrid Engine turnaround, medians of {ROUNDS} interleaved rounds (qsub -sync y, binary /bin/true):")
     for k in ("plain", "default", "chos"):
@@ -84,9 +78,10 @@ def test_bench(uge_cluster, uge_site, uge_user):
     print("  (turnaround moves in steps of the scheduler interval, 1 s here: the median hides costs below "
           "it, the mean shows them)")
     print("Submission alone (qsub -h; client + server JSV on the site):")
-    for k in ("submit-plain", "submit-chos"):
-        print(f"  {k:<13} {1000 * med[k]:7.1f} ms")
-    print(f"  JSV cost per submission: {1000 * (med['submit-chos'] - med['submit-plain']):+.1f} ms")
+    for k in ("submit-plain", "submit-chos", "submit-server"):
+        print(f"  {k:<13} {1000 * med[k]:7.1f} ms  x{med[k] / med['submit-plain']:.3f}")
+    print(f"  JSV cost per submission: {1000 * (med['submit-chos'] - med['submit-plain']):+.1f} ms (client + server), "
+          f"{1000 * (med['submit-server'] - med['submit-plain']):+.1f} ms (server alone: --no-client-jsv)")
     log = uge_site.log.read_text()
     took = [float(m) for m in re.findall(r"verify took ([0-9.]+) ms", log)]
     print(f"  JSV verify itself (in-process, per job and side): median {statistics.median(took):.2f} ms "
@@ -122,16 +117,7 @@ def test_bench_prolog(uge_site, helpers, uge_user):  # noqa: F811
         return dt
 
     try:
-        for _ in range(3):
-            for argv in cases.values():
-                run(argv)
-        times: Dict[str, List[float]] = {k: [] for k in cases}
-        rng = random.Random(int(os.environ.get("BENCH_SEED", "1")))
-        for _ in range(max(ROUNDS, 20)):
-            order = list(cases)
-            rng.shuffle(order)
-            for k in order:
-                times[k].append(run(cases[k]))
+        times = interleaved({k: (lambda argv=argv: run(argv)) for k, argv in cases.items()}, max(ROUNDS, 20), 3)
     finally:
         uge_site.policy.write_text(original)
         subprocess.run([envsched_cmd(), "--policy", str(uge_site.policy), "gc", "--idle-views"],

@@ -107,6 +107,23 @@ def test_client_side_jsv_with_w_e(uge_jsv, uge_user):
     print("client JSV refusal:", p.stderr.strip())
 
 
+def test_without_client_jsv_w_e_asks_with_the_chos_variable(uge_jsv, uge_user):
+    """`render --no-client-jsv` (docs/admin.md): no client JSV (-clear drops the cell's sge_request),
+    so `-w e` submissions name their environment with -v CHOS=NAME: accepted and run in it, and a
+    refusal comes from the server JSV at submission with the same line."""
+    c = uge_jsv.cluster
+    out = c.dir / "out" / f"noclient-{uge_user.pw_uid}.out"
+    p = c.run(["qsub", "-terse", "-clear", "-w", "e", "-v", "CHOS=deb13", "-o", str(out), "-j", "y", "-b", "y",
+               "/bin/sh", "-c", "'. /etc/os-release; echo os=$VERSION_ID chos=$CHOS'"], user=uge_user.pw_name)
+    assert p.returncode == 0, p.stderr
+    acct = c.wait(p.stdout.strip().splitlines()[-1].split(".")[0])
+    assert acct.exit_status == 0 and out.read_text().strip().endswith("os=13 chos=deb13"), (acct.fields, out.read_text())
+    out.unlink()
+    p = c.run(["qsub", "-terse", "-clear", "-w", "e", "-v", "CHOS=sl5", "-b", "y", "/bin/true"], user=uge_user.pw_name)
+    assert p.returncode != 0 and re.search(r"^Unable to run job: envsched: environment 'sl5' \(CHOS variable\) "
+                                           r"refused: ", p.stderr, re.M), p.stderr
+
+
 def test_submission_cost(uge_jsv, uge_user):
     from ugesite import _time_qsubs
     c = uge_jsv.cluster
