@@ -14,6 +14,7 @@
 #include <slurm/spank.h>
 
 #include "../common/envsched_exit.h"
+#include "../common/es_jobrec.h"
 #include "../common/es_run.h"
 
 #define ES_PREFIX "envsched: "
@@ -72,18 +73,11 @@ int es_job_epilog(spank_t sp);
 
 /* jobrec.c: run_dir/.jobs/slurm-<job>, the job's uid, partition and account as the controller
  * gave them to the job prolog; the steps take them from there, never from the job's environment */
-#define ES_JOBREC_MAX 4096
-struct es_jobrec {
-    uid_t uid;
-    char partition[256];
-    char account[256];
-};
 void es_jobrec_key(uint32_t job, char *key, size_t cap);
 int es_jobrec_write(const char *run_dir, uint32_t job, uid_t uid, const char *user, const char *queue,
                     const char *account, char *err, size_t errlen);
 void es_jobrec_remove(const char *run_dir, uint32_t job);
 /* as root: the record's text (-1: none, or not root's alone) */
 ssize_t es_jobrec_read(const char *run_dir, uint32_t job, char *buf, size_t cap);
-int es_jobrec_parse(const char *text, struct es_jobrec *rec);
 
 #endif

@@ -53,7 +53,7 @@ launcher = ["/opt/launch/rec", "--rec-tag=mck one"]
 path = "{launch}"
 launcher = ["/opt/launch/broken"]
 """)
-    for name in ("torque-starter", "envsched_torque.py"):
+    for name in ("torque-starter", "torque-pelog", "envsched_torque.py"):
         shutil.copy(installed.shim(PLUGIN / name, name), libexec / name)
         os.chown(libexec / name, 0, 0)
         (libexec / name).chmod(0o4755 if name == "torque-starter" else 0o755)   # make install's modes
@@ -110,6 +110,36 @@ def test_qsub_v_chos(torque, mom, test_user):
     assert r.stderr == ""
     assert len(decided(torque[2], job)) == 1          # the prologue prepared; the starter joined
     assert decided(torque[2], job)[0].endswith(" scheduler=torque")     # job ids of schedulers apart
+
+
+def test_warm_job_without_python(torque, mom, test_user):
+    """The rendered prologue and epilogue are C (torque-pelog): the job's record, then its pin from
+    the decision cache when an earlier job's decision still holds (the pinned version included in
+    the inputs), released in C at the end. A policy edit is honoured on the next job."""
+    m, policy, site = torque
+    original = policy.read_text()
+    policy.write_text(original.replace("view_hold = 0\n", "view_hold = 600\n", 1))
+    try:
+        seen = []
+        for _ in range(3):
+            job = m.qsub(test_user, PAYLOAD, ["-v", "CHOS=deb13"])
+            r = m.run(job)
+            assert (r.state, r.exit_status) == ("completed", 0) and "os=debian 13 (mini)" in r.stdout, r
+            seen.append(decided(site, job))
+        assert len(seen[0]) == 1 and not seen[0][0].endswith("by=cache"), seen
+        assert all(len(d) == 1 and d[0].endswith("by=cache") and " scheduler=torque " in d[0] for d in seen[1:]), seen
+        log = (site.root / "envsched.log").read_text()
+        assert f"event=released key=torque-{job.id}\n" in log                    # the C epilogue
+        # submitted (stamped, pinned) while deb13 is allowed, then the policy disables it: the next
+        # job is the resolver's again, refused, and Torque aborts it with the line
+        job = m.qsub(test_user, PAYLOAD, ["-v", "CHOS=deb13"])
+        policy.write_text(policy.read_text().replace("[environments.deb13]\n", "[environments.deb13]\nenabled = false\n"))
+        r = m.run(job)
+        assert r.state == "aborted" and "os=" not in r.stdout, r
+        assert "envsched: environment 'deb13'" in r.stderr and "disabled by the site" in r.stderr, r
+    finally:
+        policy.write_text(original)
+        subprocess.run([envsched_cmd(), "--policy", str(policy), "gc", "--idle-views"], stdout=subprocess.DEVNULL)
 
 
 def test_pbs_directive_in_the_script(torque, mom, test_user):
@@ -427,15 +457,20 @@ def test_sister_node_prologue_parallel(torque, fmom, test_user):
 
 
 def test_forged_src_directory_aborts_the_prologue(torque, fmom, test_user, home):
-    """A prologue whose --src (root's sys.path) is the user's imports nothing: one line, job aborted."""
+    """A Python prologue whose --src (root's sys.path) is the user's imports nothing: one line, job
+    aborted. (The rendered prologue is C, torque-pelog, which runs the Python shim only for what it
+    leaves to it; here the Python shim runs alone.)"""
+    import re
     mom, _policy, site = torque
     evil = home / "torque-src"
     evil.mkdir(exist_ok=True)
     os.chown(evil, test_user.pw_uid, test_user.pw_gid)
     prologue = mom.mom_priv / "prologue"
     saved = prologue.read_text()
-    forged = (saved.replace(f"--src {REPO / 'src'}", f"--src {evil}") if installed.src()
-              else saved.replace(" prologue --policy ", f" prologue --src {evil} --policy "))   # installed: no --src
+    python_alone = re.sub(r"exec \S+/torque-pelog prologue ", "exec ", saved)
+    assert python_alone != saved
+    forged = (python_alone.replace(f"--src {REPO / 'src'}", f"--src {evil}") if installed.src()
+              else python_alone.replace(" prologue --policy ", f" prologue --src {evil} --policy "))   # installed: no --src
     assert forged != saved
     prologue.write_text(forged)
     try:

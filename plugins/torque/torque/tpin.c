@@ -43,7 +43,7 @@ static ssize_t read_small(int dirfd, const char *name, char *buf, size_t cap)
 static int read_pin(const struct es_conf *c, const struct es_tjob *j, const char *key, int want_inputs,
                     struct es_tpin *p, char *err, size_t errlen)
 {
-    char inputs[ES_TORQUE_INPUTS_MAX + 8], want[ES_TORQUE_INPUTS_MAX + 8];
+    char inputs[2 * ES_TORQUE_INPUTS_MAX], want[ES_TORQUE_INPUTS_MAX + 8];   /* inputs: with pelog.c's fields */
     int dirfd = es_open_pin_dir(c->run_dir, key, err, errlen);
 
     if (dirfd < 0)
@@ -56,8 +56,12 @@ static int read_pin(const struct es_conf *c, const struct es_tjob *j, const char
         snprintf(err, errlen, "%s/%s/shim: %s", c->run_dir, key, strerror(e));
         return -1;
     }
+    /* the job's inputs, exactly, or followed by what the C prologue adds after a tab (pin=, the
+     * version stamped at submit; config=, the starter's configuration: pelog.c) */
     snprintf(want, sizeof want, "%s\n", j->inputs);
-    if (want_inputs && (read_small(dirfd, "inputs", inputs, sizeof inputs) < 0 || strcmp(inputs, want) != 0)) {
+    size_t wl = strlen(j->inputs);
+    if (want_inputs && (read_small(dirfd, "inputs", inputs, sizeof inputs) < 0 ||
+                        (strcmp(inputs, want) != 0 && !(strncmp(inputs, j->inputs, wl) == 0 && inputs[wl] == '\t')))) {
         close(dirfd);
         return 0;                          /* prepared for another request */
     }

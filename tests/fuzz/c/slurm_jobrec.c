@@ -1,12 +1,10 @@
-/* es_jobrec_parse (plugins/slurm-spank/jobrec.c): a Slurm step reads the job record the job prolog
+/* es_jobrec_parse (plugins/common/es_jobrec.c): a Slurm step reads the job record the job prolog
  * wrote (uid, user, queue, account lines) and takes the job's partition and account from it.
  * Input: the record's text (up to its first NUL). Oracle: on success the uid fits uid_t, and the
  * partition and account are terminated, at most 255 characters, and each is the value of a
  * "queue"/"account" line of the text (or empty when there is none). */
 #include "fuzz.h"
-#include "envsched_spank.h"
-
-void slurm_error(const char *fmt, ...) { (void)fmt; }      /* jobrec.c's other functions log */
+#include "es_jobrec.h"
 
 static int is_line_value(const char *text, const char *name, const char *value)
 {

@@ -13,6 +13,8 @@ packages' /var/spool/torque (a warning).
 Install layout, under one directory (`--plugin-dir`, default /usr/local/libexec/envsched):
     envsched_torque.py                  copied from plugins/torque/torque/
     torque-starter                      `make -C plugins/torque/torque install` (set-user-ID root)
+    torque-pelog                        the same: the prologue and epilogue in C (the Python shim's
+                                        command line follows it, for what it leaves to Python)
     torque-starter.conf                 the `starter_conf` section
     torque-submitfilter                 the `submitfilter` section
 and in $PBS_HOME/mom_priv: prologue, prologue.parallel, epilogue, epilogue.parallel (the
@@ -143,6 +145,7 @@ class TorqueAdapter(SchedulerAdapter):
             else None,
             plugin_dir=plugin_dir, src=check_path("--src", options.src) if options.src else None, binds=binds,
             starter=f"{plugin_dir}/torque-starter", shim=f"{plugin_dir}/envsched_torque.py",
+            pelog=f"{plugin_dir}/torque-pelog", cache=policy.site.decision_cache,
             submitfilter=f"{plugin_dir}/torque-submitfilter",
             mom_config=None if pbs_home == NONE else f"{pbs_home.rstrip('/')}/mom_priv/config")
         first = text.index("\n#### ") + 1
@@ -153,7 +156,7 @@ class TorqueAdapter(SchedulerAdapter):
     def host_warnings(self, policy: Policy, options: RenderOptions, site: SiteFacts) -> List[str]:
         found = super().host_warnings(policy, options, site)
         d = site.values["plugin_dir"]
-        found += [f"{d}/{n} does not exist on this host" for n in ("envsched_torque.py", "torque-starter")
+        found += [f"{d}/{n} does not exist on this host" for n in ("envsched_torque.py", "torque-starter", "torque-pelog")
                   if not os.path.exists(os.path.join(d, n))]
         return found
 
@@ -190,6 +193,8 @@ class TorqueAdapter(SchedulerAdapter):
         install = "envsched site-config install --scheduler torque"
         found += setuid_findings(f"{d}/torque-starter", "mom_priv/config $job_starter",
                                  "make -C plugins/torque/torque install")
+        found += file_findings(f"{d}/torque-pelog", "mom_priv's prologue and epilogue",
+                               "make -C plugins/torque/torque install")
         found += file_findings(f"{d}/envsched_torque.py", "copied from plugins/torque/torque/",
                                f"install -m 0755 plugins/torque/torque/envsched_torque.py {d}/")
         conf_path = f"{d}/torque-starter.conf"
