@@ -218,7 +218,7 @@ set -e
     for f in "$DIR"/log/slurmctld.log "$DIR"/log/slurmd-*.log; do
         echo "# $(basename "$f"): $(grep -ci error "$f") lines with 'error', $(grep -c 'envsched:' "$f") with 'envsched:'"
         grep -iE 'error|envsched:' "$f" | sed -E 's/^\[[^]]*\] (\[[^]]*\] )?//' | sort | uniq -c | sort -rn |
-            head -12 | sed 's/^/#   /'
+            sed -n '1,12s/^/#   /p'
     done
     echo "# envsched.log events: $(grep -o 'event=[a-z]*' "$DIR/envsched.log" 2>/dev/null | sort | uniq -c | tr '\n' ' ')"
 } | tee -a "$result"
