@@ -11,7 +11,8 @@ prolog... see conftest.py). Rounds are interleaved and shuffled; each round subm
 
 and the submission alone (qsub -h, then qdel), which is what the JSVs cost:
 
-  submit-plain / submit-chos / submit-server (the server JSV alone: render --no-client-jsv)
+  submit-plain / submit-chos / submit-server (the server JSV alone: render --no-client-jsv) /
+  submit-server-none (the same without -l chos)
 
 and the root prolog alone, under the stand-in shepherd of test_uge_forged.py (a job directory of
 the admin user's with execd's `config` and `environment`, `ENVSCHED_REQUEST=deb13`), warm:
@@ -49,7 +50,7 @@ def _sync(c, user, *args) -> float:
 
 def _submit(c, user, *args) -> float:
     t0 = time.monotonic()
-    job = c.qsub(None, "-h", "-b", "y", "-N", "bench", *args, "/bin/true", user=user)
+    job = c.qsub(None, *args, "-h", "-b", "y", "-N", "bench", "/bin/true", user=user)   # -clear first
     dt = time.monotonic() - t0
     c.run(["qdel", job])
     return dt
@@ -63,8 +64,10 @@ def test_bench(uge_cluster, uge_site, uge_user):
         "chos": lambda: _sync(site, user, "-l", "chos=deb13"),
         "submit-plain": lambda: _submit(plain, user),
         "submit-chos": lambda: _submit(site, user, "-l", "chos=deb13"),
-        # render --no-client-jsv: the server JSV alone (-clear drops the cell's sge_request)
+        # render --no-client-jsv: the server JSV alone (-clear drops the cell's sge_request), with
+        # and without a request (the server JSV runs for every submission)
         "submit-server": lambda: _submit(site, user, "-clear", "-l", "chos=deb13"),
+        "submit-server-none": lambda: _submit(site, user, "-clear"),
     }
     times = interleaved(cases, ROUNDS)      # after a warm-up round: JSV processes started, page cache
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -78,7 +81,7 @@ def test_bench(uge_cluster, uge_site, uge_user):
     print("  (turnaround moves in steps of the scheduler interval, 1 s here: the median hides costs below "
           "it, the mean shows them)")
     print("Submission alone (qsub -h; client + server JSV on the site):")
-    for k in ("submit-plain", "submit-chos", "submit-server"):
+    for k in ("submit-plain", "submit-chos", "submit-server", "submit-server-none"):
         print(f"  {k:<13} {1000 * med[k]:7.1f} ms  x{med[k] / med['submit-plain']:.3f}")
     print(f"  JSV cost per submission: {1000 * (med['submit-chos'] - med['submit-plain']):+.1f} ms (client + server), "
           f"{1000 * (med['submit-server'] - med['submit-plain']):+.1f} ms (server alone: --no-client-jsv)")
