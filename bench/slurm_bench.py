@@ -13,7 +13,8 @@ Cases per section ("bare" = plugstack.conf empty: Slurm alone; "plain" = plugin 
 
   jobs       srun true outside an allocation: each srun is its own job; with the decision cache
              warm (chos, plain), the first job after a policy edit (cold: the resolver runs at
-             submit and on the node), and the plugin with cache=0 (nocache: the resolver always)
+             submit and on the node; cold-novalidate: the same with the plugstack's validate=0, the
+             resolver on the node only), and the plugin with cache=0 (nocache: the resolver always)
   tasks      the same with -n N -O, N = 1, 2, 8, 32
   steps      srun -n1 true inside one allocation (`salloc -N1 --chos=A`, which runs this script's
              `steps` sub-command, so the steps see the allocation's environment)
@@ -223,8 +224,13 @@ def section_jobs(ctx: Ctx, a) -> str:
             # (a copy of the policy, the plugin line naming it: touching it leaves the other cases'
             # entries alone, as an edit of another site's policy would)
             if a.cold_line_file:
-                cases["cold"] = {"plugin": Path(a.cold_line_file).read_text(), "argv": ["srun", f"--chos={A}", "true"],
+                cold_line = Path(a.cold_line_file).read_text()
+                cases["cold"] = {"plugin": cold_line, "argv": ["srun", f"--chos={A}", "true"],
                                  "n": n, "cold": a.cold_policy}
+                # the same without the submit-time check (plugstack validate=0): one resolver run,
+                # on the node, and a refusal shown at start instead of at submission
+                cases["cold-novalidate"] = {"plugin": cold_line.rstrip("\n") + " validate=0\n",
+                                            "argv": ["srun", f"--chos={A}", "true"], "n": n, "cold": a.cold_policy}
             cases["nocache"] = {"plugin": ctx.line.rstrip("\n") + " cache=0\n",
                                 "argv": ["srun", f"--chos={A}", "true"], "n": n}
     for name, c in cases.items():
