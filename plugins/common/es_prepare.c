@@ -75,14 +75,20 @@ int es_prepare_pin(struct es_prepare *p, char *shim, size_t shimlen, int *by_cac
 
     *by_cache = 0;
     p->miss[0] = '\0';
+    r->status = 0;                      /* what the caller reads of the run: nothing yet */
+    r->err[0] = '\0';
+    r->err_len = 0;
     if (p->nbinds > ES_PREPARE_MAX_BINDS) {
         snprintf(err, errlen, ES_PREFIX "more than %d binds in the configuration", ES_PREPARE_MAX_BINDS);
-        return ENVSCHED_EXIT_POLICY_INVALID;
-    }
-    if (strlen(or_empty(p->request)) > 255 || strlen(or_empty(p->chos)) > 255 ||
-        strlen(or_empty(p->partition)) > 255 || strlen(or_empty(p->account)) > 255) {
+        r->status = ENVSCHED_EXIT_POLICY_INVALID;
+    } else if (strlen(or_empty(p->request)) > 255 || strlen(or_empty(p->chos)) > 255 ||
+               strlen(or_empty(p->partition)) > 255 || strlen(or_empty(p->account)) > 255) {
         snprintf(err, errlen, ES_PREFIX "the job's request, CHOS, queue or account is longer than 255 characters");
-        return ENVSCHED_EXIT_REFUSED;
+        r->status = ENVSCHED_EXIT_REFUSED;
+    }
+    if (r->status != 0) {               /* as if the resolver had said it: its line, its status */
+        r->err_len = (size_t)snprintf(r->err, sizeof r->err, "%s\n", err);
+        return r->status;
     }
     /* 1. the same inputs as an earlier job on this node, all unchanged: its decision, no resolver */
     if (from_cache(p, shim, shimlen)) {

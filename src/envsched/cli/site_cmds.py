@@ -61,8 +61,9 @@ def _config_args(r: argparse.ArgumentParser, what: str) -> None:
                    "prolog, no set-user-ID program (see docs/admin.md for the trade-off)")
     r.add_argument("--no-client-jsv", action="store_true",
                    help="uge: no client-side JSV in the cell's sge_request (qsub then costs what it does "
-                   "without envsched; the server JSV still refuses at submission; `-w e` and DRMAA must ask "
-                   "with -v CHOS=NAME instead of -l chos=NAME; see docs/admin.md)")
+                   "without envsched; the server JSV still refuses at submission; `-w e` must ask with "
+                   "-v CHOS=NAME instead of -l chos=NAME, and `chos submit` (DRMAA) needs the client JSV; "
+                   "see docs/admin.md)")
     r.add_argument("--tmpdir", action="append", default=[], metavar="PATH",
                    help="uge: a queue's tmpdir (the parent of each job's TMPDIR), bound read-write into every "
                    "view, repeatable; wins over what `qconf -sq` says (default: the tmpdir of every queue, or "
