@@ -216,7 +216,15 @@ int es_release_pin(const char *run_dir, const char *key, char *why, size_t whyle
         snprintf(why, whylen, "umount2 %.300s: %s", path, strerror(errno));
         return ES_RELEASE_FAILED;
     }
-    /* 4. the pin's files, then its directory (gone meanwhile: released by another) */
+    /* 4. a shared view: one job less; the views idle past their hold let go (before the pin's
+     *    directory goes: once it is gone, so is what it held) */
+    char ref[PATH_MAX + 300];
+    if (vid[0]) {
+        snprintf(ref, sizeof ref, "%s/.views/%s/refs/%s", run_dir, vid, key);
+        unlink(ref);
+    }
+    release_idle_views(run_dir, vid);
+    /* 5. the pin's files, then its directory (gone meanwhile: released by another) */
     unlink(path);
     for (int i = 0; pin_files[i]; i++) {
         snprintf(path, sizeof path, "%s/%s/%s", run_dir, key, pin_files[i]);
@@ -229,12 +237,6 @@ int es_release_pin(const char *run_dir, const char *key, char *why, size_t whyle
         snprintf(why, whylen, "rmdir %.300s: %s", path, strerror(errno));
         return ES_RELEASE_FAILED;
     }
-    /* 5. a shared view: one job less; the views idle past their hold let go */
-    if (vid[0]) {
-        snprintf(path, sizeof path, "%s/.views/%s/refs/%s", run_dir, vid, key);
-        unlink(path);
-    }
-    release_idle_views(run_dir, vid);
     return ES_RELEASED;
 }
 

@@ -346,11 +346,14 @@ class PinStore:
                         raise
         if epilog is not None:
             nodehooks.run("epilog", *epilog)
-        try:                                            # a shared view: one job less (sharedviews.py)
-            with open(os.path.join(pin, "view")) as f:
-                shared: Optional[str] = f.read().strip()
+        try:                                            # a shared view: one job less (sharedviews.py),
+            with open(os.path.join(pin, "view")) as f:  # before the pin's directory goes: once it is
+                shared: Optional[str] = f.read().strip()  # gone, so is what it held
         except FileNotFoundError:
             shared = None
+        if shared is not None:
+            from . import sharedviews                   # (lazy: hashlib, for shared views only)
+            sharedviews.SharedViews(self.run_dir).detach(key, shared)
         # the same list as plugins/common/es_release.c's pin_files
         for name in ("mnt", "ipc", "uts", "init", "plan.json", "meta.json", "shim", "inputs", "userns",
                      "hooks.json", "hooks.released", "view", "making"):
@@ -362,9 +365,6 @@ class PinStore:
             os.rmdir(pin)
         except FileNotFoundError:
             return False
-        if shared is not None:
-            from . import sharedviews                   # (lazy: hashlib, for shared views only)
-            sharedviews.SharedViews(self.run_dir).detach(key, shared)
         return True
 
     @staticmethod
