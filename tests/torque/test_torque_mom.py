@@ -142,6 +142,22 @@ def test_warm_job_without_python(torque, mom, test_user):
         subprocess.run([envsched_cmd(), "--policy", str(policy), "gc", "--idle-views"], stdout=subprocess.DEVNULL)
 
 
+def test_a_stamp_the_c_prologue_leaves_to_python(torque, mom, test_user):
+    """A stamp outside printable ASCII (here a no-break space after the name, which Python's
+    str.strip() removes) is read by the Python shim, not guessed at by torque-pelog: the job gets
+    deb13 from the Python prologue's pin, joined by the starter."""
+    m, _policy, site = torque
+    filt, m.submit_filter = m.submit_filter, None
+    try:
+        job = m.qsub(test_user, PAYLOAD.replace("\n", "\n#ENVSCHED chos=deb13\u00a0\n", 1), ["-v", "CHOS=deb13"])
+    finally:
+        m.submit_filter = filt
+    r = m.run(job)
+    assert (r.state, r.exit_status) == ("completed", 0) and "os=debian 13 (mini)" in r.stdout, r
+    d = decided(site, job)
+    assert len(d) == 1 and not d[0].endswith("by=cache"), d        # the Python prologue, then a join
+
+
 def test_pbs_directive_in_the_script(torque, mom, test_user):
     job = mom.qsub(test_user, "#!/bin/sh\n#PBS -v CHOS=deb13\n. /etc/os-release; echo \"$PRETTY_NAME $CHOS\"\n")
     r = mom.run(job)
