@@ -229,8 +229,6 @@ static void json_str(char *out, size_t cap, const char *text)
     out[len] = '\0';
 }
 
-/* Bind the shared view `vid` onto run_dir/key/mnt and count the job in (sharedviews.attach without
- * the build: a view that is not pinned, or busy being built or let go, is a miss). */
 /* What the child has made so far, shared with its parent (es_cache_try): a child that dies with
  * the job's pin half made (killed, a crash) leaves it to the parent to take apart, or the
  * resolver, which runs next, would find a pin "in the making" that nobody finishes. */
@@ -240,15 +238,10 @@ struct progress {
 };
 static struct progress *progress;
 
-/* a pin directory bind_view made and gives up (nothing mounted on it) */
-static void drop_pin_dir(const char *pin)
-{
-    char path[PATH_MAX + 16];
-    snprintf(path, sizeof path, "%s/making", pin);
-    unlink(path);
-    rmdir(pin);
-}
+static void unpin(const struct es_cache_job *job, const char *vid);
 
+/* Bind the shared view `vid` onto run_dir/key/mnt and count the job in (sharedviews.attach without
+ * the build: a view that is not pinned, or busy being built or let go, is a miss). */
 static int bind_view(const struct es_cache_job *job, const char *vid, char *why, size_t whylen)
 {
     char view[PATH_MAX], path[PATH_MAX + 64], pin[PATH_MAX];
@@ -286,7 +279,7 @@ static int bind_view(const struct es_cache_job *job, const char *vid, char *why,
     char making[64];
     snprintf(making, sizeof making, "%d %llu\n", (int)getpid(), es_start_time(getpid()));
     if (write_new(pin, "making", making) != 0) {
-        drop_pin_dir(pin);
+        unpin(job, vid);
         close(dfd);
         return miss(why, whylen, "cannot write", "making");
     }
@@ -296,8 +289,7 @@ static int bind_view(const struct es_cache_job *job, const char *vid, char *why,
     int tfd = open(target, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (tfd < 0 || close(tfd) != 0 || mount(path, target, NULL, MS_BIND, NULL) != 0) {
         snprintf(why, whylen, "bind %.300s: %s", target, strerror(errno));
-        unlink(target);
-        drop_pin_dir(pin);
+        unpin(job, vid);
         close(dfd);
         return ES_CACHE_ERROR;
     }
@@ -310,9 +302,7 @@ static int bind_view(const struct es_cache_job *job, const char *vid, char *why,
         rc = ES_CACHE_HIT;
     } else {
         snprintf(why, whylen, "%.300s: %s", path, strerror(errno));
-        umount2(target, MNT_DETACH);
-        unlink(target);
-        drop_pin_dir(pin);
+        unpin(job, vid);
         rc = ES_CACHE_ERROR;
     }
     close(dfd);

@@ -27,25 +27,35 @@ int es_is_view_id(const char *name)
     return strlen(name) == 32 && strspn(name, "0123456789abcdef") == 32;
 }
 
-int es_view_lock(const char *dir, int wait)
+/* The locked descriptor fd of `dir`, if it is still the directory at `dir` (whoever held the lock
+ * may have let go of it meanwhile); else closed, -1. */
+static int still_there(int fd, const char *dir)
 {
     struct stat held, here;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 
-    if (fd < 0)
-        return -1;
-    /* still the directory at `dir` once locked? (its holder may have let go of it meanwhile) */
-    if (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) != 0 || fstat(fd, &held) != 0 || lstat(dir, &here) != 0 ||
-        held.st_dev != here.st_dev || held.st_ino != here.st_ino) {
+    if (fstat(fd, &held) != 0 || lstat(dir, &here) != 0 || held.st_dev != here.st_dev ||
+        held.st_ino != here.st_ino) {
         close(fd);
         return -1;
     }
     return fd;
 }
 
+int es_view_lock(const char *dir, int wait)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+    if (fd < 0)
+        return -1;
+    if (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) != 0) {
+        close(fd);
+        return -1;
+    }
+    return still_there(fd, dir);
+}
+
 int es_view_lock_join(const char *dir, int timeout_ms)
 {
-    struct stat held, here;
     struct timespec pause = {0, 1000 * 1000};
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 
@@ -60,12 +70,7 @@ int es_view_lock_join(const char *dir, int timeout_ms)
         }
         nanosleep(&pause, NULL);
     }
-    if (fstat(fd, &held) != 0 || lstat(dir, &here) != 0 || held.st_dev != here.st_dev ||
-        held.st_ino != here.st_ino) {
-        close(fd);
-        return -1;
-    }
-    return fd;
+    return still_there(fd, dir);
 }
 
 /* Let go of the view in `dir` (locked by the caller): unpin it, remove its files (_let_go). */

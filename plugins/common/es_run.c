@@ -405,3 +405,20 @@ const char *es_user_line(const struct es_run *r, char *buf, size_t len)
     snprintf(buf, len, "%.*s", (int)n, last);
     return buf;
 }
+
+int es_exec_trusted(char *const argv[], char *err, size_t errlen)
+{
+    char why[1024];
+
+    if (argv == NULL || argv[0] == NULL) {
+        snprintf(err, errlen, "no program to hand over to");
+        return -1;
+    }
+    if (es_trusted_program(argv[0], why, sizeof why) != 0) {
+        snprintf(err, errlen, "%s is not run: %s", argv[0], why);
+        return -1;
+    }
+    execv(argv[0], argv);
+    snprintf(err, errlen, "cannot execute %s: %s", argv[0], strerror(errno));
+    return -1;
+}

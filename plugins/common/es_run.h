@@ -34,6 +34,10 @@ const char *es_user_line(const struct es_run *r, char *buf, size_t len);
  * es_run calls it in the child before every exec. 0, or -1 with the reason in err and errno ENOENT
  * when the program does not exist, else EPERM. */
 int es_trusted_program(const char *path, char *err, size_t errlen);
+/* Hand this process over to argv (execv) when es_trusted_program allows argv[0]: returns only
+ * when it could not (-1, the reason in err). The C prolog and prologue give a Python shim what
+ * they leave to it this way. */
+int es_exec_trusted(char *const argv[], char *err, size_t errlen);
 /* The same walk for a directory (e.g. a run_dir): 0, or -1 with the reason in err. */
 int es_trusted_dir(const char *path, char *err, size_t errlen);
 

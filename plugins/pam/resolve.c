@@ -19,14 +19,22 @@
 #include "../common/es_prepare.h"
 #include "../common/es_release.h"
 
-static int run(char *const argv[], struct es_run *r)
+/* SIGCHLD as the default while our own children run (the resolver, the decision cache's child) */
+static void sigchld_default(struct sigaction *old)
 {
-    struct sigaction dfl, old;
+    struct sigaction dfl;
 
     memset(&dfl, 0, sizeof dfl);
     dfl.sa_handler = SIG_DFL;
     sigemptyset(&dfl.sa_mask);
-    sigaction(SIGCHLD, &dfl, &old);
+    sigaction(SIGCHLD, &dfl, old);
+}
+
+static int run(char *const argv[], struct es_run *r)
+{
+    struct sigaction old;
+
+    sigchld_default(&old);
     int rc = es_run(argv, 1, r);
     sigaction(SIGCHLD, &old, NULL);
     return rc;
@@ -61,11 +69,8 @@ int es_resolve_prepare(const struct es_conf *c, const struct es_login *l, int us
     p.extra_inputs = extra;
     if (es_prepare_inputs(&p, inputs, sizeof inputs) == 0)
         p.inputs = inputs;
-    struct sigaction dfl, old;
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
-    sigemptyset(&dfl.sa_mask);
-    sigaction(SIGCHLD, &dfl, &old);
+    struct sigaction old;
+    sigchld_default(&old);
     int rc = es_prepare_pin(&p, r->out, sizeof r->out, &by_cache, err, sizeof err);
     sigaction(SIGCHLD, &old, NULL);
     return rc;

@@ -56,16 +56,8 @@ static int to_python(const char *why)
     char err[1024];
 
     syslog(LOG_INFO, "to the Python shim: %s", why);
-    if (python_argv == NULL || python_argv[0] == NULL) {
-        syslog(LOG_ERR, "no Python shim on the command line: %s", why);
-        return 0;
-    }
-    if (es_trusted_program(python_argv[0], err, sizeof err) != 0) {
-        syslog(LOG_ERR, "%s is not run: %s", python_argv[0], err);
-        return 0;
-    }
-    execv(python_argv[0], python_argv);
-    syslog(LOG_ERR, "cannot execute %s: %s", python_argv[0], strerror(errno));
+    es_exec_trusted(python_argv, err, sizeof err);
+    syslog(LOG_ERR, "%s (%s)", err, why);
     return 0;
 }
 

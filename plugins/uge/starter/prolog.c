@@ -33,21 +33,13 @@
 #include "../../common/es_run.h"
 
 /* hand the job to the Python prolog (our arguments), or give up: the starter fails closed */
-static int python_prolog(int argc, char **argv, const char *why)
+static int python_prolog(char **argv, const char *why)
 {
     char err[1024];
 
     syslog(LOG_INFO, "prolog: to the Python prolog: %s", why);
-    if (argc < 2) {
-        syslog(LOG_ERR, "prolog: no Python prolog in the queue's prolog line: %s", why);
-        return 0;
-    }
-    if (es_trusted_program(argv[1], err, sizeof err) != 0) {
-        syslog(LOG_ERR, "prolog: %s is not run: %s", argv[1], err);
-        return 0;
-    }
-    execv(argv[1], argv + 1);
-    syslog(LOG_ERR, "prolog: cannot execute %s: %s", argv[1], strerror(errno));
+    es_exec_trusted(argv + 1, err, sizeof err);
+    syslog(LOG_ERR, "prolog: %s (%s)", err, why);
     return 0;
 }
 
@@ -79,6 +71,7 @@ int main(int argc, char **argv)
     char err[2048], inputs[1024], jobstep[80], shim[ES_SHIM_MAX];
     int by_cache = 0;
 
+    (void)argc;                         /* argv ends with NULL: python_prolog gets argv + 1 */
     openlog("envsched-uge-prolog", LOG_PID, LOG_DAEMON);
     if (getuid() != 0 || geteuid() != 0) {
         fprintf(stderr, ES_PREFIX "the prolog runs as root (root@ in the queue's prolog)\n");
@@ -87,16 +80,16 @@ int main(int argc, char **argv)
     /* 1, 2 */
     if (es_conf_load(&conf, "uge-starter.conf", err, sizeof err) != 0 ||
         es_job_identify_with_request(&job, err, sizeof err) != 0)
-        return python_prolog(argc, argv, err);
+        return python_prolog(argv, err);
     if (job.request_read != 1)
-        return python_prolog(argc, argv, "the job's environment file is left to the Python prolog");
+        return python_prolog(argv, "the job's environment file is left to the Python prolog");
     /* 3 */
     if (!environment_agrees(&job, err, sizeof err))
-        return python_prolog(argc, argv, err);
+        return python_prolog(argv, err);
     /* 4 */
     struct passwd *pw = job.owner[0] ? getpwnam(job.owner) : NULL;
     if (pw == NULL)
-        return python_prolog(argc, argv, "the job's owner is unknown to this node");
+        return python_prolog(argv, "the job's owner is unknown to this node");
     es_conf_prepare(&conf, &p);
     snprintf(jobstep, sizeof jobstep, "%s.%s", job.id, job.task);
     p.scheduler = "uge";
@@ -108,7 +101,7 @@ int main(int argc, char **argv)
     p.request = job.request;
     p.chos = job.chos;
     if (es_prepare_inputs(&p, inputs, sizeof inputs) != 0)
-        return python_prolog(argc, argv, "the job's request does not fit one inputs line");
+        return python_prolog(argv, "the job's request does not fit one inputs line");
     p.inputs = inputs;
     /* 5 */
     int rc = es_prepare_pin(&p, shim, sizeof shim, &by_cache, err, sizeof err);
