@@ -442,6 +442,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         return run_main(lambda a: a.func(a), p, argv)
     finally:
         gc.set_threshold(*threshold)            # (for callers that live on: the plugins, tests)
+        if argv is None:
+            # this process's own command line (the entry point, -m): it exits now. The cyclic
+            # collector's passes at exit over every object of every module imported cost it
+            # ≈ 3.5 ms; frozen, they are not traversed (the modules are still torn down, the
+            # streams flushed, atexit run; only cycles are left to the process's end)
+            gc.freeze()
 
 
 if __name__ == "__main__":
