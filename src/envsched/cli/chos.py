@@ -133,6 +133,9 @@ def _run(args: argparse.Namespace, name: Optional[str], command: List[str]) -> i
     decision, plan = plan_for_job(policy, ctx)
     if decision.warning:
         say("warning: " + decision.warning)
+    if name is not None and ctx.partition is None and ctx.account is None and os.geteuid() != 0:
+        from ..runcache import remember      # the plan for the C front's next run (plugins/chos)
+        remember(policy, ctx.user, name, decision, plan, _getcwd())
     if not command:
         shell = os.environ.get("SHELL") or ctx.user.shell
         command = [shell, "-l"]
@@ -140,6 +143,13 @@ def _run(args: argparse.Namespace, name: Optional[str], command: List[str]) -> i
             command = ["/bin/sh", "-l"]
     enter_and_exec(plan, ctx.user, command, unprivileged=os.geteuid() != 0)
     return ExitCode.INTERNAL
+
+
+def _getcwd() -> Optional[str]:
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
 
 
 def _exists_in(root: str, path: str) -> bool:
