@@ -4,7 +4,8 @@ OpenPBS is not installable here: each hook runs the way pbs_python runs it (pbs_
 execs the hook source with the stand-in `pbs` importable), and the launch the execjob_launch hook
 produced (progname, argv, env) is then run as PBS's mom would: as the job user (groups, gid, uid),
 in the user's home (PBS starts jobs there), with argv[0] from e.argv. The payload reports what it
-saw. The set-user-ID joiner is built from plugins/torque/openpbs/joiner and installed root-owned.
+saw. The set-user-ID joiner and pbs-prepare (which the hooks run: the decision cache, else the
+resolver; the release) are built from plugins/torque/openpbs/joiner and installed root-owned.
 """
 from __future__ import annotations
 
@@ -31,16 +32,32 @@ PAYLOAD = "head -1 /etc/os-release; echo CHOS=$CHOS; id -u; pwd"
 
 @pytest.fixture(scope="module")
 def pbs_site(site_dir):
-    """The joiner installed set-user-ID root beside its configuration, and the hook config file."""
+    """The joiner installed set-user-ID root beside its configuration, pbs-prepare (root's, 0755)
+    beside it, and the hook config file."""
     d = site_dir.root / "openpbs"
     d.mkdir(mode=0o755, exist_ok=True)
     joiner = d / "pbs-join"
     shutil.copy(installed.shim(REPO / "plugins/torque/openpbs/joiner/envsched-pbs-join", "pbs-join"), joiner)
     os.chown(joiner, 0, 0)
     joiner.chmod(0o4755)
+    prepare = d / "pbs-prepare"
+    shutil.copy(installed.shim(REPO / "plugins/torque/openpbs/joiner/envsched-pbs-prepare", "pbs-prepare"), prepare)
+    os.chown(prepare, 0, 0)
+    prepare.chmod(0o755)
     (d / "pbs-join.conf").write_text(f"run_dir={site_dir.run_dir}\n")
     (d / "pbs-join.conf").chmod(0o644)
     yield d
+
+
+def prepare_conf(pbs_site: Path, policy: Path, resolver: Optional[str] = None, **settings: str) -> Path:
+    """pbs-prepare.conf, as site-config render writes it (section prepare_conf), for `policy`."""
+    run_dir = (pbs_site / "pbs-join.conf").read_text().strip().split("=", 1)[1]
+    text = (f"policy={policy}\nresolver={resolver or installed.envsched()}\nrun_dir={run_dir}\n"
+            f"log_file={pbs_site.parent / 'envsched.log'}\n" + "".join(f"{k}={v}\n" for k, v in settings.items()))
+    path = pbs_site / "pbs-prepare.conf"
+    path.write_text(text)
+    path.chmod(0o644)
+    return path
 
 
 def config(pbs_site: Path, policy: Path, **extra: Any) -> Path:
@@ -50,6 +67,7 @@ def config(pbs_site: Path, policy: Path, **extra: Any) -> Path:
     path = pbs_site / "envsched.json"
     path.write_text(json.dumps(conf))
     path.chmod(0o644)
+    prepare_conf(pbs_site, policy)
     return path
 
 
@@ -274,13 +292,17 @@ def test_rendered_configuration_drives_the_hooks(site_dir, pbs_site, home):
     from envsched.policy import load_policy
     policy = site_dir.policy()
     text = siteconfig.render("openpbs", load_policy(str(policy)), siteconfig.RenderOptions(
-        policy_path=str(policy), resolver="/usr/bin/true", plugin_dir=str(pbs_site), src=str(REPO / "src"),
+        policy_path=str(policy), resolver=installed.envsched(), plugin_dir=str(pbs_site), src=str(REPO / "src"),
         spool_dir="none"))
     assert 'qmgr -c "create resource chos type=string"' in siteconfig.section(text, "resource")
     assert f"run_dir={site_dir.run_dir}\n" == siteconfig.section(text, "joiner_conf")
+    assert siteconfig.section(text, "prepare_conf") == (
+        f"policy={policy}\nresolver={installed.envsched()}\nrun_dir={site_dir.run_dir}\n"
+        f"log_file={site_dir.root / 'envsched.log'}\n")
     conf = pbs_site / "envsched-openpbs.json"
     conf.write_text(siteconfig.section(text, "hook_config"))
     assert json.loads(conf.read_text())["joiner"] == str(pbs_site / "pbs-join")
+    (pbs_site / "pbs-prepare.conf").write_text(siteconfig.section(text, "prepare_conf"))
     j = job("19.srv", chos="deb13")
     try:
         p = launch(start(conf, home, j), home)

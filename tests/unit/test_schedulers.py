@@ -308,7 +308,8 @@ def test_openpbs_home_from_pbs_conf(cluster, tmp_path, monkeypatch):
     text = a.render(POLICY, options(), site)
     assert json.loads(section(text, "hook_config"))["binds"] == ["/srv/pbs"]
     targets, steps = a.install_targets(POLICY, options(), site, text)
-    assert [os.path.basename(t.path) for t in targets] == ["envsched-openpbs.json", "pbs-join.conf"]
+    assert [os.path.basename(t.path) for t in targets] == ["envsched-openpbs.json", "pbs-join.conf",
+                                                           "pbs-prepare.conf"]
     assert steps[0].how == 'qmgr -c "create resource chos type=string"'
     monkeypatch.setattr(a, "environ", {"PBS_CONF_FILE": str(tmp_path / "none")})
     assert "names no PBS_HOME (cannot be read)" in a.read_site(options()).warnings[0]

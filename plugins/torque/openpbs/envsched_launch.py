@@ -16,23 +16,31 @@ the job's variables (-v, -V) and PBS's own (PBS_JOBID, ...) (OpenPBS functional 
 environments: "Job B would see the same environment variables, with Job B also seeing the
 changes made ... by the 2 mom hooks").
 
-What the hook does, once per job per host:
+What the hook does, once per job per host, importing nothing of envsched (PBS runs it in its
+own pbs_python; the deciding, preparing and releasing are C and the resolver, as for Torque):
 
   1. the request: the `chos` resource (e.job.Resource_List["chos"]), the job's CHOS (e.env,
      else e.job.Variable_List), the queue (as the partition), the account (e.job.Account_Name,
      qsub -A), the job user (e.job.euser): all but the request as the server keeps them;
-  2. if this host already has the job's pin, run_dir/openpbs-<jobid> (a second task of the
-     job: pbsdsh, pbs_tmrsh, mpirun over TM), reuse it without deciding again; else decide
-     (reading ~/.chos as the user), check the tree, build the view and pin it (PinStore), or
-     record the decision for the host OS;
+  2. runs `pbs-prepare launch JOBID EUSER QUEUE ACCOUNT REQUEST CHOS` (joiner/pbs_prepare.c,
+     root's, beside the joiner; its settings in pbs-prepare.conf beside it): if this host already
+     has the job's pin, run_dir/openpbs-<jobid> (a second task of the job: pbsdsh, pbs_tmrsh,
+     mpirun over TM), it reuses it without deciding again; else the decision cache serves a job
+     whose inputs are an earlier job's, all unchanged (no Python at all), and otherwise the
+     resolver (`envsched prepare`) decides, reading ~/.chos as the user, checks the tree, builds
+     or shares the view and pins it, or records the decision for the host OS. It prints the
+     resolver's protocol lines (src/envsched/shim.py), or exits with envsched's code and the one
+     line;
   3. rewrite the launch so the program enters the view: progname becomes the set-user-ID joiner
      (plugins/torque/openpbs/joiner), argv [joiner, KEY, PROGNAME, ARGV...]; the environment's
      env operations (CHOS, ...) are applied to e.env. For the host OS only e.env changes.
 
-The pin's owner is the job's pbs_mom (the nearest ancestor whose executable is pbs_mom, run by
-root; else the hook's parent); it outlives every task of the job on this host, and the
-execjob_end hook (envsched_end.py) releases the pin when the job ends; `envsched gc` collects
-pins whose mom died.
+The values are passed as arguments: this hook runs as root and takes them from the server's job
+object (the CHOS value by the rule above, which is the job's own request either way: the policy
+decides what it may have). The pin's owner is the job's pbs_mom (the nearest ancestor whose
+executable is pbs_mom, run by root; else the hook's parent), found by pbs-prepare; it outlives
+every task of the job on this host, and the execjob_end hook (envsched_end.py) releases the pin
+when the job ends; `envsched gc` collects pins whose mom died.
 
 A refusal or failure never runs the job elsewhere. With "on_refusal": "exit" (the default) the
 launch is replaced by `/bin/sh -c 'printf "%s\n" "$1" >&2; exit "$2"'`, run as the job user, so
@@ -40,22 +48,21 @@ the one line lands in the job's error file and the job ends with envsched's exit
 refused, 69 broken tree, 71 setup); with "reject" the hook calls e.reject(line) and PBS handles
 the job as for any rejecting launch hook (the line goes to the mom log; see docs/admin.md).
 
-Configuration (pbs.hook_config_filename, JSON): policy (required), joiner (required), src
-(optional sys.path entry), binds (host paths for every view: PBS_HOME, where job scripts live),
-on_refusal ("exit" | "reject").
+Configuration (pbs.hook_config_filename, JSON): policy (required; the queuejob hook's), joiner
+(required), prepare (default: pbs-prepare beside the joiner), src (the queuejob hook's sys.path
+entry: still refused here when it is not root's alone), binds (the queuejob hook's; pbs-prepare has
+its own, in pbs-prepare.conf), on_refusal ("exit" | "reject").
 """
 import json
 import os
-import re
-import sys
-import time
+import subprocess
 
 import pbs
 
 RESOURCE = "chos"
-KEY_PREFIX = "openpbs-"
-WAIT_FOR_PIN = 60.0          # seconds: another task of the job may be building the view right now
+PREPARE = "pbs-prepare"
 REFUSAL_SCRIPT = 'printf "%s\\n" "$1" >&2; exit "$2"'
+CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
 
 
 class Refused(Exception):
@@ -69,7 +76,7 @@ def one_line(text):
 
 
 def untrusted_src(src):
-    """The first of `src` and the directories above it not root's alone (root imports code from it)."""
+    """The first of `src` and the directories above it not root's alone (root runs or imports from it)."""
     parts = os.path.abspath(src).split("/")
     return next((d for d in ("/".join(parts[:i]) or "/" for i in range(1, len(parts) + 1))
                  if os.lstat(d).st_uid != 0 or os.lstat(d).st_mode & 0o022), None)
@@ -88,123 +95,67 @@ def load_config():
     if conf.get("src") and untrusted_src(conf["src"]):
         raise Refused(f"envsched: {path}: src {conf['src']}: {untrusted_src(conf['src'])} must be root's and not "
                       "writable by group or others", 78)
+    prepare = conf.get("prepare") or os.path.join(os.path.dirname(conf["joiner"]), PREPARE)
+    if not isinstance(prepare, str) or not prepare.startswith("/"):
+        raise Refused(f"envsched: {path}: prepare must be an absolute path", 78)
+    if untrusted_src(prepare):
+        raise Refused(f"envsched: {path}: prepare {prepare}: {untrusted_src(prepare)} must be root's and not "
+                      "writable by group or others", 78)
+    conf["prepare"] = prepare
     return conf
 
 
-def pin_key(job_id):
-    """openpbs-<jobid>, in the pin name grammar (array subjobs: 12[3].srv -> 12_3_.srv)."""
-    return (KEY_PREFIX + re.sub(r"[^A-Za-z0-9._-]", "_", str(job_id)))[:64]
+def text(value):
+    """A job attribute as an argument: "" for none."""
+    return "" if value is None else str(value)
 
 
-def mom_pid():
-    """The pbs_mom above this hook (root's), else our parent: the pin lives as long as it does."""
-    pid = os.getppid()
-    for _ in range(4):
-        try:
-            exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
-            st = os.stat(f"/proc/{pid}")
-            with open(f"/proc/{pid}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-        if exe == "pbs_mom" and st.st_uid == 0:
-            return pid
-        if ppid <= 1:
-            break
-        pid = ppid
-    return os.getppid()
-
-
-def apply_env_ops(env, process_ops):
-    """The plan's env operations, as the other shims apply them (plugins/uge/starter/envops.c)."""
-    for op in process_ops:
-        if op.get("op") != "env":
+def apply_env_ops(env, lines):
+    """The plan's env lines (`env ACTION NAME [VALUE]`), as the other shims apply them
+    (plugins/common/es_envop.c)."""
+    for line in lines:
+        if not line.startswith("env "):
             continue
-        name, action = op["name"], op["action"]
+        fields = line.split(" ", 3)
+        action, name = fields[1], fields[2]
+        value = fields[3] if len(fields) > 3 else ""
         if action == "unset":
             env.pop(name, None)
         elif action == "set" or not env.get(name):
-            env[name] = op["value"]
+            env[name] = value
         elif action == "prepend":
-            env[name] = f"{op['value']}:{env[name]}"
+            env[name] = f"{value}:{env[name]}"
         else:
-            env[name] = f"{env[name]}:{op['value']}"
+            env[name] = f"{env[name]}:{value}"
 
 
-def complete_pin(store, key, uid):
-    """The pin's plan if `key` is a finished pin (its shim written last) for uid, else None."""
-    try:
-        meta = store.meta(key)
-        if meta.uid != uid or not os.path.exists(os.path.join(store.path(key), "shim")):
-            return None
-        return store.plan(key)
-    except (OSError, ValueError, TypeError):
-        return None
-
-
-def prepare(conf, e, key):
-    """The job's plan on this host: the existing pin's, or decided and pinned now."""
-    from envsched import audit
-    from envsched.cli.jobargs import bind_arg
-    from envsched.errors import UsageError
-    from envsched.identity import lookup_user
-    from envsched.pin import PinStore
-    from envsched.policy import load_policy
-    from envsched.service import JobContext, plan_for_job
-    from envsched.shim import shim_lines
-
+def prepare(conf, e):
+    """The job's pin on this host (pbs-prepare): the protocol lines, or Refused."""
     job = e.job
-    policy = load_policy(conf["policy"])
-    audit.configure(policy.site.log_file)
-    user = lookup_user(job.euser)
-    store = PinStore(policy.site.run_dir)
-    plan = complete_pin(store, key, user.uid)
-    if plan is not None:                        # a later task of this job on this host
-        return plan
     option = job.Resource_List[RESOURCE]
     chos = e.env.get("CHOS") or (job.Variable_List or {}).get("CHOS")
-    ctx = JobContext(user=user, option=str(option) if option is not None else None,
-                     chos_var=chos or None, partition=job.queue or None, cwd=user.home, job=str(job.id),
-                     account=str(job.Account_Name) if getattr(job, "Account_Name", None) else None,
-                     scheduler="openpbs",
-                     extra_binds=tuple(bind_arg(b) for b in conf.get("binds", [])))
-    decision, plan = plan_for_job(policy, ctx)
-    owner = mom_pid()
-    try:
-        if plan.mount_ops:
-            _, plan = store.prepare(key, plan, user, owner)     # as pinned: a user image's digest and Env
-            audit.log("prepared", job=ctx.job, user=user.name, env=decision.name, key=key, owner=owner,
-                      digest=plan.digest or None)
-        else:
-            store.record(key, plan, user, owner)
-            audit.log("recorded", job=ctx.job, user=user.name, env=decision.name, key=key, owner=owner)
-    except UsageError:                          # exists: another task is pinning it right now
-        deadline = time.monotonic() + WAIT_FOR_PIN
-        while time.monotonic() < deadline:
-            found = complete_pin(store, key, user.uid)
-            if found is not None:
-                return found
-            time.sleep(0.05)
-        raise
-    pin = os.path.join(store.path(key), "mnt") if plan.mount_ops else None
-    store.write_memo(key, f"uid={user.uid}", "\n".join(shim_lines(decision, plan, key, pin, False, user)) + "\n")
-    return plan
+    account = job.Account_Name if getattr(job, "Account_Name", None) else None
+    argv = [conf["prepare"], "launch", text(job.id), text(job.euser), text(job.queue or None), text(account),
+            text(option), text(chos or None)]
+    p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       env=CLEAN_ENV, cwd="/", close_fds=True)
+    out, err = p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+    if p.returncode != 0:
+        said = [line for line in err.splitlines() if line.startswith("envsched: ")]
+        line = one_line(said[-1]) if said else (f"envsched: the job's environment could not be prepared "
+                                                f"(exit {p.returncode})")
+        raise Refused(line, p.returncode if 0 < p.returncode < 256 else 70)
+    return out.splitlines()
 
 
 def launch(conf, e):
-    if conf.get("src") and conf["src"] not in sys.path:
-        sys.path.insert(0, conf["src"])
-    from envsched.errors import EnvschedError
-    key = pin_key(e.job.id)
-    try:
-        plan = prepare(conf, e, key)
-    except EnvschedError as err:
-        raise Refused(f"envsched: {one_line(err.message)}", int(err.code)) from None
+    lines = prepare(conf, e)
+    fields = dict(line.split(" ", 1) for line in lines if " " in line and line.split(" ", 1)[0] in ("key", "pin"))
     env = e.env
-    apply_env_ops(env, plan.process_ops)
+    apply_env_ops(env, lines)
     e.env = env
-    if plan.mount_ops:
-        e.argv = [conf["joiner"], key, e.progname] + list(e.argv)
+    if fields.get("pin", "-") != "-":
+        e.argv = [conf["joiner"], fields["key"], e.progname] + list(e.argv)
         e.progname = conf["joiner"]
 
 

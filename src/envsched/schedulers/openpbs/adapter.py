@@ -3,17 +3,20 @@
 render: one document with sections (`#### NAME: where it goes`; `--section NAME` prints one):
 the `chos` resource, the qmgr commands that create, import and configure the three hooks
 (plugins/torque/openpbs/: queuejob, execjob_launch, execjob_end), the hooks' configuration
-file (JSON, imported into each hook; the hooks read it through pbs.hook_config_filename), and
-the set-user-ID joiner's configuration. PBS_HOME (bound into every view: the mom keeps job
-scripts below it, mom_priv/jobs) is --spool-dir, else PBS_HOME in /etc/pbs.conf ($PBS_CONF_FILE),
-else /var/spool/pbs (a warning).
+file (JSON, imported into each hook; the hooks read it through pbs.hook_config_filename), the
+set-user-ID joiner's configuration, and that of pbs-prepare (the C program the launch and end hooks
+run: the decision cache, else the resolver; the release). PBS_HOME (bound into every view: the mom
+keeps job scripts below it, mom_priv/jobs) is --spool-dir, else PBS_HOME in /etc/pbs.conf
+($PBS_CONF_FILE), else /var/spool/pbs (a warning).
 
 Install layout, under one directory (`--plugin-dir`, default /usr/local/libexec/envsched):
     envsched_queuejob.py, envsched_launch.py, envsched_end.py   copied from plugins/torque/openpbs/
     envsched-openpbs.json                                       the `hook_config` section
     pbs-join, pbs-join.conf                                     `make -C plugins/torque/openpbs/joiner
                                                                 install`, the `joiner_conf` section
-`site-config install` writes the two files and prints the qmgr commands (resource, qmgr), which
+    pbs-prepare, pbs-prepare.conf                               the same `make install`, the
+                                                                `prepare_conf` section
+`site-config install` writes the three files and prints the qmgr commands (resource, qmgr), which
 it does not run.
 """
 from __future__ import annotations
@@ -32,6 +35,7 @@ DEFAULT_PLUGIN_DIR = CHECKOUT_PLUGIN_DIR                # the packaged envsched:
 DEFAULT_PBS_HOME = "/var/spool/pbs"      # PBS_HOME: the mom keeps job scripts below it (mom_priv/jobs)
 DEFAULT_PBS_CONF = "/etc/pbs.conf"
 HOOK_FILES = ("envsched_queuejob.py", "envsched_launch.py", "envsched_end.py")
+MAX_BINDS = 16                           # pbs-prepare's (plugins/uge/starter/conf.c ES_MAX_BINDS)
 
 
 def _json_safe(what: str, value: str) -> str:
@@ -55,7 +59,7 @@ def parse_pbs_conf(text: str) -> Dict[str, str]:
 class OpenpbsAdapter(SchedulerAdapter):
     name = "openpbs"
     title = "OpenPBS"
-    sections = ("resource", "qmgr", "hook_config", "joiner_conf")
+    sections = ("resource", "qmgr", "hook_config", "joiner_conf", "prepare_conf")
     environ: Optional[Dict[str, str]] = None
 
     def _pbs_conf(self) -> str:
@@ -91,9 +95,12 @@ class OpenpbsAdapter(SchedulerAdapter):
                                        if b not in defaults]
         for b in binds:
             _json_safe("--bind", b)
+        if len(binds) > MAX_BINDS:
+            raise SiteConfigError(f"{len(binds)} binds: pbs-prepare takes at most {MAX_BINDS}")
         text = render_template("openpbs/site.conf.j2", policy=policy_path, run_dir=run_dir, src=src,
                                plugin_dir=plugin_dir, binds=binds,
                                hook_config=f"{plugin_dir}/envsched-openpbs.json", joiner=f"{plugin_dir}/pbs-join")
+        text = text.rstrip("\n") + "\n" + _prepare_conf(policy, options, plugin_dir, run_dir, binds)
         first = text.index("\n#### ") + 1
         note = f"# PBS_HOME {pbs_home} [{site.source('pbs_home')}]\n" + "".join(
             f"# warning: {w}\n" for w in site.warnings)
@@ -101,14 +108,16 @@ class OpenpbsAdapter(SchedulerAdapter):
 
     def host_warnings(self, policy: Policy, options: RenderOptions, site: SiteFacts) -> List[str]:
         d = site.values["plugin_dir"]
-        return list(site.warnings) + [f"{d}/{name} does not exist on this host" for name in HOOK_FILES + ("pbs-join",)
+        return list(site.warnings) + [f"{d}/{name} does not exist on this host"
+                                      for name in HOOK_FILES + ("pbs-join", "pbs-prepare")
                                       if not os.path.exists(os.path.join(d, name))]
 
     def install_targets(self, policy: Policy, options: RenderOptions, site: SiteFacts,
                         text: str) -> Tuple[List[InstallTarget], List[ManualStep]]:
         d = site.values["plugin_dir"]
         targets = [InstallTarget(f"{d}/envsched-openpbs.json", section(text, "hook_config"), 0o644, "hook_config"),
-                   InstallTarget(f"{d}/pbs-join.conf", section(text, "joiner_conf"), 0o644, "joiner_conf")]
+                   InstallTarget(f"{d}/pbs-join.conf", section(text, "joiner_conf"), 0o644, "joiner_conf"),
+                   InstallTarget(f"{d}/pbs-prepare.conf", section(text, "prepare_conf"), 0o644, "prepare_conf")]
         steps = [ManualStep(name, line) for name in ("resource", "qmgr")
                  for line in section(text, name).splitlines() if line.strip()]
         return targets, steps
@@ -128,6 +137,8 @@ class OpenpbsAdapter(SchedulerAdapter):
         d = site.values["plugin_dir"]
         install = "envsched site-config install --scheduler openpbs"
         found += setuid_findings(f"{d}/pbs-join", "the joiner", "make -C plugins/torque/openpbs/joiner install")
+        found += file_findings(f"{d}/pbs-prepare", "run by the launch and end hooks",
+                               "make -C plugins/torque/openpbs/joiner install")
         for name in HOOK_FILES:
             found += file_findings(f"{d}/{name}", "a hook, imported with qmgr",
                                    f"install -m 0644 plugins/torque/openpbs/{name} {d}/")
@@ -135,6 +146,12 @@ class OpenpbsAdapter(SchedulerAdapter):
         text = read_text(conf_path)
         if text is None:
             found.append(Finding("missing", f"{conf_path} (joiner_conf) does not exist: every job fails", install))
+        else:
+            found += conf_findings(conf_path, parse_kv(text), policy, install)
+        conf_path = f"{d}/pbs-prepare.conf"
+        text = read_text(conf_path)
+        if text is None:
+            found.append(Finding("missing", f"{conf_path} (prepare_conf) does not exist: every job fails", install))
         else:
             found += conf_findings(conf_path, parse_kv(text), policy, install)
         hook = f"{d}/envsched-openpbs.json"
@@ -153,3 +170,19 @@ class OpenpbsAdapter(SchedulerAdapter):
                     found.append(Finding("bind", f"{hook}: bind {src} does not exist on this node: every job here "
                                          "fails at start (exit 71)", f"{install}, or create {src}"))
         return found
+
+
+def _prepare_conf(policy: Policy, options: RenderOptions, plugin_dir: str, run_dir: str, binds: List[str]) -> str:
+    """The `prepare_conf` section: pbs-prepare.conf, in the format of the Grid Engine and Torque
+    starters' configuration (plugins/uge/starter/conf.c), which pbs-prepare reads."""
+    lines = [f"#### prepare_conf: the file {plugin_dir}/pbs-prepare.conf (root-owned, mode 0644), read by pbs-prepare "
+             "(the launch and end hooks run it) on every execution host",
+             f"policy={check_path('--policy', options.policy_path)}",
+             f"resolver={check_path('--resolver', options.resolver)}",
+             f"run_dir={run_dir}"]
+    if policy.site.log_file:
+        lines.append(f"log_file={check_path(f'{policy.source}: site.log_file', policy.site.log_file)}")
+    lines += [f"bind={b}" for b in binds]
+    if not policy.site.decision_cache:
+        lines.append("cache=0")
+    return "\n".join(lines) + "\n"
