@@ -19,25 +19,39 @@ a view the kernel judges newer than that namespace (see _build_and_pin).
 """
 from __future__ import annotations
 
-import json
 import os
 import stat
 import time
 
-from . import isolation, linux, nodehooks
-from .enter import finish_and_exec
+from . import linux
 from .errors import EnvschedError, NotPermitted, PolicyError, SetupError, UsageError
 from .exitcodes import ExitCode
 from .names import NAME_RULE, is_valid_name
-from .plan import Plan, with_identity
 from .records import asdict, dataclass     # dataclasses, without their import cost (#13)
-from .view import build_view
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import json
     from typing import Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
+    from . import isolation, nodehooks
+    from .enter import finish_and_exec
     from .identity import UserInfo
+    from .plan import Plan, with_identity
+    from .view import build_view
+
+
+def _views() -> None:
+    """json, the plan, the view builder, entry, isolation and node hooks, as this module's names:
+    loaded by every path that makes, joins or reads a pin's plan or meta, before it enters any
+    namespace (a builder or a joiner inside a view cannot import from the host's Python library).
+    A release of a plain pin needs none of them (#13: ≈ 2.5 ms of imports)."""
+    global json, isolation, nodehooks, finish_and_exec, Plan, with_identity, build_view
+    import json
+    from . import isolation, nodehooks
+    from .enter import finish_and_exec
+    from .plan import Plan, with_identity
+    from .view import build_view
 
 HALF_MADE_GRACE = 60.0   # seconds a pin without meta.json may be mid-prepare before gc takes it
 
@@ -57,6 +71,7 @@ class PinMeta:
     @classmethod
     def from_json(cls, text: str) -> "PinMeta":
         """What _create wrote to meta.json, or ValueError."""
+        _views()
         try:
             data = json.loads(text)
         except RecursionError:
@@ -176,6 +191,7 @@ class PinStore:
             return PinMeta.from_json(f.read())
 
     def plan(self, key: str) -> Plan:
+        _views()
         with open(os.path.join(self.path(key), "plan.json")) as f:
             return Plan.from_json(f.read())
 
@@ -197,6 +213,7 @@ class PinStore:
         runs first (nodehooks.py); `job` is the scheduler's job id, for it. `share_hold`: a view
         other jobs may share is bound from the node's shared one (sharedviews.py), kept that many
         seconds after its last job; None: the job's own view."""
+        _views()
         if os.geteuid() != 0:
             raise NotPermitted("prepare needs root (use `chos run` for an unprivileged view)")
         if not plan.mount_ops:
@@ -205,6 +222,7 @@ class PinStore:
 
     def record(self, key: str, plan: Plan, user: UserInfo, owner_pid: int) -> PinMeta:
         """A record-only pin: the decision for a plan that needs no view (the host OS)."""
+        _views()
         if os.geteuid() != 0:
             raise NotPermitted("recording a decision needs root")
         if plan.mount_ops:
@@ -287,6 +305,7 @@ class PinStore:
     # -- join ----------------------------------------------------------------------------
     def join_and_exec(self, key: str, user: UserInfo, argv: Sequence[str],
                       cwd: Optional[str] = None) -> NoReturn:
+        _views()
         if os.geteuid() != 0:
             raise NotPermitted("join needs root (the scheduler shims join for their tasks)")
         pin = self.path(key)
@@ -332,6 +351,7 @@ class PinStore:
         epilog = self._epilog(pin) if run_epilog else None
         try:                                            # the job's PID namespace: all its processes end
             with open(os.path.join(pin, "init")) as f:
+                _views()
                 isolation.kill_init(f.read())
         except FileNotFoundError:
             pass
@@ -370,7 +390,12 @@ class PinStore:
     @staticmethod
     def _epilog(pin: str) -> Optional[Tuple[List[str], Dict[str, str], float]]:
         """(argv, env, timeout) of the pin's node epilog, from its plan and the prolog's
-        environment (root's files in the pin); None when it has none."""
+        environment (root's files in the pin); None when it has none. Without hooks.json (the
+        prolog's environment, written for a plan with a node hook) that is None whatever the plan
+        says: the plan is not read."""
+        if not os.path.lexists(os.path.join(pin, "hooks.json")):
+            return None
+        _views()
         try:
             with open(os.path.join(pin, "plan.json")) as f:
                 ops = Plan.from_json(f.read()).ops
@@ -476,6 +501,7 @@ def pin_namespace(target: str, build: Callable[[Tuple[int, int]], Dict[str, obje
     are above it on the CPU that made it, so one of at most (1 + CPUs) tries can be pinned.
     Where the kernel has no namespace ids (before 6.8) they follow creation order and the
     first one is pinned."""
+    _views()
     ours = linux.mntns_id("/proc/self/ns/mnt")
     cpus: List[Optional[int]] = [None] + list(range(os.cpu_count() or 1))   # every CPU, not just ours
     for attempt, cpu in enumerate(cpus):

@@ -229,3 +229,23 @@ def test_a_command_line_run_leaves_the_collector_frozen_an_in_process_one_does_n
                               *(line if how == "own" else [how, *line])], capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         assert out.stdout.split() == ["0", frozen, "700"], (how, out.stdout)
+
+
+# -- what a shim's release imports ---------------------------------------------------------------
+@pytest.mark.skipif(os.geteuid() != 0, reason="release needs root")
+def test_release_imports_neither_the_resolver_nor_the_view_builder(trusted_dir):
+    """A release needs the policy (run_dir, log_file, image_hold), the pin store and the admin
+    log: not the resolver, the job's context, the plan, the view builder, isolation or json."""
+    run_dir = trusted_dir / "run"
+    policy = trusted_dir / "policy.toml"
+    policy.write_text(f'[site]\nrun_dir = "{run_dir}"\n[environments.deb12]\npath = "/os/deb12"\n')
+    heavy = ('argparse', 'json', 'envsched.service', 'envsched.resolve', 'envsched.chosen', 'envsched.plan',
+             'envsched.view', 'envsched.enter', 'envsched.isolation', 'envsched.nodehooks', 'envsched.identity',
+             'envsched.shim', 'envsched.sharedviews', 'signal')
+    code = ("import sys; from envsched.cli.envsched import main; rc = main(); "
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules)); sys.exit(rc)")
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {SRC!r}); " + code,
+                          "--policy", str(policy), "release", "--key", "slurm-1", "--quiet"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:1] == ["[]"], out.stdout

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ..errors import EnvschedError
+from ..errors import EnvschedError, NotPermitted
 from ..exitcodes import ExitCode
 
 TYPE_CHECKING = False
@@ -19,6 +19,11 @@ if TYPE_CHECKING:
 PREFIX = "envsched: "
 REMAINDER = "..."                   # argparse.REMAINDER and argparse.SUPPRESS, without argparse
 SUPPRESS = "==SUPPRESS=="
+
+
+def require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise NotPermitted(f"{what} needs root")
 
 
 def say(message: str) -> None:

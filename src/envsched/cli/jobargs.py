@@ -1,19 +1,21 @@
-"""Options and helpers shared by the `envsched` subcommands that act for a job."""
+"""Options and helpers shared by the `envsched` subcommands that act for a job (defining the
+options imports nothing of the resolver's: `release` defines them too, #13)."""
 from __future__ import annotations
 
 import os
 import stat
 
-from ..errors import EnvschedError, NotPermitted
+from ..errors import EnvschedError
 from ..exitcodes import ExitCode
-from ..identity import lookup_user
-from ..policy.model import Mount
-from ..service import JobContext
+from .common import require_root   # noqa: F401 - here too, for the commands that import it from here
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
     from typing import Any, Optional
+
+    from ..policy.model import Mount
+    from ..service import JobContext
 
 MAX_LINKS = 40          # the kernel's limit on symbolic links in one lookup
 
@@ -31,6 +33,8 @@ def job_args(p: argparse.ArgumentParser, user_required: bool = True) -> None:
 
 
 def job_context(args: argparse.Namespace) -> JobContext:
+    from ..identity import lookup_user
+    from ..service import JobContext
     chos_var = args.chos_var if args.chos_var is not None else os.environ.get("CHOS")
     binds = tuple(getattr(args, "bind", ()))
     if binds:
@@ -50,11 +54,6 @@ def scheduler_of(key: Optional[str]) -> Optional[str]:
     """The scheduler a pin key belongs to ("slurm-123.0" -> "slurm"), for the admin log."""
     prefix = (key or "").split("-", 1)[0]
     return prefix if prefix in SCHEDULER_KEYS else None
-
-
-def require_root(what: str) -> None:
-    if os.geteuid() != 0:
-        raise NotPermitted(f"{what} needs root")
 
 
 def _untrusted(st: os.stat_result) -> bool:
@@ -113,6 +112,7 @@ def check_bind_source(source: str) -> None:
 
 def bind_arg(value: str) -> Mount:
     """--bind SRC[:DST[:ro|rw]] (shim configuration, root only)."""
+    from ..policy.model import Mount
     parts = value.split(":")
     if not 1 <= len(parts) <= 3 or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
         from argparse import ArgumentTypeError

@@ -1,20 +1,17 @@
-"""`envsched prepare | join | release | gc | pins`: one view per job, many tasks (root)."""
+"""`envsched prepare | join | release | gc | pins`: one view per job, many tasks (root).
+
+Each command imports what only it uses when it runs (#13): a shim's `release` needs the policy,
+the pin store and the admin log, not the resolver, the job's context or json."""
 from __future__ import annotations
 
-import json
 import os
-import time
 
-from .. import audit, records
-from ..errors import SetupError, UsageError
+from .. import audit
+from ..errors import UsageError
 from ..exitcodes import ExitCode
-from ..identity import lookup_user
 from ..names import NAME_RULE, is_valid_name, show
-from ..pin import PinStore, process_start
-from ..service import plan_for_job
-from ..shim import shim_lines
-from .common import policy_from, say, split_command
-from .jobargs import job_context, logged_failure, require_root
+from ..pin import PinStore
+from .common import policy_from, require_root, say
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -30,6 +27,14 @@ def _check_keys(*keys: Optional[str]) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from .. import records
+    from ..pin import process_start
+    from ..service import plan_for_job
+    from ..shim import shim_lines
+    from .jobargs import job_context, logged_failure
     require_root("envsched prepare")
     _check_keys(args.key, args.fallback_key)
     # the owner decides only how long the pin lives (gc: pid and start time); it gives no rights
@@ -119,6 +124,9 @@ def _cache_decision(policy, inputs: str, ctx, decision, plan, key: Optional[str]
 
 
 def cmd_join(args: argparse.Namespace) -> int:
+    from ..errors import SetupError
+    from ..identity import lookup_user
+    from .common import split_command
     require_root("envsched join")
     _check_keys(args.key)
     command = split_command(args.command)
@@ -184,6 +192,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_pins(args: argparse.Namespace) -> int:
+    import json
     require_root("envsched pins")
     policy = policy_from(args)
     if args.views:
