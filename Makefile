@@ -9,7 +9,7 @@ FUZZ_SECONDS  ?= 300
 FUZZ_EXAMPLES ?= 10000
 FUZZ_MERGE    ?= 0
 
-.PHONY: all deps venv test test-unit test-ns fuzz demo bench bench-slurm bench-images bench-devices bench-isolation bench-launcher bench-uge bench-pam clean \
+.PHONY: all deps venv test test-unit test-ns fuzz demo bench bench-slurm bench-images bench-devices bench-isolation bench-launcher bench-uge bench-pam bench-chos clean \
         man deb rpm test-packages test-installed
 
 all: venv
@@ -68,6 +68,9 @@ bench-uge: venv
 
 bench-pam: venv
 	bash bench/pam.sh
+
+bench-chos: venv
+	bash bench/chos_run.sh
 
 # Packages (docs/admin.md section 1): man pages into build/man, the Debian packages into build/
 # (lintian clean), the RPM spec built into build/rpm/ (a build test), and the test that builds,
