@@ -423,3 +423,186 @@ launcher = ["/opt/launch/broken"]
     finally:
         shutil.rmtree(records)
         shutil.rmtree(tree)
+
+
+# ---- warm jobs: no Python on the job's path (#13) ------------------------------------------------
+
+
+def stub_resolver(pbs_site: Path) -> tuple:
+    """A resolver that writes down every run, then is the real one (root's, like the real one: the
+    C side runs nothing else). (path, calls file)"""
+    calls = pbs_site / "resolver-calls"
+    stub = pbs_site / "resolver-stub"
+    stub.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {calls}\nexec {installed.envsched()} "$@"\n')
+    stub.chmod(0o755)
+    calls.write_text("")
+    return stub, calls
+
+
+def run_hook_traced(hook: str, type_: str, conf: Path, job: Dict[str, Any], **event: Any) -> tuple:
+    """run_hook, with Python's import trace (-X importtime): (result, the modules the hook imported)."""
+    spec = {"hook": str(HOOKS / hook), "type": type_, "config": str(conf), "job": job, **event}
+    p = subprocess.run([installed.hook_python(), "-I", "-X", "importtime", str(DRIVER)], input=json.dumps(spec),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120, cwd="/",
+                       env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
+    assert p.returncode == 0, p.stderr
+    result = json.loads(p.stdout)
+    assert "exception" not in result, result["exception"]
+    modules = [line.rsplit("|", 1)[1].strip() for line in p.stderr.splitlines() if line.startswith("import time:")]
+    return result, modules
+
+
+def resolver_runs(calls: Path) -> List[str]:
+    """The stub's records, one per run (an argument may hold a line break: a run starts with --policy)."""
+    return [line for line in calls.read_text().splitlines() if line.startswith("--policy ")]
+
+
+def of_envsched(modules: List[str]) -> List[str]:
+    return [m for m in modules if m == "envsched" or m.startswith("envsched.")]
+
+
+def admin_lines(site_dir, job_id: str, event: str) -> List[str]:
+    log = site_dir.root / "envsched.log"
+    return [line for line in log.read_text().splitlines()
+            if f"event={event} " in line and f" job={job_id} " in line + " "] if log.exists() else []
+
+
+def test_warm_job_without_python(site_dir, pbs_site, test_user, home):
+    """The hooks import nothing of envsched; pbs-prepare (C) prepares the pin: the first job's
+    decision by the resolver, the next ones with the same inputs from the decision cache without
+    any resolver run, the release in C. A policy edit is honoured on the very next job."""
+    policy = site_dir.policy(name="openpbs-warm.toml", site="view_hold = 600")
+    conf = config(pbs_site, policy)
+    stub, calls = stub_resolver(pbs_site)
+    prepare_conf(pbs_site, policy, resolver=str(stub))
+    original = policy.read_text()
+    try:
+        for n, job_id in enumerate(("40.srv", "41.srv", "42.srv")):
+            j = job(job_id, chos="deb13")
+            r, imported = run_hook_traced("envsched_launch.py", "execjob_launch", conf, j, progname="/bin/sh",
+                                          argv=["/bin/sh", "-c", PAYLOAD], env=job_env(home, None, job_id))
+            assert of_envsched(imported) == [] and "json" in imported, imported
+            assert r["argv"][:3] == [str(pbs_site / "pbs-join"), f"openpbs-{job_id}", "/bin/sh"], r
+            p = launch(r, home)
+            assert p.returncode == 0, p.stderr
+            assert p.stdout.splitlines()[:2] == ['PRETTY_NAME="debian 13 (mini)"', "CHOS=deb13"], p.stdout
+            _, imported = run_hook_traced("envsched_end.py", "execjob_end", conf, j)
+            assert of_envsched(imported) == [], imported
+            assert not (site_dir.run_dir / f"openpbs-{job_id}").exists()
+            decided = admin_lines(site_dir, job_id, "decided")
+            assert len(decided) == 1, decided
+            ran = resolver_runs(calls)
+            if n == 0:                                  # cold: the resolver decided and prepared, once
+                assert not decided[0].endswith("by=cache") and " scheduler=openpbs" in decided[0], decided
+                assert len(ran) == 1 and ran[0].split()[2] == "prepare" and f"--job {job_id} " in ran[0], ran
+                assert admin_lines(site_dir, job_id, "prepared"), "the resolver's prepare line"
+            else:                                       # warm: no resolver, no Python at all
+                assert decided[0].endswith(" scheduler=openpbs by=cache"), decided
+                assert len(ran) == 1, ran
+                assert admin_lines(site_dir, job_id, "prepared") == []
+            released = admin_lines(site_dir, job_id, "released")     # pbs-prepare's own line (C)
+            assert len(released) == 1 and released[0].endswith(f"event=released job={job_id} key=openpbs-{job_id}")
+        # the policy disables deb13: the next job is the resolver's again, and refused with its line
+        policy.write_text(original.replace("[environments.deb13]\n", "[environments.deb13]\nenabled = false\n"))
+        j = job("43.srv", chos="deb13")
+        try:
+            p = launch(start(conf, home, j), home)
+        finally:
+            end(conf, j)
+        assert (p.returncode, p.stdout) == (77, ""), p
+        assert lines(p.stderr) == [lines(p.stderr)[0]] and p.stderr.startswith("envsched: environment 'deb13'") \
+            and "disabled by the site" in p.stderr, p.stderr
+        assert len(resolver_runs(calls)) == 2 and admin_lines(site_dir, "43.srv", "decided") == []
+        # enabled again (another edit): the resolver decides once more, then the cache serves
+        policy.write_text(original)
+        for job_id, by_cache in (("44.srv", False), ("45.srv", True)):
+            j = job(job_id, chos="deb13")
+            try:
+                p = launch(start(conf, home, j), home)
+            finally:
+                end(conf, j)
+            assert p.returncode == 0, p.stderr
+            assert admin_lines(site_dir, job_id, "decided")[0].endswith("by=cache") == by_cache
+        assert len(resolver_runs(calls)) == 3
+    finally:
+        policy.write_text(original)
+        subprocess.run([installed.envsched(), "--policy", str(policy), "gc", "--idle-views"],
+                       stdout=subprocess.DEVNULL, check=True)
+
+
+def test_warm_job_follows_the_user_file(site_dir, pbs_site, test_user, home):
+    """A job that names nothing: ~/.chos (read as the user) is one of the cached decision's inputs;
+    changing it is honoured on the very next job, which the resolver decides again."""
+    policy = site_dir.policy(name="openpbs-warm-file.toml", site="view_hold = 600")
+    conf = config(pbs_site, policy)
+    stub, calls = stub_resolver(pbs_site)
+    prepare_conf(pbs_site, policy, resolver=str(stub))
+    user_file = home / ".chos"
+    try:
+        for job_id, chosen, by_cache in (("50.srv", "deb13", False), ("51.srv", "deb13", True),
+                                         ("52.srv", "deb12", False), ("53.srv", "deb12", True)):
+            user_file.write_text(f"{chosen}\n")
+            os.chown(user_file, test_user.pw_uid, test_user.pw_gid)
+            j = job(job_id)
+            try:
+                p = launch(start(conf, home, j), home)
+            finally:
+                end(conf, j)
+            assert p.returncode == 0, p.stderr
+            assert p.stdout.splitlines()[1] == f"CHOS={chosen}", (job_id, p.stdout)
+            decided = admin_lines(site_dir, job_id, "decided")
+            assert len(decided) == 1 and decided[0].endswith("by=cache") == by_cache, (job_id, decided)
+        assert len(resolver_runs(calls)) == 2
+    finally:
+        subprocess.run([installed.envsched(), "--policy", str(policy), "gc", "--idle-views"],
+                       stdout=subprocess.DEVNULL, check=True)
+
+
+def test_forged_chos_in_the_jobs_environment(site_dir, pbs_site, test_user, home):
+    """CHOS in the job's environment is the user's request, nothing more (the rule: e.env's CHOS,
+    else Variable_List's; the `chos` resource wins over both). A forged CHOS cannot take an
+    environment the policy refuses, not even with a warm decision for another request cached, and
+    cannot smuggle other inputs (queue) into the cache's inputs line."""
+    policy = site_dir.policy(name="openpbs-forged-chos.toml", site="view_hold = 600", body=f"""
+[environments.deb13r]
+path = "{site_dir.envs['deb13']}"
+allow_users = ["nobody-else"]
+[environments.deb13q]
+path = "{site_dir.envs['deb13']}"
+allow_partitions = ["gpu"]
+""")
+    conf = config(pbs_site, policy)
+    stub, calls = stub_resolver(pbs_site)
+    prepare_conf(pbs_site, policy, resolver=str(stub))
+
+    def run(job_id: str, chos: Optional[str], env: Dict[str, str], queue: str = "workq"):
+        j = job(job_id, chos=chos, variables=env)
+        j["queue"] = queue
+        try:
+            return launch(start(conf, home, j, env), home)
+        finally:
+            end(conf, j)
+
+    try:
+        for job_id in ("60.srv", "61.srv"):                             # deb13 warm for this user
+            assert run(job_id, None, {"CHOS": "deb13"}).returncode == 0
+        assert admin_lines(site_dir, "61.srv", "decided")[0].endswith("by=cache")
+        assert run("62.srv", None, {"CHOS": "deb13q"}, queue="gpu").returncode == 0     # the gpu queue's
+        before = len(resolver_runs(calls))
+        # the resource (the server's) wins over a CHOS in the job's environment
+        p = run("63.srv", "deb12", {"CHOS": "deb13"})
+        assert p.returncode == 0 and p.stdout.splitlines()[:2] == ['PRETTY_NAME="debian 12 (mini)"', "CHOS=deb12"]
+        # a restricted environment: refused by the resolver, whatever is cached
+        p = run("64.srv", None, {"CHOS": "deb13r"})
+        assert (p.returncode, p.stdout) == (77, "") and p.stderr.startswith("envsched: environment 'deb13r'"), p
+        assert len(lines(p.stderr)) == 1
+        # the gpu queue's environment from workq, with the queue smuggled into CHOS: never the cache's
+        for job_id, forged in (("65.srv", "deb13q"), ("66.srv", "deb13q\tqueue=gpu"), ("67.srv", "deb13q\nqueue=gpu")):
+            p = run(job_id, None, {"CHOS": forged})
+            assert (p.returncode, p.stdout) == (77, ""), (forged, p)
+            assert len(lines(p.stderr)) == 1 and p.stderr.startswith("envsched: "), p.stderr
+            assert not any(line.endswith("by=cache") for line in admin_lines(site_dir, job_id, "decided"))
+        assert len(resolver_runs(calls)) == before + 5               # every one of them: the resolver's
+    finally:
+        subprocess.run([installed.envsched(), "--policy", str(policy), "gc", "--idle-views"],
+                       stdout=subprocess.DEVNULL, check=True)
