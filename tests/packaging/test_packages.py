@@ -44,7 +44,8 @@ EXPECTED: Dict[str, Dict[str, int]] = {
                             f"{LIBEXEC}/envsched_jsv.py": 0o755, f"{LIBEXEC}/envsched_uge.py": 0o755},
     "envsched-torque": {f"{LIBEXEC}/torque-starter": 0o4755, f"{LIBEXEC}/torque-pelog": 0o755,
                         f"{LIBEXEC}/envsched_torque.py": 0o755},
-    "envsched-openpbs": {f"{LIBEXEC}/pbs-join": 0o4755, f"{LIBEXEC}/envsched_queuejob.py": 0o644,
+    "envsched-openpbs": {f"{LIBEXEC}/pbs-join": 0o4755, f"{LIBEXEC}/pbs-prepare": 0o755,
+                         f"{LIBEXEC}/envsched_queuejob.py": 0o644,
                          f"{LIBEXEC}/envsched_launch.py": 0o644, f"{LIBEXEC}/envsched_end.py": 0o644},
     "libpam-envsched": {f"/lib/{MULTIARCH}/security/pam_envsched.so": 0o644},
 }
@@ -201,7 +202,7 @@ def test_installed_completion_lists_the_policys_names(installed_packages):
 
 def test_purge_leaves_nothing(installed_packages):
     # what `site-config render` has the admin write beside the programs goes on purge too
-    for name in ("uge-starter.conf", "torque-starter.conf", "pbs-join.conf"):
+    for name in ("uge-starter.conf", "torque-starter.conf", "pbs-join.conf", "pbs-prepare.conf"):
         (Path(LIBEXEC) / name).write_text("# rendered\n")
     p = timed("apt-get purge", ["apt-get", "purge", "-y", "-q", *PACKAGES],
               env={**CLEAN_ENV, "DEBIAN_FRONTEND": "noninteractive"})
