@@ -606,3 +606,34 @@ allow_partitions = ["gpu"]
     finally:
         subprocess.run([installed.envsched(), "--policy", str(policy), "gc", "--idle-views"],
                        stdout=subprocess.DEVNULL, check=True)
+
+
+def test_forged_prepare_configuration(site_dir, pbs_site, home, test_user):
+    """pbs-prepare runs as root: its configuration (pbs-prepare.conf) writable by others, or a
+    `prepare` program in the hook configuration that is not root's alone, refuses the job (78, one
+    line) and runs nothing of theirs; pbs-prepare itself refuses a caller that is not root."""
+    conf = config(pbs_site, site_dir.policy())
+    prepare = pbs_site / "pbs-prepare.conf"
+    prepare.chmod(0o666)
+    try:
+        p = launch(start(conf, home, job("70.srv", chos="deb12")), home)
+    finally:
+        prepare.chmod(0o644)
+    assert (p.returncode, p.stdout) == (78, ""), p
+    assert lines(p.stderr) == [f"envsched: {prepare}: must be owned by root and not writable by group or others"]
+    theirs = home / "pbs-prepare"
+    shutil.copy(pbs_site / "pbs-prepare", theirs)
+    os.chown(theirs, test_user.pw_uid, test_user.pw_gid)
+    try:
+        conf = config(pbs_site, site_dir.policy(), prepare=str(theirs))
+        p = launch(start(conf, home, job("71.srv", chos="deb12")), home)
+    finally:
+        theirs.unlink()
+    assert (p.returncode, p.stdout) == (78, ""), p
+    assert lines(p.stderr) == [f"envsched: {conf}: prepare {theirs}: {home} must be root's and not writable by "
+                               "group or others"], p.stderr
+    as_user = launch({"progname": str(pbs_site / "pbs-prepare"), "env": {"PATH": "/usr/bin:/bin"},
+                      "argv": [str(pbs_site / "pbs-prepare"), "end", "72.srv"]}, home)
+    assert (as_user.returncode, lines(as_user.stderr)) == (
+        73, ["envsched: pbs-prepare runs as root (from the OpenPBS hooks)"]), as_user
+    assert not (site_dir.run_dir / "openpbs-70.srv").exists() and not (site_dir.run_dir / "openpbs-71.srv").exists()
