@@ -42,16 +42,25 @@ if TYPE_CHECKING:
 
 
 def _views() -> None:
-    """json, the plan, the view builder, entry, isolation and node hooks, as this module's names:
-    loaded by every path that makes, joins or reads a pin's plan or meta, before it enters any
-    namespace (a builder or a joiner inside a view cannot import from the host's Python library).
-    A release of a plain pin needs none of them (#13: ≈ 2.5 ms of imports)."""
-    global json, isolation, nodehooks, finish_and_exec, Plan, with_identity, build_view
+    """json, the plan, the view builder and node hooks, as this module's names: loaded by every
+    path that makes, joins or reads a pin's plan or meta, before it enters any namespace (a
+    builder or a joiner inside a view cannot import from the host's Python library). A release of
+    a plain pin needs none of them (#13: ≈ 2.5 ms of imports)."""
+    global json, nodehooks, Plan, with_identity, build_view
     import json
-    from . import isolation, nodehooks
-    from .enter import finish_and_exec
+    from . import nodehooks
     from .plan import Plan, with_identity
     from .view import build_view
+
+
+def _namespaces() -> None:
+    """_views(), and isolation and entry: for a join, and a pin with isolation namespaces (its
+    builder stays as their init); loaded, as _views, before any namespace is entered. A plain
+    pin's prepare needs neither (#13)."""
+    global isolation, finish_and_exec
+    _views()
+    from . import isolation
+    from .enter import finish_and_exec
 
 HALF_MADE_GRACE = 60.0   # seconds a pin without meta.json may be mid-prepare before gc takes it
 
@@ -289,6 +298,7 @@ class PinStore:
         if plan.kind != "user-image":
             report = pin_namespace(os.path.join(pin, "mnt"), lambda keep: build_view(plan) or {}, plan.namespaces)
             if isinstance(report.get("init"), int):     # the job's PID namespace (isolation.py)
+                _namespaces()
                 _write_file(os.path.join(pin, "init"), isolation.init_record(report["init"], plan.namespaces))
                 isolation.leave_job_cgroups(report["init"])
             return plan
@@ -305,7 +315,7 @@ class PinStore:
     # -- join ----------------------------------------------------------------------------
     def join_and_exec(self, key: str, user: UserInfo, argv: Sequence[str],
                       cwd: Optional[str] = None) -> NoReturn:
-        _views()
+        _namespaces()
         if os.geteuid() != 0:
             raise NotPermitted("join needs root (the scheduler shims join for their tasks)")
         pin = self.path(key)
@@ -351,7 +361,7 @@ class PinStore:
         epilog = self._epilog(pin) if run_epilog else None
         try:                                            # the job's PID namespace: all its processes end
             with open(os.path.join(pin, "init")) as f:
-                _views()
+                _namespaces()
                 isolation.kill_init(f.read())
         except FileNotFoundError:
             pass
@@ -544,6 +554,7 @@ def _isolating(build: Callable[[Tuple[int, int]], Dict[str, object]], isolated: 
     its own (the builder is its pid 1), the job's /proc mounted after it (isolation.py)."""
     if not isolated:
         return build
+    _namespaces()                                       # here, on the host: the child runs it
 
     def run(keep: Tuple[int, int]) -> Dict[str, object]:
         isolation.unshare_ipc_uts(isolated)
