@@ -46,6 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -286,6 +287,10 @@ int main(int argc, char **argv)
     struct es_conf c;
     char err[PATH_MAX + 512], line[PATH_MAX + 600];
 
+    /* nothing of the hook's process (pbs_python in the mom) beyond stdin, stdout and stderr */
+    if (syscall(SYS_close_range, 3U, ~0U, 0U) != 0)      /* Linux >= 5.9; else the usual range */
+        for (int fd = 3; fd < 1024; fd++)
+            close(fd);
     openlog("envsched-pbs-prepare", LOG_PID, LOG_DAEMON);
     int is_launch = argc == 8 && strcmp(argv[1], "launch") == 0;
     int is_end = argc == 3 && strcmp(argv[1], "end") == 0;
