@@ -637,3 +637,30 @@ def test_forged_prepare_configuration(site_dir, pbs_site, home, test_user):
     assert (as_user.returncode, lines(as_user.stderr)) == (
         73, ["envsched: pbs-prepare runs as root (from the OpenPBS hooks)"]), as_user
     assert not (site_dir.run_dir / "openpbs-70.srv").exists() and not (site_dir.run_dir / "openpbs-71.srv").exists()
+
+
+def test_release_of_a_pin_the_resolver_releases(site_dir, pbs_site, home):
+    """A pin with isolation namespaces (never shared, never cached) is released by the end hook
+    through `envsched release` (pbs-prepare leaves it to the resolver), and nothing is left."""
+    policy = site_dir.policy(name="openpbs-isolated.toml", body=f"""
+[environments.iso]
+path = "{site_dir.envs['deb13']}"
+namespaces = ["ipc", "uts"]
+hostname = "iso-node"
+""")
+    conf = config(pbs_site, policy)
+    stub, calls = stub_resolver(pbs_site)
+    prepare_conf(pbs_site, policy, resolver=str(stub))
+    j = job("80.srv", chos="iso")
+    try:
+        p = launch(start(conf, home, j, command=["/bin/sh", "-c", "hostname; head -1 /etc/os-release"]), home)
+    finally:
+        end(conf, j)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["iso-node", 'PRETTY_NAME="debian 13 (mini)"'], p.stdout
+    runs = resolver_runs(calls)
+    assert [r.split()[2] for r in runs] == ["prepare", "release"], runs
+    assert runs[1].endswith("release --key openpbs-80.srv --quiet"), runs
+    assert not (site_dir.run_dir / "openpbs-80.srv").exists()
+    log = (site_dir.root / "envsched.log").read_text().splitlines()
+    assert any(line.endswith(" event=released key=openpbs-80.srv") for line in log)     # the resolver's line
