@@ -127,6 +127,11 @@ static int drop(uid_t uid, gid_t gid, char *err, size_t errlen)
     return 0;
 }
 
+int es_drop_privileges(uid_t uid, gid_t gid, char *err, size_t errlen)
+{
+    return drop(uid, gid, err, errlen);
+}
+
 unsigned long long es_start_time(int pid)
 {
     char path[64], stat[1024];

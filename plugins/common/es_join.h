@@ -16,6 +16,11 @@
 int es_join_and_drop(int pin_dirfd, int has_view, const char *pin_path, uid_t uid, gid_t gid, char *err,
                      size_t errlen);
 
+/* Steps 2-4 of a join alone (for a caller already in its view, its supplementary groups set): gid,
+ * then uid, real, effective and saved, checked, root not to be had back, no_new_privs. 0, or an
+ * exit code of envsched_exit.h with the reason in err. */
+int es_drop_privileges(uid_t uid, gid_t gid, char *err, size_t errlen);
+
 /* setns into the pin's isolation namespaces (pin_dirfd stays open): those the PID namespace's init
  * holds (pin/init), through its pidfd; without "pid", the ipc and uts bound in the pin (opened
  * O_NOFOLLOW). *pidns = 1 when a PID namespace was joined: the caller's next child is the first

@@ -1,17 +1,21 @@
-"""The run cache (#13): the plan `chos run NAME -- COMMAND` was given, kept in the user's own home
-with every input it was decided from, so that the next run of the same request builds the same
-view without starting Python (plugins/chos/chos.c, the C front installed as `chos`).
+"""The run cache (#13): the plan `chos run NAME -- COMMAND` (a user's) or `envsched exec --user U
+--request NAME -- COMMAND` (root's) was given, kept with every input it was decided from, so that
+the next run of the same request builds the same view without starting Python (plugins/chos: the
+C fronts installed as `chos` and `envsched`).
 
-Python stays the only place that decides: after `chos run` (as a user, unprivileged) decided and
-planned, it writes here what the C front needs to tell that a new run would get exactly the same
-plan, and the plan itself in lines C applies (plugins/common/es_view.c, view.py's twin):
+Python stays the only place that decides: after `chos run` (as a user, unprivileged) or `envsched
+exec` (as root) decided and planned, it writes here what the C front needs to tell that a new run
+would get exactly the same plan, and the plan itself in lines C applies (plugins/common/es_view.c,
+view.py's twin):
 
-  ~/.cache/envsched/run/            the user's, 0700
-  ~/.cache/envsched/run/<fnv64>     the user's, 0600: decisioncache.py's checks (inputs, the policy
+  ~/.cache/envsched/run/            chos run: the user's, 0700
+  ~root/.cache/envsched/exec/       envsched exec: root's, 0700
+  .../<fnv64>                       the owner's, 0600: decisioncache.py's checks (inputs, the policy
                                     and the directories above it, the user, their groups, ~/.chos
                                     not read: the run named its environment), the tree's stat, its
                                     top directories and version stamps (as the node's cache), then:
   environment NAME                  the decision
+  log PATH                          root's entries: the admin log (site.log_file), for a hit's line
   source PATH                       the tree
   mount env_dir NAME                the plan's mount ops, in order (plan.py), fields tab-separated:
   mount bind SOURCE TARGET REQUIRED RECURSIVE         host paths; flags 0 or 1
@@ -23,11 +27,12 @@ plan, and the plan itself in lines C applies (plugins/common/es_view.c, view.py'
   shim LINE                         the env and launcher lines of shim.py's protocol, in order
   end
 
-It is the user's own file and the view is built in the user's own user namespace: an entry the
-user edits gives them nothing unshare(1) would not. What is never written (Python runs every
-time): root's runs, a fallback, images and users' images, devices and GPUs, isolation namespaces,
-node hooks, writable trees, a relative policy path, --partition/--account, the CHOS compatibility
-form, and site.decision_cache = false.
+A user's entry is their own file and its view is built in their own user namespace: an entry the
+user edits gives them nothing unshare(1) would not. Root's entries are root's, in root's home, and
+applied by root only when root's alone. What is never written (Python runs every time): a
+fallback, images and users' images, devices and GPUs, isolation namespaces, node hooks, writable
+trees, a relative policy path, --partition/--account (and exec's --cwd, --job, --bind), the CHOS
+compatibility form, and site.decision_cache = false.
 """
 from __future__ import annotations
 
@@ -44,14 +49,21 @@ if TYPE_CHECKING:
     from .policy import Policy
     from .resolve import Decision
 
-HEADER = "envsched-run 1"
-DIR = ".cache/envsched/run"
+RUN_HEADER = "envsched-run 1"
+EXEC_HEADER = "envsched-exec 1"
+RUN_DIR = ".cache/envsched/run"
+EXEC_DIR = ".cache/envsched/exec"
 MOUNT_KINDS = ("env_dir", "bind", "remount", "login_env", "pivot_root")
 
 
-def inputs_line(uid: int, name: str, chos: Optional[str], policy: str) -> str:
+def run_inputs(uid: int, name: str, chos: Optional[str], policy: str) -> str:
     """What chos.c keys a plan on; its own copy builds the same text."""
     return f"uid={uid}\tname={name}\tchos={chos or ''}\tpolicy={policy}"
+
+
+def exec_inputs(uid: int, request: str, chos: Optional[str], policy: str) -> str:
+    """What envsched.c keys a plan on; its own copy builds the same text."""
+    return f"uid={uid}\trequest={request}\tchos={chos or ''}\tpolicy={policy}"
 
 
 def _flag(value: object) -> str:
@@ -78,8 +90,8 @@ def _mount_line(op: dict) -> Optional[str]:
     return "\t".join(["mount", kind] + fields)
 
 
-def entry_lines(policy: Policy, inputs: str, user: UserInfo, decision: Decision, plan: Plan,
-                cwd: Optional[str]) -> Optional[List[str]]:
+def entry_lines(header: str, policy: Policy, inputs: str, user: UserInfo, decision: Decision, plan: Plan,
+                cwd: Optional[str], log_file: Optional[str] = None) -> Optional[List[str]]:
     """The entry, or None when this run must not be kept (see the module's list). Reads what it
     records now, after the decision: a change in between is a miss, never a wrong hit."""
     from . import loginenv
@@ -96,15 +108,17 @@ def entry_lines(policy: Policy, inputs: str, user: UserInfo, decision: Decision,
     chdir = next((op["candidates"] for op in plan.process_ops if op["op"] == "chdir"), None)
     if not chdir or chdir[0] != cwd or not _clean(*chdir[1:]):
         return None
-    if not _clean(decision.name, plan.source):
+    if not _clean(decision.name, plan.source, log_file or ""):
         return None
-    lines = common_lines(HEADER, policy.source, inputs, user, None)
+    lines = common_lines(header, policy.source, inputs, user, None)
     if lines is None:
         return None
     lines.append(_same("S", plan.source))
     lines += [_owner_or_absent(os.path.join(plan.source, d)) for d in env.dirs]
     lines += stamp_lines(policy.source, env.name)
     lines += [f"environment\t{decision.name}", f"source\t{plan.source}"]
+    if log_file:
+        lines.append(f"log\t{log_file}")
     lines += mounts
     if any(op["op"] == "login_env" for op in plan.mount_ops):
         text = loginenv.snippet(plan.process_ops)
@@ -121,32 +135,47 @@ def entry_lines(policy: Policy, inputs: str, user: UserInfo, decision: Decision,
     return lines
 
 
-def write(user: UserInfo, inputs: str, lines: List[str]) -> None:
-    """As the user: ~/.cache/envsched/run/<fnv64>, atomically; quietly nothing where the home
-    cannot hold it (full, read-only, not the user's)."""
-    if os.geteuid() != user.uid or os.getuid() != user.uid:
+def write(owner: int, directory: str, inputs: str, lines: List[str]) -> None:
+    """As `owner` (the user for chos run, root for exec): directory/<fnv64>, atomically; quietly
+    nothing where it cannot be kept (a full or read-only home, a directory not the owner's alone)."""
+    if os.geteuid() != owner or os.getuid() != owner:
         return
-    directory = os.path.join(user.home, DIR)
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         st = os.lstat(directory)
-        if st.st_uid != user.uid or st.st_mode & 0o077:
+        if st.st_uid != owner or st.st_mode & 0o077:
             return
         write_whole(os.path.join(directory, fnv1a64(inputs)), lines)
     except OSError:
         return
 
 
-def remember(policy: Policy, user: UserInfo, name: str, decision: Decision, plan: Plan,
-             cwd: Optional[str]) -> None:
-    """After `chos run NAME` decided and planned, before it builds the view: the entry for next time."""
+def _cacheable(policy: Policy, *values: str) -> bool:
     source = policy.source
-    if not policy.site.decision_cache or not source or not source.startswith("/") or os.geteuid() == 0:
-        return
+    return bool(policy.site.decision_cache and source and source.startswith("/") and _clean(source, *values))
+
+
+def remember_run(policy: Policy, user: UserInfo, name: str, decision: Decision, plan: Plan,
+                 cwd: Optional[str]) -> None:
+    """After a user's `chos run NAME` decided and planned, before it builds the view: the entry
+    for chos.c's next run."""
     chos = os.environ.get("CHOS") or None
-    if not _clean(name, chos or "", source):
+    if os.geteuid() == 0 or not _cacheable(policy, name, chos or ""):
         return
-    inputs = inputs_line(user.uid, name, chos, source)
-    lines = entry_lines(policy, inputs, user, decision, plan, cwd)
+    inputs = run_inputs(user.uid, name, chos, policy.source)
+    lines = entry_lines(RUN_HEADER, policy, inputs, user, decision, plan, cwd)
     if lines is not None:
-        write(user, inputs, lines)
+        write(user.uid, os.path.join(user.home, RUN_DIR), inputs, lines)
+
+
+def remember_exec(policy: Policy, user: UserInfo, request: str, chos: Optional[str], decision: Decision,
+                  plan: Plan, cwd: Optional[str]) -> None:
+    """After root's `envsched exec --user U --request NAME` decided and planned, before it builds
+    the view: the entry for envsched.c's next run, in root's home."""
+    import pwd
+    if os.geteuid() != 0 or not _cacheable(policy, request, chos or ""):
+        return
+    inputs = exec_inputs(user.uid, request, chos, policy.source)
+    lines = entry_lines(EXEC_HEADER, policy, inputs, user, decision, plan, cwd, policy.site.log_file or None)
+    if lines is not None:
+        write(0, os.path.join(pwd.getpwuid(0).pw_dir, EXEC_DIR), inputs, lines)

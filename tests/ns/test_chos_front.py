@@ -57,7 +57,7 @@ def chos(front: Path, home: Path, *args: str, python: str = "", env: dict = None
 
 
 def went_to_python(r) -> bool:
-    return r.returncode == 126 and f"cannot run {NO_PYTHON}" in r.stderr
+    return r.returncode == 126 and (f"cannot run {NO_PYTHON}" in r.stderr or "stand-in python ran" in r.stderr)
 
 
 def warm(front: Path, home: Path, policy: Path, name: str = "deb13", **kw):
@@ -212,3 +212,130 @@ def test_a_cwd_the_view_lacks_falls_back_to_home(site_dir, home, run_cache, fron
     r = chos(front, home, "--policy", str(policy), "run", "deb13", "--", "pwd", python=NO_PYTHON, cwd=str(outside))
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(home)
+
+
+# -- root's `envsched exec --user U --request NAME -- COMMAND` (plugins/chos/envsched.c) ------------
+
+@pytest.fixture(scope="module")
+def envsched_front() -> Path:
+    return installed.shim(REPO / "plugins" / "chos" / "envsched", "/usr/bin/envsched")
+
+
+@pytest.fixture(scope="module")
+def root_no_python(site_dir) -> str:
+    """For root the front takes only an interpreter root may run (its path root's alone): a stand-in
+    that says it ran, where a run that needed no Python never gets."""
+    path = site_dir.root / "stand-in-python"
+    path.write_text('#!/bin/sh\necho "stand-in python ran: $*" >&2\nexit 126\n')
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.fixture
+def exec_cache():
+    import pwd
+    cache = Path(pwd.getpwuid(0).pw_dir) / ".cache" / "envsched" / "exec"
+    shutil.rmtree(cache, ignore_errors=True)
+    yield cache
+    shutil.rmtree(cache, ignore_errors=True)
+
+
+def envsched(front: Path, *args: str, python: str = "", env: dict = None, cwd: str = "/"):
+    base = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"}
+    if python or not installed.INSTALLED:
+        base["ENVSCHED_CHOS_PYTHON"] = python or sys.executable
+    base.update(env or {})
+    return subprocess.run([str(front), *args], cwd=cwd, env=base, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, timeout=60)
+
+
+def exec_args(policy: Path, *command: str, name: str = "deb13"):
+    return ["--policy", str(policy), "exec", "--user", TEST_USER, "--request", name, "--", *command]
+
+
+def test_root_exec_second_run_needs_no_python(site_dir, test_user, home, exec_cache, envsched_front, root_no_python):
+    policy = site_dir.policy(name="front-exec.toml")
+    first = envsched(envsched_front, *exec_args(policy, "true"), cwd=str(home))
+    assert first.returncode == 0, first.stderr
+    entry = next(exec_cache.iterdir())
+    st = entry.lstat()
+    assert (st.st_uid, st.st_mode & 0o7777) == (0, 0o600)
+    r = envsched(envsched_front, *exec_args(policy, "sh", "-c", PAYLOAD + "; id -u; echo HOME=$HOME USER=$USER"),
+                 python=root_no_python, cwd=str(home))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:4] == ['PRETTY_NAME="debian 13 (mini)"', "CHOS=deb13", f"CWD={home}", "NoNewPrivs:\t1"]
+    assert lines[-2:] == [str(test_user.pw_uid), f"HOME={home} USER={TEST_USER}"]
+    log = (site_dir.root / "envsched.log").read_text().splitlines()
+    assert f"event=decided user={TEST_USER} env=deb13 source=option path={site_dir.envs['deb13']} by=cache" in log[-1]
+
+
+def test_root_exec_the_view_is_the_one_python_builds(site_dir, home, exec_cache, envsched_front, root_no_python):
+    policy = site_dir.policy(name="front-exec-same.toml")
+    show = SAME_VIEW + "; grep -E '^(Cap|NoNewPrivs|Groups)' /proc/self/status"
+    assert envsched(envsched_front, *exec_args(policy, "true")).returncode == 0
+    cached = envsched(envsched_front, *exec_args(policy, "sh", "-c", show), python=root_no_python)
+    python = envsched(envsched_front, *exec_args(policy, "sh", "-c", show), env={"ENVSCHED_NO_RUN_CACHE": "1"})
+    assert cached.returncode == 0 and python.returncode == 0, cached.stderr + python.stderr
+
+    def seen(out: str):
+        return [line for line in out.splitlines() if not line.startswith(("ENVSCHED_NO_RUN_CACHE=", "ENVSCHED_CHOS_PYTHON="))]
+    assert seen(cached.stdout) == seen(python.stdout)
+    assert "CapEff:\t0000000000000000" in cached.stdout
+
+
+def test_root_exec_inputs_changed_go_to_python(site_dir, test_user, home, exec_cache, envsched_front, root_no_python):
+    group = f"estx{os.getpid() % 100000}"
+    subprocess.run(["groupadd", group], check=True)
+    try:
+        subprocess.run(["usermod", "-aG", group, TEST_USER], check=True)
+        policy = site_dir.policy(name="front-exec-group.toml", body=f"""
+[environments.grouped]
+path = "{site_dir.envs['deb13']}"
+allow_groups = ["{group}"]
+""")
+        assert envsched(envsched_front, *exec_args(policy, "true", name="grouped")).returncode == 0
+        assert envsched(envsched_front, *exec_args(policy, "true", name="grouped"), python=root_no_python).returncode == 0
+        subprocess.run(["gpasswd", "-d", TEST_USER, group], check=True, stdout=subprocess.DEVNULL)
+        r = envsched(envsched_front, *exec_args(policy, "true", name="grouped"), python=root_no_python)
+        assert went_to_python(r), r.stderr
+        r = envsched(envsched_front, *exec_args(policy, "true", name="grouped"))
+        assert r.returncode == 77, r.stderr
+    finally:
+        subprocess.run(["groupdel", group], check=True)
+    # a policy edit
+    policy = site_dir.policy(name="front-exec-edit.toml")
+    assert envsched(envsched_front, *exec_args(policy, "true")).returncode == 0
+    policy.write_text(policy.read_text() + "\n")
+    assert went_to_python(envsched(envsched_front, *exec_args(policy, "true"), python=root_no_python))
+
+
+def test_root_exec_applies_only_roots_entries(site_dir, test_user, exec_cache, envsched_front, root_no_python):
+    """An entry of another owner (or one others could write) is no entry: root applies what root wrote."""
+    policy = site_dir.policy(name="front-exec-owner.toml")
+    assert envsched(envsched_front, *exec_args(policy, "true")).returncode == 0
+    entry = next(exec_cache.iterdir())
+    os.chown(entry, test_user.pw_uid, test_user.pw_gid)
+    assert went_to_python(envsched(envsched_front, *exec_args(policy, "true"), python=root_no_python))
+    os.chown(entry, 0, 0)
+    entry.chmod(0o620)
+    assert went_to_python(envsched(envsched_front, *exec_args(policy, "true"), python=root_no_python))
+
+
+@pytest.mark.parametrize("extra", [["--cwd", "/"], ["--partition", "p"], ["--job", "1"], ["--chos-var", "deb12"]])
+def test_root_exec_leaves_other_options_to_python(site_dir, exec_cache, envsched_front, root_no_python, extra):
+    policy = site_dir.policy(name="front-exec-opts.toml")
+    assert envsched(envsched_front, *exec_args(policy, "true")).returncode == 0
+    args = ["--policy", str(policy), "exec", "--user", TEST_USER, *extra, "--request", "deb13", "--", "true"]
+    assert went_to_python(envsched(envsched_front, *args, python=root_no_python))
+
+
+def test_root_ignores_an_interpreter_others_could_write(site_dir, envsched_front, tmp_path):
+    """ENVSCHED_CHOS_PYTHON never makes root run a program others could replace."""
+    fake = tmp_path / "python3"
+    fake.write_text("#!/bin/sh\necho FAKE\n")
+    fake.chmod(0o755)
+    os.chmod(tmp_path, 0o777)
+    r = envsched(envsched_front, "--help", python=str(fake))
+    assert "FAKE" not in r.stdout
+    assert "ENVSCHED_CHOS_PYTHON ignored" in r.stderr

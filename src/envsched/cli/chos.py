@@ -134,8 +134,8 @@ def _run(args: argparse.Namespace, name: Optional[str], command: List[str]) -> i
     if decision.warning:
         say("warning: " + decision.warning)
     if name is not None and ctx.partition is None and ctx.account is None and os.geteuid() != 0:
-        from ..runcache import remember      # the plan for the C front's next run (plugins/chos)
-        remember(policy, ctx.user, name, decision, plan, _getcwd())
+        from ..runcache import remember_run  # the plan for the C front's next run (plugins/chos)
+        remember_run(policy, ctx.user, name, decision, plan, _getcwd())
     if not command:
         shell = os.environ.get("SHELL") or ctx.user.shell
         command = [shell, "-l"]

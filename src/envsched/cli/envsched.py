@@ -193,6 +193,10 @@ def cmd_exec(args: argparse.Namespace) -> int:
     decision, plan = plan_for_job(policy, ctx)
     if decision.warning:
         say("warning: " + decision.warning)
+    if args.request and not (args.partition or args.account or args.job or args.cwd):
+        from ..runcache import remember_exec     # the plan for the C front's next run (plugins/chos)
+        from ..service import _cwd
+        remember_exec(policy, ctx.user, args.request, ctx.chos_var, decision, plan, _cwd())
     with logged_failure("exec", ctx, decision.name):
         enter_and_exec(plan, ctx.user, command, cwd=args.cwd)
     return ExitCode.INTERNAL  # not reached: enter_and_exec execs or raises
