@@ -126,25 +126,40 @@ def test_a_tree_made_writable_goes_to_python(site_dir, home, run_cache, front):
         os.chmod(tree, mode)
 
 
-def test_a_group_removed_goes_to_python(site_dir, test_user, home, run_cache, front):
+@pytest.fixture
+def grouped(site_dir, test_user):
+    """A group of the test user's and a policy (named by the caller) whose environment `grouped`
+    (the deb13 tree) only that group may use; yields (write_policy, leave): leave() takes the user
+    out of the group."""
     group = f"estf{os.getpid() % 100000}"
     subprocess.run(["groupadd", group], check=True)
     try:
         subprocess.run(["usermod", "-aG", group, TEST_USER], check=True)
-        policy = site_dir.policy(name="front-group.toml", body=f"""
+
+        def write_policy(name: str) -> Path:
+            return site_dir.policy(name=name, body=f"""
 [environments.grouped]
 path = "{site_dir.envs['deb13']}"
 allow_groups = ["{group}"]
 """)
-        warm(front, home, policy, name="grouped")
-        subprocess.run(["gpasswd", "-d", TEST_USER, group], check=True, stdout=subprocess.DEVNULL)
-        assert TEST_USER not in grp.getgrnam(group).gr_mem
-        r = chos(front, home, "--policy", str(policy), "run", "grouped", "--", "true", python=NO_PYTHON)
-        assert went_to_python(r), r.stderr
-        r = chos(front, home, "--policy", str(policy), "run", "grouped", "--", "true")
-        assert r.returncode == 77, r.stderr
+
+        def leave() -> None:
+            subprocess.run(["gpasswd", "-d", TEST_USER, group], check=True, stdout=subprocess.DEVNULL)
+            assert TEST_USER not in grp.getgrnam(group).gr_mem
+        yield write_policy, leave
     finally:
         subprocess.run(["groupdel", group], check=True)
+
+
+def test_a_group_removed_goes_to_python(site_dir, home, run_cache, front, grouped):
+    write_policy, leave = grouped
+    policy = write_policy("front-group.toml")
+    warm(front, home, policy, name="grouped")
+    leave()
+    r = chos(front, home, "--policy", str(policy), "run", "grouped", "--", "true", python=NO_PYTHON)
+    assert went_to_python(r), r.stderr
+    r = chos(front, home, "--policy", str(policy), "run", "grouped", "--", "true")
+    assert r.returncode == 77, r.stderr
 
 
 def test_another_chos_variable_is_another_entry(site_dir, home, run_cache, front):
@@ -284,25 +299,17 @@ def test_root_exec_the_view_is_the_one_python_builds(site_dir, home, exec_cache,
     assert "CapEff:\t0000000000000000" in cached.stdout
 
 
-def test_root_exec_inputs_changed_go_to_python(site_dir, test_user, home, exec_cache, envsched_front, root_no_python):
-    group = f"estx{os.getpid() % 100000}"
-    subprocess.run(["groupadd", group], check=True)
-    try:
-        subprocess.run(["usermod", "-aG", group, TEST_USER], check=True)
-        policy = site_dir.policy(name="front-exec-group.toml", body=f"""
-[environments.grouped]
-path = "{site_dir.envs['deb13']}"
-allow_groups = ["{group}"]
-""")
-        assert envsched(envsched_front, *exec_args(policy, "true", name="grouped")).returncode == 0
-        assert envsched(envsched_front, *exec_args(policy, "true", name="grouped"), python=root_no_python).returncode == 0
-        subprocess.run(["gpasswd", "-d", TEST_USER, group], check=True, stdout=subprocess.DEVNULL)
-        r = envsched(envsched_front, *exec_args(policy, "true", name="grouped"), python=root_no_python)
-        assert went_to_python(r), r.stderr
-        r = envsched(envsched_front, *exec_args(policy, "true", name="grouped"))
-        assert r.returncode == 77, r.stderr
-    finally:
-        subprocess.run(["groupdel", group], check=True)
+def test_root_exec_inputs_changed_go_to_python(site_dir, home, exec_cache, envsched_front, root_no_python,
+                                               grouped):
+    write_policy, leave = grouped
+    policy = write_policy("front-exec-group.toml")
+    assert envsched(envsched_front, *exec_args(policy, "true", name="grouped")).returncode == 0
+    assert envsched(envsched_front, *exec_args(policy, "true", name="grouped"), python=root_no_python).returncode == 0
+    leave()
+    r = envsched(envsched_front, *exec_args(policy, "true", name="grouped"), python=root_no_python)
+    assert went_to_python(r), r.stderr
+    r = envsched(envsched_front, *exec_args(policy, "true", name="grouped"))
+    assert r.returncode == 77, r.stderr
     # a policy edit
     policy = site_dir.policy(name="front-exec-edit.toml")
     assert envsched(envsched_front, *exec_args(policy, "true")).returncode == 0
