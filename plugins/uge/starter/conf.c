@@ -142,3 +142,15 @@ void es_conf_prepare(const struct es_conf *c, struct es_prepare *p)
     p->host_tools = c->host_tools;
     p->cache = c->cache;
 }
+
+void es_job_prepare(const struct es_conf *c, const struct es_job *j, char *jobstep, size_t len,
+                    struct es_prepare *p)
+{
+    es_conf_prepare(c, p);
+    snprintf(jobstep, len, "%s.%s", j->id, j->task);
+    p->scheduler = "uge";
+    p->key = j->key;
+    p->job = jobstep;
+    p->owner = j->shepherd;
+    p->partition = j->queue;
+}

@@ -82,14 +82,8 @@ static int prepare(const struct es_conf *c, const struct es_job *j, char *err, s
     int by_cache;
     struct es_prepare p;
 
-    es_conf_prepare(c, &p);
-    snprintf(jobstep, sizeof jobstep, "%s.%s", j->id, j->task);
-    p.scheduler = "uge";
-    p.key = j->key;
-    p.job = jobstep;
+    es_job_prepare(c, j, jobstep, sizeof jobstep, &p);
     p.uid = getuid();
-    p.owner = j->shepherd;
-    p.partition = j->queue;
     p.request = getenv("ENVSCHED_REQUEST");
     p.chos = getenv("CHOS");
     if (es_prepare_inputs(&p, inputs, sizeof inputs) == 0)

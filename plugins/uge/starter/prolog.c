@@ -90,14 +90,8 @@ int main(int argc, char **argv)
     struct passwd *pw = job.owner[0] ? getpwnam(job.owner) : NULL;
     if (pw == NULL)
         return python_prolog(argv, "the job's owner is unknown to this node");
-    es_conf_prepare(&conf, &p);
-    snprintf(jobstep, sizeof jobstep, "%s.%s", job.id, job.task);
-    p.scheduler = "uge";
-    p.key = job.key;
-    p.job = jobstep;
+    es_job_prepare(&conf, &job, jobstep, sizeof jobstep, &p);
     p.uid = pw->pw_uid;
-    p.owner = job.shepherd;
-    p.partition = job.queue;
     p.request = job.request;
     p.chos = job.chos;
     if (es_prepare_inputs(&p, inputs, sizeof inputs) != 0)

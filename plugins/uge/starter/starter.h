@@ -39,6 +39,13 @@ struct es_conf {
 int es_conf_load(struct es_conf *c, const char *name, char *err, size_t errlen);
 /* the configuration's part of a prepare (../../common/es_prepare.h); the job's part is zeroed */
 void es_conf_prepare(const struct es_conf *c, struct es_prepare *p);
+struct es_job;
+/* es_conf_prepare, then the fields the starter and the prolog fill alike from the job: the pin key,
+ * the job ("ID.TASK", written into jobstep), the shepherd as the pin's owner, the queue as the
+ * policy's partition. The uid and the request (request, chos) are the caller's to set: the
+ * starter's real uid and the job's variables, the prolog's owner and execd's environment file. */
+void es_job_prepare(const struct es_conf *c, const struct es_job *j, char *jobstep, size_t len,
+                    struct es_prepare *p);
 
 /* job.c: which job we start, from the sge_shepherd that started us (not from the environment) */
 #define ES_JOB_BINARY   1                /* handle_as_binary=1 */
