@@ -249,3 +249,130 @@ def test_release_imports_neither_the_resolver_nor_the_view_builder(trusted_dir):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:1] == ["[]"], out.stdout
+
+
+# -- the parsed policy, kept (policy/load.py) ----------------------------------------------------
+POLICY_TEXT = '[site]\ndefault = "local"\n[environments.deb12]\npath = "/os/deb12"\n'
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="the parsed policy is kept for root only")
+
+
+@pytest.fixture
+def kept(trusted_dir, monkeypatch):
+    """POLICY_CACHE in a directory of its own; the policy file beside it."""
+    from envsched.policy import load
+    monkeypatch.setattr(load, "POLICY_CACHE", str(trusted_dir / "kept"))
+    policy = trusted_dir / "policy.toml"
+    policy.write_text(POLICY_TEXT)
+    return load, policy
+
+
+def _only_file(load):
+    names = os.listdir(load.POLICY_CACHE)
+    assert len(names) == 1, names
+    return os.path.join(load.POLICY_CACHE, names[0])
+
+
+@as_root
+def test_a_kept_policy_is_the_parsed_one_and_a_changed_text_is_parsed_again(kept):
+    load, policy = kept
+    first = load.load_policy(str(policy))
+    path = _only_file(load)
+    st = os.stat(path)
+    assert (st.st_uid, st.st_mode & 0o777, os.stat(load.POLICY_CACHE).st_mode & 0o777) == (0, 0o600, 0o700)
+    assert load.load_policy(str(policy)) == first
+    policy.write_text(POLICY_TEXT + '[environments.deb13]\npath = "/os/deb13"\n')
+    assert sorted(load.load_policy(str(policy)).environments) == ["deb12", "deb13"]
+    policy.write_text(POLICY_TEXT.replace("deb12", "deb14"))
+    assert sorted(load.load_policy(str(policy)).environments) == ["deb14"]
+
+
+@as_root
+def test_an_unchanged_policy_is_not_parsed_again(trusted_dir):
+    """The second run takes the kept result: neither tomllib nor what it imports is loaded."""
+    policy = trusted_dir / "policy.toml"
+    policy.write_text(POLICY_TEXT)
+    user = __import__("pwd").getpwuid(os.getuid()).pw_name
+    code = (f"import sys; import envsched.policy.load as l; l.POLICY_CACHE = {str(trusted_dir / 'kept')!r}; "
+            "from envsched.cli.envsched import main; rc = main(); "
+            "print(sorted(m for m in ('tomllib', 're', 'typing', 'datetime') if m in sys.modules)); sys.exit(rc)")
+    outs = [subprocess.run([sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {SRC!r}); " + code,
+                            "--policy", str(policy), "validate", "--user", user, "--request", "deb12",
+                            "--identity-only", "--no-user-file", "--print"], capture_output=True, text=True)
+            for _ in range(2)]
+    assert [(o.returncode, o.stderr) for o in outs] == [(0, ""), (0, "")]
+    assert outs[0].stdout.split("\n")[:2] == ["deb12", "['datetime', 're', 'tomllib', 'typing']"]
+    assert outs[1].stdout.split("\n")[:2] == ["deb12", "[]"]
+
+
+@as_root
+@pytest.mark.parametrize("forge", ["mode", "link", "symlink", "other-text", "garbage", "directory-mode"])
+def test_a_kept_policy_root_does_not_own_alone_is_not_taken(kept, forge):
+    """Only a regular file of root's alone (0600, one link, no symbolic link) in a directory of
+    root's alone, written for this very text, is taken: anything else is parsed as before."""
+    import marshal
+    load, policy = kept
+    load.load_policy(str(policy))
+    path = _only_file(load)
+    forged = {"site": {"default": "deb12"}, "environments": {"deb12": {"path": "/forged"}}}
+    blob = marshal.dumps((load.POLICY_CACHE_FORMAT, sys.version, POLICY_TEXT, forged))
+    with open(path, "wb") as f:
+        f.write(blob)
+    assert load.load_policy(str(policy)).environments["deb12"].path == "/forged"     # (root's own: taken)
+    if forge == "mode":
+        os.chmod(path, 0o640)
+    elif forge == "link":
+        os.link(path, path + ".2")
+    elif forge == "symlink":
+        os.rename(path, path + ".real")
+        os.symlink(path + ".real", path)
+    elif forge == "other-text":
+        with open(path, "wb") as f:
+            f.write(marshal.dumps((load.POLICY_CACHE_FORMAT, sys.version, POLICY_TEXT + "\n", forged)))
+    elif forge == "garbage":
+        with open(path, "wb") as f:
+            f.write(blob[:-3])
+    elif forge == "directory-mode":
+        os.chmod(load.POLICY_CACHE, 0o755)
+    assert load.load_policy(str(policy)).environments["deb12"].path == "/os/deb12"
+
+
+@as_root
+def test_a_refused_policy_is_refused_as_before_and_not_kept(kept):
+    """A policy the schema refuses (here for a TOML date, which marshal would not write either)
+    gives the error it gave without the cache, every time, and nothing is kept."""
+    import datetime
+    load, policy = kept
+    text = POLICY_TEXT.replace('path = "/os/deb12"', 'path = "/os/deb12"\nwhen = 1979-05-27')
+    policy.write_text(text)
+    with pytest.raises(load.PolicyError) as pure:
+        load.parse_policy_text(text, str(policy))
+    for _ in range(2):
+        with pytest.raises(load.PolicyError) as e:
+            load.load_policy(str(policy))
+        assert e.value.message == pure.value.message
+    assert not os.path.exists(load.POLICY_CACHE) or os.listdir(load.POLICY_CACHE) == []
+    assert load._blob(text, {"when": datetime.date(1979, 5, 27)}) is None
+
+
+def test_without_root_the_policy_is_parsed_and_nothing_kept(kept, monkeypatch):
+    load, policy = kept
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    load.load_policy(str(policy))
+    assert not os.path.exists(load.POLICY_CACHE)
+
+
+def test_tomllib_is_still_there_to_import_from_load():
+    from envsched.policy.load import tomllib
+    assert tomllib.loads("a = 1") == {"a": 1}
+
+
+@as_root
+def test_the_kept_policies_are_few(kept):
+    """One file per policy path; from POLICY_CACHE_FILES on, a policy kept anew takes their place."""
+    load, policy = kept
+    os.mkdir(load.POLICY_CACHE, 0o700)
+    for i in range(load.POLICY_CACHE_FILES):
+        (policy.parent / "kept" / f"{i:032x}").write_bytes(b"")
+    load.load_policy(str(policy))
+    assert len(os.listdir(load.POLICY_CACHE)) == 1
+    assert load.load_policy(str(policy)) == load.load_policy(str(policy))
