@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Dict, List, Mapping, MutableMapping, NoReturn, Optional, Sequence
 
 from . import isolation, linux
 from .errors import EnvschedError, SetupError
@@ -16,6 +15,10 @@ from .exitcodes import ExitCode
 from .identity import UserInfo, drop_privileges
 from .plan import Plan, with_identity
 from .view import build_view
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, List, Mapping, MutableMapping, NoReturn, Optional, Sequence
 
 
 def apply_env_ops(plan: Plan, environ: MutableMapping[str, str]) -> None:

@@ -25,11 +25,14 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from typing import Dict, Iterable, List, Optional, Tuple
 
 from . import linux
 from .errors import EnvironmentBroken, SetupError
 from .pin import is_mounted_here, mount_points   # a holder is a namespace bind, as a pin's mnt
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, Iterable, List, Optional, Tuple
 
 HOLD_DIR = ".images"
 IMAGE_AT = "/tmp/envsched-image"       # where a holder's namespace has the image (its own tmpfs at /tmp)

@@ -27,7 +27,10 @@ Building it is pure; view.py puts it into the view (plan op `login_env`).
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Iterable, List
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, Iterable, List
 
 PROFILE_DIR = "/etc/profile.d"
 SNIPPET_NAME = "zz-envsched.sh"

@@ -25,11 +25,13 @@ the protocol can grow.
 """
 from __future__ import annotations
 
-from typing import List, Optional
-
 from .identity import UserInfo
 from .plan import Plan
 from .resolve import Decision
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Optional
 
 
 def shim_lines(decision: Decision, plan: Plan, key: Optional[str], pin: Optional[str], reused: bool,
