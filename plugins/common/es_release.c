@@ -245,6 +245,18 @@ int es_release_pin(const char *run_dir, const char *key, char *why, size_t whyle
     return ES_RELEASED;
 }
 
+int es_release_logged(const char *run_dir, const char *key, const char *log_file, const char *fields,
+                      char *why, size_t whylen)
+{
+    char line[1024];
+    int rc = es_release_pin(run_dir, key, why, whylen);
+    if (rc == ES_RELEASED && log_file && log_file[0]) {
+        snprintf(line, sizeof line, "event=released key=%.200s%.700s", key, fields ? fields : "");
+        es_admin_log(log_file, line);
+    }
+    return rc;
+}
+
 void es_admin_log(const char *log_file, const char *line)
 {
     char stamp[64], text[8192];

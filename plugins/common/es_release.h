@@ -17,6 +17,10 @@ enum es_release {
  * epilog to run (hooks.json), isolation namespaces (init: the PID namespace's init to kill; ipc,
  * uts), or the node holds image mounts (run_dir/.images), which the resolver lets go once idle. */
 int es_release_pin(const char *run_dir, const char *key, char *why, size_t whylen);
+/* es_release_pin, then, when it released the pin, the admin log's line (audit.py's format)
+ * "event=released key=KEY" followed by `fields` (e.g. " scheduler=slurm job=12"; "" for none). */
+int es_release_logged(const char *run_dir, const char *key, const char *log_file, const char *fields,
+                      char *why, size_t whylen);
 
 /* A shared view's id (sharedviews.py view_id): 32 lowercase hex digits. */
 int es_is_view_id(const char *name);

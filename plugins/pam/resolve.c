@@ -78,19 +78,14 @@ int es_resolve_prepare(const struct es_conf *c, const struct es_login *l, int us
 
 void es_resolve_release(pam_handle_t *pamh, const struct es_conf *c, const char *key)
 {
-    char why[1024], line[PATH_MAX + 1200];
+    char why[1024];
     struct es_run r;
 
     /* a pin that needs nothing but its view detached: in C; else (node hooks, isolation
      * namespaces, image mounts; no pin under run_dir=, which may not be the policy's) the resolver */
-    int released = es_release_pin(c->run_dir, key, why, sizeof why);
-    if (released == ES_RELEASED) {
-        if (c->log_file[0]) {
-            snprintf(line, sizeof line, "event=released key=%s", key);
-            es_admin_log(c->log_file, line);
-        }
+    int released = es_release_logged(c->run_dir, key, c->log_file, "", why, sizeof why);
+    if (released == ES_RELEASED)
         return;
-    }
     if (released == ES_RELEASE_FAILED)
         pam_syslog(pamh, LOG_ERR, ES_PREFIX "key %s: %s; the resolver tries", key, why);
     char *argv[] = {(char *)c->resolver, "--policy", (char *)c->policy, "release", "--key", (char *)key,

@@ -55,11 +55,10 @@ int es_job_epilog(spank_t sp)
     resolver |= n == ES_MAX_KEYS;
     int failed = 0;
     for (int i = 0; i < n; i++) {
-        int rc = es_release_pin(es_cfg.run_dir, keys[i], why, sizeof why);
-        if (rc == ES_RELEASED) {
-            snprintf(line, sizeof line, "event=released key=%.127s scheduler=slurm job=%u by=epilog", keys[i], job);
-            es_admin_log(es_cfg.log_file, line);
-        } else if (rc == ES_RELEASE_RESOLVER) {
+        char fields[96];
+        snprintf(fields, sizeof fields, " scheduler=slurm job=%u by=epilog", job);
+        int rc = es_release_logged(es_cfg.run_dir, keys[i], es_cfg.log_file, fields, why, sizeof why);
+        if (rc == ES_RELEASE_RESOLVER) {
             resolver = 1;
         } else if (rc == ES_RELEASE_FAILED) {
             snprintf(line, sizeof line, "event=failed step=release scheduler=slurm job=%u key=%.127s reason=\"%.2000s\"",

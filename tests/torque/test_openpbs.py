@@ -501,7 +501,7 @@ def test_warm_job_without_python(site_dir, pbs_site, test_user, home):
                 assert len(ran) == 1, ran
                 assert admin_lines(site_dir, job_id, "prepared") == []
             released = admin_lines(site_dir, job_id, "released")     # pbs-prepare's own line (C)
-            assert len(released) == 1 and released[0].endswith(f"event=released job={job_id} key=openpbs-{job_id}")
+            assert len(released) == 1 and released[0].endswith(f"event=released key=openpbs-{job_id} job={job_id}")
         # the policy disables deb13: the next job is the resolver's again, and refused with its line
         policy.write_text(original.replace("[environments.deb13]\n", "[environments.deb13]\nenabled = false\n"))
         j = job("43.srv", chos="deb13")

@@ -195,7 +195,7 @@ static int prologue(char **mom, int nmom)
 static int epilogue(char **mom, int nmom)
 {
     struct es_conf c;
-    char err[2048], key[96], line[PATH_MAX + 200];
+    char err[2048], key[96];
 
     if (nmom < 1 || !es_valid_jobid(mom[0]))
         return 0;
@@ -208,14 +208,10 @@ static int epilogue(char **mom, int nmom)
     for (struct dirent *e; d != NULL && (e = readdir(d)) != NULL;) {
         if (strncmp(e->d_name, key, kl) != 0 || (e->d_name[kl] != '\0' && e->d_name[kl] != '.'))
             continue;
-        int rc = es_release_pin(c.run_dir, e->d_name, err, sizeof err);
+        int rc = es_release_logged(c.run_dir, e->d_name, c.log_file, "", err, sizeof err);
         if (rc == ES_RELEASE_RESOLVER || rc == ES_RELEASE_FAILED) {
             closedir(d);
             return to_python(rc == ES_RELEASE_FAILED ? err : "a pin the resolver releases");
-        }
-        if (rc == ES_RELEASED && c.log_file[0]) {
-            snprintf(line, sizeof line, "event=released key=%s", e->d_name);
-            es_admin_log(c.log_file, line);
         }
     }
     if (d != NULL)

@@ -46,7 +46,7 @@ int main(void)
         syslog(LOG_ERR, "epilog: %s", err);
         return 0;
     }
-    int rc = es_release_pin(conf.run_dir, job.key, err, sizeof err);
+    int rc = es_release_logged(conf.run_dir, job.key, conf.log_file, "", err, sizeof err);
     if (rc == ES_RELEASE_RESOLVER) {
         /* node hooks, isolation namespaces, image mounts: the resolver releases the pin, runs the
          * environment's node epilog, kills the PID namespace's init, lets idle images go */
@@ -62,8 +62,7 @@ int main(void)
                  job.key, err);
         admin_log(&conf, line);
     } else if (rc == ES_RELEASED) {
-        snprintf(line, sizeof line, "event=released key=%s", job.key);
-        admin_log(&conf, line);
+        syslog(LOG_INFO, "event=released key=%s", job.key);
     }
     return 0;
 }

@@ -264,11 +264,9 @@ static int end(const struct es_conf *c, const char *jobid)
     }
     pin_key(jobid, key);
     why[0] = '\0';
-    int rc = es_release_pin(c->run_dir, key, why, sizeof why);
-    if (rc == ES_RELEASED) {
-        snprintf(line, sizeof line, "event=released job=%s key=%s", jobid, key);
-        es_admin_log(c->log_file, line);
-    }
+    char fields[128];
+    snprintf(fields, sizeof fields, " job=%.100s", jobid);
+    int rc = es_release_logged(c->run_dir, key, c->log_file, fields, why, sizeof why);
     if (rc == ES_RELEASED || rc == ES_RELEASE_NONE)
         return 0;
     /* node hooks, isolation namespaces, image mounts, or a failure: the resolver's release */
