@@ -9,7 +9,8 @@ rounds, medians [p10 p90], and the peak RSS of the child (wait4's ru_maxrss). Ta
 
 The rows "policy changed" run against a second policy file whose text is changed before each of
 their runs (a comment): the first run after a policy change, which parses the policy (the others
-find it parsed already, policy/load.py's POLICY_CACHE).
+find it parsed already, policy/load.py's POLICY_CACHE, which is root's). "as the user": `validate`
+as the shims run it at submission, as the submitting user (nobody here): it parses every time.
   bench/cold.sh [TREE]
 """
 from __future__ import annotations
@@ -24,17 +25,22 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(HERE, "..", "src")
 VENV = os.path.join(HERE, "..", ".venv", "bin")
 N = int(os.environ.get("N", "20"))
+NOBODY = 65534                  # the submitting user: the shims' submit-time validate runs as the user
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}    # es_run.c's clean_env
 
 
-def run(argv):
-    """(wall seconds, peak RSS in KiB) of one run; it must succeed."""
+def run(argv, uid=None):
+    """(wall seconds, peak RSS in KiB) of one run (as `uid` if given); it must succeed."""
     t = time.perf_counter()
     pid = os.fork()
     if pid == 0:
         fd = os.open(os.devnull, os.O_WRONLY)
         os.dup2(fd, 1)
         try:
+            if uid is not None:
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
             os.execve(argv[0], argv, CLEAN_ENV)
         finally:
             os._exit(127)
@@ -78,6 +84,7 @@ def main() -> None:
         "prepare (-I -S)": lambda i: isolated + ["--policy", policy, "prepare", *job, "--key", f"i{i}",
                                                  "--owner-pid", str(os.getpid()), "--format", "shim"],
         "release (-I -S)": lambda i: isolated + ["--policy", policy, "release", "--key", f"i{i}"],
+        "validate (-I -S, as the user)": lambda i: isolated + ["--policy", policy, "validate", *job],
         "validate (-I -S, policy changed)": lambda i: isolated + ["--policy", changed, "validate", *job],
         "prepare (-I -S, policy changed)": lambda i: isolated + ["--policy", changed, "prepare", *job, "--key",
                                                                  f"x{i}", "--owner-pid", str(os.getpid()),
@@ -91,7 +98,7 @@ def main() -> None:
             for name, argv in cases.items():          # prepare before its release, every round
                 if "policy changed" in name:
                     change()
-                wall, peak = run(argv(i))
+                wall, peak = run(argv(i), NOBODY if "as the user" in name else None)
                 times[name].append(wall)
                 rss[name].append(peak)
     finally:
