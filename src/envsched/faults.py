@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Dict, FrozenSet
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, FrozenSet
 
 FILE = ".faults"
 _read: Dict[str, FrozenSet[str]] = {}

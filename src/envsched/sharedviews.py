@@ -26,17 +26,20 @@ decision cache's joins and the epilog's releases, is plugins/common/es_cache.c a
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import time
 
 from . import faults, linux
 from .errors import SetupError
-from .plan import Plan
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Dict, List, Optional
+
+    from .plan import Plan
+
+# json and the plan are imported where a view is made or described: a release's detach and the
+# idle views' let-go need neither (#13)
 
 VIEWS = ".views"
 NOT_SHARED = ("node_prolog", "node_epilog", "namespaces", "user_image", "writable")
@@ -52,6 +55,7 @@ def shareable(plan: Plan) -> bool:
 
 def view_plan(plan: Plan) -> Plan:
     """What of a plan a shared view is built from and recorded with: its mount operations."""
+    from .plan import Plan
     return Plan(plan.environment, plan.kind, plan.source, plan.mount_ops, plan.digest)
 
 
@@ -60,6 +64,7 @@ def view_id(plan: Plan) -> str:
     so that a tree replaced at the same path (or re-stamped) is a new view, never the old one; and
     the mount namespace it is pinned in (a service such as sshd may run in one of its own, where a
     view pinned in another is not mounted: each namespace has its own views, never a shared id)."""
+    import json
     try:
         st = os.stat(plan.source)
         where: Optional[List[int]] = [st.st_dev, st.st_ino]
@@ -129,6 +134,7 @@ class SharedViews:
     def attach(self, key_dir: str, plan: Plan, hold: float, build: Callable[[str], None]) -> str:
         """Bind the shared view of `plan` onto key_dir/mnt (building and pinning it first if the
         node has none: `build(target)`), count the job in, and name the view in key_dir/view."""
+        import json
         vid = view_id(plan)
         fd = self._lock(vid, create=True)
         if fd is None:
@@ -218,6 +224,7 @@ class SharedViews:
 
     def digests(self) -> List[str]:
         """The versions the node's shared views hold (holders.py keeps their images mounted)."""
+        import json
         out = []
         try:
             names = [n for n in os.listdir(self.dir) if _is_view_id(n)]
@@ -234,6 +241,7 @@ class SharedViews:
         return out
 
     def list(self) -> List[Dict[str, object]]:
+        import json
         out: List[Dict[str, object]] = []
         try:
             names = sorted(n for n in os.listdir(self.dir) if _is_view_id(n))
