@@ -11,6 +11,9 @@ The rows "policy changed" run against a second policy file whose text is changed
 their runs (a comment): the first run after a policy change, which parses the policy (the others
 find it parsed already, policy/load.py's POLICY_CACHE, which is root's). "as the user": `validate`
 as the shims run it at submission, as the submitting user (nobody here): it parses every time.
+"as es_prepare.c" and "as the epilog": the options the C shims give (plugins/common/es_prepare.c,
+plugins/slurm-spank/epilog.c): --gc, a shared view (built by the first round, joined by the
+others), the decision cache written; the epilog's release --with-steps.
   bench/cold.sh [TREE]
 """
 from __future__ import annotations
@@ -84,6 +87,12 @@ def main() -> None:
         "prepare (-I -S)": lambda i: isolated + ["--policy", policy, "prepare", *job, "--key", f"i{i}",
                                                  "--owner-pid", str(os.getpid()), "--format", "shim"],
         "release (-I -S)": lambda i: isolated + ["--policy", policy, "release", "--key", f"i{i}"],
+        "prepare (-I -S, as es_prepare.c)": lambda i: isolated + [
+            "--policy", policy, "prepare", "--format", "shim", "--reuse", "--record-local", "--gc", "--key",
+            f"slurm-{i}", "--user", "65534", "--job", str(i), "--owner-pid", str(os.getpid()), "--shared-view",
+            "--decision-cache", "--no-user-file", "--chos-var=", f"--inputs=u65534 r=deb12 {i}", "--request=deb12"],
+        "release (-I -S, as the epilog)": lambda i: isolated + ["--policy", policy, "release", "--key", f"slurm-{i}",
+                                                                "--with-steps", "--quiet"],
         "validate (-I -S, as the user)": lambda i: isolated + ["--policy", policy, "validate", *job],
         "validate (-I -S, policy changed)": lambda i: isolated + ["--policy", changed, "validate", *job],
         "prepare (-I -S, policy changed)": lambda i: isolated + ["--policy", changed, "prepare", *job, "--key",
@@ -110,7 +119,7 @@ def main() -> None:
         med = statistics.median(times[name])
         over = "" if name.startswith("bare") else f"  over bare {(med - bare) * 1e3:6.1f} ms " \
             f"({'ok' if med - bare <= 0.015 else 'target 15 ms MISSED'})"
-        print(f"  {name:32s} {med * 1e3:6.1f} ms [{q[0] * 1e3:.1f} {q[-1] * 1e3:.1f}]  peak RSS "
+        print(f"  {name:33s} {med * 1e3:6.1f} ms [{q[0] * 1e3:.1f} {q[-1] * 1e3:.1f}]  peak RSS "
               f"{max(rss[name]) / 1024:5.1f} MB{over}")
 
 
