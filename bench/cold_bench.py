@@ -19,7 +19,9 @@ others), the decision cache written; the epilog's release --with-steps.
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -52,6 +54,16 @@ def run(argv, uid=None):
     if status != 0:
         raise SystemExit(f"failed ({status}): {' '.join(argv)}")
     return wall, usage.ru_maxrss
+
+
+def cleanup(top: str) -> None:
+    """Detach every mount below `top` (the pins' and the shared view's namespace binds: run_dir is
+    no mount point of its own, so `umount -R` of it detaches nothing), then remove it."""
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4].replace("\\040", " ") for line in f]
+    for point in sorted((p for p in points if p.startswith(top + "/")), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], stderr=subprocess.DEVNULL)
+    shutil.rmtree(top, ignore_errors=True)
 
 
 def main() -> None:
@@ -111,7 +123,7 @@ def main() -> None:
                 times[name].append(wall)
                 rss[name].append(peak)
     finally:
-        os.system(f"umount -R -l {top}/run 2>/dev/null; rm -rf {top}")
+        cleanup(top)
     bare = statistics.median(times["bare python3 -I -S"])
     print(f"the resolver's cold path, {N} interleaved rounds, {os.uname().release}")
     for name in cases:
