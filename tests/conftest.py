@@ -164,14 +164,20 @@ def home(test_user: pwd.struct_passwd) -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def submit_answers_of_root_removed():
-    """Clients run as root (srun, sbatch, qsub) keep their submit-time answers in root's
-    ~/.cache/envsched (src/envsched/submitcache.py): removed again at the end if the session made it."""
-    cache = Path(pwd.getpwuid(os.getuid()).pw_dir) / ".cache" / "envsched"
-    existed = cache.exists()
+def roots_caches_removed():
+    """What runs as root keeps between runs, removed again at the end where the session made it:
+    root's ~/.cache/envsched (srun/sbatch/qsub's submit-time answers, submitcache.py; `envsched
+    exec`'s run cache, runcache.py) and the parsed policies in /run/envsched/.policy
+    (policy/load.py), each at the highest level that did not exist before."""
+    home = Path(pwd.getpwuid(os.getuid()).pw_dir)
+    from envsched.policy.load import POLICY_CACHE
+    paths = [home / ".cache" / "envsched", home / ".cache" / "envsched" / "exec",
+             Path(POLICY_CACHE).parent, Path(POLICY_CACHE)]
+    made = [p for p in paths if not p.exists()]
     yield
-    if not existed and cache.exists():
-        shutil.rmtree(cache)
+    for p in made:
+        if p.exists() and not any(q in p.parents for q in made):
+            shutil.rmtree(p)
 
 
 @pytest.fixture(autouse=True)
