@@ -241,7 +241,10 @@ def section_jobs(ctx: Ctx, a) -> str:
     def launch(name, c):
         ctx.plugstack(c["plugin"])
         if c.get("cold"):
-            os.utime(c["cold"])                 # edited: a new mtime and ctime
+            # edited: a new text (a comment line that changes every launch), so that neither the
+            # decision cache (the file's stat) nor the parsed policy kept as root (its text) holds
+            with open(c["cold"], "a") as f:
+                f.write(f"# bench edit {time.monotonic_ns()}\n")
         dt, p = ctx.timed(c["argv"])
         check_ok(ctx, name, p)
         return dt, ctx.settle()
