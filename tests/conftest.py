@@ -169,6 +169,9 @@ def roots_caches_removed():
     root's ~/.cache/envsched (srun/sbatch/qsub's submit-time answers, submitcache.py; `envsched
     exec`'s run cache, runcache.py) and the parsed policies in /run/envsched/.policy
     (policy/load.py), each at the highest level that did not exist before."""
+    if not IS_ROOT:                      # nothing of root's to keep (and /run/envsched is root's alone)
+        yield
+        return
     home = Path(pwd.getpwuid(os.getuid()).pw_dir)
     from envsched.policy.load import POLICY_CACHE
     paths = [home / ".cache" / "envsched", home / ".cache" / "envsched" / "exec",
