@@ -9,7 +9,7 @@ FUZZ_SECONDS  ?= 300
 FUZZ_EXAMPLES ?= 10000
 FUZZ_MERGE    ?= 0
 
-.PHONY: all deps venv test test-unit test-ns fuzz demo bench bench-slurm bench-images bench-devices bench-isolation bench-launcher bench-uge bench-pam bench-chos clean \
+.PHONY: all deps venv test test-unit test-ns fuzz demo bench bench-slurm bench-images bench-devices bench-isolation bench-launcher bench-uge bench-pam bench-chos soak clean \
         man deb rpm test-packages test-installed
 
 all: venv
@@ -71,6 +71,12 @@ bench-pam: venv
 
 bench-chos: venv
 	bash bench/chos_run.sh
+
+# the soak (#15): SOAK_JOBS standalone jobs through a throwaway Slurm cluster, several at a time, mixed
+# environments, users and outcomes, then nothing left (tests/slurm/test_soak.py; `make test` runs 200)
+SOAK_JOBS ?= 10000
+soak: venv
+	ENVSCHED_SOAK_JOBS=$(SOAK_JOBS) $(PY) -m pytest tests/slurm/test_soak.py -p no:cacheprovider $(PYTEST_ARGS)
 
 # Packages (docs/admin.md section 1): man pages into build/man, the Debian packages into build/
 # (lintian clean), the RPM spec built into build/rpm/ (a build test), and the test that builds,

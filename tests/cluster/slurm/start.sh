@@ -129,6 +129,7 @@ JobCompType=jobcomp/none
 ReturnToService=2
 MailProg=/bin/true
 MinJobAge=3600
+MaxJobCount=100000
 KillWait=2
 InactiveLimit=0
 SlurmdTimeout=60
