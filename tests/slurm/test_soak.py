@@ -127,6 +127,11 @@ path = "{broken}"
             c.write_plugstack(good, restart_slurmd=True)
             for pw in users:
                 (Path(pw.pw_dir) / ".chos").unlink(missing_ok=True)
+                # the submit-time answers srun kept for the soak's policy (submitcache.py)
+                answers = Path(pw.pw_dir) / ".cache" / "envsched" / "submit"
+                for entry in answers.glob("*") if answers.is_dir() else ():
+                    if f"\tpolicy={policy}\n" in entry.read_text(errors="replace"):
+                        entry.unlink()
             shutil.rmtree(root, ignore_errors=True)
 
 

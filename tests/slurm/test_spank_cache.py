@@ -176,7 +176,8 @@ def test_the_submit_check_answers_from_the_users_own_cache(site, slurm_user, hom
     entries = home / ".cache" / "envsched" / "submit"
     r = site.cluster.srun("--chos=deb13", "true", user=slurm_user.pw_name)
     assert r.returncode == 0, r.stderr
-    [entry] = [p for p in entries.iterdir() if f"\toption=deb13\t" in p.read_text()]
+    [entry] = [p for p in entries.iterdir() if f"\toption=deb13\t" in p.read_text()
+               and f"\tpolicy={site.policy}\n" in p.read_text()]
     assert entry.stat().st_uid == slurm_user.pw_uid and entry.stat().st_mode & 0o777 == 0o600
     text = entry.read_text()
     assert "\nexit\t0\n" in text

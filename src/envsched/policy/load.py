@@ -21,7 +21,7 @@ from .schema import build_policy
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Optional
+    from typing import Any, Optional, Tuple
 
 MAX_POLICY_BYTES = 4 * 1024 * 1024
 ENV_POLICY_PATH = "ENVSCHED_POLICY"   # honoured only for non-root callers (tests, `chos` as a user)
@@ -84,6 +84,12 @@ def read_small_file(path: str, limit: int) -> bytes:
     """A regular file of at most `limit` bytes, read without blocking on a FIFO and without
     becoming a controlling terminal; PolicyError naming the file otherwise (the policy, the
     stamps next to it, the GPU driver list: files root reads that only root may write)."""
+    return _read_small_file(path, limit)[0]
+
+
+def _read_small_file(path: str, limit: int) -> Tuple[bytes, os.stat_result]:
+    """read_small_file, and the file's fstat once it was read (a write during the read shows in
+    its mtime and ctime)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
@@ -100,13 +106,49 @@ def read_small_file(path: str, limit: int) -> bytes:
             if not chunk:
                 break
             data += chunk
+        if len(data) > limit:
+            raise PolicyError(f"{path}: larger than {limit} bytes")
+        st = os.fstat(fd)
     finally:
         os.close(fd)
-    return data
+    return data, st
+
+
+# A policy file changed less than SETTLE_NS ago may be in the middle of an in-place write (an editor
+# or `cat > policy.toml` truncates, then writes): it is read again once SETTLE_NS have passed, and
+# used only when the second read finds the same file with the same text; a file that keeps changing
+# for SETTLE_TRIES reads is not used at all (#15: a half-written policy is never used; an empty
+# file, or a prefix that drops an environment's allow_users, could otherwise decide a job).
+SETTLE_NS = 100_000_000
+SETTLE_TRIES = 50
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns, a.st_ctime_ns) == \
+        (b.st_dev, b.st_ino, b.st_size, b.st_mtime_ns, b.st_ctime_ns)
+
+
+def read_settled(path: str, limit: int) -> bytes:
+    """The file's bytes, read as read_small_file reads them, once it has not changed for SETTLE_NS."""
+    import time
+    data, st = _read_small_file(path, limit)
+    for _ in range(SETTLE_TRIES):
+        age = time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns)
+        # empty: maybe truncated an instant ago, the new size visible before the truncation's
+        # mtime and ctime are (seen on ext4: an empty read with the old times): read again too
+        if age >= SETTLE_NS and data:
+            return data
+        time.sleep(max(SETTLE_NS - age, SETTLE_NS if not data else 0) / 1e9)
+        again, st_again = _read_small_file(path, limit)
+        if again == data and _same_file(st, st_again):
+            return data
+        data, st = again, st_again
+    raise PolicyError(f"{path}: still being written (changed again within {SETTLE_NS // 1_000_000} ms, "
+                      f"{SETTLE_TRIES} times): not read")
 
 
 def read_policy_text(path: str) -> str:
-    data = read_small_file(path, MAX_POLICY_BYTES)
+    data = read_settled(path, MAX_POLICY_BYTES)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
