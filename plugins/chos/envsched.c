@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "../common/es_release.h"
+#include "../common/es_trust.h"
 #include "front.h"
 
 #define DEFAULT_POLICY "/etc/envsched/policy.toml"    /* policy/model.py DEFAULT_POLICY_PATH */
@@ -44,14 +45,13 @@ static const char *option(char **argv, int *i, const char *opt)
     return NULL;
 }
 
-/* identity.py lookup_user: all digits is a uid, else a name */
+/* identity.py lookup_user: all digits is a uid (es_parse_uid: one that fits, else none), else a name */
 static int target_uid(const char *who, uid_t *uid)
 {
     struct passwd *pw;
     if (who[0] && strspn(who, "0123456789") == strlen(who)) {
-        char *end;
-        unsigned long v = strtoul(who, &end, 10);
-        if (*end || v > 0xfffffffeUL)
+        long v = es_parse_uid(who);
+        if (v < 0)
             return -1;
         *uid = (uid_t)v;
         return 0;

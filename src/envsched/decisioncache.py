@@ -154,6 +154,22 @@ def write_whole(path: str, lines: Sequence[str]) -> None:
         raise
 
 
+def write_owned(owner: int, directory: str, inputs: str, lines: Sequence[str]) -> None:
+    """As `owner` (the caches kept in a home: a user's, root's): directory/<fnv64 of inputs>,
+    atomically (write_whole); quietly nothing where it cannot be kept (a full or read-only home, a
+    directory not the owner's alone, another effective user)."""
+    if os.geteuid() != owner:
+        return
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        st = os.lstat(directory)
+        if st.st_uid != owner or st.st_mode & 0o077:
+            return
+        write_whole(os.path.join(directory, fnv1a64(inputs)), lines)
+    except OSError:
+        return
+
+
 def entry_lines(policy_source: str, inputs: str, user: UserInfo, user_file: Optional[UserFile],
                 decision: Decision, plan: Plan, view: Optional[str], shim: Sequence[str],
                 image_dir: str = "") -> Optional[List[str]]:

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import os
 
-from .decisioncache import _clean, _owner_or_absent, _same, common_lines, fnv1a64, stamp_lines, write_whole
+from .decisioncache import _clean, _owner_or_absent, _same, common_lines, stamp_lines, write_owned
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -136,18 +136,9 @@ def entry_lines(header: str, policy: Policy, inputs: str, user: UserInfo, decisi
 
 
 def write(owner: int, directory: str, inputs: str, lines: List[str]) -> None:
-    """As `owner` (the user for chos run, root for exec): directory/<fnv64>, atomically; quietly
-    nothing where it cannot be kept (a full or read-only home, a directory not the owner's alone)."""
-    if os.geteuid() != owner or os.getuid() != owner:
-        return
-    try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        st = os.lstat(directory)
-        if st.st_uid != owner or st.st_mode & 0o077:
-            return
-        write_whole(os.path.join(directory, fnv1a64(inputs)), lines)
-    except OSError:
-        return
+    """As `owner` (the user for chos run, root for exec), real and effective: decisioncache.write_owned."""
+    if os.getuid() == owner:
+        write_owned(owner, directory, inputs, lines)
 
 
 def _cacheable(policy: Policy, *values: str) -> bool:

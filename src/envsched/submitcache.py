@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 
-from .decisioncache import _clean, _same, common_lines, fnv1a64, stamp_lines, write_whole
+from .decisioncache import _clean, _same, common_lines, stamp_lines, write_owned
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -72,14 +72,4 @@ def entry_lines(policy_source: str, inputs: str, user: UserInfo, user_file: Opti
 def write(user: UserInfo, inputs: str, lines: Sequence[str]) -> None:
     """As the user (the check runs as the user): ~/.cache/envsched/submit/<fnv64>, atomically; quietly
     nothing where the home cannot hold it (full, read-only, not the user's)."""
-    if os.geteuid() != user.uid:
-        return
-    directory = os.path.join(user.home, DIR)
-    try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        st = os.lstat(directory)
-        if st.st_uid != user.uid or st.st_mode & 0o077:
-            return
-        write_whole(os.path.join(directory, fnv1a64(inputs)), lines)
-    except OSError:
-        return
+    write_owned(user.uid, os.path.join(user.home, DIR), inputs, lines)

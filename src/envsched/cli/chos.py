@@ -135,7 +135,8 @@ def _run(args: argparse.Namespace, name: Optional[str], command: List[str]) -> i
         say("warning: " + decision.warning)
     if name is not None and ctx.partition is None and ctx.account is None and os.geteuid() != 0:
         from ..runcache import remember_run  # the plan for the C front's next run (plugins/chos)
-        remember_run(policy, ctx.user, name, decision, plan, _getcwd())
+        from ..service import _cwd
+        remember_run(policy, ctx.user, name, decision, plan, _cwd())
     if not command:
         shell = os.environ.get("SHELL") or ctx.user.shell
         command = [shell, "-l"]
@@ -143,13 +144,6 @@ def _run(args: argparse.Namespace, name: Optional[str], command: List[str]) -> i
             command = ["/bin/sh", "-l"]
     enter_and_exec(plan, ctx.user, command, unprivileged=os.geteuid() != 0)
     return ExitCode.INTERNAL
-
-
-def _getcwd() -> Optional[str]:
-    try:
-        return os.getcwd()
-    except OSError:
-        return None
 
 
 def _exists_in(root: str, path: str) -> bool:
