@@ -17,6 +17,7 @@ import installed  # noqa: F401  (it checks, on import, that an installed run has
 from testlib import SESSION_TAG, TEST_USER, Result, mount_table, namespace_inits, real_user, run_tool, unmount_below  # noqa: F401,E501
 
 REPO = Path(__file__).resolve().parent.parent
+pytest_plugins = ["faultreport"]  # the fault and soak report table (#15)
 BUILD_MINI = REPO / "tests" / "envs" / "build-mini-env.sh"
 BUILD_REAL = REPO / "site-config" / "environments" / "build-debootstrap.sh"
 # A real Debian tree (debootstrap minbase bookworm), built once per machine and reused by every
