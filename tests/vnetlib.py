@@ -9,6 +9,7 @@ each their own network, UTS, mount and PID namespace on one host.
     net.root("vnode1") / "run/..."      # the node's own file system view, read from the host
     net.mounts("vnode1")                # mount points inside the node
     net.kill("vnode1")                  # node failure: everything on it dies at once
+    net.restart("vnode1")               # reboot: a fresh node, same name and address, empty /run
     net.down()
 """
 from __future__ import annotations
@@ -82,3 +83,7 @@ class VNet:
 
     def kill(self, name: str) -> None:
         self._sh("kill", name)
+
+    def restart(self, name: str) -> None:
+        """A fresh node of that name and address (killed first if it still runs); new init PID."""
+        self._sh("restart", name)
