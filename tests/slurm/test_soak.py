@@ -12,6 +12,8 @@ seed (ENVSCHED_SOAK_SEED):
   broken    --chos=broken (a tree others can write): refused at start, exit 69
   fails     a tree, the payload exits 3: srun exits 3
   cancel    a tree, the payload sleeps; scancel while it runs
+  image     --chos=ci: an image of the admins' store (OCI, imported with `envsched image import`)
+  userimage --chos=user:mine: the user's own image (imported by the user, entered through squashfuse)
 
 by three users, ENVSCHED_SOAK_PARALLEL (4) at a time, with the site's decision cache and shared
 views (view_hold = 2 s: views are let go while jobs keep coming). Checked per job: the environment
@@ -20,14 +22,16 @@ one line of a refusal. Checked at the end: every job that started has its line i
 after `envsched gc --idle-views`, no pin, job record, shared view, mount below run_dir, PID
 namespace init, loop device or FUSE mount is left; run_dir and the decision cache stay small (the
 size at the end against the size a quarter of the way); the resolver's peak RSS flat (its last
-runs against its first). Not in this soak yet (#15): images and users' images, fault injection,
-the multi-node cluster.
+runs against its first); no squashfuse of a user's image outlives its job. The run is one row of
+the fault and soak report (tests/faultreport.py). Fault injection has its own suite
+(test_spank_faults.py); the multi-node cases run on the virtual cluster.
 """
 from __future__ import annotations
 
 import os
 import random
 import re
+import sys
 import shutil
 import subprocess
 import threading
@@ -39,16 +43,20 @@ from typing import Dict, List, Tuple
 import pytest
 
 from spanksite import PLUGIN_DIR, policy_text
-from testlib import USER_SUFFIX, mount_table, namespace_inits, real_user
+from testlib import USER_SUFFIX, mount_table, namespace_inits, real_user, run_tool
 
 import installed
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "images"))
+import ocilib  # noqa: E402
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("views_released")]
 
 JOBS = int(os.environ.get("ENVSCHED_SOAK_JOBS", "200"))
 PARALLEL = int(os.environ.get("ENVSCHED_SOAK_PARALLEL", "4"))
 SEED = int(os.environ.get("ENVSCHED_SOAK_SEED", "1"))
-KINDS = (("tree", 50), ("local", 8), ("userfile", 12), ("refused", 8), ("broken", 6), ("fails", 10), ("cancel", 6))
+KINDS = (("tree", 44), ("local", 6), ("userfile", 10), ("refused", 7), ("broken", 5), ("fails", 8), ("cancel", 5),
+         ("image", 9), ("userimage", 6))
 PAYLOAD = 'echo "SOAK $(head -1 /etc/os-release) CHOS=${CHOS:-}"'
 USERS = ("envsched-so1" + USER_SUFFIX, "envsched-so2" + USER_SUFFIX)
 
@@ -86,9 +94,10 @@ def _tree_bytes(top: Path) -> Tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-def soak_site(site, slurm_user):
-    """The site's cluster with a soak policy (a broken tree, view_hold = 2 s) and the resolver behind a
-    wrapper that records each run's peak RSS; the site's own plugstack line again at the end."""
+def soak_site(site, slurm_user, user_fuse):
+    """The site's cluster with a soak policy (a broken tree, an image `ci` in the admins' store, users'
+    images allowed, view_hold = 2 s), each user's own image `mine`, and the resolver behind a wrapper
+    that records each run's peak RSS; the site's own plugstack line again at the end."""
     c = site.cluster
     root = c.dir / "soak"
     shutil.rmtree(root, ignore_errors=True)
@@ -97,11 +106,22 @@ def soak_site(site, slurm_user):
     shutil.copytree(site.trees["deb13"], broken, symlinks=True)
     broken.chmod(0o777)                                  # others can write it: the resolver refuses it
     policy = root / "policy.toml"
+    store = root / "images"
     policy.write_text(policy_text(c.dir, site.run_dir, site.trees, view_hold=2, extra_environments=f"""
 [environments.broken]
 path = "{broken}"
-"""))
+
+[environments.ci]
+image = "ci"
+
+[user_images]
+enabled = true
+""").replace("[defaults]", f'image_dir = "{store}"\n\n[defaults]', 1))
     policy.chmod(0o644)
+    imgs = ocilib.build_all(root / "oci")
+    r = run_tool("envsched", ["--policy", str(policy), "image", "import", str(imgs.docker_archive), "ci"])
+    assert r.returncode == 0, r.stderr
+    expected_image = _first_line(imgs.tree / "etc" / "os-release")
     resolver = Path(installed.envsched())
     rss = root / "resolver-rss.log"
     wrapper = root / "resolver"
@@ -120,13 +140,22 @@ path = "{broken}"
             chos = Path(pw.pw_dir) / ".chos"
             chos.write_text("deb13\n")
             os.chown(chos, pw.pw_uid, pw.pw_gid)
+            mine = Path(pw.pw_dir) / "soak-img"           # the `userimage` kind's own image
+            ocilib.crafted_user_squashfs(imgs.tree, mine, Path(pw.pw_dir) / "soak.sqfs", pw)
+            r = run_tool("chos", ["--policy", str(policy), "image", "import", str(Path(pw.pw_dir) / "soak.sqfs"),
+                                  "mine"], user=pw.pw_name)
+            assert r.returncode == 0, r.stderr
+            shutil.rmtree(mine)
+            (Path(pw.pw_dir) / "soak.sqfs").unlink()
         c.write_plugstack(line + "\n", restart_slurmd=True)
         try:
-            yield site, policy, root, rss, users
+            yield site, policy, root, rss, users, expected_image
         finally:
             c.write_plugstack(good, restart_slurmd=True)
+            run_tool("envsched", ["--policy", str(policy), "gc", "--idle-images"])
             for pw in users:
                 (Path(pw.pw_dir) / ".chos").unlink(missing_ok=True)
+                shutil.rmtree(Path(pw.pw_dir) / ".local", ignore_errors=True)
                 # the submit-time answers srun kept for the soak's policy (submitcache.py)
                 answers = Path(pw.pw_dir) / ".cache" / "envsched" / "submit"
                 for entry in answers.glob("*") if answers.is_dir() else ():
@@ -135,14 +164,16 @@ path = "{broken}"
             shutil.rmtree(root, ignore_errors=True)
 
 
-def test_soak(soak_site, capsys):
-    site, policy, root, rss, users = soak_site
+def test_soak(soak_site, capsys, fault_report):
+    site, policy, root, rss, users, expected_image = soak_site
     c = site.cluster
     rng = random.Random(SEED)
     kinds = [k for k, w in KINDS for _ in range(w)]
     plan = [(n, rng.choice(kinds), rng.choice(users).pw_name, rng.choice(("deb12", "deb13"))) for n in range(JOBS)]
     expected_line = {name: _first_line(tree / "etc" / "os-release") for name, tree in site.trees.items()}
     expected_line["local"] = _first_line(Path("/etc/os-release"))
+    expected_line["ci"] = expected_image
+    expected_line["user:mine"] = 'PRETTY_NAME="my own (mini)"'
     loops, fuse, inits = _loops(), _fuse(), namespace_inits(str(c.dir))
     results: Dict[int, Tuple[str, int, str, str]] = {}
     wrong: List[str] = []
@@ -156,8 +187,9 @@ def test_soak(soak_site, capsys):
         argv: List[str] = ["srun", f"--job-name={name}"]
         if kind == "tree" or kind in ("fails", "cancel"):
             argv.append(f"--chos={env}")
-        elif kind in ("local", "refused", "broken"):
-            argv.append(f"--chos={ {'local': 'local', 'refused': 'secret', 'broken': 'broken'}[kind] }")
+        elif kind in ("local", "refused", "broken", "image", "userimage"):
+            argv.append("--chos=" + {"local": "local", "refused": "secret", "broken": "broken", "image": "ci",
+                                     "userimage": "user:mine"}[kind])
         body = {"fails": PAYLOAD + "; exit 3", "cancel": PAYLOAD + "; exec sleep 60"}.get(kind, PAYLOAD)
         argv += ["sh", "-c", body]
         if kind == "cancel":
@@ -180,7 +212,8 @@ def test_soak(soak_site, capsys):
         with lock:
             results[n] = (kind, rc, out, err)
             saw = next((line for line in out.splitlines() if line.startswith("SOAK ")), None)
-            want_env = {"tree": env, "fails": env, "cancel": env, "local": "local", "userfile": "deb13"}.get(kind)
+            want_env = {"tree": env, "fails": env, "cancel": env, "local": "local", "userfile": "deb13",
+                        "image": "ci", "userimage": "user:mine"}.get(kind)
             if want_env is not None and saw is not None:
                 want = f"SOAK {expected_line[want_env]} CHOS={want_env}"
                 if saw != want:
@@ -216,19 +249,23 @@ def test_soak(soak_site, capsys):
     log = log_file.read_text() if log_file.exists() else ""
     logged = set(re.findall(r"job=(\d+)", log))
     unlogged = sorted(name for name, jid in ids.items() if jid not in logged)
+    decided = [line for line in log.splitlines() if " event=decided " in f" {line} "]
+    by_cache = sum(1 for line in decided if line.endswith("by=cache"))
 
     # nothing left once the jobs are gone (their epilogs ran) and the views kept warm are let go
     deadline = time.monotonic() + 60
     while [x for x in site.leftovers() if not x.startswith(".views/")] and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(2.5)                                       # view_hold = 2
-    gc = subprocess.run([str(installed.envsched()), "--policy", str(policy), "gc", "--idle-views"],
+    gc = subprocess.run([str(installed.envsched()), "--policy", str(policy), "gc", "--idle-views", "--idle-images"],
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     site.settle(timeout=30)
     left = site.leftovers() + [f"mount {m}" for m in mount_table() if str(site.run_dir) in m]
     left += [f"loop {x}" for x in sorted(set(_loops()) - set(loops))]
     left += [f"fuse {x}" for x in sorted(set(_fuse()) - set(fuse))]
     left += [f"init {x}" for x in sorted(set(namespace_inits(str(c.dir))) - set(inits))]
+    left += [f"squashfuse of {pw.pw_name}" for pw in users
+             if subprocess.run(["pgrep", "-u", str(pw.pw_uid), "-x", "squashfuse"], stdout=subprocess.DEVNULL).returncode == 0]
     end_run_dir, end_decisions = _tree_bytes(site.run_dir), _tree_bytes(site.run_dir / ".decisions")
 
     peaks = [int(x) for x in rss.read_text().split() if x.isdigit()] if rss.exists() else []
@@ -246,13 +283,20 @@ def test_soak(soak_site, capsys):
         print(f"| jobs with another outcome than the policy's | {len(bad)} |")
         print(f"| started jobs without their admin log line | {len(unlogged)} of {len(ids)} |")
         print(f"| leftovers after gc (pins, records, views, mounts, loops, FUSE, inits) | {len(left)} |")
-        print(f"| faults injected | 0 (the fault table is #15's next part) |")
         print(f"| run_dir (entries, bytes) at {', '.join(str(s[0]) for s in sizes)} jobs and the end | "
               f"{', '.join(str(s[1]) for s in sizes)}, {end_run_dir} |")
         print(f"| decision cache (entries, bytes), the same points | {', '.join(str(s[2]) for s in sizes)}, "
               f"{end_decisions} |")
+        print(f"| decisions on the nodes; from the decision cache (no Python) | {len(decided)}; {by_cache} |")
         print(f"| resolver runs; peak RSS of the first tenth, of the last tenth (KiB) | {len(peaks)}; "
               f"{first_rss}, {last_rss} |\n")
+    with fault_report.case(f"soak: {JOBS} jobs, {PARALLEL} at a time, {len(users)} users", "slurm") as row:
+        row.jobs, row.wrong_env, row.leftovers, row.seconds = JOBS, len(wrong), len(left), wall
+        for k, what in (("refused", "refused at submission"), ("broken", "broken tree"), ("fails", "payload fails"),
+                        ("cancel", "scancel mid-run")):
+            row.faults[what] = counts[k]
+        if bad or unlogged:
+            row.outcome = "FAILED"
     assert not wrong, wrong[:10]
     assert not bad, bad[:10]
     assert not unlogged, unlogged[:10]
