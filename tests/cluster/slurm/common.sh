@@ -15,7 +15,39 @@ launch() {
 }
 
 launch_slurmd() {   # NODE
-    launch "slurmd:$1" "$DIR/log/slurmd-$1.out" /usr/sbin/slurmd -D -N "$1" -f "$CONF"
+    if [ ! -e "$DIR/vnet/nodes" ]; then
+        launch "slurmd:$1" "$DIR/log/slurmd-$1.out" /usr/sbin/slurmd -D -N "$1" -f "$CONF"
+        return 0
+    fi
+    # the virtual cluster: slurmd inside node NODE (vnet.sh's nsenter, which forks it into the node's
+    # PID namespace and waits); DIR/pids gets slurmd's own (host) PID, the one stop.sh must TERM
+    local init nse pid="" _
+    init=$(awk -v n="$1" '$1 == n { print $3 }' "$DIR/vnet/nodes")
+    [ -n "$init" ] && [ -d "/proc/$init" ] || { echo "launch_slurmd: no live vnet node $1" >&2; return 1; }
+    env -i PATH=$CLEAN_PATH LANG=C SLURM_CONF="$CONF" setsid nsenter -t "$init" -n -u -m -p -- \
+        /usr/sbin/slurmd -D -N "$1" -f "$CONF" </dev/null >>"$DIR/log/slurmd-$1.out" 2>&1 9>&- &
+    nse=$!
+    for _ in $(seq 200); do
+        pid=$(awk '{print $1}' "/proc/$nse/task/$nse/children" 2>/dev/null)
+        case "$(readlink "/proc/$pid/exe" 2>/dev/null)" in */slurmd|*/slurmd-wlm) break ;; esac
+        pid=""
+        kill -0 "$nse" 2>/dev/null || break
+        sleep 0.02
+    done
+    [ -n "$pid" ] || { echo "launch_slurmd: slurmd did not start in vnet node $1" >&2; return 1; }
+    LAST_PID=$pid
+    record "slurmd:$1" "$pid"
+}
+
+# node_listening NODE PORT: slurmd of NODE listens on PORT (in the node's network namespace if virtual)
+node_listening() {
+    local init
+    if [ -e "$DIR/vnet/nodes" ]; then
+        init=$(awk -v n="$1" '$1 == n { print $3 }' "$DIR/vnet/nodes")
+        nsenter -t "$init" -n ss -Htln 2>/dev/null | awk '{print $4}' | sed 's/.*://' | grep -qx "$2"
+    else
+        ss -Htln | awk '{print $4}' | sed 's/.*://' | grep -qx "$2"
+    fi
 }
 
 tail_logs() {

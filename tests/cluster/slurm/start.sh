@@ -1,7 +1,15 @@
 #!/bin/bash
 # Start a private, throwaway Slurm cluster (one slurmctld, NODES slurmd on this host, a private munged).
 #
-#   start.sh DIR [NODES=2]
+#   start.sh DIR [NODES=2] [--vnet]
+#
+# --vnet (or SLURM_VNET=1): the virtual multi-node cluster (#15). Each slurmd runs in its own node of
+# tests/cluster/vnet/vnet.sh (own network, UTS, mount and PID namespace, own hostname and /run), named
+# vnode1..vnodeNODES, NodeAddr its address on a private bridge, NodeHostname its name; slurmctld is
+# reached at the bridge's host address (SlurmctldHost=HOST(10.213.K.1)), which srun's callbacks use too;
+# the munge socket is a path under DIR (a Unix socket works across network namespaces). A node failure
+# is `vnet.sh kill DIR NODE` (SlurmdTimeout is 10 s here, so slurmctld notices it in seconds); its
+# reboot `vnet.sh restart DIR NODE` then `restart-slurmd.sh DIR NODE`. stop.sh takes the nodes down.
 #
 # Everything lives under DIR: slurm.conf, plugstack.conf (empty; tests rewrite it), a munge key and
 # socket, state, spool (per node), logs, pid files. Ports are chosen free from 16817 up. Prints the time
@@ -12,7 +20,13 @@
 # clean environment (env -i) so nothing of the caller's leaks into jobs.
 set -euo pipefail
 
-usage() { echo "usage: $0 DIR [NODES=2]" >&2; exit 2; }
+usage() { echo "usage: $0 DIR [NODES=2] [--vnet]" >&2; exit 2; }
+VNET=${SLURM_VNET:-0}
+args=()
+for a in "$@"; do
+    if [ "$a" = --vnet ]; then VNET=1; else args+=("$a"); fi
+done
+set -- "${args[@]}"
 [ $# -ge 1 ] && [ $# -le 2 ] || usage
 NODES=${2:-2}
 case "$NODES" in ''|*[!0-9]*) usage ;; esac
@@ -40,6 +54,19 @@ done
 
 t0=$(date +%s.%N)
 CTLHOST=$(hostname -s)
+CTLADDR=127.0.0.1
+SLURMD_TIMEOUT=60
+NODE_NAMES=()
+for i in $(seq 1 "$NODES"); do NODE_NAMES+=("node$i"); done
+if [ "$VNET" = 1 ]; then
+    [ ! -e "$DIR/vnet/nodes" ] || { echo "start.sh: $DIR/vnet exists (stop.sh $DIR first)" >&2; exit 1; }
+    NODE_NAMES=()
+    for i in $(seq 1 "$NODES"); do NODE_NAMES+=("vnode$i"); done
+    "$HERE/../vnet/vnet.sh" up "$DIR" "${NODE_NAMES[@]}" || {
+        "$HERE/../vnet/vnet.sh" down "$DIR" || true; exit 1; }
+    CTLADDR=$(cat "$DIR/vnet/head")
+    SLURMD_TIMEOUT=${SLURM_VNET_SLURMD_TIMEOUT:-10}
+fi
 MUNGE_USER=munge
 id "$MUNGE_USER" >/dev/null 2>&1 || { echo "start.sh: no user $MUNGE_USER (run install.sh)" >&2; exit 1; }
 
@@ -47,7 +74,7 @@ id "$MUNGE_USER" >/dev/null 2>&1 || { echo "start.sh: no user $MUNGE_USER (run i
 mkdir -p "$DIR/state" "$DIR/spool" "$DIR/log" "$DIR/run" "$DIR/munge"
 chmod 0755 "$DIR" "$DIR/spool" "$DIR/log" "$DIR/run"
 chmod 0700 "$DIR/state"
-for i in $(seq 1 "$NODES"); do mkdir -p -m 0755 "$DIR/spool/node$i"; done
+for n in "${NODE_NAMES[@]}"; do mkdir -p -m 0755 "$DIR/spool/$n"; done
 chown "$MUNGE_USER:$MUNGE_USER" "$DIR/munge"
 chmod 0755 "$DIR/munge"       # clients (any user) must reach the socket; munged wants it not group/other-writable
 : > "$DIR/pids"
@@ -94,12 +121,12 @@ CTLPORT=${PORTS[0]}
 
 # ---------------------------------------------------------------- slurm.conf
 CPUS=$(nproc)
-LEGACY=node$NODES
+LEGACY=${NODE_NAMES[$((NODES - 1))]}
 {
 cat <<EOF
 # Throwaway test cluster written by tests/cluster/slurm/start.sh; do not edit by hand.
 ClusterName=envtest
-SlurmctldHost=$CTLHOST(127.0.0.1)
+SlurmctldHost=$CTLHOST($CTLADDR)
 SlurmctldPort=$CTLPORT
 SlurmUser=root
 SlurmdUser=root
@@ -132,12 +159,18 @@ MinJobAge=3600
 MaxJobCount=100000
 KillWait=2
 InactiveLimit=0
-SlurmdTimeout=60
+SlurmdTimeout=$SLURMD_TIMEOUT
 SlurmctldTimeout=60
 TmpFS=/tmp
 EOF
 for i in $(seq 1 "$NODES"); do
-    echo "NodeName=node$i NodeHostname=$CTLHOST NodeAddr=127.0.0.1 Port=${PORTS[$i]} CPUs=$CPUS RealMemory=1000 State=UNKNOWN"
+    n=${NODE_NAMES[$((i - 1))]}
+    if [ "$VNET" = 1 ]; then
+        addr=$(awk -v n="$n" '$1 == n { print $2 }' "$DIR/vnet/nodes")
+        echo "NodeName=$n NodeHostname=$n NodeAddr=$addr Port=${PORTS[$i]} CPUs=$CPUS RealMemory=1000 State=UNKNOWN"
+    else
+        echo "NodeName=$n NodeHostname=$CTLHOST NodeAddr=127.0.0.1 Port=${PORTS[$i]} CPUs=$CPUS RealMemory=1000 State=UNKNOWN"
+    fi
 done
 echo "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP"
 echo "PartitionName=legacy Nodes=$LEGACY MaxTime=INFINITE State=UP"
@@ -168,8 +201,8 @@ done
 munge -n -S "$MSOCK" </dev/null | unmunge -S "$MSOCK" >/dev/null 2>&1 || fail "munged not answering on $MSOCK"
 
 launch slurmctld "$DIR/log/slurmctld.out" /usr/sbin/slurmctld -D -i -f "$CONF"
-for i in $(seq 1 "$NODES"); do
-    launch_slurmd "node$i"
+for n in "${NODE_NAMES[@]}"; do
+    launch_slurmd "$n" || fail "slurmd $n did not start"
 done
 
 # ---------------------------------------------------------------- wait for ready
@@ -179,5 +212,6 @@ flock -u 9
 [ $rc -ne 2 ] || fail "$DIED exited"
 [ $rc -eq 0 ] || fail "not ready after ${READY_TIMEOUT}s; sinfo: $(printf '%s' "$STATES" | tr '\n' ';')"
 
-printf 'start.sh: cluster envtest ready in %ss: %s nodes, slurmctld port %s, slurmd ports %s, SLURM_CONF=%s\n' \
-    "$(elapsed "$t0")" "$NODES" "$CTLPORT" "${PORTS[*]:1}" "$CONF"
+printf 'start.sh: cluster envtest ready in %ss: %s nodes%s, slurmctld port %s, slurmd ports %s, SLURM_CONF=%s\n' \
+    "$(elapsed "$t0")" "$NODES" "$([ "$VNET" = 1 ] && echo " (virtual: ${NODE_NAMES[*]}, head $CTLADDR)")" \
+    "$CTLPORT" "${PORTS[*]:1}" "$CONF"

@@ -9,7 +9,9 @@
 #    munged/slurmctld/slurmd that carries this SLURM_CONF but is not listed (a lost pids file),
 # 3. kills leftover slurmstepd processes of this cluster (their environ carries the same SLURM_CONF)
 #    and the processes below them,
-# 4. verifies that none of them is left. Exit 1 if something survived.
+# 4. on the virtual cluster (start.sh --vnet: DIR/vnet), takes its nodes down (vnet.sh down: every
+#    process left on a node dies with its PID namespace, the bridge and veth pairs are removed),
+# 5. verifies that none of them is left. Exit 1 if something survived.
 set -uo pipefail
 
 [ $# -eq 1 ] || { echo "usage: $0 DIR" >&2; exit 2; }
@@ -98,7 +100,12 @@ fi
 
 term_wait_kill 5 $(alive "${munged[@]}")
 
-# 4. verify
+# 4. the virtual cluster's nodes
+if [ -e "$DIR/vnet" ]; then
+    "$(cd "$(dirname "$0")" && pwd -P)/../vnet/vnet.sh" down "$DIR" || echo "stop.sh: vnet.sh down $DIR failed" >&2
+fi
+
+# 5. verify
 left=$(alive "${daemons[@]}" "${munged[@]}" $steps $tree $(stepds) $(strays))
 if [ -n "$left" ]; then
     echo "stop.sh: still alive: $(echo $left)" >&2
