@@ -136,6 +136,10 @@ LINES = [
     ["prepare", *JOB, "--key", "k", "--bind", "/a", "--bind", "/b:/c:rw", "--reuse", "--gc", "--record-local",
      "--fallback-key", "k2", "--inputs", "x y z", "--owner-pid", " 7 "],
     ["release", "--key", "slurm-1"], ["release", "--key", "k", "--with-steps", "--quiet", "--policy=/p"],
+    # es_prepare.c's line (plugins/common/es_prepare.c), CHOS unset: `--chos-var=` is the value ""
+    ["--policy", "/p.toml", "prepare", "--format", "shim", "--reuse", "--record-local", "--gc", "--key", "slurm-1",
+     "--user", "65534", "--job", "1", "--owner-pid", "1", "--shared-view", "--decision-cache", "--no-user-file",
+     "--chos-var=", "--inputs=u65534 r=deb12", "--request=deb12"],
     # left to argparse (None), which parses them or says why not
     ["validate"], ["validate", "--us", "alice"], ["validate", "-h"], ["validate", *JOB, "extra"],
     ["validate", "--user", "-alice"], ["validate", "--user"], ["validate", "--user="], ["validate", "--pin=1"],
@@ -162,16 +166,16 @@ def test_quick_args_parse_as_argparse_does(line, capsys):
 
 
 def test_quick_args_take_the_shims_lines():
-    taken = [line for line in LINES[:10] if quick_args(build_parser(
+    taken = [line for line in LINES[:11] if quick_args(build_parser(
         next(a for a in line if a in QUICK), record=True), line) is not None]
-    assert taken == LINES[:10]
+    assert taken == LINES[:11]
 
 
 def test_quick_args_agree_with_argparse_on_random_lines(capsys):
     rng = random.Random(13)
     words = ["--user", "alice", "--request", "--key", "k", "--policy", "/p", "--print", "--pin", "--bind", "/x",
              "--owner-pid", "3", "--format", "shim", "--quiet", "--with-steps", "-", "--", "x", "--user=bob",
-             "--inputs", "a b", "--identity-only", "--reuse"]
+             "--inputs", "a b", "--identity-only", "--reuse", "--chos-var=", "--user=", "--key=", "--quiet="]
     for _ in range(800):
         line = [rng.choice(words) for _ in range(rng.randint(0, 6))]
         line.insert(rng.randint(0, len(line)), rng.choice(QUICK))

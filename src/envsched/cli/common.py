@@ -274,8 +274,8 @@ def _options(p: Recorder, argv: List[str], i: int, values: Dict[str, Any],
             return i
         flag, eq, value = arg.partition("=")
         option = p.options.get(flag)
-        if option is None or (eq and not value):
-            return None
+        if option is None:                          # (`--flag=` is the value "", as argparse has it:
+            return None                             # es_prepare.c's `--chos-var=` when CHOS is unset)
         if option.action == "store_true":
             if eq:
                 return None
