@@ -34,6 +34,7 @@
 #define HEADER "envsched-decision 1"
 #define ENTRY_MAX 65536
 #define USER_FILE_MAX 256           /* userfile.py MAX_BYTES */
+#define ES_USER_FILE_WAIT_MS 2000   /* ~/.chos: then a miss (the resolver reads it, with its own timeout) */
 #ifndef NSFS_MAGIC
 #define NSFS_MAGIC 0x6e736673
 #endif
@@ -130,35 +131,109 @@ static int owner(char **f, int n)
     return strcmp(now, was) == 0 ? 0 : -1;
 }
 
-/* ~/.chos as the user reads it (userfile.py _read_as_current and parse_user_file): 0 and its value
- * (first line, blanks stripped, plain ASCII), 1 absent, -1 anything else (the resolver says why). */
+/* A child that may be stuck: SIGKILL, then reaped within `ms` if it can be. A process blocked on a
+ * file system that read the request and never answers (a FUSE daemon stopped mid-request, a hard
+ * NFS mount) cannot die until the server answers: it is then left unreaped rather than hang the
+ * caller (slurmstepd, sshd's monitor); it ends as a zombie of ours, or init's once we exit. */
+static void kill_and_reap(pid_t pid, int ms)
+{
+    kill(pid, SIGKILL);
+    for (int waited = 0;; waited++) {
+        pid_t got = waitpid(pid, NULL, WNOHANG);
+        if (got == pid || (got < 0 && errno != EINTR) || waited >= ms)
+            return;
+        struct timespec one = {0, 1000000};
+        nanosleep(&one, NULL);
+    }
+}
+
+/* The reader's answer through its pipe. */
+struct user_file_reply {
+    int rc;                                        /* 0 data, 1 absent, -1 anything else */
+    int len;
+    unsigned char data[USER_FILE_MAX + 1];
+};
+
+/* In the reader: the user for good (real, effective and saved ids; the user's groups), then the
+ * file, not followed if a link, not waited on if a FIFO (userfile.py _read_as_current). */
+static void read_as_user(const char *path, const struct es_user *u, int switch_ids, struct user_file_reply *r)
+{
+    struct stat st;
+    r->rc = -1;
+    r->len = 0;
+    if (switch_ids && (setgroups((size_t)u->ngids, u->gids) != 0 || setresgid(u->gid, u->gid, u->gid) != 0 ||
+        setresuid(u->uid, u->uid, u->uid) != 0))
+        _exit(3);
+    if (geteuid() == 0 && u->uid != 0)             /* never root's eyes on a user's file */
+        _exit(3);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) {
+        r->rc = errno == ENOENT || errno == ENOTDIR ? 1 : -1;
+        return;
+    }
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == u->uid && st.st_size <= USER_FILE_MAX) {
+        ssize_t got = read(fd, r->data, sizeof r->data);
+        if (got >= 0) {
+            r->len = (int)got;
+            r->rc = 0;
+        }
+    }
+    close(fd);
+}
+
+/* ~/.chos as the user reads it (userfile.py read_user_file and parse_user_file), in a child that
+ * the caller waits for at most ES_USER_FILE_WAIT_MS: a home directory that never answers (a hung
+ * NFS server, a stopped FUSE daemon) is a miss, and the resolver, which reads it again with
+ * site.user_file_timeout, says so to the user. 0 and its value (first line, blanks stripped,
+ * plain ASCII), 1 absent, -1 anything else (the resolver says why). */
 static int read_user_file(const char *path, const struct es_user *u, int switch_ids, char *value, size_t cap)
 {
-    unsigned char data[USER_FILE_MAX + 1];
-    ssize_t got = -1;
-    int rc = -1, fd;
-    struct stat st;
+    static struct user_file_reply r;
+    int p[2];
+    size_t have = 0;
 
-    /* 1. the user's groups, gid and uid (effective only: root comes back below); never root's */
-    if (switch_ids && (setgroups((size_t)u->ngids, u->gids) != 0 || setresgid((gid_t)-1, u->gid, (gid_t)-1) != 0 ||
-        setresuid((uid_t)-1, u->uid, (uid_t)-1) != 0))
-        _exit(3);
-    /* 2. the file, not followed if a link, not waited on if a FIFO */
-    fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-    if (fd < 0)
-        rc = errno == ENOENT || errno == ENOTDIR ? 1 : -1;
-    else {
-        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == u->uid && st.st_size <= USER_FILE_MAX)
-            got = read(fd, data, sizeof data);
-        close(fd);
+    if (pipe2(p, O_CLOEXEC) != 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(p[0]);
+        close(p[1]);
+        return -1;
     }
-    /* 3. root again, with no groups */
-    if (switch_ids && (setresuid((uid_t)-1, 0, (uid_t)-1) != 0 || setresgid((gid_t)-1, 0, (gid_t)-1) != 0 ||
-        setgroups(0, NULL) != 0))
-        _exit(3);
-    if (fd < 0)
-        return rc;
-    return got < 0 ? -1 : es_user_file_value(data, (size_t)got, value, cap);
+    if (pid == 0) {
+        close(p[0]);
+        read_as_user(path, u, switch_ids, &r);
+        _exit(write(p[1], &r, sizeof r) == (ssize_t)sizeof r ? 0 : 1);
+    }
+    close(p[1]);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (have < sizeof r) {
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        long spent = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+        struct pollfd pfd = {.fd = p[0], .events = POLLIN};
+        int ready = spent >= ES_USER_FILE_WAIT_MS ? 0 : poll(&pfd, 1, (int)(ES_USER_FILE_WAIT_MS - spent));
+        if (ready < 0 && errno == EINTR)
+            continue;
+        if (ready <= 0)
+            break;
+        ssize_t got = read(p[0], (char *)&r + have, sizeof r - have);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break;
+        have += (size_t)got;
+    }
+    close(p[0]);
+    if (have != sizeof r) {                        /* no answer in time, or a reader that failed */
+        kill_and_reap(pid, 100);
+        return -1;
+    }
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)   /* it answered: it is exiting */
+        ;
+    if (r.rc != 0)
+        return r.rc == 1 ? 1 : -1;
+    return r.len < 0 || r.len > USER_FILE_MAX ? -1 : es_user_file_value(r.data, (size_t)r.len, value, cap);
 }
 
 int es_user_file_value(const unsigned char *data, size_t got, char *value, size_t cap)
@@ -625,8 +700,13 @@ int es_cache_try(const struct es_cache_job *job, const struct es_user *u, int ti
         have += (size_t)got;
     }
     close(p[0]);
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
+    if (have == sizeof r) {
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)   /* it answered: it is exiting */
+            ;
+    } else {
+        kill_and_reap(pid, 1000);                 /* never a slurmstepd stuck on its child */
+        status = -1;
+    }
     if (have == sizeof r && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
         rc = r.rc;
         snprintf(why, whylen, "%s", r.why);

@@ -100,43 +100,62 @@ def decode_report(path: str, data: bytes) -> UserFile:
 
 
 def read_user_file(user: UserInfo, filename: str = ".chos", timeout: float = 10.0) -> UserFile:
-    """The first line of ~user/filename, read with the user's privileges."""
+    """The first line of ~user/filename, read with the user's privileges, in a child waited for at
+    most `timeout` seconds (site.user_file_timeout): a home that never answers (a hung NFS server,
+    a stopped FUSE daemon) is a refusal that says so, never a job start or a command that hangs."""
     path = os.path.join(user.home, filename)
-    if os.geteuid() != 0:
-        if os.geteuid() != user.uid:
-            return UserFile(path, error="cannot be read for another user without root")
-        return _read_as_current(path, user.uid)
+    root = os.geteuid() == 0
+    if not root and os.geteuid() != user.uid:
+        return UserFile(path, error="cannot be read for another user without root")
     import json
     import select
     import time
     rfd, wfd = os.pipe()
     pid = os.fork()
-    if pid == 0:  # child: become the user for good, read, report, exit
+    if pid == 0:  # child: become the user for good (as root), read, report, exit
         try:
             os.close(rfd)
-            os.setgroups(list(user.gids))
-            os.setresgid(user.gid, user.gid, user.gid)
-            os.setresuid(user.uid, user.uid, user.uid)
+            if root:
+                os.setgroups(list(user.gids))
+                os.setresgid(user.gid, user.gid, user.gid)
+                os.setresuid(user.uid, user.uid, user.uid)
             result = _read_as_current(path, user.uid)
             os.write(wfd, json.dumps(result.__dict__).encode())
             os._exit(0)
         except BaseException:
             os._exit(1)
     os.close(wfd)
+    answered = False
     try:
         data = b""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([rfd], [], [], left)[0]:
-                import signal
-                os.kill(pid, signal.SIGKILL)
                 return UserFile(path, error=f"could not be read within {timeout:g} s")
             chunk = os.read(rfd, 4096)
             if not chunk:
+                answered = True
                 break
             data += chunk
     finally:
         os.close(rfd)
-        os.waitpid(pid, 0)
+        _reap(pid, answered)
     return decode_report(path, data)
+
+
+def _reap(pid: int, answered: bool) -> None:
+    """The reader reaped: at once when it answered (it is exiting), else killed and reaped within a
+    second if it can be. A reader blocked on a file system that took the request and never answers
+    cannot die before it does: it is left (init reaps it once we are gone) rather than hang us."""
+    if answered:
+        os.waitpid(pid, 0)
+        return
+    import signal
+    import time
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return
+        time.sleep(0.005)

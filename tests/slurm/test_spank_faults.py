@@ -13,9 +13,11 @@ one line or runs in the right environment; nothing is left afterwards.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -26,7 +28,7 @@ import pytest
 
 import installed
 from spanksite import policy_text
-from testlib import unmount_below
+from testlib import USER_SUFFIX, mount_table, namespace_inits, real_user, unmount_below
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("views_released")]
 
@@ -189,3 +191,184 @@ def test_run_dir_wiped_under_a_running_job(site, slurm_user, home):
     r = c.srun("--chos=deb13", "sh", "-c", PAYLOAD, user=slurm_user.pw_name, cwd=str(home))
     assert r.returncode == 0 and "CHOS=deb13" in r.stdout, r.stderr
     site.settle(timeout=60)
+
+
+# ---- what every case counts: jobs, wrong environments, what is left after gc --------------------
+
+def _loops():
+    return sorted(subprocess.run(["losetup", "-a"], stdout=subprocess.PIPE, text=True).stdout.splitlines())
+
+
+def _fuse():
+    return sorted(line for line in mount_table() if " fuse" in line)
+
+
+class Host:
+    """The host's state before a case (mounts, loop devices, FUSE mounts, PID namespace inits), and
+    what is left after it beyond that, once `envsched gc --idle-views` ran: the case's leftovers."""
+
+    def __init__(self, site, *paths):
+        self.site = site
+        self.paths = (str(site.run_dir), str(site.cluster.dir)) + tuple(str(p) for p in paths)
+        self.mounts, self.loops, self.fuse = self._ours(mount_table()), self._ours(_loops()), self._ours(_fuse())
+        self.inits = namespace_inits(str(site.cluster.dir))
+
+    def _ours(self, lines):
+        """Only what names the site's run_dir, the cluster's directory or the case's own paths:
+        other sessions on this host come and go meanwhile."""
+        return [x for x in lines if any(p in x for p in self.paths)]
+
+    def gc(self, policy=None) -> None:
+        r = subprocess.run([str(installed.envsched()), "--policy", str(policy or self.site.policy), "gc",
+                            "--idle-views"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert r.returncode == 0, r.stdout
+
+    def leftovers(self, policy=None, timeout: float = 30) -> list:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.gc(policy)
+            left = self.site.leftovers()
+            left += [f"mount {m}" for m in sorted(set(self._ours(mount_table())) - set(self.mounts))]
+            left += [f"loop {x}" for x in sorted(set(self._ours(_loops())) - set(self.loops))]
+            left += [f"fuse {x}" for x in sorted(set(self._ours(_fuse())) - set(self.fuse))]
+            left += [f"init {x}" for x in sorted(set(namespace_inits(str(self.site.cluster.dir))) - set(self.inits))]
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(0.3)
+
+
+def saw(out: str) -> list:
+    return [line for line in out.splitlines() if line.startswith("SAW ")]
+
+
+def ours(err: str) -> list:
+    return [line for line in err.splitlines() if line.startswith("envsched: ")]
+
+
+def first_line(tree: Path) -> str:
+    return (tree / "etc" / "os-release").read_text().splitlines()[0]
+
+
+def _own_site(site, name: str, text: str, *, validate: bool = True):
+    """plugstack.conf pointing at a policy of the case's own (slurmd restarted); returns the policy
+    and the site's plugstack.conf text to put back."""
+    c = site.cluster
+    policy = c.dir / f"{name}.toml"
+    policy.write_text(text)
+    policy.chmod(0o644)
+    good = c.plugstack.read_text()
+    line = good.split("\n")[0].replace(f"policy={site.policy} ", f"policy={policy} ")
+    c.write_plugstack(line + ("" if validate else " validate=0") + "\n", restart_slurmd=True)
+    return policy, good
+
+
+# ---- a hung home file system ----------------------------------------------------------------
+
+@contextlib.contextmanager
+def hung_home(pw, work: Path, chos: str):
+    """The user's home directory a FUSE mount (squashfuse of a squashfs holding their ~/.chos,
+    entry and attribute caches off), served until `stop()` SIGSTOPs its daemon: from then on every
+    lookup, stat and open below it waits for an answer that never comes. Afterwards (a failed test
+    too) the daemon is let go on (SIGCONT) and the mount taken down."""
+    work.mkdir(mode=0o700, exist_ok=True)
+    src, img = work / "src", work / "home.sqfs"
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir(mode=0o755)
+    (src / ".chos").write_text(chos + "\n")
+    subprocess.run(["mksquashfs", str(src), str(img), "-force-uid", str(pw.pw_uid), "-force-gid", str(pw.pw_gid),
+                    "-noappend", "-quiet", "-no-progress"], check=True, stdout=subprocess.DEVNULL)
+    daemon = subprocess.Popen(["squashfuse", "-f", "-o", "allow_other,entry_timeout=0,attr_timeout=0,negative_timeout=0",
+                               str(img), pw.pw_dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not any(f" {pw.pw_dir} " in line and "fuse" in line for line in mount_table()):
+            assert daemon.poll() is None and time.monotonic() < deadline, "squashfuse did not mount"
+            time.sleep(0.05)
+        yield lambda: daemon.send_signal(signal.SIGSTOP)
+    finally:
+        daemon.send_signal(signal.SIGCONT)
+        for _ in range(50):
+            if subprocess.run(["fusermount", "-u", pw.pw_dir], stderr=subprocess.DEVNULL).returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
+            subprocess.run(["umount", "-l", pw.pw_dir], stderr=subprocess.DEVNULL)
+        try:
+            daemon.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+USER_FILE_TIMEOUT = 2       # site.user_file_timeout of the case's policy (seconds)
+
+
+def test_a_hung_home_file_system(site, slurm_user, home, fault_report):
+    """~/.chos on a home that never answers (its FUSE daemon stopped): the job that would read it
+    fails closed with one line within a bounded time (the decision cache's reader gives up after
+    2 s, plugins/common/es_cache.c; the resolver after site.user_file_timeout, userfile.py); a job
+    of another user runs meanwhile, untouched; the same user's job that names its environment runs
+    too; once the home answers again, ~/.chos is honoured; nothing is left. The submission's own
+    check is off (validate=0): srun, as the user, would read the home on the submit side as any
+    command of theirs there does (docs/security.md)."""
+    c = site.cluster
+    deb12, deb13 = first_line(site.trees["deb12"]), first_line(site.trees["deb13"])
+    with fault_report.case("hung home file system (~/.chos never answers)", "slurm") as row, \
+            real_user("envsched-hh" + USER_SUFFIX) as other:
+        host = Host(site, slurm_user.pw_dir)
+        policy, good = _own_site(site, "fault-hung-home", policy_text(c.dir, site.run_dir, site.trees).replace(
+            "view_hold = 0\n", f"view_hold = 0\nuser_file_timeout = {USER_FILE_TIMEOUT}\n"), validate=False)
+
+        def job(user, *args, timeout=120):
+            row.jobs += 1
+            t0 = time.monotonic()
+            r = c.srun(*args, "sh", "-c", PAYLOAD, user=user, cwd="/tmp", timeout=timeout)
+            return r, time.monotonic() - t0
+
+        def expect(r, first, chos):
+            ok = r.returncode == 0 and saw(r.stdout) == [f"SAW {first} CHOS={chos}"]
+            row.wrong_env += r.returncode == 0 and not ok
+            assert ok, (r.returncode, r.stdout, r.stderr)
+
+        try:
+            with hung_home(slurm_user, c.dir / "fault-hung-home", "deb13") as stop:
+                for _ in range(2):                       # the resolver's, then the decision cache's
+                    r, _ = job(slurm_user.pw_name)
+                    expect(r, deb13, "deb13")
+                stop()
+                row.faults["home FUSE daemon SIGSTOPped"] += 1
+                stuck = subprocess.Popen(
+                    ["setpriv", f"--reuid={slurm_user.pw_uid}", f"--regid={slurm_user.pw_gid}", "--init-groups",
+                     "--", "srun", "sh", "-c", PAYLOAD], cwd="/tmp", env=dict(c.env, HOME=slurm_user.pw_dir,
+                     USER=slurm_user.pw_name), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                row.jobs += 1
+                t0 = time.monotonic()
+                try:
+                    time.sleep(1.0)                      # its step is waiting on the home by now
+                    r, took = job(other.pw_name)         # another user's job meanwhile: the site default
+                    expect(r, deb12, "deb12")
+                    assert stuck.poll() is None and took < 10, (took, stuck.poll())
+                    out, err = stuck.communicate(timeout=60)
+                finally:
+                    if stuck.poll() is None:
+                        stuck.kill()
+                        stuck.wait()
+                took = time.monotonic() - t0
+                row.wrong_env += bool(saw(out))
+                assert stuck.returncode != 0 and not saw(out), (stuck.returncode, out, err)
+                assert len(ours(err)) == 1 and f"could not be read within {USER_FILE_TIMEOUT} s" in ours(err)[0], err
+                assert stuck.returncode != 70 and "Traceback" not in err, err
+                assert took < 2 + USER_FILE_TIMEOUT + 15, took
+                # the same user, naming the environment: ~/.chos is no input, the job runs
+                r, _ = job(slurm_user.pw_name, "--chos=deb12")
+                expect(r, deb12, "deb12")
+            # the home answers again (the mount gone: the real home, no ~/.chos): the site default
+            r, _ = job(slurm_user.pw_name)
+            expect(r, deb12, "deb12")
+            log = (c.dir / "envsched.log").read_text()
+            assert "could not be read within" in log, log[-2000:]
+        finally:
+            c.write_plugstack(good, restart_slurmd=True)
+        row.leftovers = len(left := host.leftovers(policy))
+        assert not left, left
