@@ -24,6 +24,19 @@ Fixtures `site` (session scope: the envsched plugin installed on that cluster, s
 `user=` runs the client as that user through `setpriv --reuid/--regid/--init-groups` with HOME/USER/
 LOGNAME set and SLURM_CONF preserved; the default cwd is then the user's home (root: c.dir/"work").
 
+The virtual multi-node cluster (#15): fixture `vcluster` (session scope, started only when a test
+asks for it) is a second throwaway cluster, `start.sh DIR 4 --vnet`: four nodes vnode1..vnode4, each
+slurmd in its own tests/cluster/vnet node (own network, UTS, mount and PID namespace, own hostname,
+address 10.213.K.(10+i) on a private bridge, own /run), slurmctld reached at the bridge's host address.
+`vcluster.vnet` is its tests/vnetlib.VNet (root(node), mounts(node), kill(node), ...);
+`vcluster.reboot(node)` is a node's reboot after a failure (a fresh vnet node of the same name and
+address, a new slurmd). `vsite` (spanksite.VSite) is the envsched plugin installed there as `site` is
+on the host cluster; each node has its own run_dir (the same path, in its own /run), read through
+`vsite.node_run_dir(node)`, `vsite.node_mounts(node)`, `vsite.node_leftovers(node)`. The Slurm e2e
+suite's multi-node cases run there (test_spank_multinode.py and the `v`-fixtures of the others). Its
+teardown leaves the host as before: no bridge or veth (`ip link | grep esv`), no
+/var/lock/envsched-vnet.d entry, no process of it.
+
 Plugstack reloading (measured on Debian's Slurm 22.05.8):
   * srun/sbatch/salloc read plugstack.conf at every invocation (local/allocator context), so a client
     sees a rewrite immediately, and fails ("Plug-in initialization failed" / "Failed to initialize plugin
@@ -51,9 +64,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import pytest
 
 import installed
-from spanksite import PLUGIN_DIR, Site, policy_text
+from spanksite import PLUGIN_DIR, Site, VSite, policy_text
 from testlib import (CLEAN_PATH, SESSION_TAG, USER_SUFFIX, build_mini_trees, real_user, run_client,
                      throwaway_cluster, unmount_below)
+from vnetlib import VNet
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "tests" / "cluster" / "slurm"
@@ -113,6 +127,7 @@ class SlurmCluster:
     legacy_node: str
     ready_seconds: float
     env: Dict[str, str] = field(default_factory=dict)
+    vnet: Optional[VNet] = None            # the virtual cluster's nodes (vcluster); None on the host one
 
     @property
     def conf(self) -> Path:
@@ -181,11 +196,19 @@ class SlurmCluster:
         if restart_slurmd:
             self.restart_slurmd()
 
-    def restart_slurmd(self) -> None:
-        p = subprocess.run([str(CLUSTER / "restart-slurmd.sh"), str(self.dir)], stdout=subprocess.PIPE,
+    def restart_slurmd(self, nodes: Sequence[str] = ()) -> None:
+        """Restart the slurmd of `nodes` (all if empty); returns once every node is idle."""
+        p = subprocess.run([str(CLUSTER / "restart-slurmd.sh"), str(self.dir), *nodes], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, timeout=90)
         if p.returncode != 0:
             raise AssertionError(f"restart-slurmd.sh failed:\n{p.stdout}")
+
+    def reboot(self, node: str) -> None:
+        """The virtual cluster: NODE reboots (killed first if it still runs): a fresh vnet node with the
+        same name and address and an empty /run, and a new slurmd, registered and idle."""
+        assert self.vnet is not None, "reboot() is for the virtual cluster (vcluster)"
+        self.vnet.restart(node)
+        self.restart_slurmd([node])
 
     def logs(self, lines: int = 40) -> str:
         out = []
@@ -208,6 +231,51 @@ def slurm_cluster():
                            env={"PATH": CLEAN_PATH, "LANG": "C.UTF-8", "SLURM_CONF": str(root / "slurm.conf")})
 
 
+VNODES = ["vnode1", "vnode2", "vnode3", "vnode4"]
+
+
+def _vnet_host_state(root: Path, subnet: str) -> List[str]:
+    """What of the virtual cluster in `root` the host still has: links, lock entries, processes."""
+    left = []
+    links = subprocess.run(["ip", "-o", "link", "show"], stdout=subprocess.PIPE, text=True).stdout
+    left += [f"link {ln.split(': ')[1].split('@')[0]}" for ln in links.splitlines()
+             if subnet and ln.split(": ")[1].split("@")[0] in
+             [f"esvb{subnet}"] + [f"esv{subnet}n{i}" for i in range(1, len(VNODES) + 1)]]
+    if subnet and Path(f"/var/lock/envsched-vnet.d/{subnet}").exists():
+        left.append(f"lock /var/lock/envsched-vnet.d/{subnet}")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace")
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        if f"{root}/vnet" in argv or f"SLURM_CONF={root}/slurm.conf" in env.split("\0"):
+            left.append(f"process {entry} {argv.replace(chr(0), ' ').strip()[:120]}")
+    return left
+
+
+@pytest.fixture(scope="session")
+def vcluster():
+    """The virtual multi-node cluster: 4 Slurm nodes, each in its own vnet node (module docstring).
+    Started only when a test asks for it (about 2 s); its teardown checks the host is clean."""
+    if not IS_ROOT:
+        pytest.skip("needs root (CI runs as root)")
+    subnet = ""
+    root = None
+    with throwaway_cluster(CLUSTER, "vslurm", ("scripts", "work"), (str(len(VNODES)), "--vnet"),
+                           "ENVSCHED_KEEP_SLURM") as (root, ready):
+        subnet = (root / "vnet" / "subnet").read_text().strip()
+        yield SlurmCluster(dir=root, nodes=list(VNODES), legacy_node=VNODES[-1], ready_seconds=ready,
+                           env={"PATH": CLEAN_PATH, "LANG": "C.UTF-8", "SLURM_CONF": str(root / "slurm.conf")},
+                           vnet=VNet(root))
+    left = _vnet_host_state(root, subnet)
+    assert not left, f"the virtual cluster left on the host: {left}"
+
+
 @pytest.fixture(scope="session")
 def slurm_user() -> pwd.struct_passwd:
     """An ordinary user with a home directory for jobs (created if missing, removed if we created it)."""
@@ -218,12 +286,15 @@ def slurm_user() -> pwd.struct_passwd:
 
 
 @pytest.fixture
-def views_released(site):
+def views_released(request):
     """After the test, also a failed one: the job epilogs have released every view and removed every
-    job record (before the host mount table is compared). Modules that submit jobs to `site` use it:
+    job record (before the host mount table is compared), on `site` and on `vsite` (every node), those
+    of the two the test uses. Modules that submit jobs use it:
     pytestmark = [..., pytest.mark.usefixtures("views_released")]."""
+    sites = [request.getfixturevalue(name) for name in ("site", "vsite") if name in request.fixturenames]
     yield
-    site.settle()
+    for s in sites:
+        s.settle()
 
 
 @pytest.fixture(scope="session")
@@ -231,30 +302,12 @@ def site(slurm_cluster, slurm_user):
     """The envsched plugin on the cluster: trees deb12/deb13, the policy (spanksite.policy_text), a
     run dir, plugstack.conf with the plugin (slurmd restarted: job prolog and epilog), the host-tools
     wrappers. At the end: the queue drained, every view released, plugstack.conf emptied."""
-    if not installed.INSTALLED:
-        subprocess.run(["make", "-s", "-C", str(PLUGIN_DIR)], check=True)
-    root = slurm_cluster.dir
-    trees = build_mini_trees(root / "os")
     run_dir = Path(f"/run/envsched-slurmtest-{SESSION_TAG}")
-    policy = root / "policy.toml"
-    policy.write_text(policy_text(root, run_dir, trees))
-    policy.chmod(0o644)
-    resolver = Path(installed.envsched())
-    slurm_cluster.write_plugstack(
-        f"required {PLUGIN_DIR}/envsched_spank.so policy={policy} resolver={resolver} run_dir={run_dir} "
-        f"log_file={root}/envsched.log bind={root}/spool bind={root}/munge host_tools={root}/tools\n",
-        restart_slurmd=True)
-    # the host's Slurm clients, usable from inside views (after plugstack.conf: it is derived from it)
-    subprocess.run([str(resolver), "--policy", str(policy), "site-config", "host-tools", "--scheduler", "slurm",
-                    "--slurm-conf", str(slurm_cluster.conf), str(root / "tools")], check=True,
-                   stdout=subprocess.DEVNULL)
+    policy, trees = _install_plugin(slurm_cluster, run_dir)
     site = Site(slurm_cluster, run_dir, policy, trees)
     yield site
     # no job may still start (and pin) once the run dir is gone: drain the queue first
-    slurm_cluster.run(["scancel", "--full", "--quiet", "--state=PENDING,RUNNING", "--partition=debug,legacy"])
-    deadline = time.monotonic() + 60
-    while slurm_cluster.run(["squeue", "-h"]).stdout.strip() and time.monotonic() < deadline:
-        time.sleep(0.3)
+    _drain(slurm_cluster)
     try:
         site.settle()
     finally:                                  # a failed settle must not leave mounts behind
@@ -262,6 +315,55 @@ def site(slurm_cluster, slurm_user):
         if run_dir.exists():
             unmount_below(str(run_dir))       # image holders (run_dir/.images), shared views left
             shutil.rmtree(run_dir)
+
+
+def _install_plugin(cluster: SlurmCluster, run_dir: Path) -> Tuple[Path, Dict[str, Path]]:
+    """Trees, policy, plugstack.conf with the plugin (slurmd restarted), host-tools; (policy, trees)."""
+    if not installed.INSTALLED:
+        subprocess.run(["make", "-s", "-C", str(PLUGIN_DIR)], check=True)
+    root = cluster.dir
+    trees = build_mini_trees(root / "os")
+    policy = root / "policy.toml"
+    policy.write_text(policy_text(root, run_dir, trees))
+    policy.chmod(0o644)
+    resolver = Path(installed.envsched())
+    cluster.write_plugstack(
+        f"required {PLUGIN_DIR}/envsched_spank.so policy={policy} resolver={resolver} run_dir={run_dir} "
+        f"log_file={root}/envsched.log bind={root}/spool bind={root}/munge host_tools={root}/tools\n",
+        restart_slurmd=True)
+    # the host's Slurm clients, usable from inside views (after plugstack.conf: it is derived from it)
+    subprocess.run([str(resolver), "--policy", str(policy), "site-config", "host-tools", "--scheduler", "slurm",
+                    "--slurm-conf", str(cluster.conf), str(root / "tools")], check=True,
+                   stdout=subprocess.DEVNULL)
+    return policy, trees
+
+
+def _drain(cluster: SlurmCluster) -> None:
+    cluster.run(["scancel", "--full", "--quiet", "--state=PENDING,RUNNING", "--partition=debug,legacy"])
+    deadline = time.monotonic() + 60
+    while cluster.run(["squeue", "-h"]).stdout.strip() and time.monotonic() < deadline:
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="session")
+def vsite(vcluster, slurm_user):
+    """The envsched plugin on the virtual cluster, as `site` on the host one: the same policy (its own
+    copy, trees under vcluster.dir), run_dir /run/envsched-vslurm-TAG on each node (its own /run).
+    At the end: the queue drained, every node's views released, plugstack.conf emptied, each node's
+    run_dir unmounted and removed inside it."""
+    run_dir = Path(f"/run/envsched-vslurm-{SESSION_TAG}")
+    policy, trees = _install_plugin(vcluster, run_dir)
+    site = VSite(vcluster, run_dir, policy, trees)
+    yield site
+    _drain(vcluster)
+    try:
+        site.settle()
+    finally:
+        vcluster.write_plugstack("")
+        for node in site.live_nodes():
+            for m in sorted(site.node_mounts(node), key=len, reverse=True):
+                vcluster.vnet.run(node, ["umount", "-l", m])
+            vcluster.vnet.run(node, ["rm", "-rf", str(run_dir)])
 
 
 @pytest.fixture

@@ -1,11 +1,15 @@
 """What the SPANK plugin tests share (test_spank.py, test_spank_forged.py): the site the `site` fixture
-(conftest.py) sets up, its policy, and helpers to run a batch job and read what its payload saw."""
+(conftest.py) sets up, its policy, and helpers to run a batch job and read what its payload saw.
+
+`VSite` is the same plugin on the virtual multi-node cluster (`vsite`, #15): each node has its own
+/run and so its own run_dir; its leftovers are read inside each node (VNet.root, VNet.mounts, the
+processes of its PID namespace)."""
 from __future__ import annotations
 
 import os
 import time
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List
 
 import installed
 from testlib import namespace_inits
@@ -52,13 +56,7 @@ class Site:
 
     def leftovers(self):
         """Pins under run_dir, and job records under run_dir/.jobs."""
-        if not self.run_dir.exists():
-            return []
-        left = sorted(p.name for p in self.run_dir.iterdir() if p.name not in (RECORDS, HOLDERS, VIEWS, DECISIONS))
-        for below in (RECORDS, VIEWS):
-            if (self.run_dir / below).is_dir():
-                left += sorted(f"{below}/{p.name}" for p in (self.run_dir / below).iterdir())
-        return left
+        return run_dir_leftovers(self.run_dir)
 
     def settle(self, timeout: float = 20) -> None:
         """Wait for the job epilogs to release every view and remove every job record; fail if one
@@ -78,6 +76,83 @@ class Site:
 
     def record_path(self, job: str) -> Path:
         return self.run_dir / RECORDS / f"slurm-{job}"
+
+
+def run_dir_leftovers(run_dir: Path) -> List[str]:
+    """Pins under run_dir, and job records and shared views under run_dir/.jobs and .views."""
+    if not run_dir.exists():
+        return []
+    left = sorted(p.name for p in run_dir.iterdir() if p.name not in (RECORDS, HOLDERS, VIEWS, DECISIONS))
+    for below in (RECORDS, VIEWS):
+        if (run_dir / below).is_dir():
+            left += sorted(f"{below}/{p.name}" for p in (run_dir / below).iterdir())
+    return left
+
+
+def _pid_ns(pid) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return ""
+
+
+class VSite(Site):
+    """The plugin on the virtual cluster (cluster.vnet): run_dir is the same path on every node, but
+    each node's is its own (its own /run). Dead nodes (killed, not yet rebooted) are skipped."""
+
+    @property
+    def vnet(self):
+        return self.cluster.vnet
+
+    def live_nodes(self) -> List[str]:
+        return [n for n in self.cluster.nodes if self.vnet.alive(n)]
+
+    def node_run_dir(self, node: str) -> Path:
+        """NODE's run_dir, read from the host through its init's /proc/PID/root."""
+        return self.vnet.root(node) / str(self.run_dir).lstrip("/")
+
+    def node_mounts(self, node: str) -> List[str]:
+        """Mount points inside NODE at or below run_dir (pins, image holders): none once its jobs ended."""
+        rd = str(self.run_dir)
+        return [m for m in self.vnet.mounts(node) if m == rd or m.startswith(rd + "/")]
+
+    def node_processes(self, node: str) -> List[str]:
+        """Processes in NODE's PID namespace other than its init and slurmd (jobs, slurmstepd, views)."""
+        init = self.vnet.pid(node)
+        ns = _pid_ns(init)
+        out = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == init or _pid_ns(entry) != ns:
+                continue
+            try:
+                exe = os.readlink(f"/proc/{entry}/exe")
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    argv = f.read().decode(errors="replace").replace("\0", " ").strip()
+            except OSError:
+                continue
+            if exe.endswith(("/slurmd", "/slurmd-wlm")):
+                continue
+            out.append(f"{entry} {argv}")
+        return sorted(out)
+
+    def node_leftovers(self, node: str, processes: bool = True) -> List[str]:
+        """Everything of envsched's left on NODE: run_dir entries, mounts below run_dir and (with
+        `processes`) processes of its PID namespace besides init and slurmd."""
+        left = [f"run_dir:{x}" for x in run_dir_leftovers(self.node_run_dir(node))]
+        left += [f"mount:{m}" for m in self.node_mounts(node)]
+        if processes:
+            left += [f"process:{p}" for p in self.node_processes(node)]
+        return left
+
+    def leftovers(self):
+        """As Site.leftovers, on every live node; also mounts below run_dir except the image holders
+        (run_dir/.images: the node's one mount of each image stays after its jobs, image_hold)."""
+        holders = f"{self.run_dir}/{HOLDERS}"
+        return [f"{n}:{x}" for n in self.live_nodes() for x in self.node_leftovers(n, processes=False)
+                if not (x == f"mount:{holders}" or x.startswith(f"mount:{holders}/"))]
+
+    def record_path(self, job: str, node: str = "") -> Path:
+        return self.node_run_dir(node or self.cluster.nodes[0]) / RECORDS / f"slurm-{job}"
 
 
 def lines(text: str) -> dict:
