@@ -29,10 +29,25 @@ version of NAME (the stamps are read beside the policy). A user who submits the 
 asks for that exact version, as any -l chos=NAME@sha256:... does: the launch hook checks it against
 the policy like any request.
 
+Warm submissions (#13): a submission whose inputs are an earlier one's, all unchanged, is answered
+without importing envsched: the hook runs `pbs-prepare submit USER OPTION CHOS` (joiner/pbs_prepare.c,
+root's C, settings in pbs-prepare.conf beside it), which gives back the answer this hook kept in
+root's own run_dir/.submit when it last decided for the same user, request and policy, provided
+the policy file, the user's passwd entry and groups, and the stamps and tree of the version it
+pinned are all unchanged (src/envsched/submitcache.py's entry, checked by
+plugins/common/es_submit.c). The hook applies that answer exactly as it applies the resolver's:
+the refusal line, or the pinned request carried into the job. Anything else (no entry, a change,
+pbs-prepare or its configuration missing on the server host, any error) decides in Python as
+before, and keeps the answer for the next submission. Kept: answers for requests that name
+environments of the policy (or nothing), at most MAX_ENTRIES; never an answer from an error,
+from an image's version, or one that cannot be written as one line. The cache is root's and
+holds nothing a user wrote; nothing of the user's home is read (docs/security.md).
+
 Configuration: hooks get no arguments, so the settings come from the hook's configuration
 file (JSON), whose path PBS puts in pbs.hook_config_filename (pbs_module.7B):
-    {"policy": "/etc/envsched/policy.toml", "src": null, ...}
-`src` (optional) is put first on sys.path to import envsched from a directory of root's.
+    {"policy": "/etc/envsched/policy.toml", "src": null, "joiner": ..., "prepare": ...}
+`src` (optional) is put first on sys.path to import envsched from a directory of root's;
+`prepare` (default: pbs-prepare beside `joiner`) is the C program that answers warm submissions.
 """
 import json
 import os
@@ -41,6 +56,10 @@ import sys
 import pbs
 
 RESOURCE = "chos"
+PREPARE = "pbs-prepare"
+CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
+SUBMIT_DIR = ".submit"                  # run_dir/.submit: root's, 0700 (pbs_prepare.c)
+MAX_ENTRIES = 4096
 
 
 def one_line(text):
@@ -88,14 +107,8 @@ def carried(request, pinned):
     return pinned if digest and all(c in "0123456789abcdef" for c in digest) else request
 
 
-def pin(job, policy, outcome, user, option, chos):
+def carry(job, option, chos, pinned):
     """Make the job carry the pinned request (site.pin_at_submit) where its request came from."""
-    from envsched.cli.envsched import pinned_request
-    from envsched.errors import EnvschedError
-    try:
-        pinned = pinned_request(policy, outcome, user)
-    except (EnvschedError, OSError):
-        return                      # no version known here: the launch hook decides, unpinned
     if option is not None:
         if carried(option, pinned) != option:
             job.Resource_List[RESOURCE] = carried(option, pinned)
@@ -103,8 +116,119 @@ def pin(job, policy, outcome, user, option, chos):
         job.Variable_List["CHOS"] = carried(chos, pinned)
 
 
+def pinned_of(policy, outcome, user):
+    """The request the job carries (envsched validate --pin's answer), or None: no version known
+    here, the launch hook decides, unpinned."""
+    from envsched.cli.envsched import pinned_request
+    from envsched.errors import EnvschedError
+    try:
+        return pinned_request(policy, outcome, user)
+    except (EnvschedError, OSError):
+        return None
+
+
+def prepare_path(conf):
+    """pbs-prepare, when it may be run as root: root's, with every directory above it; else None."""
+    path = conf.get("prepare")
+    if not path and isinstance(conf.get("joiner"), str):
+        path = os.path.join(os.path.dirname(conf["joiner"]), PREPARE)
+    if not isinstance(path, str) or not path.startswith("/") or not os.path.isfile(path) or untrusted_src(path):
+        return None
+    return path
+
+
+def cached_answer(conf, user_name, option, chos):
+    """The answer pbs-prepare gives from root's cache: (code, out lines, err lines), or None (a miss,
+    or it cannot be asked: then Python decides). Its stdout is read to the end: it writes a few
+    lines; stderr (the reason of a miss) is not read."""
+    prepare = prepare_path(conf)
+    if prepare is None or not hasattr(os, "posix_spawn"):
+        return None
+    argv = [prepare, "submit", user_name, option or "", chos or ""]
+    out_r, out_w = os.pipe()
+    try:
+        pid = os.posix_spawn(prepare, argv, CLEAN_ENV, file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0), (os.POSIX_SPAWN_DUP2, out_w, 1),
+            (os.POSIX_SPAWN_OPEN, 2, "/dev/null", os.O_WRONLY, 0)])
+    except OSError:
+        os.close(out_r)
+        return None
+    finally:
+        os.close(out_w)
+    with open(out_r, "rb", closefd=True) as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
+        return None
+    code, out, err = None, [], []
+    for line in data.decode("utf-8", "replace").splitlines():
+        kind, _, value = line.partition("\t")
+        if kind == "exit" and code is None and value.isdigit():
+            code = int(value)
+        elif kind == "out":
+            out.append(value)
+        elif kind == "err":
+            err.append(value)
+        else:
+            return None
+    return None if code is None else (code, out, err)
+
+
+def apply_answer(job, option, chos, answer):
+    """The cached answer, applied as check() applies the resolver's: None (accepted, the pin carried)
+    or the refusal line."""
+    code, out, err = answer
+    if code != 0:
+        said = [line for line in err if line.startswith("envsched: ")]
+        return one_line(said[-1]) if said else f"envsched: the submit check failed (exit {code})"
+    carry(job, option, chos, out[0] if out else None)
+    return None
+
+
+def keep(conf, policy, user, option, chos, outcome, line, pinned):
+    """The answer, for pbs-prepare to give again (submitcache.py's entry, root's run_dir/.submit).
+    Quietly nothing where it must not or cannot be kept."""
+    from envsched import submitcache
+    from envsched.decisioncache import write_owned
+    from envsched.exitcodes import ExitCode
+    names = policy.environments
+    if os.geteuid() != 0 or not policy.site.decision_cache or any(v is not None and v not in names
+                                                                   for v in (option, chos)):
+        return                          # an unknown name: not kept (the cache stays bounded)
+    from envsched.pin import _secure_dir
+    run_dir = policy.site.run_dir
+    directory = os.path.join(run_dir, SUBMIT_DIR)
+    _secure_dir(run_dir, 0o700)         # as the pins and job records have it (pin.py; raises if not root's)
+    _secure_dir(directory, 0o700)
+    if len(os.listdir(directory)) >= MAX_ENTRIES:
+        return
+    pinned_tree = None
+    if line is None and policy.site.pin_at_submit and outcome.environment is not None and \
+            outcome.source in ("option", "CHOS variable") and not outcome.selector:
+        pinned_tree = outcome.environment
+        if pinned is None:
+            return                      # no version known here for a reason the entry cannot check
+    inputs = submitcache.inputs_line(user.uid, option, chos, conf["policy"]) + "\tscheduler=openpbs"
+    code = ExitCode.REFUSED if line is not None else 0
+    entry = submitcache.entry_lines(policy.source, inputs, user, None, pinned_tree, code,
+                                    [pinned] if line is None and pinned else [], [line] if line is not None else [])
+    if entry is not None:
+        write_owned(0, directory, inputs, entry)
+
+
 def check(e, conf):
-    """None if the request is fine, else the one line for the user; a fine request is pinned."""
+    """None if the request is fine, else the one line for the user; a fine request is pinned.
+    A warm submission from root's cache (pbs-prepare), else in Python."""
+    option, chos = request_of(e.job)
+    if option is not None and not option:
+        return f"envsched: -l {RESOURCE} needs an environment name"
+    user_name = e.requestor
+    if not user_name:
+        return "envsched: the job has no submitting user"
+    answer = cached_answer(conf, str(user_name), option, chos)
+    if answer is not None:
+        return apply_answer(e.job, option, chos, answer)
+
     if conf.get("src") and conf["src"] not in sys.path:
         sys.path.insert(0, conf["src"])
     from envsched.errors import EnvschedError
@@ -113,12 +237,6 @@ def check(e, conf):
     from envsched.resolve import Refusal, resolve
     from envsched.service import JobContext, request_for
 
-    option, chos = request_of(e.job)
-    if option is not None and not option:
-        return f"envsched: -l {RESOURCE} needs an environment name"
-    user_name = e.requestor
-    if not user_name:
-        return "envsched: the job has no submitting user"
     try:
         policy = load_policy(conf["policy"])
         user = lookup_user(user_name)
@@ -126,10 +244,15 @@ def check(e, conf):
         outcome = resolve(policy, request_for(policy, ctx), identity_only=True)
     except EnvschedError as err:
         return f"envsched: {one_line(err.message)}"
-    if isinstance(outcome, Refusal):
-        return f"envsched: {one_line(outcome.message())}"
-    pin(e.job, policy, outcome, user, option, chos)
-    return None
+    line = f"envsched: {one_line(outcome.message())}" if isinstance(outcome, Refusal) else None
+    pinned = None if line is not None else pinned_of(policy, outcome, user)
+    if line is None:
+        carry(e.job, option, chos, pinned)
+    try:
+        keep(conf, policy, user, option, chos, outcome, line, pinned)
+    except Exception:  # noqa: BLE001 - an answer not kept is a miss next time, never a refusal now
+        pass
+    return line
 
 
 def main():

@@ -22,7 +22,10 @@
                    job's record removed. Always exits 0.
     submit-filter  torque.cfg SUBMITFILTER (as the user, in qsub): qsub's arguments, the script on
                    stdin; refuses an unknown or disallowed environment with one line (exit 1),
-                   else prints the script with the stamp.
+                   else prints the script with the stamp. The rendered filter runs the C filter
+                   first (`torque-pelog submit-filter`, plugins/torque/torque/qsubfilter.c), which
+                   gives the answer this mode kept in ~/.cache/envsched/submit while every input
+                   of it is unchanged, and hands everything else over to this mode.
 
 Pinned at submit (site.pin_at_submit, the default): when the job named its environment (CHOS=NAME)
 the filter adds a second stamp, `#ENVSCHED pin=NAME@sha256:<digest of NAME's version current now>`
@@ -276,8 +279,10 @@ def stamped(script: str, chos: str, pin: str = "") -> str:
 def submit_filter(opts: Options) -> int:
     script = sys.stdin.read()
     chos = requested_chos(opts.rest, script)
-    argv = ["--policy", opts.policy, "validate", "--identity-only", "--pin", "--user", str(os.getuid()),
-            f"--chos-var={chos or ''}"]
+    # --submit-cache: the answer kept in ~/.cache/envsched/submit (submitcache.py) for the C filter
+    # (torque-pelog submit-filter, qsubfilter.c) to give again while nothing it read changed
+    argv = ["--policy", opts.policy, "validate", "--identity-only", "--pin", "--submit-cache", "--user",
+            str(os.getuid()), f"--chos-var={chos or ''}"]
     code, line, out = run_resolver_out(argv)
     if code != 0:
         print(line, file=sys.stderr)

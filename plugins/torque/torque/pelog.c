@@ -3,6 +3,8 @@
  *
  *   torque-pelog prologue PYTHON-PROLOGUE... -- MOM-ARGS...
  *   torque-pelog epilogue PYTHON-EPILOGUE... -- MOM-ARGS...
+ *   torque-pelog submit-filter PYTHON-FILTER... -- QSUB-ARGS...   (torque.cfg SUBMITFILTER, as the
+ *                                                                   user: qsubfilter.c)
  *
  * The rendered mom_priv scripts run this program with the Python shim's command line
  * (envsched_torque.py) after the mode; pbs_mom's arguments follow the "--". Whatever this program
@@ -117,8 +119,8 @@ static int read_stamps(const char *path, char *chos, char *pin, size_t cap)
 }
 
 /* envsched_torque.py's carried(): the pinned stamp when it is the request with a version added
- * (NAME -> NAME@sha256:<hex>), else the request */
-static const char *carried(const char *request, const char *pinned)
+ * (NAME -> NAME@sha256:<hex>), else the request (also the submit filter's, qsubfilter.c) */
+const char *es_torque_carried(const char *request, const char *pinned)
 {
     size_t rl = strlen(request), sl = strlen(PIN_SELECTOR);
     if (!request[0] || !pinned[0] || strchr(request, '@') || strncmp(pinned, request, rl) != 0 ||
@@ -163,7 +165,7 @@ static int prologue(char **mom, int nmom)
         return to_python("a stamp this reader leaves to Python");
     if (chos[0] == '\0')
         return 0;
-    const char *request = carried(chos, pin);
+    const char *request = es_torque_carried(chos, pin);
     /* 5 */
     es_conf_prepare(&c, &p);
     es_config_id(c.policy, p.binds, p.nbinds, c.host_tools, config);
@@ -224,8 +226,11 @@ static int epilogue(char **mom, int nmom)
 int main(int argc, char **argv)
 {
     openlog("envsched-torque-pelog", LOG_PID, LOG_DAEMON);
+    if (argc >= 2 && strcmp(argv[1], "submit-filter") == 0)
+        return es_torque_submit_filter(argv + 2, argc - 2);        /* as the user, in qsub */
     if (argc < 2 || (strcmp(argv[1], "prologue") != 0 && strcmp(argv[1], "epilogue") != 0)) {
-        fprintf(stderr, ES_PREFIX "usage: torque-pelog prologue|epilogue PYTHON-SHIM... -- MOM-ARGS...\n");
+        fprintf(stderr, ES_PREFIX "usage: torque-pelog prologue|epilogue PYTHON-SHIM... -- MOM-ARGS... | "
+                "submit-filter PYTHON-FILTER... -- QSUB-ARGS...\n");
         return 0;
     }
     int sep = 2;

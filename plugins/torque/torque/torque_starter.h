@@ -49,4 +49,9 @@ struct es_tpin {
 int es_tpin_open(const struct es_conf *c, const struct es_tjob *j, const char *chos, struct es_tpin *p,
                  int *ran_resolver, char *err, size_t errlen);
 
+/* pelog.c: envsched_torque.py's carried() (the prologue's and the submit filter's) */
+const char *es_torque_carried(const char *request, const char *pinned);
+/* qsubfilter.c: `torque-pelog submit-filter PYTHON-FILTER... -- QSUB-ARGS...` (as the user); its exit code */
+int es_torque_submit_filter(char **argv, int argc);
+
 #endif

@@ -3,6 +3,7 @@
  *
  *   pbs-prepare launch JOBID EUSER QUEUE ACCOUNT REQUEST CHOS      (execjob_launch hook)
  *   pbs-prepare end JOBID                                          (execjob_end hook)
+ *   pbs-prepare submit USER OPTION CHOS                            (queuejob hook, pbs_server)
  *
  * The hooks (../envsched_launch.py, ../envsched_end.py) run in PBS's pbs_python as root and import
  * nothing of envsched: they run this program with the values the hook got from the server's job
@@ -33,6 +34,17 @@
  *   refusal or failure: envsched's exit code (77 refused, 69 broken tree, 71 setup, ...) and the
  *   one line ("envsched: ...", the resolver's on a miss) on stderr.
  *
+ * submit: the queuejob hook's earlier answer for the same inputs (the submitting user, the chos
+ *   resource, the job's CHOS, the policy), from root's own cache run_dir/.submit (written by the
+ *   hook after the resolver decided in-process, src/envsched/submitcache.py's format; root's, 0700,
+ *   every directory above it root's and not writable by group or others): every input it read
+ *   unchanged (../../../common/es_submit.c: the policy, the user and groups, the stamps and tree of
+ *   the version it pinned; never ~/.chos, which the hook does not read). Nothing of the user's is
+ *   read: no home directory, no file the user can write. A hit: exit 0 and the answer's lines on
+ *   stdout (`exit N`, `out LINE`, `err LINE`), which the hook applies as it would the resolver's;
+ *   anything else: exit 3 (a miss: the hook decides in Python, as without the cache), the reason
+ *   on stderr.
+ *
  * end: the job's pin released in C (../../../common/es_release.c); one with node hooks, isolation
  * namespaces or image mounts, or one C could not release, by `envsched release --key K --quiet`.
  * Exit 0, or 1 with one line on stderr (the hook logs it; `envsched gc` collects what is left).
@@ -53,6 +65,7 @@
 
 #include "starter.h"            /* ../../../uge/starter: es_conf, es_conf_load, es_conf_prepare */
 #include "../../../common/es_release.h"
+#include "../../../common/es_submit.h"
 #include "../../../common/es_trust.h"
 
 #define KEY_PREFIX "openpbs-"
@@ -280,6 +293,49 @@ static int end(const struct es_conf *c, const char *jobid)
     return 0;
 }
 
+#define SUBMIT_DIR ".submit"
+#define SUBMIT_MISS 3
+
+/* submit: see the top; never the resolver, never a file of the user's */
+static int submit(const struct es_conf *c, char **a)
+{
+    static struct es_user u;
+    static struct es_submit_answer ans;
+    const char *user = a[0], *option = a[1], *chos = a[2];
+    char dir[PATH_MAX + 16], path[PATH_MAX + 48], inputs[PATH_MAX + 2048], name[17], why[PATH_MAX + 256];
+    struct passwd *pw;
+
+    if (!c->cache)
+        return fail(SUBMIT_MISS, ES_PREFIX "miss: cache=0");
+    long uid = es_parse_uid(user);
+    if (user[0] == '\0' || (pw = uid >= 0 ? getpwuid((uid_t)uid) : getpwnam(user)) == NULL ||
+        es_user_lookup(pw->pw_uid, &u) != 0)
+        return fail(SUBMIT_MISS, ES_PREFIX "miss: the user is not known here");
+    if ((size_t)snprintf(inputs, sizeof inputs, "uid=%u\toption=%s\tchos=%s\tpolicy=%s\tscheduler=openpbs",
+                         (unsigned)u.uid, option, chos, c->policy) >= sizeof inputs ||
+        strpbrk(option, "\t\n\r") || strpbrk(chos, "\t\n\r"))
+        return fail(SUBMIT_MISS, ES_PREFIX "miss: a value that cannot be one field");
+    snprintf(dir, sizeof dir, "%s/" SUBMIT_DIR, c->run_dir);
+    if (es_trusted_path(dir, why, sizeof why) != 0) {
+        fprintf(stderr, ES_PREFIX "miss: %s\n", why);
+        return SUBMIT_MISS;
+    }
+    es_cache_name(inputs, name);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    struct es_submit_lookup l = {.path = path, .owner = 0, .inputs = inputs, .u = &u, .read_user_file = 0,
+                                 .switch_ids = 0};
+    if (es_submit_cached(&l, &ans, why, sizeof why) != ES_CACHE_HIT) {
+        fprintf(stderr, ES_PREFIX "miss: %s\n", why);
+        return SUBMIT_MISS;
+    }
+    printf("exit\t%d\n", ans.code);
+    for (const char *p = ans.out; *p; p += strcspn(p, "\n") + 1)
+        printf("out\t%.*s\n", (int)strcspn(p, "\n"), p);
+    for (const char *p = ans.err; *p; p += strcspn(p, "\n") + 1)
+        printf("err\t%.*s\n", (int)strcspn(p, "\n"), p);
+    return fflush(stdout) == 0 ? 0 : SUBMIT_MISS;
+}
+
 int main(int argc, char **argv)
 {
     struct es_conf c;
@@ -292,16 +348,19 @@ int main(int argc, char **argv)
     openlog("envsched-pbs-prepare", LOG_PID, LOG_DAEMON);
     int is_launch = argc == 8 && strcmp(argv[1], "launch") == 0;
     int is_end = argc == 3 && strcmp(argv[1], "end") == 0;
-    if (!is_launch && !is_end)
+    int is_submit = argc == 5 && strcmp(argv[1], "submit") == 0;
+    if (!is_launch && !is_end && !is_submit)
         return fail(ENVSCHED_EXIT_USAGE, ES_PREFIX "usage: pbs-prepare launch JOBID EUSER QUEUE ACCOUNT REQUEST CHOS"
-                    " | end JOBID (run by the OpenPBS hooks, as root)");
+                    " | end JOBID | submit USER OPTION CHOS (run by the OpenPBS hooks, as root)");
     if (getuid() != 0 || geteuid() != 0)
         return fail(ENVSCHED_EXIT_NOT_PERMITTED, ES_PREFIX "pbs-prepare runs as root (from the OpenPBS hooks)");
     if (chdir("/") != 0)                        /* the resolver's working directory: nobody's */
         return fail(ENVSCHED_EXIT_SETUP_FAILED, ES_PREFIX "chdir /: failed");
     if (es_conf_load(&c, NULL, err, sizeof err) != 0) {
         snprintf(line, sizeof line, ES_PREFIX "%s", err);
-        return fail(is_launch ? ENVSCHED_EXIT_POLICY_INVALID : 1, line);
+        return fail(is_launch ? ENVSCHED_EXIT_POLICY_INVALID : is_submit ? SUBMIT_MISS : 1, line);
     }
+    if (is_submit)
+        return submit(&c, argv + 2);
     return is_launch ? launch(&c, argv + 2) : end(&c, argv[2]);
 }

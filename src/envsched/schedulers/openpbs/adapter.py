@@ -5,7 +5,8 @@ the `chos` resource, the qmgr commands that create, import and configure the thr
 (plugins/torque/openpbs/: queuejob, execjob_launch, execjob_end), the hooks' configuration
 file (JSON, imported into each hook; the hooks read it through pbs.hook_config_filename), the
 set-user-ID joiner's configuration, and that of pbs-prepare (the C program the launch and end hooks
-run: the decision cache, else the resolver; the release). PBS_HOME (bound into every view: the mom
+run: the decision cache, else the resolver; the release; and, on the server host, the queuejob
+hook's warm submissions from root's run_dir/.submit). PBS_HOME (bound into every view: the mom
 keeps job scripts below it, mom_priv/jobs) is --spool-dir, else PBS_HOME in /etc/pbs.conf
 ($PBS_CONF_FILE), else /var/spool/pbs (a warning).
 
@@ -176,7 +177,8 @@ def _prepare_conf(policy: Policy, options: RenderOptions, plugin_dir: str, run_d
     """The `prepare_conf` section: pbs-prepare.conf, in the format of the Grid Engine and Torque
     starters' configuration (plugins/uge/starter/conf.c), which pbs-prepare reads."""
     lines = [f"#### prepare_conf: the file {plugin_dir}/pbs-prepare.conf (root-owned, mode 0644), read by pbs-prepare "
-             "(the launch and end hooks run it) on every execution host",
+             "(the launch and end hooks run it) on every execution host, and on the server host (the queuejob hook asks it "
+             "for warm submissions)",
              f"policy={check_path('--policy', options.policy_path)}",
              f"resolver={check_path('--resolver', options.resolver)}",
              f"run_dir={run_dir}"]
