@@ -240,7 +240,11 @@ class DecisionCache:
         st = os.lstat(self.dir)
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o077:
             return                                      # not ours alone: no cache (es_cache.c agrees)
-        write_whole(self.path(inputs), lines)
+        try:
+            write_whole(self.path(inputs), lines)
+        except OSError as e:                            # run_dir full: no entry (write_whole left
+            if e.errno not in (28, 122):                # no part of one); the job goes on
+                raise
 
     def forget(self, inputs: str) -> None:
         try:

@@ -258,7 +258,11 @@ class PinStore:
                 raise UsageError(f"pin {key} exists already (release it first)") from None
         # who makes it: a pin without meta.json whose maker is gone is taken apart at once (gc,
         # or the next prepare of the key) rather than after HALF_MADE_GRACE
-        _write_file(os.path.join(pin, "making"), f"{os.getpid()} {process_start(os.getpid())}\n")
+        try:
+            _write_file(os.path.join(pin, "making"), f"{os.getpid()} {process_start(os.getpid())}\n")
+        except BaseException:
+            os.rmdir(pin)                               # nothing else made yet
+            raise
         prolog_ran = False
         try:
             userns = plan.kind == "user-image"
@@ -309,8 +313,15 @@ class PinStore:
     def write_memo(self, key: str, inputs: str, shim: str) -> None:
         """`inputs` (the shim's raw request) and `shim` (its protocol lines) for later steps."""
         pin = self.path(key)
-        _write_file(os.path.join(pin, "inputs"), inputs.replace("\n", " ") + "\n")
-        _write_file(os.path.join(pin, "shim"), shim)       # last: a pin with `shim` is complete
+        try:
+            _write_file(os.path.join(pin, "inputs"), inputs.replace("\n", " ") + "\n")
+            _write_file(os.path.join(pin, "shim"), shim)   # last: a pin with `shim` is complete
+        except SetupError:                              # run_dir full: no memo (later steps ask us)
+            for name in ("inputs", "shim"):
+                try:
+                    os.unlink(os.path.join(pin, name))
+                except OSError:
+                    pass
 
     # -- join ----------------------------------------------------------------------------
     def join_and_exec(self, key: str, user: UserInfo, argv: Sequence[str],
@@ -638,10 +649,24 @@ def mount_points() -> set:
         return set()
 
 
+FULL = (28, 122)          # ENOSPC, EDQUOT: the node's run_dir is full (#15), not a bug of ours
+
+
 def _write_file(path: str, text: str) -> None:
+    """A new file, whole or not at all: a write that fails (run_dir full) leaves no part of it
+    behind, and says which file in one line (SetupError, exit 71)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+    except OSError as e:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        if e.errno in FULL:
+            raise SetupError(f"cannot write {path}: {e.strerror} (the node's run_dir is full)") from None
+        raise
 
 
 def _builder_report(data: bytes) -> Dict[str, object]:

@@ -126,11 +126,20 @@ def run_parsed(handler: Callable[[argparse.Namespace], int], args: Any) -> int:
         return 130
     except BrokenPipeError:
         return int(ExitCode.OK)
+    except OSError as e:
+        if e.errno not in (28, 122):                    # ENOSPC, EDQUOT: the host's state, not a bug
+            return _internal(e)
+        say(f"cannot write {e.filename or 'to the node'}: {e.strerror} (the node's disk is full)")
+        return int(ExitCode.SETUP_FAILED)
     except Exception as e:  # noqa: BLE001 - a bug must still exit with a defined code
-        say(f"internal error: {type(e).__name__}: {e}")
-        if os.environ.get("ENVSCHED_DEBUG"):
-            raise
-        return int(ExitCode.INTERNAL)
+        return _internal(e)
+
+
+def _internal(e: Exception) -> int:
+    say(f"internal error: {type(e).__name__}: {e}")
+    if os.environ.get("ENVSCHED_DEBUG"):
+        raise e
+    return int(ExitCode.INTERNAL)
 
 
 def format_steps(steps: "tuple[Step, ...]") -> List[str]:
