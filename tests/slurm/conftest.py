@@ -208,6 +208,7 @@ class SlurmCluster:
         same name and address and an empty /run, and a new slurmd, registered and idle."""
         assert self.vnet is not None, "reboot() is for the virtual cluster (vcluster)"
         self.vnet.restart(node)
+        spread_pids(self, node)
         self.restart_slurmd([node])
 
     def logs(self, lines: int = 40) -> str:
@@ -232,6 +233,16 @@ def slurm_cluster():
 
 
 VNODES = ["vnode1", "vnode2", "vnode3", "vnode4"]
+PID_SPREAD = 6000
+
+
+def spread_pids(cluster: SlurmCluster, node: str) -> None:
+    """The virtual nodes' PID namespaces each count from their own start (node i: from i * 6000), so
+    that a PID a test records (a task's $$, in a file shared by the nodes) names one process of the
+    whole cluster, as the host's cluster did; each node has its own PIDs all the same."""
+    start = (cluster.nodes.index(node) + 1) * PID_SPREAD
+    r = cluster.vnet.run(node, ["sh", "-c", f"echo {start} > /proc/sys/kernel/ns_last_pid"])
+    assert r.returncode == 0, r.stderr
 
 
 def _vnet_host_state(root: Path, subnet: str) -> List[str]:
@@ -269,9 +280,12 @@ def vcluster():
     with throwaway_cluster(CLUSTER, "vslurm", ("scripts", "work"), (str(len(VNODES)), "--vnet"),
                            "ENVSCHED_KEEP_SLURM") as (root, ready):
         subnet = (root / "vnet" / "subnet").read_text().strip()
-        yield SlurmCluster(dir=root, nodes=list(VNODES), legacy_node=VNODES[-1], ready_seconds=ready,
-                           env={"PATH": CLEAN_PATH, "LANG": "C.UTF-8", "SLURM_CONF": str(root / "slurm.conf")},
-                           vnet=VNet(root))
+        c = SlurmCluster(dir=root, nodes=list(VNODES), legacy_node=VNODES[-1], ready_seconds=ready,
+                         env={"PATH": CLEAN_PATH, "LANG": "C.UTF-8", "SLURM_CONF": str(root / "slurm.conf")},
+                         vnet=VNet(root))
+        for node in c.nodes:
+            spread_pids(c, node)
+        yield c
     left = _vnet_host_state(root, subnet)
     assert not left, f"the virtual cluster left on the host: {left}"
 

@@ -25,16 +25,20 @@ def test_sbatch_chos_as_user(site, slurm_user, home):
     assert seen["USER"] == slurm_user.pw_name
 
 
-def test_srun_chos_multi_node_multi_task(site, slurm_user, home):
-    r = site.cluster.srun("-N2", "-n4", "--chos=deb12", "sh", "-c",
-                          'echo "$SLURMD_NODENAME $SLURM_PROCID $(head -1 /etc/os-release) $CHOS"',
-                          user=slurm_user.pw_name)
+def test_srun_chos_multi_node_multi_task(vsite, slurm_user, home):
+    r = vsite.cluster.srun("-N2", "-n4", "--chos=deb12", "sh", "-c",
+                           'echo "$SLURMD_NODENAME $(hostname) $SLURM_PROCID $(head -1 /etc/os-release) $CHOS"',
+                           user=slurm_user.pw_name)
     assert r.returncode == 0, r.stderr
     rows = sorted(r.stdout.splitlines())
     assert len(rows) == 4
-    assert {row.split()[0] for row in rows} == {"node1", "node2"}
+    nodes = {row.split()[0] for row in rows}
+    assert len(nodes) == 2 and nodes <= set(vsite.cluster.nodes), rows
+    assert all(row.split()[0] == row.split()[1] for row in rows), rows       # each task on its own host
     assert all(row.endswith('PRETTY_NAME="Debian 12 (mini)" deb12') for row in rows), rows
-    site.settle()
+    vsite.settle()
+    for node in vsite.cluster.nodes:
+        assert vsite.node_leftovers(node) == [], node
 
 
 def test_salloc_then_srun_steps(site, slurm_user, home):
@@ -120,17 +124,20 @@ def test_scancel_releases_the_view(site, slurm_user, home):
     assert mount_table() == before
 
 
-def test_the_job_epilog_releases_views_without_the_resolver(site, slurm_user, home):
+def test_the_job_epilog_releases_views_without_the_resolver(vsite, slurm_user, home):
     """#13: the job epilog releases each of the job's views in C (plugins/common/es_release.c) and
-    says so in the admin log (log_file=, `by=epilog`); the resolver's own release line is absent."""
-    c = site.cluster
+    says so in the admin log (log_file=, `by=epilog`); the resolver's own release line is absent.
+    On the virtual cluster: each of the two nodes releases its own view, in its own run_dir."""
+    c = vsite.cluster
     before = mount_table()
     job = c.sbatch("#!/bin/sh\nsrun -N2 -n2 true\n", "-N2", "--chos=deb12", "-o", f"{home}/out-%j.txt",
                    user=slurm_user.pw_name, cwd=str(home))
     state = c.wait(job, timeout=60)
-    site.settle()
-    assert state.state == "COMPLETED", site.output(job, home)
+    vsite.settle()
+    assert state.state == "COMPLETED", vsite.output(job, home)
     assert mount_table() == before
+    for node in c.nodes:
+        assert vsite.node_leftovers(node) == [], node
     log = (c.dir / "envsched.log").read_text().splitlines()
     released = sorted(line.split("event=released ")[1] for line in log
                       if "event=released" in line and f"slurm-{job}-" in line)

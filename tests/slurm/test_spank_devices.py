@@ -1,11 +1,13 @@
 """GPUs through the real Slurm plugin (#12): every task of a two-node step sees the node's GPU
 device nodes and the driver's library and tool (stand-ins: gpulib), in a real Debian tree,
 without the tree being touched; a job whose environment needs a GPU on a node without one is
-refused in one line."""
+refused in one line. The two-node step runs on the virtual cluster (`vsite`, `vgpu_site`): the nodes
+share the host's /dev (the stand-in device nodes), each its own view and run_dir."""
 from __future__ import annotations
 
 import glob
 import shutil
+from contextlib import contextmanager
 
 import pytest
 
@@ -16,10 +18,8 @@ from spanksite import policy_text
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("views_released")]
 
 
-@pytest.fixture(scope="module")
-def gpu_site(site, real_tree):
-    """The stand-in driver under the cluster's root-owned directory, its payload in a place every
-    view shows (/local, the host's root), and the policy with `gpu` (needs a GPU) and `gpu-opt`."""
+@contextmanager
+def _gpu_site(site, real_tree):
     if not shutil.which("gcc"):
         pytest.skip("needs gcc")
     if glob.glob("/dev/nvidia*"):
@@ -30,22 +30,41 @@ def gpu_site(site, real_tree):
     text = policy_text(root, site.run_dir, site.trees, extra_environments=gpu_environments(real_tree))
     site.policy.write_text(text.replace("[defaults]", f'gpu_libraries = "{driver}/nvliblist.conf"\n'
                                         f'gpu_search_dirs = ["{driver}/lib", "{driver}/bin"]\n\n[defaults]', 1))
-    yield driver
-    site.policy.write_text(original)
-    shutil.rmtree(driver)
+    try:
+        yield driver
+    finally:
+        site.policy.write_text(original)
+        shutil.rmtree(driver)
 
 
-def test_every_task_on_two_nodes_sees_the_gpu(site, slurm_user, home, gpu_site, real_tree):
+@pytest.fixture(scope="module")
+def gpu_site(site, real_tree):
+    """The stand-in driver under the cluster's root-owned directory, its payload in a place every
+    view shows (/local, the host's root), and the policy with `gpu` (needs a GPU) and `gpu-opt`."""
+    with _gpu_site(site, real_tree) as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def vgpu_site(vsite, real_tree):
+    """The same on the virtual cluster."""
+    with _gpu_site(vsite, real_tree) as driver:
+        yield driver
+
+
+def test_every_task_on_two_nodes_sees_the_gpu(vsite, slurm_user, home, vgpu_site, real_tree):
     with gpulib.gpu_nodes():
-        r = site.cluster.srun("-N2", "-n2", "--chos=gpu", "sh", "-c",
-                              f'echo "$SLURMD_NODENAME $(ls /dev/nvidia0) $(nvidia-smi) '
-                              f'$(/local{gpu_site}/payload/gpu-payload | tr "\\n" " ")"',
-                              user=slurm_user.pw_name)
+        r = vsite.cluster.srun("-N2", "-n2", "--chos=gpu", "sh", "-c",
+                               f'echo "$SLURMD_NODENAME $(hostname) $(ls /dev/nvidia0) $(nvidia-smi) '
+                               f'$(/local{vgpu_site}/payload/gpu-payload | tr "\\n" " ")"',
+                               user=slurm_user.pw_name)
     assert r.returncode == 0, r.stderr
     rows = sorted(r.stdout.splitlines())
-    assert [row.split()[0] for row in rows] == ["node1", "node2"]
+    assert len(rows) == 2 and len({row.split()[0] for row in rows}) == 2, rows
     for row in rows:
-        assert row.split(None, 1)[1].strip() == f"/dev/nvidia0 NVIDIA-SMI stand-in LINKED={MARKER} DLOPEN={MARKER}", rows
+        node, host, rest = row.split(None, 2)
+        assert node == host and node in vsite.cluster.nodes, rows
+        assert rest.strip() == f"/dev/nvidia0 NVIDIA-SMI stand-in LINKED={MARKER} DLOPEN={MARKER}", rows
     assert not (real_tree / ".envsched").exists()
 
 

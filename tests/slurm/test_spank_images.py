@@ -1,16 +1,20 @@
 """Container images through the real Slurm plugin (#11): an image from the admins' store, exact
 versions, a user's own image (entered as the user through squashfuse), and what goes wrong: a
-tampered blob, a version removed while a job waits, an image removed while a job runs."""
+tampered blob, a version removed while a job waits, an image removed while a job runs. The two-node
+case runs on the virtual cluster (`vsite`, `vimages`): each node mounts the image itself (its own
+holder in its own run_dir), and lets go of it on `envsched gc --idle-images` run on that node."""
 from __future__ import annotations
 
 import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+import installed
 from spanksite import lines, policy_text, run_batch
 from testlib import run_tool
 
@@ -23,10 +27,8 @@ SEEN = ('head -1 /etc/os-release; echo "CHOS=$CHOS"; echo "CHOS_DIGEST=$CHOS_DIG
         'echo "WORDS=$WORDS"; echo "UID=$(id -u)"; cat /opt/data/b.txt 2>/dev/null | sed "s/^/B=/"')
 
 
-@pytest.fixture(scope="module")
-def images(site, slurm_user, user_fuse):
-    """The admins' store with `ci` (two versions: v1, then v2 current), the policy naming it, and
-    user images allowed; the site's own policy is put back afterwards."""
+@contextmanager
+def _images(site):
     root = site.cluster.dir
     work = root / "oci"
     imgs = ocilib.build_all(work)
@@ -48,15 +50,41 @@ enabled = true
     v2 = envsched("image", "import", "--tag", "v2", str(imgs.multi), "ci").split()[1]
     yield {"v1": v1, "v2": v2, "store": store, "imgs": imgs, "envsched": envsched}
     # the node's one mount of each image (holders.py) stays after the jobs (site.image_hold):
-    # `envsched gc --idle-images` lets go of them, and nothing of ours is mounted afterwards
-    r = run_tool("envsched", ["--policy", str(site.policy), "gc", "--idle-images"])
-    assert r.returncode == 0 and "released image" in r.stdout, (r.stdout, r.stderr)
-    assert not [line for line in open("/proc/self/mountinfo") if f"{site.run_dir}/.images/" in line]
+    # `envsched gc --idle-images` lets go of them, and nothing of ours is mounted afterwards; on the
+    # virtual cluster on each node, inside it (its own run_dir and mount table)
+    gc = [str(installed.envsched()), "--policy", str(site.policy), "gc", "--idle-images"]
+    if getattr(site, "vnet", None) is None:
+        r = run_tool("envsched", gc[1:])
+        assert r.returncode == 0 and "released image" in r.stdout, (r.stdout, r.stderr)
+        assert not [line for line in open("/proc/self/mountinfo") if f"{site.run_dir}/.images/" in line]
+    else:
+        released = 0
+        for node in site.live_nodes():
+            r = site.vnet.run(node, gc)
+            assert r.returncode == 0, (node, r.stdout, r.stderr)
+            released += "released image" in r.stdout
+            assert site.node_mounts(node) == [], node
+        assert released, "no node had the image mounted"
     assert not [line for line in subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout.splitlines()
                 if str(store) in line]
     site.policy.write_text(original)
     shutil.rmtree(store)
     shutil.rmtree(work)
+
+
+@pytest.fixture(scope="module")
+def images(site, slurm_user, user_fuse):
+    """The admins' store with `ci` (two versions: v1, then v2 current), the policy naming it, and
+    user images allowed; the site's own policy is put back afterwards."""
+    with _images(site) as v:
+        yield v
+
+
+@pytest.fixture(scope="module")
+def vimages(vsite, slurm_user, user_fuse):
+    """The same on the virtual cluster."""
+    with _images(vsite) as v:
+        yield v
 
 
 def test_sbatch_runs_the_current_image_with_its_env(site, slurm_user, home, images):
@@ -72,12 +100,18 @@ def test_sbatch_runs_the_current_image_with_its_env(site, slurm_user, home, imag
     assert f"digest={images['v2']}" in log
 
 
-def test_srun_runs_an_exact_older_version_on_two_nodes(site, slurm_user, home, images):
-    v1 = images["v1"]
-    r = site.cluster.srun("-N2", "-n2", f"--chos=ci@{v1[:19]}", "sh", "-c", 'echo "$SLURMD_NODENAME $CHOS_DIGEST"',
-                          user=slurm_user.pw_name)
+def test_srun_runs_an_exact_older_version_on_two_nodes(vsite, slurm_user, home, vimages):
+    v1 = vimages["v1"]
+    r = vsite.cluster.srun("-N2", "-n2", f"--chos=ci@{v1[:19]}", "sh", "-c",
+                           'echo "$SLURMD_NODENAME $(hostname) $CHOS_DIGEST"', user=slurm_user.pw_name)
     assert r.returncode == 0, r.stderr
-    assert sorted(r.stdout.split()) == sorted(["node1", v1, "node2", v1])
+    rows = sorted(r.stdout.splitlines())
+    assert len(rows) == 2 and len({row.split()[0] for row in rows}) == 2, rows
+    for row in rows:
+        node, host, digest = row.split()
+        assert node == host and node in vsite.cluster.nodes and digest == v1, rows
+        # the node's own holder of the image, in its own run_dir (kept after the job: image_hold)
+        assert [m for m in vsite.node_mounts(node) if "/.images/" in m], (node, vsite.node_mounts(node))
 
 
 def test_an_unknown_version_is_refused_in_one_line(site, slurm_user, home, images):

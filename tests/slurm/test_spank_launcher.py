@@ -1,11 +1,13 @@
 """An environment's launcher through the real Slurm plugin (#12): every task of a step and the batch
 script run as launcher + their own argv, inside the view, with their argv intact. Slurm 22.05 has no
 spank_prepend_task_argv: the plugin's static stub (plugins/slurm-spank/launch_stub.c, bound into the
-views) does it. The launcher is a recording script (testlib.launcher_tree)."""
+views) does it. The launcher is a recording script (testlib.launcher_tree). The two-node cases run on
+the virtual cluster (`vsite`, `vlaunching`): each node its own hostname, run_dir and view."""
 from __future__ import annotations
 
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,22 +20,42 @@ pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("views_released")]
 PAYLOAD = 'echo "PID=$$ VAR=${ENVSCHED_LAUNCH-unset}"; for a in "$@"; do echo "ARG=$a"; done; head -1 /etc/os-release'
 
 
-@pytest.fixture(scope="module")
-def launching(site):
+@contextmanager
+def _launching(site):
     root = site.cluster.dir
     records = Path(f"/tmp/envsched-launch-{uuid.uuid4().hex[:8]}")
     tree = launcher_tree(root / "os" / "launch", records)
     original = site.policy.read_text()
     site.policy.write_text(policy_text(root, site.run_dir, site.trees, extra_environments=launcher_environments(tree)))
-    yield tree, records
-    site.policy.write_text(original)
-    shutil.rmtree(records)
-    shutil.rmtree(tree)
+    try:
+        yield tree, records
+    finally:
+        site.policy.write_text(original)
+        shutil.rmtree(records)
+        shutil.rmtree(tree)
+
+
+@pytest.fixture(scope="module")
+def launching(site):
+    with _launching(site) as v:
+        yield v
+
+
+@pytest.fixture(scope="module")
+def vlaunching(vsite):
+    """The same on the virtual cluster."""
+    with _launching(vsite) as v:
+        yield v
 
 
 @pytest.fixture
 def records(launching):
     return cleared(launching[1])
+
+
+@pytest.fixture
+def vrecords(vlaunching):
+    return cleared(vlaunching[1])
 
 
 def _tasks(stdout):
@@ -45,19 +67,26 @@ def _tasks(stdout):
     return out
 
 
-def test_every_task_runs_through_the_launcher_in_the_view(site, slurm_user, home, launching, records):
-    r = site.cluster.srun("-N2", "-n4", "-l", "--chos=mck", "/bin/sh", "-c", PAYLOAD, "sh", "a b", "", "--x=1",
-                          user=slurm_user.pw_name, cwd=str(home))
+def test_every_task_runs_through_the_launcher_in_the_view(vsite, slurm_user, home, vlaunching, vrecords):
+    launching, records = vlaunching, vrecords
+    r = vsite.cluster.srun("-N2", "-n4", "-l", "--chos=mck", "/bin/sh", "-c",
+                           'echo "NODE=$SLURMD_NODENAME $(hostname)"; ' + PAYLOAD, "sh", "a b", "", "--x=1",
+                           user=slurm_user.pw_name, cwd=str(home))
     assert r.returncode == 0, (r.stdout, r.stderr)
     recs = {rec["pid"]: rec for rec in launch_records(records)}
     tasks = _tasks(r.stdout)
     assert sorted(tasks) == [0, 1, 2, 3] and len(recs) == 4, (r.stdout, recs)
+    where = [lines[0].split() for lines in tasks.values()]                 # "NODE=name hostname"
+    assert len({node for node, _ in where}) == 2, r.stdout                  # two nodes, each its own host
+    assert all(node == f"NODE={host}" and host in vsite.cluster.nodes for node, host in where), r.stdout
     for lines in tasks.values():
+        lines = lines[1:]
         pid, var = lines[0].split()
         rec = recs[pid.split("=")[1]]                         # the launcher exec'd this very task
         assert var == "VAR=unset"                             # the stub's variable is gone
         assert rec["tag"] == "mck one" and rec["view"] == "launch 12" and rec["uid"] == str(slurm_user.pw_uid)
-        assert rec["args"] == ["/bin/sh", "-c", PAYLOAD, "sh", "a b", "", "--x=1"]
+        assert rec["args"] == ["/bin/sh", "-c", 'echo "NODE=$SLURMD_NODENAME $(hostname)"; ' + PAYLOAD, "sh", "a b",
+                               "", "--x=1"]
         assert lines[1:] == ["ARG=a b", "ARG=", "ARG=--x=1", 'PRETTY_NAME="launch 12 (mini)"']
     assert not (launching[0] / ".envsched").exists()          # the stub is bound into the view, not the tree
 
@@ -83,7 +112,8 @@ def test_the_batch_script_runs_through_the_launcher(site, slurm_user, home, laun
     assert out.splitlines() == [f"PID={rec['pid']} VAR=unset", 'PRETTY_NAME="launch 12 (mini)"']
 
 
-def test_a_missing_launcher_fails_the_job_in_one_line(site, slurm_user, home, launching, records):
+def test_a_missing_launcher_fails_the_job_in_one_line(vsite, slurm_user, home, vlaunching, vrecords):
+    site, records = vsite, vrecords
     ran = home / "launcher-payload-ran"
     r = site.cluster.srun("-N2", "-n4", "--chos=missing", "touch", str(ran), user=slurm_user.pw_name, cwd=str(home))
     assert r.returncode == 69, (r.stdout, r.stderr)

@@ -1,10 +1,12 @@
 """Node hooks through the real Slurm plugin (#12): once per job per node, before the first task
 and after the last, whatever the number of tasks and steps; a failing prolog refuses the job in
-one line. The hooks are recording scripts (McKernel cannot be installed here)."""
+one line. The hooks are recording scripts (McKernel cannot be installed here). The two-node case runs
+on the virtual cluster (`vsite`, `vhooked`): each node runs its own hooks for its own view."""
 from __future__ import annotations
 
 import shutil
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -13,16 +15,31 @@ from testlib import hook_environments, recording_hooks
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("views_released")]
 
-@pytest.fixture(scope="module")
-def hooked(site):
+@contextmanager
+def _hooked(site):
     root = site.cluster.dir
     top = root / "hooks"
     records = recording_hooks(top, {"boot": 0, "shutdown": 0, "broken-boot": 7})
     original = site.policy.read_text()
     site.policy.write_text(policy_text(root, site.run_dir, site.trees, extra_environments=hook_environments(site.trees['deb12'], top)))
-    yield records
-    site.policy.write_text(original)
-    shutil.rmtree(top)
+    try:
+        yield records
+    finally:
+        site.policy.write_text(original)
+        shutil.rmtree(top)
+
+
+@pytest.fixture(scope="module")
+def hooked(site):
+    with _hooked(site) as records:
+        yield records
+
+
+@pytest.fixture(scope="module")
+def vhooked(vsite):
+    """The same on the virtual cluster."""
+    with _hooked(vsite) as records:
+        yield records
 
 
 def _runs(records, job):
@@ -31,7 +48,8 @@ def _runs(records, job):
     return sorted(f"{r[0]} {r[1]}" for r in runs if r[1].startswith(f"slurm-{job}-"))
 
 
-def test_once_per_job_per_node(site, slurm_user, home, hooked):
+def test_once_per_job_per_node(vsite, slurm_user, home, vhooked):
+    site, hooked = vsite, vhooked
     c = site.cluster
     script = "#!/bin/sh\nsrun -N2 -n4 true\nsrun -N2 -n2 true\n"
     job = c.sbatch(script, "-N2", "--chos=mck", "-o", f"{home}/out-%j.txt", user=slurm_user.pw_name,
