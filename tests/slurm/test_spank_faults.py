@@ -10,6 +10,14 @@ one line or runs in the right environment; nothing is left afterwards.
   fails closed (69, one line); the next job works.
   run_dir wiped (a reboot empties /run) under a running job: the epilog copes, the next job prepares
   afresh.
+  a hung home file system (~/.chos on a FUSE mount whose daemon is SIGSTOPped): one line within
+  ~4 s, another user's job runs meanwhile.
+  ENOSPC on run_dir (a tiny tmpfs, filled): exit 71 and one line, nothing half-written kept.
+  slurmd killed -9 and restarted with jobs running; a job's slurmstepd killed -9.
+
+Each case records a row in the fault report (tests/faultreport.py): jobs, faults injected, jobs in
+the wrong environment, what `envsched gc --idle-views` left (pins, records, views, mounts, loop
+devices, FUSE mounts, PID namespace inits of this session).
 """
 from __future__ import annotations
 
@@ -66,7 +74,15 @@ def write(path: Path, text: str, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["atomic", "truncating"])
-def test_policy_replaced_during_a_job_storm(site, slurm_user, home, how):
+def test_policy_replaced_during_a_job_storm(site, slurm_user, home, how, fault_report):
+    with fault_report.case(f"policy replaced during a job storm ({how})", "slurm") as row:
+        host = Host(site)
+        _policy_storm(site, slurm_user, home, how, row)
+        row.leftovers = len(left := host.leftovers())
+        assert not left, left
+
+
+def _policy_storm(site, slurm_user, home, how, row):
     c = site.cluster
     root = c.dir / f"fault-policy-{how}"
     root.mkdir(mode=0o755, exist_ok=True)
@@ -86,6 +102,7 @@ def test_policy_replaced_during_a_job_storm(site, slurm_user, home, how):
         i = 0
         while not stop.is_set():
             write(policy, (a, b)[i % 2], how)
+            row.faults[f"policy rewritten ({how})"] += 1
             i += 1
             time.sleep(rng.choice((0.05, 0.15, 0.4)))
 
@@ -105,12 +122,15 @@ def test_policy_replaced_during_a_job_storm(site, slurm_user, home, how):
         c.write_plugstack(good, restart_slurmd=True)
     deb13 = (site.trees["deb13"] / "etc" / "os-release").read_text().splitlines()[0]
     wrong, outcomes = [], {}
+    row.jobs += len(results)
     for ask, rc, out, err in results:
         outcomes[(ask, rc)] = outcomes.get((ask, rc), 0) + 1
         saw = [line for line in out.splitlines() if line.startswith("SAW ")]
         if ask == "secret" and (rc == 0 or saw):
+            row.wrong_env += 1
             wrong.append(f"ran in secret: {out!r} {err!r}")
         elif ask == "deb13" and rc == 0 and saw != [f"SAW {deb13} CHOS=deb13"]:
+            row.wrong_env += 1
             wrong.append(f"deb13 job saw {saw!r}")
         elif rc != 0 and rc not in (77, 78):
             wrong.append(f"{ask}: exit {rc}: {err!r}")
@@ -132,10 +152,18 @@ def _with_policy(site, name: str, text: str):
     return policy, good
 
 
-def test_a_tree_removed_while_a_job_queues(site, slurm_user, home):
+def test_a_tree_removed_while_a_job_queues(site, slurm_user, home, fault_report):
     """A job queued for an environment whose tree is then removed fails closed with one line (69)
     when it starts, though the decision cache holds that request and its shared view is kept warm;
     the next job works and nothing is left."""
+    with fault_report.case("tree removed while a job queues", "slurm") as row:
+        host = Host(site)
+        policy = _tree_removed(site, slurm_user, home, row)
+        row.leftovers = len(left := host.leftovers(policy))
+        assert not left, left
+
+
+def _tree_removed(site, slurm_user, home, row):
     c = site.cluster
     doomed = c.dir / "os" / "doomed"
     shutil.rmtree(doomed, ignore_errors=True)
@@ -151,10 +179,13 @@ path = "{doomed}"
             assert r.returncode == 0 and "CHOS=doomed" in r.stdout, r.stderr
         job = c.sbatch(f"#!/bin/sh\n{PAYLOAD}\n", "--hold", "--chos=doomed", "-o", f"{home}/out-%j.txt",
                        user=slurm_user.pw_name, cwd=str(home))
+        row.jobs += 4
         shutil.rmtree(doomed)
+        row.faults["tree removed"] += 1
         c.scontrol("release", job)
         state = c.wait(job, timeout=60)
         out = (home / f"out-{job}.txt").read_text()
+        row.wrong_env += "SAW " in out
         assert (state.state, state.exit_code) == ("FAILED", (69, 0)), (state.fields, out)
         assert "SAW " not in out and [line for line in out.splitlines() if line.startswith("envsched: ")], out
         r = c.srun("--chos=deb13", "sh", "-c", PAYLOAD, user=slurm_user.pw_name, cwd=str(home))
@@ -165,11 +196,20 @@ path = "{doomed}"
     subprocess.run([str(installed.envsched()), "--policy", str(policy), "gc", "--idle-views"], check=True,
                    stdout=subprocess.DEVNULL)
     site.settle(timeout=60)
+    return policy
 
 
-def test_run_dir_wiped_under_a_running_job(site, slurm_user, home):
+def test_run_dir_wiped_under_a_running_job(site, slurm_user, home, fault_report):
     """run_dir wiped (as a reboot empties /run) while a job runs in its view: the job's epilog finds
     nothing to release and says nothing wrong, the next job prepares afresh, nothing is left."""
+    with fault_report.case("run_dir wiped under a running job", "slurm") as row:
+        host = Host(site)
+        _run_dir_wiped(site, slurm_user, home, row)
+        row.leftovers = len(left := host.leftovers())
+        assert not left, left
+
+
+def _run_dir_wiped(site, slurm_user, home, row):
     c = site.cluster
     p = subprocess.Popen(["setpriv", f"--reuid={slurm_user.pw_uid}", f"--regid={slurm_user.pw_gid}",
                           "--init-groups", "--", "srun", "--job-name=fault-wipe", "--chos=deb13", "sleep", "60"],
@@ -183,12 +223,15 @@ def test_run_dir_wiped_under_a_running_job(site, slurm_user, home):
         time.sleep(0.5)                                   # the step is in its view
         unmount_below(str(site.run_dir))
         shutil.rmtree(site.run_dir)
+        row.faults["run_dir wiped"] += 1
+        row.jobs += 2
         c.run(["scancel", "-n", "fault-wipe"])
         p.communicate(timeout=60)
     finally:
         if p.poll() is None:
             p.kill()
     r = c.srun("--chos=deb13", "sh", "-c", PAYLOAD, user=slurm_user.pw_name, cwd=str(home))
+    row.wrong_env += r.returncode == 0 and "CHOS=deb13" not in r.stdout
     assert r.returncode == 0 and "CHOS=deb13" in r.stdout, r.stderr
     site.settle(timeout=60)
 
@@ -479,3 +522,133 @@ def test_enospc_on_run_dir(site, slurm_user, home, fault_report):
         subprocess.run(["umount", "-l", str(tiny)], check=False)
         shutil.rmtree(tiny, ignore_errors=True)
         c.run(["scontrol", "update", "nodename=node1,node2", "state=resume"])   # were any drained
+
+
+# ---- slurmd killed -9 and restarted, slurmstepd killed -9 -----------------------------------
+
+def _ours_proc(pid: int, conf: Path) -> bool:
+    """A process of this session's cluster (its environment names the cluster's slurm.conf):
+    other sessions' clusters on this host reuse job ids."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f"SLURM_CONF={conf}".encode() in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def _procs(comm: str, conf: Path, marker: str = "") -> list:
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm") as f:
+                if f.read().strip() != comm:
+                    continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in argv and _ours_proc(int(entry), conf):
+            out.append(int(entry))
+    return out
+
+
+def _pins(site) -> list:
+    return sorted(p.name for p in site.run_dir.iterdir() if (p / "meta.json").exists()) if site.run_dir.exists() else []
+
+
+def _running(c, name: str, n: int, timeout: float = 60) -> list:
+    deadline = time.monotonic() + timeout
+    while True:
+        ids = c.run(["squeue", "-h", "-n", name, "-t", "RUNNING", "-o", "%i"]).stdout.split()
+        if len(ids) >= n:
+            return ids
+        assert time.monotonic() < deadline, (ids, c.logs())
+        time.sleep(0.1)
+
+
+def test_slurmd_killed_and_restarted_with_jobs_running(site, slurm_user, home, fault_report):
+    """kill -9 of every slurmd while jobs run in their views, then slurmd started again: the jobs
+    finish in their environments, their pins and views are released (the job epilog of the new
+    slurmd), the next job works, nothing is left."""
+    c = site.cluster
+    deb12, deb13 = first_line(site.trees["deb12"]), first_line(site.trees["deb13"])
+    with fault_report.case("slurmd kill -9 + restart, jobs running", "slurm") as row:
+        host = Host(site)
+        jobs = {}
+        for ask in ("deb12", "deb13"):
+            script = f"#!/bin/sh\nsleep 4\n{PAYLOAD}\n"
+            jobs[c.sbatch(script, f"--chos={ask}", "--job-name=fault-slurmd", "-o", f"{home}/out-%j.txt",
+                          user=slurm_user.pw_name, cwd=str(home))] = ask
+            row.jobs += 1
+        _running(c, "fault-slurmd", 2)
+        deadline = time.monotonic() + 30
+        while len(_pins(site)) < 2:
+            assert time.monotonic() < deadline, _pins(site)
+            time.sleep(0.1)
+        daemons = [int(pid) for name, pid in (line.split() for line in (c.dir / "pids").read_text().splitlines())
+                   if name.startswith("slurmd:")]
+        for pid in daemons:
+            os.kill(pid, signal.SIGKILL)
+            row.faults["slurmd kill -9"] += 1
+        c.restart_slurmd()
+        row.faults["slurmd restart"] += 1
+        for job, ask in jobs.items():
+            state = c.wait(job, timeout=90)
+            out = (home / f"out-{job}.txt").read_text()
+            first = deb12 if ask == "deb12" else deb13
+            right = state.state == "COMPLETED" and saw(out) == [f"SAW {first} CHOS={ask}"]
+            row.wrong_env += bool(saw(out)) and not right
+            assert right, (state.fields, out)
+        site.settle(timeout=60)                      # the epilogs ran: no pin, no record, no view
+        r = c.srun("--chos=deb13", "sh", "-c", PAYLOAD, user=slurm_user.pw_name, cwd=str(home))
+        row.jobs += 1
+        assert r.returncode == 0 and saw(r.stdout) == [f"SAW {deb13} CHOS=deb13"], r.stderr
+        row.leftovers = len(left := host.leftovers())
+        assert not left, left
+
+
+def test_slurmstepd_killed(site, slurm_user, home, fault_report):
+    """kill -9 of a job's slurmstepd (the batch step's, the process that joined the view for the
+    task): the job ends, its pin and view are released (job epilog), the next job works, nothing
+    is left (tests/slurm/test_spank.py::test_killed_step_daemon_still_releases, with the report)."""
+    c = site.cluster
+    deb12 = first_line(site.trees["deb12"])
+    with fault_report.case("slurmstepd kill -9 mid-job", "slurm") as row:
+        host = Host(site)
+        job = c.sbatch("#!/bin/sh\nsleep 300\n", "--chos=deb12", "--job-name=fault-stepd", "-o", f"{home}/out-%j.txt",
+                       user=slurm_user.pw_name, cwd=str(home))
+        row.jobs += 1
+        _running(c, "fault-stepd", 1)
+        deadline = time.monotonic() + 30
+        while not _pins(site):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        stepd = _procs("slurmstepd", c.conf, f"[{job}.batch]")
+        assert stepd, "no slurmstepd for the batch step"
+        for pid in stepd:
+            os.kill(pid, signal.SIGKILL)
+            row.faults["slurmstepd kill -9"] += 1
+        try:
+            c.run(["scancel", job])
+            c.wait(job, timeout=60)
+            site.settle(timeout=40)
+        finally:
+            # with its slurmstepd gone nothing tracks the batch script (proctrack/linuxproc): the
+            # test kills what it orphaned, by pid
+            script = f"/job{int(job):05d}/slurm_script"
+            for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        if script.encode() in f.read():
+                            os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        r = c.srun("--chos=deb12", "sh", "-c", PAYLOAD, user=slurm_user.pw_name, cwd=str(home))
+        row.jobs += 1
+        right = r.returncode == 0 and saw(r.stdout) == [f"SAW {deb12} CHOS=deb12"]
+        row.wrong_env += r.returncode == 0 and not right
+        assert right, r.stderr
+        row.leftovers = len(left := host.leftovers())
+        assert not left, left
