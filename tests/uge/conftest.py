@@ -8,6 +8,10 @@ and stopped by stop.sh at the end of the session.
                 all.q batch (prolog, epilog, set-user-ID starter, PE `envsched`), legacy.q interactive
                 (starter only: SGE 8.1.9 fails builtin qrsh in a queue with a prolog), user.q
                 unprivileged (the user-namespace starter); `uge_jsv` is the same site
+  uge_vsite     the virtual cell (#15, tests/uge/vcell.py, tests/cluster/uge/vcell.sh): qmaster on a head
+                node, an execd on each of two execution nodes (own hostname, address, /run and run_dir
+                each), envsched installed as in uge_site; started only by the tests that ask for it
+                (PE jobs across hosts, execd and host failures: test_uge_multihost.py, test_uge_faults.py)
 
 Fixture `uge_cluster` (session scope) yields a `UgeCluster`:
 
@@ -59,11 +63,12 @@ import pwd
 import shutil
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
-from testlib import SESSION_TAG, USER_SUFFIX, build_mini_trees, real_user, throwaway_cluster, unmount_below
+from testlib import SESSION_TAG, USER_SUFFIX, build_mini_trees, real_user, run_script, throwaway_cluster, unmount_below
 from ugecluster import REPO, UgeCluster
 from ugesite import JsvSite, _time_qsubs, envsched_cmd, install_site
 
@@ -140,6 +145,69 @@ allow_users = ["root"]
 
 
 @pytest.fixture(scope="session")
+def uge_vsite(uge_user):
+    """envsched in the virtual cell: the same install and policy as uge_site (trees, the JSV, all.q
+    with prolog/epilog/starter and the PE `envsched`, legacy.q, user.q), but every queue spans the two
+    execution nodes and the policy's run_dir is each node's own (its /run)."""
+    if not IS_ROOT:
+        pytest.skip("needs root (CI runs as root)")
+    from vcell import VSite, VUgeCluster, vcell_sh
+    run_script([str(CLUSTER / "install.sh")], timeout=900)
+    root = Path(f"/var/lib/envsched-uge-vcell-test-{uuid.uuid4().hex[:8]}")
+    root.mkdir(mode=0o755)
+    for sub in ("scripts", "work", "out", "os", "conf"):
+        (root / sub).mkdir(mode=0o755)
+    try:
+        out = vcell_sh("start", str(root))
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    print(out.strip())
+    ready = float(out.rsplit("ready in ", 1)[1].split("s", 1)[0])
+    site = None
+    try:
+        (root / "out").chmod(0o1777)
+        c = VUgeCluster.started_in(root, ready)
+        trees = build_mini_trees(root / "os")
+        run_dir = Path(f"/run/envsched-ugetest-{SESSION_TAG}-vcell")    # inside each node: its own /run
+        policy = root / "policy.toml"
+        policy.write_text(f"""
+[site]
+default = "deb12"
+run_dir = "{run_dir}"
+log_file = "{root}/envsched.log"
+view_hold = 0
+
+[environments.deb12]
+path = "{trees['deb12']}"
+[environments.deb13]
+path = "{trees['deb13']}"
+""")
+        policy.chmod(0o644)
+        jdir = root / "jsv"
+        jdir.mkdir(mode=0o755)
+        log = jdir / "protocol.log"
+        log.touch()
+        log.chmod(0o666)
+        libexec, rendered = install_site(c, policy, log, [], wrap=c.wrap)
+        site = VSite(c, policy, libexec / "uge-jsv", log, trees, [], libexec=libexec, rendered=rendered,
+                     run_dir=run_dir, admin_log=root / "envsched.log")
+        yield site
+    finally:
+        left = []
+        if site is not None:
+            try:
+                site.gc()
+                left = site.leftovers()
+            except Exception as e:      # noqa: BLE001 (the cell still goes down)
+                left = [f"gc failed: {e}"]
+        vcell_sh("stop", str(root))
+        if os.environ.get("ENVSCHED_KEEP_UGE") != "1":
+            shutil.rmtree(root, ignore_errors=True)
+        assert not left, f"left in the virtual cell after the session: {left}"
+
+
+@pytest.fixture(scope="session")
 def uge_jsv(uge_site):
     """The JSV tests' name for the envsched site."""
     return uge_site
@@ -151,6 +219,8 @@ def uge_pins_released(request, host_mounts_unchanged):
     guard looks (asking for the guard makes it tear down after us). The epilog releases a batch
     job's pin shortly after the job has left qstat and qacct has its record (measured: up to ~1 s)."""
     yield
+    if "uge_vsite" in request.fixturenames:
+        vsite_clean(request.getfixturevalue("uge_vsite"))
     if "uge_site" not in request.fixturenames:
         return
     site = request.getfixturevalue("uge_site")
@@ -161,3 +231,17 @@ def uge_pins_released(request, host_mounts_unchanged):
     if left:
         subprocess.run([envsched_cmd(), "--policy", str(site.policy), "gc"], stdout=subprocess.DEVNULL)
         raise AssertionError(f"pins left after the test: {left}\n{site.admin_log.read_text()[-3000:]}")
+
+
+def vsite_clean(site) -> None:
+    """After each test on the virtual cell: once no shepherd runs on any live node (the jobs and
+    their epilogs are over), `envsched gc` on every live node, as an admin's cron would (a PE job's
+    pins on its other hosts, which run no epilog for it, go with the next prepare there or with
+    gc); then nothing may be left in any node's run_dir."""
+    deadline = time.monotonic() + 30
+    while any(site.node_procs(n) for n in site.alive()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    site.gc()
+    left = site.leftovers()
+    if left:
+        raise AssertionError(f"left in the virtual cell after the test: {left}\n{site.admin_log.read_text()[-3000:]}")

@@ -9,7 +9,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import installed
 from ugecluster import REPO, UgeCluster
@@ -69,10 +69,13 @@ def render_section(rendered: str, name: str) -> List[str]:
     return [line for line in section(rendered, name).splitlines() if line.strip()]
 
 
-def install_site(c: UgeCluster, policy: Path, log: Path, binds: Sequence[str]) -> Tuple[Path, str]:
+def install_site(c: UgeCluster, policy: Path, log: Path, binds: Sequence[str],
+                 wrap: Callable[[List[str]], List[str]] = list) -> Tuple[Path, str]:
     """Install the shims and the starter under c.dir/libexec and configure the cluster from the
     render output, section by section, the way docs/admin.md tells an admin to. The render runs
-    with the cluster's environment, so it reads the queues' tmpdir (c.dir/tmp) with qconf."""
+    with the cluster's environment, so it reads the queues' tmpdir (c.dir/tmp) with qconf;
+    `wrap` turns its argv into one that runs where qconf reaches the cluster (the virtual cell's
+    head node)."""
     libexec = c.dir / "libexec"
     libexec.mkdir(mode=0o755, exist_ok=True)
     for name in ("envsched_jsv.py", "envsched_uge.py"):
@@ -93,7 +96,7 @@ def install_site(c: UgeCluster, policy: Path, log: Path, binds: Sequence[str]) -
             "--spool-dir", str(c.dir / "spool" / "execd"), "--host-tools", str(tools)]
     for b in binds:
         argv += ["--bind", b]
-    rendered = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True, env=render_env(c)).stdout
+    rendered = subprocess.run(wrap(argv), check=True, stdout=subprocess.PIPE, text=True, env=render_env(c)).stdout
     # files
     jsv = render_section(rendered, "jsv")
     jsv[-1] += f" --log {log}"            # test only: the protocol log, read by test_submission_cost
@@ -128,14 +131,15 @@ def install_site(c: UgeCluster, policy: Path, log: Path, binds: Sequence[str]) -
     c.qconf("-Ap", str(pe))
     c.qconf("-mattr", "queue", "pe_list", PE, SITE_QUEUE)
     c.qconf("-mattr", "queue", "slots", "4", SITE_QUEUE)
-    add_unprivileged_queue(c, argv, libexec)
+    add_unprivileged_queue(c, argv, libexec, wrap)
     return libexec, rendered
 
 
-def add_unprivileged_queue(c: UgeCluster, render_argv: List[str], libexec: Path) -> None:
+def add_unprivileged_queue(c: UgeCluster, render_argv: List[str], libexec: Path,
+                           wrap: Callable[[List[str]], List[str]] = list) -> None:
     """user.q (last by seq_no: only for -q user.q while all.q has room): unprivileged mode, its
     starter and queue lines from `render --unprivileged`."""
-    rendered = subprocess.run(render_argv + ["--unprivileged"], check=True, stdout=subprocess.PIPE,
+    rendered = subprocess.run(wrap(render_argv + ["--unprivileged"]), check=True, stdout=subprocess.PIPE,
                               text=True, env=render_env(c)).stdout
     (libexec / "uge-user-starter").write_text("\n".join(render_section(rendered, "user_starter")) + "\n")
     (libexec / "uge-user-starter").chmod(0o755)
