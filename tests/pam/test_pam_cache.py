@@ -7,15 +7,18 @@ from the host's shared one, and close_session releases the pin in C. Every input
 honoured on the very next login."""
 from __future__ import annotations
 
+import json
 import os
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from pamlib import PAM_USER as TEST_USER, RESOLVER, module_args, wait_no_pins
+from pamlib import PAM_USER as TEST_USER, RESOLVER, module_args, pins, wait_no_pins
+from testlib import mount_table
 
 pytestmark = pytest.mark.pam
 
@@ -111,7 +114,28 @@ def test_cache_off(sshd, site_dir, warm, pam_user, pam_home):
 
 
 @pytest.mark.parametrize("point", ["cache-bound", "cache-files"])
-def test_cache_child_killed_half_way_the_login_still_works(sshd, site_dir, warm, pam_user, pam_home, point):
+def test_cache_child_killed_half_way_the_login_still_works(sshd, site_dir, warm, pam_user, pam_home, point,
+                                                           fault_report):
+    with fault_report.case(f"PAM cache child kill -9 at {point}", "pam") as row:
+        row.jobs += 3
+        row.faults[f"kill -9 at {point}"] += 1
+        _cache_child_killed(sshd, site_dir, warm, pam_user, pam_home, point)
+        row.leftovers = len(_leftovers(site_dir, warm))
+
+
+def _leftovers(site_dir, policy) -> list:
+    """What `envsched gc` leaves of the logins: pins, and references to the warm shared views
+    (the views themselves are kept warm on purpose: view_hold = 600, let go by the fixture)."""
+    r = subprocess.run([RESOLVER, "--policy", str(policy), "gc"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True)
+    assert r.returncode == 0, r.stdout
+    views = site_dir.run_dir / ".views"
+    refs = [f"{v.name}/refs/{ref.name}" for v in views.iterdir() for ref in (v / "refs").iterdir()] \
+        if views.exists() else []
+    return pins(site_dir.run_dir) + refs
+
+
+def _cache_child_killed(sshd, site_dir, warm, pam_user, pam_home, point):
     """kill -9 of the decision cache's child (plugins/common/es_cache.c) with the session's pin half
     made (the shared view bound onto it; its files written but not `shim`): the module takes the
     pin apart, the resolver decides, the login lands in the right environment, nothing is left,
@@ -137,3 +161,66 @@ def test_cache_child_killed_half_way_the_login_still_works(sshd, site_dir, warm,
     assert len(views) == 1 and list((views[0] / "refs").iterdir()) == [], views   # no reference left
     r, d = login(sshd, site_dir)
     assert r.returncode == 0 and len(d) == 1 and d[0].endswith("by=cache"), (r.stdout, d)
+
+
+def test_session_process_killed(sshd, site_dir, warm, pam_user, pam_home, fault_report):
+    """kill -9 of the login's session process (sshd's root monitor, which opened the session, owns
+    the pin and would close it): close_session never runs; the pin and its reference to the shared
+    view are released by `envsched gc` (the owner is gone), the next login works from the cache,
+    nothing is left."""
+    sshd.service.write(module_args(warm, site_dir.run_dir, f"log_file={site_dir.root}/envsched.log"))
+    write_chos(pam_home, pam_user, "deb13")
+    with fault_report.case("PAM session process kill -9", "pam") as row:
+        before = mount_table()
+        login(sshd, site_dir)                           # the cache entry and the warm view
+        row.jobs += 1
+        ssh = subprocess.Popen(["ssh", "-i", str(sshd.root / "client_key"), "-p", str(sshd.port), "-o", "BatchMode=yes",
+                                "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={os.devnull}",
+                                "-o", "LogLevel=ERROR", "-F", os.devnull, f"{TEST_USER}@127.0.0.1",
+                                "echo in; exec sleep 60"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+        row.jobs += 1
+        session = []
+        try:
+            assert ssh.stdout.readline().strip() == "in"
+            [pin] = pins(site_dir.run_dir)
+            owner = json.loads((site_dir.run_dir / pin / "meta.json").read_text())["owner_pid"]
+            assert "[priv]" in Path(f"/proc/{owner}/cmdline").read_bytes().decode()
+            # the session's own processes (the user's sleep), to end them by pid afterwards
+            session = [int(p) for p in os.listdir("/proc") if p.isdigit() and _is_session_sleep(int(p), pam_user.pw_uid)]
+            os.kill(owner, signal.SIGKILL)
+            row.faults["sshd session monitor kill -9"] += 1
+            deadline = time.monotonic() + 10
+            while os.path.exists(f"/proc/{owner}") and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            ssh.kill()
+            ssh.wait()
+            for pid in session:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        assert pins(site_dir.run_dir) == [pin]          # nobody closed the session
+        mark = len(log_lines(site_dir))                 # the next login: the cache's, in deb13
+        r = sshd.ssh(TEST_USER, SHOW)
+        deadline = time.monotonic() + 10                # its own pin gone at its close
+        while pins(site_dir.run_dir) != [pin] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        d = decided_since(site_dir, mark)
+        row.jobs += 1
+        right = r.returncode == 0 and r.stdout.splitlines() == ['PRETTY_NAME="debian 13 (mini)"', "CHOS=deb13"]
+        row.wrong_env += r.returncode == 0 and not right
+        assert right and d and d[-1].endswith("by=cache"), (r.stdout, r.stderr, d)
+        left = _leftovers(site_dir, warm)               # gc: the dead owner's pin and its reference
+        row.leftovers = len(left)
+        assert not left, left
+        views = site_dir.run_dir / ".views"
+        subprocess.run([RESOLVER, "--policy", str(warm), "gc", "--idle-views"], check=True, stdout=subprocess.DEVNULL)
+        assert (not views.exists() or not list(views.iterdir())) and mount_table() == before, mount_table()
+
+
+def _is_session_sleep(pid: int, uid: int) -> bool:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid == uid and Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\x0060\x00"
+    except OSError:
+        return False
