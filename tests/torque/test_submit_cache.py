@@ -141,6 +141,33 @@ def test_torque_c_filter_prints_what_python_prints(torque, mom, filt, test_user,
         assert c.returncode == 1 and c.stderr.decode().startswith("envsched: ") and not c.stdout
 
 
+def random_submissions(seed: int, count: int) -> list:
+    """Submissions made of the pieces qsub and the filter care about, in random order and number."""
+    import random
+    rng = random.Random(seed)
+    lines = ["#PBS -v CHOS=deb13", "#PBS -v CHOS=deb12,X=1", "#PBS -v CHOS", "#PBS -N name", "#PBS  -v  A,CHOS=deb12",
+             "#PBS -v", "#ENVSCHED chos=deb12", "#ENVSCHED pin=deb13@sha256:ab", "# comment", "", "  ", "\t",
+             "echo run", " echo indented", "#PBS -v CHOS=nope", "true # CHOS=deb13", "#!/bin/bash"]
+    args = [["-v", "CHOS=deb13"], ["-vCHOS=deb12"], ["-V"], ["-v", "CHOS"], ["-v", "A=1"], ["-N", "x"], ["-v"]]
+    out = []
+    for _ in range(count):
+        body = [rng.choice(lines) for _ in range(rng.randint(0, 7))]
+        if rng.random() < 0.6:
+            body.insert(0, "#!/bin/sh")
+        script = "\n".join(body) + ("\n" if rng.random() < 0.8 else "")
+        out.append((script, [a for _ in range(rng.randint(0, 3)) for a in rng.choice(args)],
+                    {"CHOS": rng.choice(["deb12", "deb13", ""])} if rng.random() < 0.5 else {}))
+    return out
+
+
+@pytest.mark.parametrize("script,args,env", random_submissions(13, 24))
+def test_torque_c_filter_prints_what_python_prints_random(torque, mom, filt, test_user, home, script, args, env):
+    py = filt.run(test_user, script, args, env, which="python")
+    c = filt.run(test_user, script, args, env, which="c")
+    assert warm(c), (script, args, env, c.stderr)
+    assert (c.returncode, c.stdout, c.stderr) == (py.returncode, py.stdout, py.stderr), (script, args, env)
+
+
 @pytest.mark.parametrize("script,args,env", [
     ("#!/bin/sh\n#PBS -v CHOS=deb13\r\n#PBS -v CHOS=deb12\n", [], {}),       # splitlines() splits at \r
     ("#!/bin/sh\n# r\u00e9sum\u00e9\n#PBS -v CHOS=deb12\n", [], {}),         # not plain ASCII before a command

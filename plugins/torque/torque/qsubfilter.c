@@ -41,6 +41,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include "torque_starter.h"
@@ -60,7 +61,7 @@ static int to_python(const char *why)
 {
     char err[1024];
 
-    (void)why;
+    syslog(LOG_DEBUG, "submit filter to Python: %s", why);
     if (script_fd >= 0 && (lseek(script_fd, 0, SEEK_SET) != 0 || dup2(script_fd, 0) != 0)) {
         fprintf(stderr, ES_PREFIX "the submit filter cannot hand the job script on: %s\n", strerror(errno));
         return 1;
