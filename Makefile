@@ -9,7 +9,7 @@ FUZZ_SECONDS  ?= 300
 FUZZ_EXAMPLES ?= 10000
 FUZZ_MERGE    ?= 0
 
-.PHONY: all deps venv test test-unit test-ns fuzz demo bench bench-slurm bench-images bench-devices bench-isolation bench-launcher bench-uge bench-pam bench-chos soak clean \
+.PHONY: all deps venv test test-unit test-ns fuzz demo bench bench-slurm bench-images bench-devices bench-isolation bench-launcher bench-uge bench-pam bench-chos bench-submit soak clean \
         man deb rpm test-packages test-installed
 
 all: venv
@@ -71,6 +71,9 @@ bench-pam: venv
 
 bench-chos: venv
 	bash bench/chos_run.sh
+
+bench-submit: venv
+	bash bench/submit.sh
 
 # the soak (#15): SOAK_JOBS standalone jobs through a throwaway Slurm cluster, several at a time, mixed
 # environments, users and outcomes, then nothing left (tests/slurm/test_soak.py; `make test` runs 200)
