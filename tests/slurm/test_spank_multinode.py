@@ -16,7 +16,6 @@ Run them alone:  ENVSCHED_TEST_USER_SUFFIX=t1 .venv/bin/python -m pytest tests/s
 """
 from __future__ import annotations
 
-import subprocess
 import time
 
 import pytest
@@ -138,6 +137,15 @@ def test_node_failure_under_a_running_job(vsite, slurm_user, home, fault_report)
     c, net = vsite.cluster, vsite.vnet
     victim = "vnode3"
     host_before = mount_table()
+    try:
+        _node_failure(vsite, slurm_user, home, fault_report, victim, host_before)
+    finally:
+        if not net.alive(victim):                 # a failed case must not leave the cluster a node short
+            c.reboot(victim)
+
+
+def _node_failure(vsite, slurm_user, home, fault_report, victim, host_before):
+    c, net = vsite.cluster, vsite.vnet
     with fault_report.case("node failure (a node's namespaces killed under a 4-node job)", "slurm") as row:
         script = f"#!/bin/sh\nsrun -N4 -n4 sh -c '{ROW}; exec sleep 300'\n"
         job = c.sbatch(script, "-N4", "--no-requeue", "--chos=deb13", "-o", f"{home}/out-%j.txt",
