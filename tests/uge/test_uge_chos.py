@@ -174,19 +174,6 @@ def test_refused_at_start_when_policy_changed(uge_site, uge_user):
     assert refused and "deb13" in refused[0] and "disabled by the site" in refused[0], refused
 
 
-def test_parallel_job_slave_tasks_join(uge_site, uge_user):
-    """A tightly integrated 2-slot PE job: qrsh -inherit from inside the view (the host's qrsh
-    through host-tools) starts the slave task in the same environment."""
-    c = uge_site.cluster
-    script = ('#!/bin/sh\n. /etc/os-release; echo "master os=$VERSION_ID"\n'
-              'qrsh -inherit "$HOSTNAME" \'. /etc/os-release; echo "slave os=$VERSION_ID chos=$CHOS"\'\n'
-              'echo "qrsh=$?"\n')
-    job = c.qsub(script, "-pe", "envsched", "2", "-l", "chos=deb13", user=uge_user.pw_name)
-    acct = c.wait(job)
-    out = c.output(job)
-    assert "master os=13" in out and "slave os=13 chos=deb13" in out and "qrsh=0" in out, (out, acct.fields)
-
-
 def test_unprivileged_mode(uge_site, uge_user):
     """user.q runs the user-namespace starter: same environment, no pin, no set-user-ID program."""
     from ugesite import UNPRIVILEGED_QUEUE

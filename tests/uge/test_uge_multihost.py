@@ -5,7 +5,9 @@ A job's pin lives in the run_dir of the host it runs on and nowhere else; a tigh
 job (`-pe envsched 2`, allocation_rule $round_robin: one slot on each host) starts its second task
 on the other host with `qrsh -inherit` from inside the view, and that task runs in the requested
 environment too: the starter there has the resolver prepare the view (no prolog runs for it on
-that host) and `envsched gc` collects that pin once the job is over.
+that host) and `envsched gc` collects that pin once the job is over; the task on the master's own
+host joins the view the prolog made there. (This replaces test_uge_chos.py's single-host PE case,
+whose `qrsh -inherit "$HOSTNAME"` never left the master's host.)
 """
 from __future__ import annotations
 

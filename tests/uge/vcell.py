@@ -15,7 +15,8 @@ tests/vnetlib.py), started by tests/cluster/uge/vcell.sh; with envsched installe
     site.pins_on("gexec2")               # one node's
     site.on("gexec1", [envsched, "gc"])  # a command as root on that node (its /proc, /run, hostname)
     site.gc()                            # `envsched gc` on every live execution node
-    site.leftovers()                     # pins and mounts in each live node's run_dir, as "NODE: what"
+    site.leftovers()                     # pins and mounts in each live node's run_dir, job processes
+                                         # (a gid of the cell's gid_range) on it, as "NODE: what"
 
 Why the clients run on the head node: Grid Engine resolves host names both ways (a client's address
 must reverse-resolve to a host it knows), and only the nodes see the generated /etc/hosts; the host's
@@ -104,13 +105,8 @@ class VUgeCluster(UgeCluster):
     def restart_node(self, node: str) -> None:
         """A failed host comes back: a fresh node (vnet.sh restart: same name and address, empty /run),
         then its execd."""
-        subprocess.run(["bash", str(self.net_script), "restart", str(self.dir), node], check=True,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+        self.net.restart(node)
         self.start_execd(node)
-
-    @property
-    def net_script(self) -> Path:
-        return REPO / "tests" / "cluster" / "vnet" / "vnet.sh"
 
     def host_up(self, node: str) -> bool:
         """qstat -f shows the host's all.q instance without a state (no "u"nknown, no "a"larm...)."""
@@ -182,26 +178,34 @@ class VSite(JsvSite):
         prefix = str(self.run_dir).rstrip("/") + "/"
         for n in self.alive():
             out += [f"{n}: mount {m}" for m in sorted(self.mounts_on(n)) if m.startswith(prefix) or m == prefix[:-1]]
+            out += [f"{n}: process {p}" for p in self.job_procs(n)]
+        return out
+
+    def job_procs(self, node: str) -> List[str]:
+        """Processes on a node holding a supplementary gid of the cell's gid_range: Grid Engine gives
+        one to every job process (and kills by it), so these are jobs' processes, as "PID CMDLINE"."""
+        conf = read_conf(self.cluster.dir / "cluster.conf")
+        lo, hi = int(conf["GID_LO"]), int(conf["GID_HI"])
+        ns = os.readlink(f"/proc/{self.vcluster.net.pid(node)}/ns/pid")
+        out = []
+        for e in os.listdir("/proc"):
+            if not e.isdigit():
+                continue
+            try:
+                if os.readlink(f"/proc/{e}/ns/pid") != ns:
+                    continue
+                with open(f"/proc/{e}/status") as f:
+                    st = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+                if st.get("State", "").startswith("Z"):
+                    continue
+                if any(lo <= int(g) <= hi for g in st.get("Groups", "").split()):
+                    with open(f"/proc/{e}/cmdline", "rb") as f:
+                        argv = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                    out.append(f"{e} {argv}")
+            except (OSError, ValueError):
+                continue
         return out
 
     def node_procs(self, node: str) -> List[str]:
         """Job processes of this cell still running on a node (shepherds and what runs below them)."""
         return [str(p) for p in self.vcluster.daemon_pids(node, "sge_shepherd")]
-
-
-def envsched_pids(pid_ns_of: int) -> List[int]:
-    """Host PIDs of processes in the PID namespace of `pid_ns_of` whose command line names envsched."""
-    ns = os.readlink(f"/proc/{pid_ns_of}/ns/pid")
-    out = []
-    for e in os.listdir("/proc"):
-        if not e.isdigit():
-            continue
-        try:
-            if os.readlink(f"/proc/{e}/ns/pid") != ns:
-                continue
-            with open(f"/proc/{e}/cmdline", "rb") as f:
-                if b"envsched" in f.read():
-                    out.append(int(e))
-        except OSError:
-            continue
-    return out
