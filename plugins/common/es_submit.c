@@ -20,7 +20,7 @@ static int append(char *buf, size_t *len, size_t cap, const char *text)
 }
 
 struct reading {
-    struct es_submit_answer *a;
+    struct es_run *a;
     int have_code;
 };
 
@@ -33,7 +33,7 @@ static int answer_line(char *line, void *arg)
         long code = strtol(line + 5, &end, 10);
         if (r->have_code || end == line + 5 || *end != '\0' || code < 0 || code > 255)
             return -1;
-        r->a->code = (int)code;
+        r->a->status = (int)code;
         r->have_code = 1;
         return 0;
     }
@@ -44,7 +44,7 @@ static int answer_line(char *line, void *arg)
     return -1;
 }
 
-int es_submit_cached(const struct es_submit_lookup *l, struct es_submit_answer *a, char *why, size_t whylen)
+int es_submit_cached(const struct es_submit_lookup *l, struct es_run *a, char *why, size_t whylen)
 {
     static char text[ENTRY_MAX];
 
@@ -73,7 +73,7 @@ int es_submit_cached(const struct es_submit_lookup *l, struct es_submit_answer *
     return rc == ES_CACHE_HIT ? ES_CACHE_HIT : ES_CACHE_MISS;
 }
 
-int es_submit_first_out(const struct es_submit_answer *a, char *buf, size_t cap)
+int es_submit_first_out(const struct es_run *a, char *buf, size_t cap)
 {
     size_t n = strcspn(a->out, "\n");
     if (n >= cap)
@@ -81,17 +81,4 @@ int es_submit_first_out(const struct es_submit_answer *a, char *buf, size_t cap)
     memcpy(buf, a->out, n);
     buf[n] = '\0';
     return 0;
-}
-
-const char *es_submit_line(const struct es_submit_answer *a, char *buf, size_t cap)
-{
-    const char *last = NULL;
-    for (const char *p = a->err; *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : p + strlen(p))
-        if (strncmp(p, "envsched: ", 10) == 0)
-            last = p;
-    if (last != NULL)
-        snprintf(buf, cap, "%.*s", (int)strcspn(last, "\n"), last);
-    else
-        snprintf(buf, cap, "envsched: the environment could not be prepared (exit %d)", a->code);
-    return buf;
 }

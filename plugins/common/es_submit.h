@@ -6,7 +6,8 @@
  *
  * Used by Torque's submit filter (plugins/torque/torque/qsubfilter.c: the user's own
  * ~/.cache/envsched/submit, read as the user) and OpenPBS's queuejob hook through `pbs-prepare
- * submit` (plugins/torque/openpbs/joiner: root's run_dir/.submit, read as root). */
+ * submit` (plugins/torque/openpbs/joiner: root's run_dir/.submit, read as root), and Slurm's
+ * srun/sbatch/salloc (plugins/slurm-spank/local.c: the user's own, read as the user). */
 #ifndef ES_SUBMIT_H
 #define ES_SUBMIT_H
 
@@ -14,16 +15,9 @@
 #include <sys/types.h>
 
 #include "es_cache.h"
+#include "es_run.h"
 
 #define ES_SUBMIT_HEADER "envsched-submit 1"
-
-struct es_submit_answer {
-    int code;                   /* the check's exit code (0: accepted)                      */
-    char out[4096];             /* its stdout lines, each ending in "\n" (the request to carry) */
-    size_t out_len;
-    char err[4096];             /* its stderr lines likewise ("envsched: ..." each)          */
-    size_t err_len;
-};
 
 struct es_submit_lookup {
     const char *path;           /* the entry's file: DIR/<es_cache_name(inputs)>             */
@@ -34,12 +28,11 @@ struct es_submit_lookup {
     int switch_ids;             /* 1: root reads ~/.chos as u; 0: we are u (or no ~/.chos)   */
 };
 
-/* ES_CACHE_HIT with the answer, else ES_CACHE_MISS with the reason in why. */
-int es_submit_cached(const struct es_submit_lookup *l, struct es_submit_answer *a, char *why, size_t whylen);
+/* ES_CACHE_HIT with the answer as the resolver's run gave it (status: its exit code, out and err:
+ * its lines; es_user_line gives the one line for the user), else ES_CACHE_MISS with the reason. */
+int es_submit_cached(const struct es_submit_lookup *l, struct es_run *a, char *why, size_t whylen);
 
 /* The answer's first `out` line into buf (empty when none): 0, or -1 when it does not fit. */
-int es_submit_first_out(const struct es_submit_answer *a, char *buf, size_t cap);
-/* The one line for the user: the last "envsched: " line of err, else a generic one with the code. */
-const char *es_submit_line(const struct es_submit_answer *a, char *buf, size_t cap);
+int es_submit_first_out(const struct es_run *a, char *buf, size_t cap);
 
 #endif

@@ -27,6 +27,7 @@
 
 #include "envsched_spank.h"
 #include "../common/es_cache.h"
+#include "../common/es_submit.h"
 
 static void refuse(const char *line, int code)
 {
@@ -99,56 +100,19 @@ static void carry_pin(spank_t sp, const char *chos, const char *pinned)
  * user for the same request, every input of it unchanged (../common/es_cache.c's checks), as if
  * the resolver had just given it. It is the user's own file: it can only change what the user is
  * told now; the node decides again (remote.c). */
-struct answer {
-    struct es_run *r;
-    int have_code;
-};
-
-static int append(char *buf, size_t *len, size_t cap, const char *text)
-{
-    int w = snprintf(buf + *len, cap - *len, "%s\n", text);
-    if (w < 0 || (size_t)w >= cap - *len)
-        return -1;
-    *len += (size_t)w;
-    return 0;
-}
-
-static int answer_line(char *line, void *arg)
-{
-    struct answer *a = arg;
-    if (strncmp(line, "exit\t", 5) == 0) {
-        a->r->status = atoi(line + 5);
-        a->have_code = 1;
-        return 0;
-    }
-    if (strncmp(line, "out\t", 4) == 0)
-        return append(a->r->out, &a->r->out_len, sizeof a->r->out, line + 4);
-    if (strncmp(line, "err\t", 4) == 0)
-        return append(a->r->err, &a->r->err_len, sizeof a->r->err, line + 4);
-    return -1;
-}
-
 static int cached_answer(const char *chos, struct es_run *r)
 {
     static struct es_user u;
-    static char text[65536];
     char inputs[PATH_MAX + 1024], path[PATH_MAX + 64], name[17], why[512];
 
     if (!es_cfg.cache || es_user_lookup(getuid(), &u) != 0)
         return 0;
     snprintf(inputs, sizeof inputs, "uid=%u\toption=%s\tchos=%s\tpolicy=%s", (unsigned)getuid(),
              es_option_set ? es_option : "", chos ? chos : "", es_cfg.policy);
-    if (strpbrk(inputs, "\n\r") != NULL)
-        return 0;
     es_cache_name(inputs, name);
     snprintf(path, sizeof path, "%s/.cache/envsched/submit/%s", u.home, name);
-    if (es_entry_read(path, getuid(), text, sizeof text) <= 0)
-        return 0;
-    memset(r, 0, sizeof *r);
-    struct answer a = {r, 0};
-    struct es_check c = {"envsched-submit 1", inputs, &u, !(es_option_set || (chos && chos[0])), 0,
-                         answer_line, &a};
-    return es_entry_check(text, &c, why, sizeof why) == ES_CACHE_HIT && a.have_code;
+    struct es_submit_lookup l = {path, getuid(), inputs, &u, !(es_option_set || (chos && chos[0])), 0};
+    return es_submit_cached(&l, r, why, sizeof why) == ES_CACHE_HIT;
 }
 
 int es_local_check(spank_t sp)

@@ -314,7 +314,7 @@ static int slurp(const char **script, size_t *len)
 int es_torque_submit_filter(char **argv, int argc)
 {
     static struct es_user u;
-    static struct es_submit_answer a;
+    static struct es_run a;
     const char *policy = NULL, *script;
     size_t len;
     char why[512];
@@ -358,9 +358,9 @@ int es_torque_submit_filter(char **argv, int argc)
     if (es_submit_cached(&l, &a, why, sizeof why) != ES_CACHE_HIT)
         return to_python(why);
     /* 4 */
-    if (a.code != 0) {
+    if (a.status != 0) {
         char line[1024];
-        fprintf(stderr, "%s\n", es_submit_line(&a, line, sizeof line));
+        fprintf(stderr, "%s\n", es_user_line(&a, line, sizeof line));
         return 1;
     }
     char pinned[VALUE_MAX];

@@ -300,7 +300,7 @@ static int end(const struct es_conf *c, const char *jobid)
 static int submit(const struct es_conf *c, char **a)
 {
     static struct es_user u;
-    static struct es_submit_answer ans;
+    static struct es_run ans;
     const char *user = a[0], *option = a[1], *chos = a[2];
     char dir[PATH_MAX + 16], path[PATH_MAX + 48], inputs[PATH_MAX + 2048], name[17], why[PATH_MAX + 256];
     struct passwd *pw;
@@ -328,7 +328,7 @@ static int submit(const struct es_conf *c, char **a)
         fprintf(stderr, ES_PREFIX "miss: %s\n", why);
         return SUBMIT_MISS;
     }
-    printf("exit\t%d\n", ans.code);
+    printf("exit\t%d\n", ans.status);
     for (const char *p = ans.out; *p; p += strcspn(p, "\n") + 1)
         printf("out\t%.*s\n", (int)strcspn(p, "\n"), p);
     for (const char *p = ans.err; *p; p += strcspn(p, "\n") + 1)
