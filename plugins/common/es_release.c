@@ -190,6 +190,11 @@ static int holds_images(const char *run_dir)
     return found;
 }
 
+/* The fault points (es_fault.h), where the program links es_fault.o (weak: a shim that does not,
+ * the Grid Engine epilog, has none) */
+void es_fault(const char *run_dir, const char *point) __attribute__((weak));
+#define FAULT(point) do { if (es_fault) es_fault(run_dir, point); } while (0)
+
 int es_release_pin(const char *run_dir, const char *key, char *why, size_t whylen)
 {
     char path[PATH_MAX + 256];
@@ -221,6 +226,7 @@ int es_release_pin(const char *run_dir, const char *key, char *why, size_t whyle
         snprintf(why, whylen, "umount2 %.300s: %s", path, strerror(errno));
         return ES_RELEASE_FAILED;
     }
+    FAULT("release-c-unmounted");
     /* 4. a shared view: one job less; the views idle past their hold let go (before the pin's
      *    directory goes: once it is gone, so is what it held) */
     char ref[PATH_MAX + 300];
@@ -228,6 +234,7 @@ int es_release_pin(const char *run_dir, const char *key, char *why, size_t whyle
         snprintf(ref, sizeof ref, "%s/.views/%s/refs/%s", run_dir, vid, key);
         unlink(ref);
     }
+    FAULT("release-c-unref");
     release_idle_views(run_dir, vid);
     /* 5. the pin's files, then its directory (gone meanwhile: released by another) */
     unlink(path);

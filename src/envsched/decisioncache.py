@@ -138,14 +138,20 @@ def common_lines(header: str, policy_source: str, inputs: str, user: UserInfo,
     return lines
 
 
-def write_whole(path: str, lines: Sequence[str]) -> None:
-    """`lines` into `path`, mode 0600, atomically: a reader sees the old file or the new one, whole."""
+def write_whole(path: str, lines: Sequence[str], run_dir: str = "") -> None:
+    """`lines` into `path`, mode 0600, atomically: a reader sees the old file or the new one, whole.
+    `run_dir`: the node's (the decision cache), for its fault points (faults.py)."""
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "w") as f:
             f.write("\n".join(lines) + "\n")
+        if run_dir:
+            from . import faults
+            faults.point(run_dir, "cache-before-write")
         os.rename(tmp, path)
+        if run_dir:
+            faults.point(run_dir, "cache-written")
     except BaseException:
         try:
             os.unlink(tmp)
@@ -241,7 +247,7 @@ class DecisionCache:
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o077:
             return                                      # not ours alone: no cache (es_cache.c agrees)
         try:
-            write_whole(self.path(inputs), lines)
+            write_whole(self.path(inputs), lines, os.path.dirname(self.dir))
         except OSError as e:                            # run_dir full: no entry (write_whole left
             if e.errno not in (28, 122):                # no part of one); the job goes on
                 raise
@@ -273,7 +279,7 @@ class DecisionCache:
             except (OSError, UnicodeDecodeError):
                 head, when = ["", "", ""], 0.0
             if name.endswith(".tmp"):
-                if time.time() - when < 60:
+                if time.time() - when < 60 and _writer_alive(name):
                     continue                            # being written now
             elif head[:1] == [HEADER] and head[2] == current:
                 kept.append((when, name))
@@ -290,3 +296,18 @@ class DecisionCache:
             except FileNotFoundError:
                 pass
         return removed
+
+
+def _writer_alive(tmp_name: str) -> bool:
+    """Is the writer of `<entry>.<pid>.tmp` (write_whole) still there? A writer killed half way
+    (#15) leaves its file to the next gc at once, not after a minute."""
+    pid = tmp_name.rsplit(".", 2)[-2] if tmp_name.count(".") >= 2 else ""
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        pass
+    return True

@@ -23,7 +23,7 @@ import os
 import stat
 import time
 
-from . import linux
+from . import faults, linux
 from .errors import EnvschedError, NotPermitted, PolicyError, SetupError, UsageError
 from .exitcodes import ExitCode
 from .names import NAME_RULE, is_valid_name
@@ -183,6 +183,7 @@ def make_private_if_shared(run_dir: str) -> bool:
 class PinStore:
     def __init__(self, run_dir: str) -> None:
         self.run_dir = run_dir
+        faults.use(run_dir)
 
     def path(self, key: str) -> str:
         if not is_valid_name(key):
@@ -265,6 +266,7 @@ class PinStore:
             raise
         prolog_ran = False
         try:
+            faults.point(self.run_dir, "pin-made")
             userns = plan.kind == "user-image"
             hooks = {k: nodehooks.hooks_of(plan.ops, k) for k in ("prolog", "epilog")}
             if hooks["prolog"] or hooks["epilog"]:
@@ -282,10 +284,14 @@ class PinStore:
                 plan = self._build_and_pin(pin, plan, user)
             if userns:                                  # joiners enter it as the user (es_join.c)
                 _write_file(os.path.join(pin, "userns"), "")
+            if plan.mount_ops:
+                faults.point(self.run_dir, "pin-bound")
+            faults.point(self.run_dir, "meta-before")
             meta = PinMeta(key, plan.environment, user.name, user.uid, owner_pid,
                            process_start(owner_pid), time.time(), plan.digest, userns)
             _write_file(os.path.join(pin, "plan.json"), plan.to_json())
             _write_file(os.path.join(pin, "meta.json"), json.dumps(asdict(meta)))
+            faults.point(self.run_dir, "meta-written")
             os.unlink(os.path.join(pin, "making"))     # complete: its owner (meta.json) stands for it
             return meta, plan
         except nodehooks.HookFailed:
@@ -316,6 +322,7 @@ class PinStore:
         try:
             _write_file(os.path.join(pin, "inputs"), inputs.replace("\n", " ") + "\n")
             _write_file(os.path.join(pin, "shim"), shim)   # last: a pin with `shim` is complete
+            faults.point(self.run_dir, "memo-written")
         except SetupError:                              # run_dir full: no memo (later steps ask us)
             for name in ("inputs", "shim"):
                 try:
@@ -385,6 +392,7 @@ class PinStore:
                 except SetupError as e:
                     if linux.errno_of(e) not in ("EINVAL", "ENOENT"):   # released meanwhile by another
                         raise
+        faults.point(self.run_dir, "release-unmounted")
         if epilog is not None:
             nodehooks.run("epilog", *epilog)
         try:                                            # a shared view: one job less (sharedviews.py),
@@ -395,6 +403,7 @@ class PinStore:
         if shared is not None:
             from . import sharedviews                   # (lazy: hashlib, for shared views only)
             sharedviews.SharedViews(self.run_dir).detach(key, shared)
+        faults.point(self.run_dir, "release-detached")
         # the same list as plugins/common/es_release.c's pin_files
         for name in ("mnt", "ipc", "uts", "init", "plan.json", "meta.json", "shim", "inputs", "userns",
                      "hooks.json", "hooks.released", "view", "making"):
@@ -465,6 +474,7 @@ class PinStore:
         for key in self.stale():
             if self.release(key):
                 removed.append(key)
+                faults.point(self.run_dir, "gc-released")
         from . import sharedviews                       # (lazy: hashlib, for shared views only)
         sharedviews.SharedViews(self.run_dir).release_idle(dangling=True)
         return removed

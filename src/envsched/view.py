@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import stat
-from . import linux, loginenv
+from . import faults, linux, loginenv
 from .errors import EnvironmentBroken, SetupError
 from .plan import Plan
 
@@ -366,6 +366,7 @@ def build_view(plan: Plan, unprivileged: bool = False) -> None:
         unshare_mount_ns(unprivileged)
     # 2. slave, recursively: our mounts never reach the host; host mounts still reach us
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
+    faults.here("view-ns-made")
     # 3. staging tmpfs over SCRATCH (the host's SCRATCH stays reachable via /oldroot below)
     linux.mount("envsched-staging", SCRATCH, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=0700")
     os.chdir(SCRATCH)
@@ -378,6 +379,7 @@ def build_view(plan: Plan, unprivileged: bool = False) -> None:
     os.chdir("/")
     # 5. the view's root: a tmpfs of its own (made read-only by the plan once populated)
     linux.mount("envsched-view", NEW, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=0755")
+    faults.here("view-staged")
     # 6. the plan's mount ops, in order
     skipped: set = set()
     writable = ""
@@ -411,6 +413,7 @@ def build_view(plan: Plan, unprivileged: bool = False) -> None:
             os.chdir("/")
         else:
             raise SetupError(f"unknown plan operation {kind!r}")
+        faults.here("view-mounted-" + kind)
     # 8. the launcher every task runs through must be a program of the view's
     if plan.launcher:
         check_launcher(plan)

@@ -182,48 +182,88 @@ def write_faults(site_dir, *points):
     return path
 
 
-@pytest.mark.parametrize("point", ["view-locked", "view-built", "view-bound", "view-unref"])
+# the resolver's fault points (src/envsched/faults.py) and where the test meets them: at prepare
+# (the resolver killed), in the view builder (a child of the resolver: the resolver fails closed),
+# at release, at gc
+AT_PREPARE = ["pin-made", "view-locked", "view-built", "view-bound", "pin-bound", "meta-before", "meta-written",
+              "memo-written", "cache-before-write", "cache-written"]
+IN_BUILDER = ["view-ns-made", "view-staged", "view-mounted-env_dir", "view-mounted-bind", "view-mounted-pivot_root"]
+AT_RELEASE = ["release-unmounted", "view-unref", "release-detached"]
+AT_GC = ["gc-released"]
+
+
+@pytest.mark.parametrize("point", AT_PREPARE + IN_BUILDER + AT_RELEASE + AT_GC)
 def test_killed_at_each_step_of_a_shared_view_the_next_job_works_and_gc_leaves_nothing(
-        site_dir, envsched_cmd, home, point):
-    """kill -9 of the resolver at each step of a shared view's life (the view's directory made and
-    locked, the view built, bound onto the job's pin, the job's reference dropped at release),
-    with the job's owner gone too: the next job gets a working view, and `envsched gc` leaves no
-    pin, no view and no mount."""
+        site_dir, envsched_cmd, home, point, fault_report):
+    """kill -9 at each step of a pin's and its shared view's life (#15: after the namespace is
+    made, after each class of mount, after the pin, before and after the metadata and cache
+    writes, during release and gc), with the job's owner gone too: a job whose builder was killed
+    fails closed with one line (71); the next job gets a working view, and `envsched gc` leaves no
+    pin, no view, no cache file half written and no mount."""
+    import time
+    with fault_report.case(f"resolver kill -9 at {point}", "slurm") as row:
+        _killed_at(site_dir, envsched_cmd, home, point, row)
+
+
+def _killed_at(site_dir, envsched_cmd, home, point, row):
     import time
     policy = site_dir.policy(site="view_hold = 0")
     before = mount_table()
     owner = subprocess.Popen(["sleep", "600"])
     faults = None
+    inputs = f"uid=test\toption=deb13\tchos=\tpartition=\taccount=\tconfig=faults-{os.getpid()}"
     try:
         def prepare_owned(key):
+            row.jobs += 1
             return envsched_cmd("--policy", str(policy), "prepare", "--key", key, "--user", TEST_USER,
-                                "--request", "deb13", "--owner-pid", str(owner.pid), "--shared-view")
-        if point == "view-unref":
+                                "--request", "deb13", "--owner-pid", str(owner.pid), "--shared-view",
+                                "--decision-cache", "--inputs", inputs)
+        if point in AT_RELEASE + AT_GC:
             assert prepare_owned("sv-f1").returncode == 0
+            if point in AT_GC:
+                owner.kill()
+                owner.wait()                             # the pin is stale now: gc's to release
             faults = write_faults(site_dir, point)
-            r = envsched_cmd("--policy", str(policy), "release", "--key", "sv-f1")
+            r = (envsched_cmd("--policy", str(policy), "gc") if point in AT_GC else
+                 envsched_cmd("--policy", str(policy), "release", "--key", "sv-f1"))
         else:
             faults = write_faults(site_dir, point)
             r = prepare_owned("sv-f1")
-        assert r.returncode == -9, (r.returncode, r.stderr)           # killed at the point
+        row.faults[f"kill -9 at {point}"] += 1
+        if point in IN_BUILDER:                          # the builder killed: one line, exit 71
+            said = [line for line in r.stderr.splitlines() if line.startswith("envsched: ")]
+            assert r.returncode == 71 and len(said) == 1 and "Traceback" not in r.stderr, (r.returncode, r.stderr)
+        else:
+            assert r.returncode == -9, (r.returncode, r.stderr)           # killed at the point
     finally:
         if faults is not None:
             faults.unlink()
-        owner.kill()
-        owner.wait()
-    # the next job on the node: a working view of deb13
-    meta = prepare(envsched_cmd, policy, "sv-f2")
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+    # the next job on the node: a working view of deb13 (from the cache entry if one was written)
+    row.jobs += 1
+    meta = prepare(envsched_cmd, policy, "sv-f2", "--decision-cache", "--inputs", inputs)
     assert meta["environment"] == "deb13"
     r = envsched_cmd("--policy", str(policy), "join", "--key", "sv-f2", "--", "sh", "-c", "head -1 /etc/os-release")
+    row.wrong_env += r.returncode == 0 and "debian 13" not in r.stdout
     assert r.returncode == 0 and "debian 13" in r.stdout, (r.stdout, r.stderr)
     release(envsched_cmd, policy, "sv-f2")
-    # gc: the dead owner's pin, its reference, the idle view: nothing left
+    # gc: the dead owner's pin, its reference, the idle view, a half-written cache file: nothing left
+    cache = site_dir.run_dir / ".decisions"
     deadline = time.monotonic() + 10
     while True:
         r = envsched_cmd("--policy", str(policy), "gc", "--idle-views")
         assert r.returncode == 0, r.stderr
         left = sorted(p.name for p in site_dir.run_dir.iterdir() if p.name.startswith("sv-"))
-        if (not left and views(site_dir) == {} and mount_table() == before) or time.monotonic() > deadline:
+        left += [f".decisions/{p.name}" for p in cache.glob("*.tmp")] if cache.exists() else []
+        left += [f".views/{v}" for v in views(site_dir)]
+        left += [f"mount {m}" for m in sorted(set(mount_table()) - set(before))]
+        if not left or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    assert left == [] and views(site_dir) == {} and mount_table() == before, (left, views(site_dir))
+    row.leftovers = len(left)
+    assert left == [], left
+    if cache.exists():                                   # entries are whole, or gone
+        for entry in cache.iterdir():
+            assert entry.read_text().endswith("\nend\n"), entry

@@ -224,3 +224,56 @@ def _is_session_sleep(pid: int, uid: int) -> bool:
         return os.stat(f"/proc/{pid}").st_uid == uid and Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\x0060\x00"
     except OSError:
         return False
+
+
+@pytest.mark.parametrize("point", ["release-c-unmounted", "release-c-unref"])
+def test_close_session_killed_half_way_through_the_release(sshd, site_dir, warm, pam_user, pam_home, point,
+                                                           fault_report):
+    """kill -9 of sshd's monitor in close_session, half way through the release in C
+    (plugins/common/es_release.c: the pin's namespace detached; its shared view's reference
+    dropped, the pin's files still there): the login's command had run in its environment, the
+    next login works from the cache, gc takes the rest apart, nothing is left."""
+    sshd.service.write(module_args(warm, site_dir.run_dir, f"log_file={site_dir.root}/envsched.log"))
+    write_chos(pam_home, pam_user, "deb13")
+    with fault_report.case(f"PAM close_session kill -9 at {point}", "pam") as row:
+        before = mount_table()
+        login(sshd, site_dir)
+        row.jobs += 1
+        faults = site_dir.run_dir / ".faults"
+        faults.write_text(point + "\n")
+        faults.chmod(0o600)
+        try:
+            r = sshd.ssh(TEST_USER, SHOW)
+            row.jobs += 1
+            row.faults[f"kill -9 at {point}"] += 1
+            deadline = time.monotonic() + 10             # the monitor killed at its close
+            while not [p for p in pins(site_dir.run_dir) if not _mounted(site_dir.run_dir / p / "mnt")] \
+                    and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.2)
+        finally:
+            faults.unlink()
+        right = r.stdout.splitlines()[:2] == ['PRETTY_NAME="debian 13 (mini)"', "CHOS=deb13"]
+        row.wrong_env += "PRETTY_NAME" in r.stdout and not right
+        assert right, (r.returncode, r.stdout, r.stderr)
+        [half] = pins(site_dir.run_dir)                  # the release never finished
+        mark = len(log_lines(site_dir))
+        r = sshd.ssh(TEST_USER, SHOW)                    # the next login: the cache's, in deb13
+        row.jobs += 1
+        deadline = time.monotonic() + 10
+        while pins(site_dir.run_dir) != [half] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        d = decided_since(site_dir, mark)
+        right = r.returncode == 0 and r.stdout.splitlines() == ['PRETTY_NAME="debian 13 (mini)"', "CHOS=deb13"]
+        row.wrong_env += r.returncode == 0 and not right
+        assert right and d and d[-1].endswith("by=cache"), (r.stdout, r.stderr, d)
+        left = _leftovers(site_dir, warm)
+        row.leftovers = len(left)
+        assert not left, left
+        subprocess.run([RESOLVER, "--policy", str(warm), "gc", "--idle-views"], check=True, stdout=subprocess.DEVNULL)
+        assert mount_table() == before
+
+
+def _mounted(path: Path) -> bool:
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == str(path) for line in f)
