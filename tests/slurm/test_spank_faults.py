@@ -310,11 +310,12 @@ def _own_site(site, name: str, text: str, *, validate: bool = True, run_dir=None
 # ---- a hung home file system ----------------------------------------------------------------
 
 @contextlib.contextmanager
-def hung_home(pw, work: Path, chos: str):
+def hung_home(pw, work: Path, chos: str, let_go=lambda: None):
     """The user's home directory a FUSE mount (squashfuse of a squashfs holding their ~/.chos,
     entry and attribute caches off), served until `stop()` SIGSTOPs its daemon: from then on every
     lookup, stat and open below it waits for an answer that never comes. Afterwards (a failed test
-    too) the daemon is let go on (SIGCONT) and the mount taken down."""
+    too) the daemon is let go on (SIGCONT), the mount taken down, `let_go()` run (a view built
+    meanwhile holds its own copy of the mount) and the daemon gone."""
     work.mkdir(mode=0o700, exist_ok=True)
     src, img = work / "src", work / "home.sqfs"
     shutil.rmtree(src, ignore_errors=True)
@@ -338,6 +339,7 @@ def hung_home(pw, work: Path, chos: str):
             time.sleep(0.1)
         else:
             subprocess.run(["umount", "-l", pw.pw_dir], stderr=subprocess.DEVNULL)
+        let_go()
         try:
             daemon.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -377,7 +379,7 @@ def test_a_hung_home_file_system(site, slurm_user, home, fault_report):
             assert ok, (r.returncode, r.stdout, r.stderr)
 
         try:
-            with hung_home(slurm_user, c.dir / "fault-hung-home", "deb13") as stop:
+            with hung_home(slurm_user, c.dir / "fault-hung-home", "deb13", lambda: host.gc(policy)) as stop:
                 for _ in range(2):                       # the resolver's, then the decision cache's
                     r, _ = job(slurm_user.pw_name)
                     expect(r, deb13, "deb13")
