@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Dict, Tuple
 
-from test_uge_multihost import TASK, Go, _tasks, _wait_for
+from vcell import TASK, Go, tasks_seen, wait_for
 
 ENV = ("13", "deb13")          # what a job asking for deb13 must see: VERSION_ID, CHOS
 
@@ -34,7 +34,7 @@ def _next_job_works(site, user, host: str, row) -> None:
                      user=user.pw_name)
         acct = c.wait(job, timeout=90)
     row.jobs += 1
-    tasks = _tasks(c.output(job))
+    tasks = tasks_seen(c.output(job))
     row.wrong_env += _wrong(tasks)
     assert acct.exit_status == 0 and acct["hostname"] == host, (acct.fields, c.output(job))
     assert tasks == {host: ENV}, c.output(job)
@@ -42,7 +42,7 @@ def _next_job_works(site, user, host: str, row) -> None:
 
 def _settle_and_count(site) -> int:
     """Wait until no job runs on any live host, `envsched gc` there, and count what is left."""
-    _wait_for(lambda: not any(site.node_procs(n) or site.job_procs(n) for n in site.alive()) or None,
+    wait_for(lambda: not any(site.node_procs(n) or site.job_procs(n) for n in site.alive()) or None,
               "the jobs' processes to end", timeout=60, site=site)
     site.gc()
     return len(site.leftovers())
@@ -53,8 +53,8 @@ def _running_job(site, user, host: str, go: Go) -> str:
     c = site.cluster
     job = c.qsub("#!/bin/sh\n" + TASK.format(go=go) + "\n", "-q", f"all.q@{host}", "-l", "chos=deb13",
                  user=user.pw_name)
-    _wait_for(lambda: f"uge-{job}.1" in site.pins_on(host), f"job {job}'s pin on {host}", site=site)
-    _wait_for(lambda: site.job_procs(host), f"job {job}'s payload on {host}", site=site)
+    wait_for(lambda: f"uge-{job}.1" in site.pins_on(host), f"job {job}'s pin on {host}", site=site)
+    wait_for(lambda: site.job_procs(host), f"job {job}'s payload on {host}", site=site)
     return job
 
 
@@ -77,9 +77,9 @@ def test_shepherd_killed(uge_vsite, uge_user, fault_report):
         row.jobs += 1
         acct = c.wait(job, timeout=90)
         out = c.output(job)
-        row.wrong_env += _wrong(_tasks(out))
+        row.wrong_env += _wrong(tasks_seen(out))
         # it ran in deb13 until the kill, and did not end as if it had succeeded
-        assert _tasks(out) == {host: ENV}, out
+        assert tasks_seen(out) == {host: ENV}, out
         assert acct.failed != 0, (acct.fields, out)
         orphans = site.job_procs(host)
         assert orphans, "the payload was killed with its shepherd (Grid Engine changed: update the docstring)"
@@ -119,9 +119,9 @@ def test_execd_killed_and_restarted(uge_vsite, uge_user, fault_report):
         go.give()
         acct = c.wait(job, timeout=90)
         out = c.output(job)
-        row.wrong_env += _wrong(_tasks(out))
-        assert acct.exit_status == 0 and _tasks(out) == {host: ENV}, (acct.fields, out)
-        _wait_for(lambda: f"uge-{job}.1" not in site.pins_on(host) or None, f"the release of job {job}'s pin",
+        row.wrong_env += _wrong(tasks_seen(out))
+        assert acct.exit_status == 0 and tasks_seen(out) == {host: ENV}, (acct.fields, out)
+        wait_for(lambda: f"uge-{job}.1" not in site.pins_on(host) or None, f"the release of job {job}'s pin",
                   site=site)
         _next_job_works(site, uge_user, host, row)
         row.leftovers = _settle_and_count(site)
@@ -145,7 +145,7 @@ def test_execution_host_fails_under_pe_job(uge_vsite, uge_user, fault_report):
         job = c.qsub(script, "-pe", "envsched", "2", "-l", "chos=deb13", user=uge_user.pw_name)
         key = f"uge-{job}.1"
         row.jobs += 1
-        _wait_for(lambda: all(key in site.pins_on(h) for h in c.exec_hosts), f"{key} pinned on both hosts",
+        wait_for(lambda: all(key in site.pins_on(h) for h in c.exec_hosts), f"{key} pinned on both hosts",
                   site=site)
         # the master task: the job script's shell, on one host
         master, = [h for h in c.exec_hosts if any(f"job_scripts/{job}" in p for p in site.job_procs(h))]
@@ -158,11 +158,11 @@ def test_execution_host_fails_under_pe_job(uge_vsite, uge_user, fault_report):
         acct = c.wait(job, timeout=120)
         out = c.output(job)
         # no go given: the survivor's task still waits unless Grid Engine ended it with the job
-        _wait_for(lambda: not site.job_procs(survivor) or None, f"job {job}'s task on {survivor} ended",
+        wait_for(lambda: not site.job_procs(survivor) or None, f"job {job}'s task on {survivor} ended",
                   timeout=30, site=site)
-        row.wrong_env += _wrong(_tasks(out))
+        row.wrong_env += _wrong(tasks_seen(out))
         # each task said where it ran before it waited for the go: in deb13, on the job's hosts
-        assert set(_tasks(out)) <= set(c.exec_hosts) and _wrong(_tasks(out)) == 0, out
+        assert set(tasks_seen(out)) <= set(c.exec_hosts) and _wrong(tasks_seen(out)) == 0, out
         assert acct.failed != 0 or acct.exit_status != 0, (acct.fields, out)
         assert site.pins_on(master) == [], site.pins()        # a reboot: an empty /run
         for h in (master, survivor):

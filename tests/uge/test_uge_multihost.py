@@ -11,57 +11,9 @@ whose `qrsh -inherit "$HOSTNAME"` never left the master's host.)
 """
 from __future__ import annotations
 
-import time
-import uuid
-from pathlib import Path
-
 import pytest
 
-# a task: where it runs and what it sees; then it waits for the test's go (a file on the shared
-# file system), so that the test can look at every host's run_dir while the job runs
-TASK = ('echo "task host=$(cat /proc/sys/kernel/hostname) os=$(. /etc/os-release; echo $VERSION_ID) '
-        'chos=$CHOS"; while [ ! -e {go} ]; do sleep 0.1; done')
-
-
-class Go:
-    """The test's go to a job's waiting tasks: a file in the user's home (shared by every host and
-    seen in every view, as /home is by default)."""
-    def __init__(self, user) -> None:
-        self.path = Path(user.pw_dir) / f".envsched-go-{uuid.uuid4().hex[:8]}"
-
-    def __str__(self) -> str:
-        return str(self.path)
-
-    def give(self) -> None:
-        self.path.touch()
-
-    def __enter__(self) -> "Go":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def _wait_for(cond, what: str, timeout: float = 30, site=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}" + (f"\n{site.cluster.logs()}" if site else ""))
-        time.sleep(0.1)
-
-
-def _tasks(out: str):
-    """{host: (os, chos)} of the `task` lines of a job's output."""
-    got = {}
-    for line in out.splitlines():
-        if line.startswith("task "):
-            kv = dict(x.split("=", 1) for x in line.split()[1:])
-            got[kv["host"]] = (kv["os"], kv["chos"])
-    return got
-
+from vcell import TASK, Go, tasks_seen, wait_for
 
 @pytest.mark.parametrize("host_index", [0, 1])
 def test_batch_job_pins_only_its_own_host(uge_vsite, uge_user, host_index):
@@ -74,13 +26,13 @@ def test_batch_job_pins_only_its_own_host(uge_vsite, uge_user, host_index):
         job = c.qsub("#!/bin/sh\n" + TASK.format(go=go) + "\n", "-q", f"all.q@{host}", "-l", "chos=deb13",
                      user=uge_user.pw_name)
         key = f"uge-{job}.1"
-        _wait_for(lambda: key in site.pins_on(host), f"the pin {key} on {host}", site=site)
+        wait_for(lambda: key in site.pins_on(host), f"the pin {key} on {host}", site=site)
         assert key not in site.pins_on(other), site.pins()
         go.give()
         acct = c.wait(job)
     assert acct.exit_status == 0 and acct["hostname"] == host, acct.fields
-    assert _tasks(c.output(job)) == {host: ("13", "deb13")}, c.output(job)
-    _wait_for(lambda: key not in site.pins_on(host), f"the epilog's release of {key} on {host}", site=site)
+    assert tasks_seen(c.output(job)) == {host: ("13", "deb13")}, c.output(job)
+    wait_for(lambda: key not in site.pins_on(host), f"the epilog's release of {key} on {host}", site=site)
 
 
 def test_pe_job_across_hosts(uge_vsite, uge_user):
@@ -100,15 +52,15 @@ def test_pe_job_across_hosts(uge_vsite, uge_user):
     with go:
         job = c.qsub(script, "-pe", "envsched", "2", "-l", "chos=deb13", user=uge_user.pw_name)
         key = f"uge-{job}.1"
-        _wait_for(lambda: all(key in site.pins_on(h) for h in c.exec_hosts), f"{key} pinned on both hosts",
+        wait_for(lambda: all(key in site.pins_on(h) for h in c.exec_hosts), f"{key} pinned on both hosts",
                   site=site)
         go.give()
         acct = c.wait(job)
     out = c.output(job)
     assert acct.exit_status == 0, (acct.fields, out)
-    assert _tasks(out) == {h: ("13", "deb13") for h in c.exec_hosts}, out
+    assert tasks_seen(out) == {h: ("13", "deb13") for h in c.exec_hosts}, out
     master = acct["hostname"]
     slave, = [h for h in c.exec_hosts if h != master]
-    _wait_for(lambda: key not in site.pins_on(master), f"the epilog's release of {key} on {master}", site=site)
+    wait_for(lambda: key not in site.pins_on(master), f"the epilog's release of {key} on {master}", site=site)
     site.gc()
     assert site.leftovers() == []

@@ -32,21 +32,16 @@ import os
 import pwd
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from ugecluster import REPO, UgeCluster, read_conf
 from ugesite import JsvSite
+from vnetlib import VNet
 
 VCELL = REPO / "tests" / "cluster" / "uge" / "vcell.sh"
-
-
-def _vnet():
-    import sys
-    sys.path.insert(0, str(REPO / "tests"))
-    from vnetlib import VNet
-    return VNet
 
 
 def vcell_sh(*args: str, timeout: float = 120) -> str:
@@ -63,7 +58,7 @@ class VUgeCluster(UgeCluster):
     """A UgeCluster whose clients run on the head node (as root, or as `user` through setpriv)."""
     head: str = "ghead"
     exec_hosts: List[str] = field(default_factory=list)
-    net: object = None
+    net: VNet = None          # type: ignore[assignment]
 
     @classmethod
     def started_in(cls, root: Path, ready: float) -> "VUgeCluster":
@@ -71,7 +66,7 @@ class VUgeCluster(UgeCluster):
         conf = read_conf(root / "cluster.conf")
         return cls(dir=base.dir, host=base.host, ready_seconds=ready, qmaster_port=base.qmaster_port,
                    execd_port=base.execd_port, env=base.env, head=conf["HOST"],
-                   exec_hosts=conf["EXECS"].strip('"').split(), net=_vnet()(root))
+                   exec_hosts=conf["EXECS"].strip('"').split(), net=VNet(root))
 
     def run(self, argv: Sequence[str], user: Optional[str] = None, cwd: Optional[str] = None,
             env: Optional[Dict[str, str]] = None, timeout: float = 60,
@@ -209,3 +204,50 @@ class VSite(JsvSite):
     def node_procs(self, node: str) -> List[str]:
         """Job processes of this cell still running on a node (shepherds and what runs below them)."""
         return [str(p) for p in self.vcluster.daemon_pids(node, "sge_shepherd")]
+
+
+# a task: where it runs and what it sees; then it waits for the test's go (a file on the shared
+# file system), so that the test can look at every host's run_dir while the job runs
+TASK = ('echo "task host=$(cat /proc/sys/kernel/hostname) os=$(. /etc/os-release; echo $VERSION_ID) '
+        'chos=$CHOS"; while [ ! -e {go} ]; do sleep 0.1; done')
+
+
+class Go:
+    """The test's go to a job's waiting tasks: a file in the user's home (shared by every host and
+    seen in every view, as /home is by default)."""
+    def __init__(self, user) -> None:
+        self.path = Path(user.pw_dir) / f".envsched-go-{uuid.uuid4().hex[:8]}"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def give(self) -> None:
+        self.path.touch()
+
+    def __enter__(self) -> "Go":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def wait_for(cond, what: str, timeout: float = 30, site=None):
+    """cond()'s first true value, polled every 0.1 s; AssertionError (with the cell's logs) after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}" + (f"\n{site.cluster.logs()}" if site else ""))
+        time.sleep(0.1)
+
+
+def tasks_seen(out: str):
+    """{host: (os, chos)} of the `task` lines of a job's output."""
+    got = {}
+    for line in out.splitlines():
+        if line.startswith("task "):
+            kv = dict(x.split("=", 1) for x in line.split()[1:])
+            got[kv["host"]] = (kv["os"], kv["chos"])
+    return got
