@@ -1,6 +1,7 @@
 #!/bin/bash
 # Start a private, throwaway Grid Engine cluster (Son of Grid Engine 8.1.9 from Debian, our stand-in for
-# UGE): one sge_qmaster and one sge_execd on this host, queues all.q and legacy.q.
+# UGE): one sge_qmaster and one sge_execd on this host, queues all.q and legacy.q. (A cell whose
+# qmaster and execution hosts are separate virtual nodes, for multi-host cases: vcell.sh.)
 #
 #   start.sh DIR
 #

@@ -35,7 +35,8 @@ set -euo pipefail
 [ $# -ge 2 ] || { sed -n '8,18p' "$0" >&2; exit 2; }
 [ "$(id -u)" -eq 0 ] || { echo "vcell.sh: needs root" >&2; exit 1; }
 CMD=$1
-mkdir -p "$2"
+[ "$CMD" != start ] || mkdir -p "$2"
+[ -d "$2" ] || { echo "vcell.sh: no such directory: $2" >&2; exit 2; }
 DIR=$(cd "$2" && pwd -P)
 shift 2
 HERE=$(cd "$(dirname "$0")" && pwd -P)
