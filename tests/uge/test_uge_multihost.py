@@ -54,6 +54,12 @@ def test_pe_job_across_hosts(uge_vsite, uge_user):
         key = f"uge-{job}.1"
         wait_for(lambda: all(key in site.pins_on(h) for h in c.exec_hosts), f"{key} pinned on both hosts",
                   site=site)
+        # each host's view is mounted in its own node (VNet.mounts), and the run_dir is nobody else's:
+        # not the head node's, not this host's (the test's)
+        for h in c.exec_hosts:
+            assert f"{site.run_dir}/{key}/mnt" in site.mounts_on(h), site.mounts_on(h)
+        assert not (c.net.root(c.head) / str(site.run_dir).lstrip("/")).exists()
+        assert not site.run_dir.exists()
         go.give()
         acct = c.wait(job)
     out = c.output(job)
