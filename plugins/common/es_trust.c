@@ -72,6 +72,31 @@ int es_open_pin_dir(const char *run_dir, const char *key, char *err, size_t errl
     return dir;
 }
 
+ssize_t es_read_root_file(int dirfd, const char *name, char *buf, size_t cap)
+{
+    int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    if (!es_root_only(fd, 0)) {
+        close(fd);
+        errno = EPERM;
+        return -1;
+    }
+    ssize_t n = read(fd, buf, cap - 1);
+    int e = errno;
+    close(fd);
+    if (n < 0) {
+        errno = e;
+        return -1;
+    }
+    if ((size_t)n >= cap - 1) {
+        errno = EFBIG;
+        return -1;
+    }
+    buf[n] = '\0';
+    return n;
+}
+
 long es_parse_uid(const char *text)
 {
     char *end = NULL;

@@ -4,6 +4,7 @@
 #define ES_TRUST_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 /* fd is root's, not writable by group or others, and a directory (want_dir) or a regular file */
 int es_root_only(int fd, int want_dir);
@@ -15,6 +16,11 @@ int es_trusted_path(const char *path, char *err, size_t errlen);
  * when either does not exist (a pin not prepared yet), EPERM when one is not root's alone, or the
  * open's own errno. */
 int es_open_pin_dir(const char *run_dir, const char *key, char *err, size_t errlen);
+/* A small file of a pin (`shim`, written last; `inputs`) read whole into buf, NUL-terminated: its
+ * length, or -1 with errno ENOENT (not there: the pin is not complete yet), EPERM (not a regular
+ * file of root's alone), EFBIG (cap - 1 bytes or more) or the open's/read's own. O_NOFOLLOW, relative
+ * to the pin's dirfd (es_open_pin_dir). Every caller words its own message. */
+ssize_t es_read_root_file(int dirfd, const char *name, char *buf, size_t cap);
 
 /* PATH as a directory, creating what is missing: every directory on its way that exists must be
  * root's and not writable by group or others (a symbolic link of root's counts as its target,

@@ -21,24 +21,6 @@
 
 #define ES_WAIT_MS 60000        /* for a pin another task of the job is preparing right now */
 
-static ssize_t read_small(int dirfd, const char *name, char *buf, size_t cap)
-{
-    int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    if (!es_root_only(fd, 0)) {
-        close(fd);
-        errno = EPERM;
-        return -1;
-    }
-    ssize_t n = read(fd, buf, cap - 1);
-    close(fd);
-    if (n < 0 || (size_t)n >= cap - 1)
-        return -1;
-    buf[n] = '\0';
-    return n;
-}
-
 /* 1: read and ours, 0: not there or another request's, -1: untrusted or another user's */
 static int read_pin(const struct es_conf *c, const struct es_tjob *j, const char *key, int want_inputs,
                     struct es_tpin *p, char *err, size_t errlen)
@@ -48,7 +30,7 @@ static int read_pin(const struct es_conf *c, const struct es_tjob *j, const char
 
     if (dirfd < 0)
         return errno == ENOENT ? 0 : -1;
-    if (read_small(dirfd, "shim", p->shim, sizeof p->shim) < 0) {
+    if (es_read_root_file(dirfd, "shim", p->shim, sizeof p->shim) < 0) {
         int e = errno;
         close(dirfd);
         if (e == ENOENT)
@@ -60,7 +42,7 @@ static int read_pin(const struct es_conf *c, const struct es_tjob *j, const char
      * version stamped at submit; config=, the starter's configuration: pelog.c) */
     snprintf(want, sizeof want, "%s\n", j->inputs);
     size_t wl = strlen(j->inputs);
-    if (want_inputs && (read_small(dirfd, "inputs", inputs, sizeof inputs) < 0 ||
+    if (want_inputs && (es_read_root_file(dirfd, "inputs", inputs, sizeof inputs) < 0 ||
                         (strcmp(inputs, want) != 0 && !(strncmp(inputs, j->inputs, wl) == 0 && inputs[wl] == '\t')))) {
         close(dirfd);
         return 0;                          /* prepared for another request */

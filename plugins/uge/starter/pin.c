@@ -26,26 +26,21 @@ static int read_shim(const struct es_conf *c, const struct es_job *j, struct es_
     p->dirfd = es_open_pin_dir(c->run_dir, j->key, err, errlen);
     if (p->dirfd < 0)
         return errno == ENOENT ? 0 : -1;
-    int fd = openat(p->dirfd, "shim", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        close(p->dirfd);
-        p->dirfd = -1;
-        return e == ENOENT ? 0 : (snprintf(err, errlen, "%s/%s/shim: %s", c->run_dir, j->key, strerror(e)), -1);
-    }
-    if (!es_root_only(fd, 0)) {
-        close(fd);
+    ssize_t n = es_read_root_file(p->dirfd, "shim", p->shim, sizeof p->shim);
+    if (n > 0)
+        return 1;
+    int e = n < 0 ? errno : EFBIG;
+    close(p->dirfd);
+    p->dirfd = -1;
+    if (e == ENOENT)
+        return 0;                       /* being prepared: shim is written last */
+    if (e == EPERM)
         snprintf(err, errlen, "%s/%s/shim: not root's alone", c->run_dir, j->key);
-        return -1;
-    }
-    ssize_t n = read(fd, p->shim, sizeof p->shim - 1);
-    close(fd);
-    if (n <= 0 || (size_t)n >= sizeof p->shim - 1) {
+    else if (e == EFBIG)
         snprintf(err, errlen, "%s/%s/shim: unreadable or too long", c->run_dir, j->key);
-        return -1;
-    }
-    p->shim[n] = '\0';
-    return 1;
+    else
+        snprintf(err, errlen, "%s/%s/shim: %s", c->run_dir, j->key, strerror(e));
+    return -1;
 }
 
 /* check the pin is ours and note what the shim says */

@@ -112,14 +112,11 @@ static int open_pin(const char *run_dir, const char *key, char *shim)
         die(ENVSCHED_EXIT_SETUP_FAILED, "the job's environment is not prepared on this host (%s)", why);
     if (dirfd < 0)
         die(ENVSCHED_EXIT_SETUP_FAILED, "%s", why);
-    int fd = openat(dirfd, "shim", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0 || !es_root_only(fd, 0))
+    ssize_t n = es_read_root_file(dirfd, "shim", shim, SHIM_MAX);
+    if (n < 0 && errno != EFBIG)
         die(ENVSCHED_EXIT_SETUP_FAILED, "%s/%s: not a complete pin of root's", run_dir, key);
-    ssize_t n = read(fd, shim, SHIM_MAX - 1);
-    close(fd);
-    if (n <= 0 || n >= SHIM_MAX - 1)
+    if (n <= 0)
         die(ENVSCHED_EXIT_SETUP_FAILED, "%s/%s/shim: unreadable or too long", run_dir, key);
-    shim[n] = '\0';
     return dirfd;
 }
 

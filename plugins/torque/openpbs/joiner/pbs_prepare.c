@@ -158,23 +158,19 @@ static int complete_pin(const struct es_conf *c, const char *key, uid_t uid, cha
         snprintf(err, errlen, ES_PREFIX "%.1500s", why);
         return -1;
     }
-    int fd = openat(dirfd, "shim", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    ssize_t n = es_read_root_file(dirfd, "shim", shim, cap);
+    int e = errno;
     close(dirfd);
-    if (fd < 0 && errno == ENOENT)
+    if (n < 0 && e == ENOENT)
         return 0;                               /* being prepared: shim is written last */
-    if (fd < 0 || !es_root_only(fd, 0)) {
-        if (fd >= 0)
-            close(fd);
+    if (n < 0 && e != EFBIG) {
         snprintf(err, errlen, ES_PREFIX "%.1500s/%s: not a complete pin of root's", c->run_dir, key);
         return -1;
     }
-    ssize_t n = read(fd, shim, cap - 1);
-    close(fd);
-    if (n <= 0 || (size_t)n >= cap - 1) {
+    if (n <= 0) {
         snprintf(err, errlen, ES_PREFIX "%.1500s/%s/shim: unreadable or too long", c->run_dir, key);
         return -1;
     }
-    shim[n] = '\0';
     long pin_uid = -1;
     for (const char *l = shim; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
         if (strncmp(l, "uid ", 4) == 0) {
