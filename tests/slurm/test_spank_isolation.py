@@ -1,12 +1,16 @@
 """Isolation namespaces through the real Slurm plugin (#12): with `namespaces = ["pid", "ipc",
 "uts"]` every task of every step of a job on a node shares one PID namespace (the job's: slurmstepd
 forks the tasks into it, plugins/slurm-spank/remote.c), its own /proc, IPC namespace and host name;
-scancel leaves nothing of the job running, not even a process that left its parent."""
+scancel leaves nothing of the job running, not even a process that left its parent.
+
+The two-node case runs on the virtual cluster (`vsite`, `visolated`, #15): each node its own PID
+namespace, run_dir and pins, so the second node's job init is found, and killed, inside that node."""
 from __future__ import annotations
 
 import os
 import subprocess
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -19,8 +23,8 @@ REPORT = ("echo task=$SLURM_PROCID pid=$$ pidns=$(readlink /proc/self/ns/pid) ip
           "host=$(hostname) procs=$(ls /proc | grep -c '^[0-9]')")
 
 
-@pytest.fixture(scope="module")
-def isolated(site):
+@contextmanager
+def _isolating(site):
     original = site.policy.read_text()
     site.policy.write_text(policy_text(site.cluster.dir, site.run_dir, site.trees, extra_environments=f"""
 [environments.iso]
@@ -28,8 +32,23 @@ path = "{site.trees['deb12']}"
 namespaces = ["pid", "ipc", "uts"]
 hostname = "isolated-job"
 """))
-    yield
-    site.policy.write_text(original)
+    try:
+        yield
+    finally:
+        site.policy.write_text(original)
+
+
+@pytest.fixture(scope="module")
+def isolated(site):
+    with _isolating(site):
+        yield
+
+
+@pytest.fixture(scope="module")
+def visolated(vsite):
+    """The same on the virtual cluster."""
+    with _isolating(vsite):
+        yield
 
 
 def _reports(text):
@@ -87,26 +106,101 @@ def test_scancel_leaves_nothing_running(site, slurm_user, home, isolated):
         subprocess.run(["pkill", "-f", marker])               # only this test's unique command line
 
 
-def test_a_dead_init_refuses_the_next_step_in_one_line(site, slurm_user, home, isolated):
+# a task's node: SLURMD_NODENAME, its node id, the host name it sees (the job's own: isolated-job) and its
+# network namespace (the node's: the environment isolates pid, ipc and uts only), its PID namespace
+WHERE = ("echo where=$SLURMD_NODENAME nodeid=$SLURM_NODEID host=$(hostname) netns=$(readlink /proc/self/ns/net) "
+         "pidns=$(readlink /proc/self/ns/pid)")
+
+
+def _where(text):
+    return [dict(field.split("=", 1) for field in line.split()) for line in text.splitlines()
+            if line.startswith("where=")]
+
+
+def _node_init(vsite, node, pin):
+    """The job's init on NODE from the pin's init record ("PID START NAMES"): its PID in NODE's own PID
+    namespace, checked there (the node's /proc, the same process start time) -> (PID, its pid namespace)."""
+    pid, start, _names = (pin / "init").read_text().split()
+    proc = vsite.vnet.root(node) / "proc" / pid                 # NODE's /proc (its own PID namespace)
+    stat = (proc / "stat").read_text()
+    assert stat.rsplit(") ", 1)[1].split()[19] == start, (node, pid, start, stat)
+    status = (proc / "status").read_text()
+    nspid = next(line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:"))
+    assert nspid == [pid, "1"], (node, pid, nspid)             # pid 1 of a namespace below NODE's
+    return int(pid), os.readlink(proc / "ns" / "pid")
+
+
+def _dead(proc):
+    """The process at PROC (a /proc/PID) is gone, or a zombie not yet reaped."""
+    try:
+        return (proc / "stat").read_text().rsplit(") ", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+def test_a_dead_init_refuses_the_next_step_in_one_line(vsite, slurm_user, home, visolated):
     """The init of the second node's namespace killed between two steps (the batch script on the
-    first node lives on): the next step refuses there in one line, never runs outside it."""
-    c = site.cluster
-    script = ("#!/bin/sh\nsrun -N2 -n2 true\n"
+    first node lives on): the next step refuses there in one line, never runs outside it. On the
+    virtual cluster: the second node's pin and init are in its own run_dir and PID namespace, and
+    the init is killed inside that node."""
+    c, net = vsite.cluster, vsite.vnet
+    script = (f"#!/bin/sh\nsrun -N2 -n2 sh -c '{WHERE}'\n"
               f"while [ ! -e {home}/init-killed ]; do sleep 0.1; done\n"
-              "srun -N2 -n2 sh -c 'echo second-step-ran-on-$SLURM_NODEID'\necho rc=$?\n")
+              "srun -N2 -n2 sh -c 'echo second-step-ran-on-$SLURM_NODEID; " + WHERE + "'\necho rc=$?\n")
     job = c.sbatch(script, "-N2", "--chos=iso", "-o", f"{home}/out-%j.txt", user=slurm_user.pw_name, cwd=str(home))
     try:
         deadline = time.monotonic() + 60
-        pin = site.run_dir / f"slurm-{job}-1"
-        while time.monotonic() < deadline and not (pin / "init").exists():
+        while time.monotonic() < deadline and c.job(job).state == "PENDING":
             time.sleep(0.1)
-        init = int((pin / "init").read_text().split()[0])
-        os.kill(init, 9)
+        nodes = c.run(["scontrol", "show", "hostnames", c.job(job).node_list]).stdout.split()
+        assert len(nodes) == 2 and set(nodes) <= set(c.nodes), nodes
+        first, second = nodes                                   # node ids 0 and 1 (the batch script: 0)
+        pins = {node: vsite.node_run_dir(node) / f"slurm-{job}-{i}" for i, node in enumerate(nodes)}
+        while time.monotonic() < deadline and not all((pin / "init").exists() for pin in pins.values()):
+            time.sleep(0.1)
+        # each node's pin in its own run_dir only
+        for node in c.nodes:
+            for i in range(2):
+                there = (vsite.node_run_dir(node) / f"slurm-{job}-{i}").exists()
+                assert there == (node == nodes[i]), (node, i)
+        inits = {node: _node_init(vsite, node, pin) for node, pin in pins.items()}
+        # the first step's tasks: one per node, each in its node's network and its job's PID namespace
+        out = vsite.output(job, home)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(_where(out)) < 2:
+            time.sleep(0.1)
+            out = vsite.output(job, home)
+        first_step = sorted(_where(out), key=lambda r: r["nodeid"])
+        assert [(r["where"], r["nodeid"], r["host"]) for r in first_step] == \
+            [(first, "0", "isolated-job"), (second, "1", "isolated-job")], out
+        for r in first_step:
+            node = r["where"]
+            assert r["netns"] == os.readlink(f"/proc/{net.pid(node)}/ns/net"), (node, out)
+            assert r["pidns"] == inits[node][1], (node, out)
+        # the second node's init killed inside that node (its PID is that node's)
+        init = inits[second][0]
+        r = net.run(second, ["kill", "-9", str(init)])
+        assert r.returncode == 0, r.stderr
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not _dead(net.root(second) / "proc" / str(init)):
+            time.sleep(0.05)
+        assert _dead(net.root(second) / "proc" / str(init)), f"init {init} on {second} still running"
         (home / "init-killed").write_text("")
-        c.wait(job, timeout=60)
-        out = site.output(job, home)
+        state = c.wait(job, timeout=60)
+        vsite.settle()
+        out = vsite.output(job, home)
         assert "second-step-ran-on-1" not in out, out
         assert ("envsched: the job's process namespace on this node has ended (its init is gone); the job does "
                 "not run here") in out, out
+        # in one line, from the second node (its task 1 exits with the refusal's code)
+        assert out.count("envsched: ") == 1, out
+        assert f"srun: error: {second}: task 1: Exited with exit code " in out, out
+        # whatever of the second step ran, ran on the first node in its job's namespaces
+        second_step = _where(out)[2:]
+        assert all((r["where"], r["nodeid"], r["host"], r["pidns"]) == (first, "0", "isolated-job", inits[first][1])
+                   for r in second_step), out
+        assert state.state in ("COMPLETED", "FAILED"), state.fields
+        for node in c.nodes:
+            assert vsite.node_leftovers(node) == [], node
     finally:
         (home / "init-killed").unlink(missing_ok=True)

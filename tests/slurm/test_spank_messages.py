@@ -20,12 +20,17 @@ Lines Slurm prints on success too (srun's "job N queued and waiting for resource
 job allocation N" and, racily, "Job allocation N has been revoked.") are left out of the comparison;
 node names and job ids are normalised (NODE, N), and srun's lines are compared in any order (srun
 writes the task's stderr and its own messages from different threads).
+
+The "once per node" cases run on the virtual cluster (`vsite`, #15: `vmsg_site`, `von_error_default`,
+`vbroken_deb13`, the same policy there): each node refuses or falls back for itself, says so in its own
+slurmd log, and has nothing of the job left in its own run_dir.
 """
 from __future__ import annotations
 
 import os
 import re
 import uuid
+from contextlib import contextmanager
 
 import pytest
 
@@ -50,7 +55,7 @@ def seen(text: str):
     """The lines the user sees, normalised (NODE, N), progress chatter left out, sorted."""
     out = []
     for line in text.splitlines():
-        line = re.sub(r"\bnode\d+\b", "NODE", line)
+        line = re.sub(r"\bv?node\d+\b", "NODE", line)
         line = re.sub(r"\b(job|allocation) \d+\b", r"\1 N", line)
         if not CHATTER.fullmatch(line):
             out.append(line)
@@ -61,33 +66,86 @@ def exited(code: int, tasks: str = "task 0") -> str:
     return f"srun: error: NODE: {tasks}: Exited with exit code {code}"
 
 
-@pytest.fixture(scope="module")
-def msg_site(site):
-    """The site's policy plus `legacyonly`, allowed only in partition legacy: accepted at submit (which
-    leaves partition rules to the start), refused when a job of partition debug starts."""
+@contextmanager
+def _msg_policy(site):
     base = site.policy.read_text()
     site.policy.write_text(policy_text(site.cluster.dir, site.run_dir, site.trees, extra_environments=f"""
 [environments.legacyonly]
 path = "{site.trees['deb13']}"
 allow_partitions = ["legacy"]
 """))
-    yield site
-    site.policy.write_text(base)
+    try:
+        yield site
+    finally:
+        site.policy.write_text(base)
+
+
+@pytest.fixture(scope="module")
+def msg_site(site):
+    """The site's policy plus `legacyonly`, allowed only in partition legacy: accepted at submit (which
+    leaves partition rules to the start), refused when a job of partition debug starts."""
+    with _msg_policy(site) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def vmsg_site(vsite):
+    """The same on the virtual cluster."""
+    with _msg_policy(vsite) as s:
+        yield s
 
 
 @pytest.fixture(autouse=True)
-def views_released(msg_site):
+def views_released(request):
+    """After each test, the views of its site released: msg_site's or vmsg_site's, the one it uses."""
+    sites = [request.getfixturevalue(name) for name in ("msg_site", "vmsg_site") if name in request.fixturenames]
     yield
-    msg_site.settle()
+    for s in sites:
+        s.settle()
+
+
+@contextmanager
+def _broken(site):
+    usr = site.trees["deb13"] / "usr"
+    os.chmod(usr, 0o777)
+    try:
+        yield f"envsched: environment deb13 is not usable: {usr}: writable by group or others (mode 0777)"
+    finally:
+        os.chmod(usr, 0o755)
 
 
 @pytest.fixture
 def broken_deb13(msg_site):
     """deb13's /usr writable by others: the tree is refused (exit 69) when a job starts in it."""
-    usr = msg_site.trees["deb13"] / "usr"
-    os.chmod(usr, 0o777)
-    yield f"envsched: environment deb13 is not usable: {usr}: writable by group or others (mode 0777)"
-    os.chmod(usr, 0o755)
+    with _broken(msg_site) as line:
+        yield line
+
+
+@pytest.fixture
+def vbroken_deb13(vmsg_site):
+    """The same on the virtual cluster (its own deb13 tree)."""
+    with _broken(vmsg_site) as line:
+        yield line
+
+
+class SlurmdLogs:
+    """What each node's slurmd log (log/slurmd-NODE.log) gained since this was made."""
+
+    def __init__(self, site):
+        self.site = site
+        self.start = {node: self._path(node).stat().st_size if self._path(node).exists() else 0
+                      for node in site.cluster.nodes}
+
+    def _path(self, node):
+        return self.site.cluster.dir / "log" / f"slurmd-{node}.log"
+
+    def new(self, node) -> str:
+        path = self._path(node)
+        if not path.exists():
+            return ""
+        with open(path, "rb") as f:
+            f.seek(self.start[node])
+            return f.read().decode(errors="replace")
 
 
 def batch(site, home, user, *args):
@@ -143,10 +201,33 @@ def test_refusal_at_srun_start(msg_site, slurm_user, home):
     assert (r.returncode, seen(r.stderr)) == (77, sorted([LEGACYONLY, exited(77)])), r.stderr
 
 
-def test_refusal_at_srun_start_once_per_node(msg_site, slurm_user, home):
-    r = msg_site.cluster.srun("-N2", "-n4", "-p", "debug", "--chos=legacyonly", "true", user=slurm_user.pw_name)
+def test_refusal_at_srun_start_once_per_node(vmsg_site, slurm_user, home):
+    """On the virtual cluster: each of the two nodes refuses for itself (its own slurmd log), the
+    payload runs on neither, and neither keeps anything of the step."""
+    site, c = vmsg_site, vmsg_site.cluster
+    logs = SlurmdLogs(site)
+    marker = home / f"ran-{uuid.uuid4().hex[:6]}"
+    r = c.srun("-N2", "-n4", "-p", "debug", "--chos=legacyonly", "sh", "-c",
+               f'touch "{marker}-$SLURMD_NODENAME-$(hostname)"', user=slurm_user.pw_name)
     assert (r.returncode, seen(r.stderr)) == (77, sorted([LEGACYONLY, LEGACYONLY, exited(77, "tasks 0-1"),
                                                           exited(77, "tasks 2-3")])), r.stderr
+    nodes = re.findall(r"^srun: error: (\S+): tasks \d-\d: Exited", r.stderr, re.M)
+    assert len(set(nodes)) == 2 and set(nodes) <= set(c.nodes), r.stderr
+    assert not list(home.glob(f"{marker.name}*"))                 # the payload ran nowhere
+    site.settle()
+    steps = {}
+    for node in c.nodes:
+        log = logs.new(node)
+        found = re.findall(rf"envsched: job (\d+)\.0 user {slurm_user.pw_uid}: environment not prepared "
+                           r"\(resolver exit 77\)", log)
+        if node in nodes:                                          # its own refusal, in its own log
+            assert f"envsched: resolver: {LEGACYONLY}" in log, (node, log)
+            assert len(found) == 1, (node, log)
+            steps[node] = found[0]
+        else:
+            assert found == [] and LEGACYONLY not in log, (node, log)
+        assert site.node_leftovers(node) == [], node
+    assert len(set(steps.values())) == 1, steps                    # the one job's step 0 on both
 
 
 def test_refusal_at_start_under_salloc(msg_site, slurm_user, home):
@@ -173,14 +254,29 @@ SL5_FALLBACK = (f"envsched: warning: environment 'sl5' (option) refused: no such
                 f"{ALLOWED}; using the site default deb12")
 
 
+@contextmanager
+def _on_error_default(site):
+    text = site.policy.read_text()
+    assert "\n[site]\n" in text
+    site.policy.write_text(text.replace("\n[site]\n", '\n[site]\non_error = "default"\n', 1))
+    try:
+        yield site
+    finally:
+        site.policy.write_text(text)
+
+
 @pytest.fixture
 def on_error_default(msg_site):
     """The site's policy with `site.on_error = "default"`."""
-    text = msg_site.policy.read_text()
-    assert "\n[site]\n" in text
-    msg_site.policy.write_text(text.replace("\n[site]\n", '\n[site]\non_error = "default"\n', 1))
-    yield msg_site
-    msg_site.policy.write_text(text)
+    with _on_error_default(msg_site) as s:
+        yield s
+
+
+@pytest.fixture
+def von_error_default(vmsg_site):
+    """The same on the virtual cluster."""
+    with _on_error_default(vmsg_site) as s:
+        yield s
 
 
 def fallback_line(broken: str) -> str:
@@ -193,9 +289,32 @@ def test_fallback_warning_at_srun_start(on_error_default, slurm_user, home, brok
     r = c.srun("--chos=deb13", "sh", "-c", OS_RELEASE, user=slurm_user.pw_name)
     assert (r.returncode, seen(r.stderr), r.stdout.splitlines()) == (0, [fallback_line(broken_deb13)], IN_DEB12), \
         r.stderr
-    # once per node, as a refusal
-    r = c.srun("-N2", "-n4", "--chos=deb13", "true", user=slurm_user.pw_name)
-    assert (r.returncode, seen(r.stderr)) == (0, [fallback_line(broken_deb13)] * 2), r.stderr
+
+
+ROW = 'echo "ROW $SLURM_JOB_ID $SLURMD_NODENAME $(hostname) $SLURM_PROCID CHOS=$CHOS $(head -1 /etc/os-release)"'
+
+
+def test_fallback_warning_at_srun_start_once_per_node(von_error_default, slurm_user, home, vbroken_deb13):
+    """Once per node, as a refusal (on the virtual cluster): each node falls back for itself (its own
+    slurmd log) and runs its tasks in the site default, on its own host."""
+    site, c = von_error_default, von_error_default.cluster
+    logs = SlurmdLogs(site)
+    r = c.srun("-N2", "-n4", "--chos=deb13", "sh", "-c", ROW, user=slurm_user.pw_name)
+    assert (r.returncode, seen(r.stderr)) == (0, [fallback_line(vbroken_deb13)] * 2), r.stderr
+    rows = [line.split(" ", 6)[1:] for line in r.stdout.splitlines() if line.startswith("ROW ")]
+    assert sorted(row[3] for row in rows) == ["0", "1", "2", "3"], r.stdout
+    assert len({row[0] for row in rows}) == 1, r.stdout               # one job
+    job = rows[0][0]
+    nodes = sorted({row[1] for row in rows})
+    assert len(nodes) == 2 and set(nodes) <= set(c.nodes), r.stdout
+    assert all(row[1] == row[2] for row in rows), r.stdout            # each task on its own node's host
+    assert all(row[4:] == ["CHOS=deb12", IN_DEB12[0]] for row in rows), r.stdout
+    site.settle()
+    for node in c.nodes:
+        log = logs.new(node)
+        # the node's own warning, in its own slurmd log (info level); none on the nodes not in the job
+        assert (f"[{job}.0] {fallback_line(vbroken_deb13)}" in log) == (node in nodes), (node, log)
+        assert site.node_leftovers(node) == [], node
 
 
 def test_fallback_warning_in_batch_output(on_error_default, slurm_user, home, broken_deb13):
