@@ -454,6 +454,12 @@ def _whole(run_dir: Path) -> list:
     return bad
 
 
+def _busy(run_dir: Path) -> list:
+    """Job records and pins still under run_dir."""
+    return [p.name for p in run_dir.iterdir() if not p.name.startswith(".")] + \
+        [p.name for p in (run_dir / ".jobs").glob("*")]
+
+
 def test_enospc_on_run_dir(site, slurm_user, home, fault_report):
     """run_dir on a tiny tmpfs of its own, filled up: every job fails closed with one line (not 70,
     no traceback) or runs in its environment; nothing half-written is left to be trusted later
@@ -511,6 +517,10 @@ def test_enospc_on_run_dir(site, slurm_user, home, fault_report):
                 drained = c.run(["sinfo", "-h", "-o", "%n %t"]).stdout
                 assert "drain" not in drained, drained
             finally:
+                # the last jobs' epilogs release under this plugstack.conf's run_dir: wait for them
+                deadline = time.monotonic() + 30
+                while _busy(tiny) and time.monotonic() < deadline:
+                    time.sleep(0.2)
                 c.write_plugstack(good, restart_slurmd=True)
                 (tiny / ".filler").unlink(missing_ok=True)
             left = host.leftovers(policy)
