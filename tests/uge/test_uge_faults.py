@@ -56,7 +56,8 @@ def _running_job(site, user, host: str, go: Go) -> str:
     job = c.qsub("#!/bin/sh\n" + TASK.format(go=go) + "\n", "-q", f"all.q@{host}", "-l", "chos=deb13",
                  user=user.pw_name)
     wait_for(lambda: f"uge-{job}.1" in site.pins_on(host), f"job {job}'s pin on {host}", site=site)
-    wait_for(lambda: site.job_procs(host), f"job {job}'s payload on {host}", site=site)
+    wait_for(lambda: any(f"job_scripts/{job}" in p for p in site.job_procs(host)), f"job {job}'s payload on {host}",
+             site=site)
     return job
 
 
@@ -102,29 +103,30 @@ def test_shepherd_killed(uge_vsite, uge_user, fault_report):
 
 
 def test_execd_killed_and_restarted(uge_vsite, uge_user, fault_report):
-    """sge_execd kill -9 while a job runs, then started again: the shepherd and the job go on, the
-    restarted execd takes the job back, it ends normally in deb13 and its epilog releases the pin; the
-    next job works."""
+    """sge_execd kill -9 while two jobs run, then started again: the shepherds and the jobs go on, the
+    restarted execd takes them back, they end normally in deb13 and their epilogs release their pins;
+    the next job works."""
     site = uge_vsite
     c = site.cluster
     host = c.exec_hosts[1]
-    with fault_report.case("sge_execd kill -9 + restart, job running", "uge") as row, Go(uge_user) as go:
-        job = _running_job(site, uge_user, host, go)
+    with fault_report.case("sge_execd kill -9 + restart, jobs running", "uge") as row, Go(uge_user) as go:
+        jobs = [_running_job(site, uge_user, host, go) for _ in range(2)]
         execd, = c.daemon_pids(host, "sge_execd")
         os.kill(execd, signal.SIGKILL)
         row.faults["sge_execd kill -9 + restart"] += 1
-        row.jobs += 1
-        assert c.daemon_pids(host, "sge_shepherd"), "the shepherd died with execd"
+        row.jobs += len(jobs)
+        assert len(c.daemon_pids(host, "sge_shepherd")) == 2, "the shepherds died with execd"
         time.sleep(1)
         c.start_execd(host)
         c.wait_host_up(host)
         go.give()
-        acct = c.wait(job, timeout=90)
-        out = c.output(job)
-        row.wrong_env += _wrong(tasks_seen(out))
-        assert acct.exit_status == 0 and tasks_seen(out) == {host: ENV}, (acct.fields, out)
-        wait_for(lambda: f"uge-{job}.1" not in site.pins_on(host) or None, f"the release of job {job}'s pin",
-                  site=site)
+        for job in jobs:
+            acct = c.wait(job, timeout=90)
+            out = c.output(job)
+            row.wrong_env += _wrong(tasks_seen(out))
+            assert acct.exit_status == 0 and tasks_seen(out) == {host: ENV}, (acct.fields, out)
+            wait_for(lambda: f"uge-{job}.1" not in site.pins_on(host) or None, f"the release of job {job}'s pin",
+                     site=site)
         _next_job_works(site, uge_user, host, row)
         row.leftovers = _settle_and_count(site)
         assert row.leftovers == 0, site.leftovers()
