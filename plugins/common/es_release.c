@@ -190,6 +190,37 @@ static int holds_images(const char *run_dir)
     return found;
 }
 
+/* Is the pin a tree's or the host's? Its plan.json's top-level "kind": plan.py to_json (and the
+ * decision cache's compact copy, es_cache.c write_pin) sort the keys, so it is the first "kind":
+ * after "digest" and "environment" (strings, in which an unescaped `"kind":` cannot occur) and
+ * before the operations. 0 for an image's, a user image's, or a plan that cannot be read: while the
+ * node holds image mounts, those go to the resolver, which lets go of the idle ones as their last
+ * view goes (holders.py). A tree's pin is released here even then: the idle images wait for the
+ * next resolver run (a prepare, the release of an image's pin, `envsched gc`). */
+static int tree_or_local(const char *run_dir, const char *key)
+{
+    char path[PATH_MAX + 256], buf[2048];
+    snprintf(path, sizeof path, "%s/%s/plan.json", run_dir, key);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    const char *k = strstr(buf, "\"kind\":");
+    if (k == NULL)
+        return 0;
+    k += strlen("\"kind\":");
+    k += strspn(k, " ");
+    for (const char *const *kind = (const char *const[]){"\"tree\"", "\"local\"", NULL}; *kind; kind++)
+        if (strncmp(k, *kind, strlen(*kind)) == 0 && strchr(",} \n", k[strlen(*kind)]) != NULL &&
+            k[strlen(*kind)] != '\0')
+            return 1;
+    return 0;
+}
+
 /* The fault points (es_fault.h), where the program links es_fault.o (weak: a shim that does not,
  * the Grid Engine epilog, has none) */
 void es_fault(const char *run_dir, const char *point) __attribute__((weak));
@@ -214,7 +245,7 @@ int es_release_pin(const char *run_dir, const char *key, char *why, size_t whyle
         if (lstat(path, &st) == 0)
             return ES_RELEASE_RESOLVER;
     }
-    if (holds_images(run_dir))
+    if (holds_images(run_dir) && !tree_or_local(run_dir, key))
         return ES_RELEASE_RESOLVER;
     /* 3. detach the pinned mount namespace: the view dies with its last process (a shared view:
      * with the last of its jobs' pins and its own, released below once idle past its hold) */

@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -58,6 +59,7 @@ SEED = int(os.environ.get("ENVSCHED_SOAK_SEED", "1"))
 KINDS = (("tree", 44), ("local", 6), ("userfile", 10), ("refused", 7), ("broken", 5), ("fails", 8), ("cancel", 5),
          ("image", 9), ("userimage", 6))
 PAYLOAD = 'echo "SOAK $(head -1 /etc/os-release) CHOS=${CHOS:-}"'
+COMMANDS = ("prepare", "release", "gc", "validate", "join", "exec", "explain")
 USERS = ("envsched-so1" + USER_SUFFIX, "envsched-so2" + USER_SUFFIX)
 
 
@@ -127,7 +129,7 @@ enabled = true
     wrapper = root / "resolver"
     # the node's runs (root) are recorded; the submit-time check runs as the user, who cannot write here
     wrapper.write_text(f'#!/bin/bash\n[ "$EUID" = 0 ] || exec {resolver} "$@"\n'
-                       f'exec /usr/bin/time -a -o {rss} -f "%M" {resolver} "$@"\n')
+                       f'exec /usr/bin/time -a -o {rss} -f "%M %C" {resolver} "$@"\n')
     wrapper.chmod(0o755)
     good = c.plugstack.read_text()
     line = good.split("\n")[0]
@@ -268,7 +270,10 @@ def test_soak(soak_site, capsys, fault_report):
              if subprocess.run(["pgrep", "-u", str(pw.pw_uid), "-x", "squashfuse"], stdout=subprocess.DEVNULL).returncode == 0]
     end_run_dir, end_decisions = _tree_bytes(site.run_dir), _tree_bytes(site.run_dir / ".decisions")
 
-    peaks = [int(x) for x in rss.read_text().split() if x.isdigit()] if rss.exists() else []
+    runs = [line.split() for line in rss.read_text().splitlines()] if rss.exists() else []
+    runs = [r for r in runs if r and r[0].isdigit()]
+    peaks = [int(r[0]) for r in runs]
+    by_command = Counter(next((w for w in r[2:] if w in COMMANDS), "?") for r in runs)
     tenth = max(1, len(peaks) // 10)
     first_rss, last_rss = (max(peaks[:tenth]), max(peaks[-tenth:])) if peaks else (0, 0)
 
@@ -289,7 +294,9 @@ def test_soak(soak_site, capsys, fault_report):
               f"{end_decisions} |")
         print(f"| decisions on the nodes; from the decision cache (no Python) | {len(decided)}; {by_cache} |")
         print(f"| resolver runs; peak RSS of the first tenth, of the last tenth (KiB) | {len(peaks)}; "
-              f"{first_rss}, {last_rss} |\n")
+              f"{first_rss}, {last_rss} |")
+        print(f"| the node's resolver runs by command | "
+              f"{', '.join(f'{k} {v}' for k, v in by_command.most_common())} |\n")
     with fault_report.case(f"soak: {JOBS} jobs, {PARALLEL} at a time, {len(users)} users", "slurm") as row:
         row.jobs, row.wrong_env, row.leftovers, row.seconds = JOBS, len(wrong), len(left), wall
         for k, what in (("refused", "refused at submission"), ("broken", "broken tree"), ("fails", "payload fails"),

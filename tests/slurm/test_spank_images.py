@@ -255,3 +255,23 @@ def test_a_warm_image_job_is_decided_by_the_cache_until_the_store_changes(site, 
             time.sleep(0.1)
         r = run_tool("envsched", ["--policy", str(site.policy), "gc", "--idle-views"])
         assert r.returncode == 0, r.stderr
+
+
+def test_a_tree_job_is_released_in_c_while_the_node_holds_an_image(site, slurm_user, home, images):
+    """While the node holds an image mount (kept site.image_hold after its last view), a tree's
+    job is still released by the C epilog (`by=epilog`, es_release.c reads the pin's plan kind);
+    an image's job goes to the resolver, which lets go of idle image mounts as their views go.
+    The held image is still released by `envsched gc --idle-images` (the fixture's teardown)."""
+    def released(job):
+        log = (site.cluster.dir / "envsched.log").read_text().splitlines()
+        return [line.split("event=released ")[1] for line in log if "event=released" in line and f"slurm-{job}" in line]
+
+    job, state, out = run_batch(site, home, slurm_user.pw_name, "--chos=ci", script="true")
+    assert state.state == "COMPLETED", out
+    held = site.run_dir / ".images"
+    assert held.is_dir() and any(held.iterdir()), "the image's mount is kept (image_hold)"
+    assert not any(line.endswith("by=epilog") for line in released(job)), released(job)
+    job, state, out = run_batch(site, home, slurm_user.pw_name, "--chos=deb13", script="true")
+    assert state.state == "COMPLETED", out
+    assert any(held.iterdir()), "still held"
+    assert released(job) and all(line.endswith("by=epilog") for line in released(job)), released(job)
