@@ -147,6 +147,35 @@ static void kill_and_reap(pid_t pid, int ms)
     }
 }
 
+/* A child's answer: up to `size` bytes from its pipe within timeout_ms. How many came: `size`, or
+ * fewer when it failed, or did not answer in time (*timed_out then 1). */
+static size_t read_answer(int fd, void *buf, size_t size, int timeout_ms, int *timed_out)
+{
+    size_t have = 0;
+    struct timespec t0, t1;
+    *timed_out = 0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (have < size) {
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        long spent = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int ready = spent >= timeout_ms ? 0 : poll(&pfd, 1, (int)(timeout_ms - spent));
+        if (ready < 0 && errno == EINTR)
+            continue;
+        if (ready <= 0) {
+            *timed_out = ready == 0;
+            break;
+        }
+        ssize_t got = read(fd, (char *)buf + have, size - have);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break;
+        have += (size_t)got;
+    }
+    return have;
+}
+
 /* The reader's answer through its pipe. */
 struct user_file_reply {
     int rc;                                        /* 0 data, 1 absent, -1 anything else */
@@ -189,8 +218,7 @@ static void read_as_user(const char *path, const struct es_user *u, int switch_i
 static int read_user_file(const char *path, const struct es_user *u, int switch_ids, char *value, size_t cap)
 {
     static struct user_file_reply r;
-    int p[2];
-    size_t have = 0;
+    int p[2], timed_out;
 
     if (pipe2(p, O_CLOEXEC) != 0)
         return -1;
@@ -206,24 +234,7 @@ static int read_user_file(const char *path, const struct es_user *u, int switch_
         _exit(write(p[1], &r, sizeof r) == (ssize_t)sizeof r ? 0 : 1);
     }
     close(p[1]);
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    while (have < sizeof r) {
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        long spent = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
-        struct pollfd pfd = {.fd = p[0], .events = POLLIN};
-        int ready = spent >= ES_USER_FILE_WAIT_MS ? 0 : poll(&pfd, 1, (int)(ES_USER_FILE_WAIT_MS - spent));
-        if (ready < 0 && errno == EINTR)
-            continue;
-        if (ready <= 0)
-            break;
-        ssize_t got = read(p[0], (char *)&r + have, sizeof r - have);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0)
-            break;
-        have += (size_t)got;
-    }
+    size_t have = read_answer(p[0], &r, sizeof r, ES_USER_FILE_WAIT_MS, &timed_out);
     close(p[0]);
     if (have != sizeof r) {                        /* no answer in time, or a reader that failed */
         kill_and_reap(pid, 100);
@@ -674,32 +685,13 @@ int es_cache_try(const struct es_cache_job *job, const struct es_user *u, int ti
         _exit(0);
     }
     close(p[1]);
-    size_t have = 0;
-    int rc = ES_CACHE_MISS;
-    snprintf(why, whylen, "no answer");
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    while (have < sizeof r) {
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        long spent = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
-        struct pollfd pfd = {.fd = p[0], .events = POLLIN};
-        int ready = spent >= timeout_ms ? 0 : poll(&pfd, 1, (int)(timeout_ms - spent));
-        if (ready < 0 && errno == EINTR)
-            continue;
-        if (ready <= 0) {
-            /* a hung home directory: the resolver reads it again, with its own timeout */
-            kill(pid, SIGKILL);
-            snprintf(why, whylen, "no answer within %d ms (a hung home directory?)", timeout_ms);
-            break;
-        }
-        ssize_t got = read(p[0], (char *)&r + have, sizeof r - have);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0)
-            break;
-        have += (size_t)got;
-    }
+    int rc = ES_CACHE_MISS, timed_out;
+    size_t have = read_answer(p[0], &r, sizeof r, timeout_ms, &timed_out);
     close(p[0]);
+    if (timed_out)          /* a hung home directory: the resolver reads it again, with its own timeout */
+        snprintf(why, whylen, "no answer within %d ms (a hung home directory?)", timeout_ms);
+    else
+        snprintf(why, whylen, "no answer");
     if (have == sizeof r) {
         while (waitpid(pid, &status, 0) < 0 && errno == EINTR)   /* it answered: it is exiting */
             ;
