@@ -122,43 +122,59 @@ def test_an_unknown_version_is_refused_in_one_line(site, slurm_user, home, image
         "envsched: environment ci@sha256:000000000000 is not on this node (see `chos list --versions`)"]
 
 
-def test_a_tampered_image_is_refused_and_nothing_runs(site, slurm_user, home, images):
-    blob = images["store"] / "blobs" / "sha256" / (images["v2"].split(":")[1] + ".sqfs")
-    data = blob.read_bytes()
-    marker = home / "tampered-ran"
-    with open(blob, "r+b") as f:               # one byte flipped in place: same size, new mtime/ctime
-        f.seek(len(data) // 2)
-        f.write(bytes([data[len(data) // 2] ^ 0xFF]))
-    try:
-        job, state, out = run_batch(site, home, slurm_user.pw_name, "--chos=ci", script=f"touch {marker}")
-    finally:
-        blob.write_bytes(data)
-        images["envsched"]("image", "verify", "ci")           # the same digest again: accepted again
-    assert state.state == "FAILED" and not marker.exists()
-    assert "changed since it was imported" in out and len(out.strip().splitlines()) == 1
-    verify = run_tool("envsched", ["--policy", str(site.policy), "image", "verify", "ci"])
-    assert verify.returncode == 0, verify.stdout
+def test_a_tampered_image_is_refused_and_nothing_runs(site, slurm_user, home, images, fault_report):
+    with fault_report.case("an image's blob tampered with (one byte)", "slurm") as row:
+        blob = images["store"] / "blobs" / "sha256" / (images["v2"].split(":")[1] + ".sqfs")
+        data = blob.read_bytes()
+        marker = home / "tampered-ran"
+        with open(blob, "r+b") as f:               # one byte flipped in place: same size, new mtime/ctime
+            f.seek(len(data) // 2)
+            f.write(bytes([data[len(data) // 2] ^ 0xFF]))
+        try:
+            job, state, out = run_batch(site, home, slurm_user.pw_name, "--chos=ci", script=f"touch {marker}")
+        finally:
+            blob.write_bytes(data)
+            images["envsched"]("image", "verify", "ci")           # the same digest again: accepted again
+        assert state.state == "FAILED" and not marker.exists()
+        assert "changed since it was imported" in out and len(out.strip().splitlines()) == 1
+        verify = run_tool("envsched", ["--policy", str(site.policy), "image", "verify", "ci"])
+        assert verify.returncode == 0, verify.stdout
+        row.faults["blob byte flipped"] += 1
+        row.jobs += 1
+        job, state, out = run_batch(site, home, slurm_user.pw_name, "--chos=ci", script="head -1 /etc/os-release")
+        row.jobs += 1                                          # the next job: the image verified again
+        row.wrong_env += 0 if "OCI test (mini)" in out else 1
+        assert state.state == "COMPLETED", out
+        row.leftovers = len(site.leftovers())
 
 
-def test_a_version_removed_while_the_job_waits_is_refused(site, slurm_user, home, images):
-    c = site.cluster
-    marker = home / "removed-ran"
-    v1 = images["v1"]
-    job = c.sbatch(f"#!/bin/sh\ntouch {marker}\n", "--hold", f"--chos=ci@{v1}", "-o", f"{home}/out-%j.txt",
-                   user=slurm_user.pw_name, cwd=str(home))
-    images["envsched"]("image", "rm", f"ci@{v1}")
-    try:
-        c.scontrol("release", job)
-        state = c.wait(job, timeout=60)
-        site.settle()
-    finally:
-        images["envsched"]("image", "import", str(images["imgs"].docker_archive), "ci")
-        images["envsched"]("image", "import", "--tag", "v2", str(images["imgs"].multi), "ci")
-    out = site.output(job, home)
-    assert state.state == "FAILED" and not marker.exists()
-    assert out.strip() == f"envsched: environment ci@{v1} is not on this node (see `chos list --versions`)"
-    log = (c.dir / "envsched.log").read_text()
-    assert f"event=broken job={job}.batch user={slurm_user.pw_name} env=ci selector={v1}" in log
+def test_a_version_removed_while_the_job_waits_is_refused(site, slurm_user, home, images, fault_report):
+    with fault_report.case("an image version removed while a job for it queues", "slurm") as row:
+        c = site.cluster
+        marker = home / "removed-ran"
+        v1 = images["v1"]
+        job = c.sbatch(f"#!/bin/sh\ntouch {marker}\n", "--hold", f"--chos=ci@{v1}", "-o", f"{home}/out-%j.txt",
+                       user=slurm_user.pw_name, cwd=str(home))
+        images["envsched"]("image", "rm", f"ci@{v1}")
+        try:
+            c.scontrol("release", job)
+            state = c.wait(job, timeout=60)
+            site.settle()
+        finally:
+            images["envsched"]("image", "import", str(images["imgs"].docker_archive), "ci")
+            images["envsched"]("image", "import", "--tag", "v2", str(images["imgs"].multi), "ci")
+        out = site.output(job, home)
+        assert state.state == "FAILED" and not marker.exists()
+        assert out.strip() == f"envsched: environment ci@{v1} is not on this node (see `chos list --versions`)"
+        log = (c.dir / "envsched.log").read_text()
+        assert f"event=broken job={job}.batch user={slurm_user.pw_name} env=ci selector={v1}" in log
+        row.faults["image version removed"] += 1
+        row.jobs += 1
+        job, state, out = run_batch(site, home, slurm_user.pw_name, f"--chos=ci@{v1}", script="head -1 /etc/os-release")
+        row.jobs += 1                                          # the next job: the version imported again
+        row.wrong_env += 0 if "OCI test (mini)" in out else 1
+        assert state.state == "COMPLETED", out
+        row.leftovers = len(site.leftovers())
 
 
 def test_an_image_in_use_cannot_be_removed(site, slurm_user, home, images):
