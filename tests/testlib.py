@@ -5,7 +5,9 @@ import contextlib
 import os
 import pwd
 import shutil
+import signal
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +77,78 @@ def unmount_below(path: str) -> None:
         subprocess.run(["umount", "-l", point], stderr=subprocess.DEVNULL)
 
 
+def wait_for(cond: Callable[[], object], failure: Callable[[], str], timeout: float, every: float = 0.1):
+    """cond()'s first true value, polled every `every` seconds; AssertionError(failure()) after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(failure())
+        time.sleep(every)
+
+
+def two_tree_policy(root: Path, run_dir: Path, trees: Dict[str, Path], site_extra: str = "",
+                    environments_extra: str = "") -> Path:
+    """root/policy.toml (0644): default deb12, `run_dir`, log_file root/envsched.log (then the
+    `site_extra` lines), environments deb12 and deb13 from `trees` (then `environments_extra`)."""
+    policy = root / "policy.toml"
+    policy.write_text(f"""
+[site]
+default = "deb12"
+run_dir = "{run_dir}"
+log_file = "{root}/envsched.log"
+{site_extra}
+[environments.deb12]
+path = "{trees['deb12']}"
+[environments.deb13]
+path = "{trees['deb13']}"
+{environments_extra}""")
+    policy.chmod(0o644)
+    return policy
+
+
+@contextlib.contextmanager
+def hung_home(pw: pwd.struct_passwd, work: Path, chos: str, let_go: Callable[[], object] = lambda: None):
+    """The user's home directory a FUSE mount (squashfuse of a squashfs holding their ~/.chos,
+    entry and attribute caches off), served until `stop()` SIGSTOPs its daemon: from then on every
+    lookup, stat and open below it waits for an answer that never comes. Afterwards (a failed test
+    too) the daemon is let go on (SIGCONT), the mount taken down, `let_go()` run (a view built
+    meanwhile holds its own copy of the mount: `envsched gc --idle-views`) and the daemon gone.
+    (The PAM and the Slurm faults' hung-home cases.)"""
+    work.mkdir(mode=0o700, exist_ok=True)
+    src, img = work / "src", work / "home.sqfs"
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir(mode=0o755)
+    (src / ".chos").write_text(chos + "\n")
+    subprocess.run(["mksquashfs", str(src), str(img), "-force-uid", str(pw.pw_uid), "-force-gid", str(pw.pw_gid),
+                    "-noappend", "-quiet", "-no-progress"], check=True, stdout=subprocess.DEVNULL)
+    daemon = subprocess.Popen(["squashfuse", "-f", "-o", "allow_other,entry_timeout=0,attr_timeout=0,negative_timeout=0",
+                               str(img), pw.pw_dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not any(f" {pw.pw_dir} " in line and "fuse" in line for line in mount_table()):
+            assert daemon.poll() is None and time.monotonic() < deadline, "squashfuse did not mount"
+            time.sleep(0.05)
+        yield lambda: daemon.send_signal(signal.SIGSTOP)
+    finally:
+        daemon.send_signal(signal.SIGCONT)
+        for _ in range(50):
+            if subprocess.run(["fusermount", "-u", pw.pw_dir], stderr=subprocess.DEVNULL).returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
+            subprocess.run(["umount", "-l", pw.pw_dir], stderr=subprocess.DEVNULL)
+        let_go()
+        try:
+            daemon.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def real_user(name: str) -> Iterator[pwd.struct_passwd]:
     """An ordinary user with a home directory: created if missing, removed again if we made it."""
@@ -92,11 +166,11 @@ def real_user(name: str) -> Iterator[pwd.struct_passwd]:
             subprocess.run(["userdel", "--remove", name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def run_client(argv: Sequence[str], base_env: Dict[str, str], root_cwd: str, user: Optional[str] = None,
-               cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None, timeout: float = 60,
-               stdin: Optional[str] = None) -> subprocess.CompletedProcess:
-    """A scheduler client command as root or, through setpriv, as `user` (HOME/USER/LOGNAME set,
-    cwd defaulting to their home). stdin is empty unless given, so nothing waits for a terminal."""
+def client_command(argv: Sequence[str], base_env: Dict[str, str], root_cwd: str, user: Optional[str] = None,
+                   cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None
+                   ) -> Tuple[List[str], Dict[str, str], str]:
+    """(argv, environment, cwd) of a client command as root or, through setpriv, as `user`
+    (HOME/USER/LOGNAME set, cwd defaulting to their home; root's to `root_cwd`)."""
     e = dict(base_env)
     cmd = list(argv)
     if user is not None:
@@ -108,6 +182,15 @@ def run_client(argv: Sequence[str], base_env: Dict[str, str], root_cwd: str, use
         e.update(HOME="/root", USER="root", LOGNAME="root")
         wd = cwd or root_cwd
     e.update(env or {})
+    return cmd, e, wd
+
+
+def run_client(argv: Sequence[str], base_env: Dict[str, str], root_cwd: str, user: Optional[str] = None,
+               cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None, timeout: float = 60,
+               stdin: Optional[str] = None) -> subprocess.CompletedProcess:
+    """A scheduler client command as root or, through setpriv, as `user` (HOME/USER/LOGNAME set,
+    cwd defaulting to their home). stdin is empty unless given, so nothing waits for a terminal."""
+    cmd, e, wd = client_command(argv, base_env, root_cwd, user, cwd, env)
     return subprocess.run(cmd, cwd=wd, env=e, input=stdin if stdin is not None else "",
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from testlib import TEST_USER
+from testlib import TEST_USER, two_tree_policy
 
 pytestmark = pytest.mark.ns
 
@@ -35,20 +35,7 @@ def metrics_site(site_dir):
     root = Path(tempfile.mkdtemp(prefix="metrics-", dir=site_dir.root))
     root.chmod(0o755)
     run_dir = root / "run"
-    policy = root / "policy.toml"
-    policy.write_text(f"""
-[site]
-default = "deb12"
-run_dir = "{run_dir}"
-log_file = "{root}/envsched.log"
-
-[environments.deb12]
-path = "{site_dir.envs['deb12']}"
-
-[environments.deb13]
-path = "{site_dir.envs['deb13']}"
-""")
-    policy.chmod(0o644)
+    policy = two_tree_policy(root, run_dir, site_dir.envs)
     out_dir = root / "textfile"
     out_dir.mkdir(mode=0o755)
     was_mount = os.path.ismount(run_dir)

@@ -9,59 +9,19 @@ works. sshd's own files (host keys, authorized keys) are outside the home (conft
 Slurm side: tests/slurm/test_spank_faults.py::test_a_hung_home_file_system."""
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from pamlib import PAM_USER as TEST_USER, RESOLVER, module_args, pins, wait_no_pins
-from testlib import mount_table
+from testlib import hung_home, mount_table
 
 pytestmark = pytest.mark.pam
 
 SHOW = 'head -1 /etc/os-release; echo "CHOS=$CHOS"'
 USER_FILE_TIMEOUT = 2
-
-
-@contextlib.contextmanager
-def hung_home(pw, work: Path, chos: str, let_go=lambda: None):
-    """pw's home a squashfuse mount of a squashfs holding ~/.chos; `stop()` SIGSTOPs its daemon.
-    Afterwards (a failed test too): SIGCONT, the mount taken down, `let_go()` (a view built
-    meanwhile holds its own copy of the mount: `envsched gc --idle-views`), the daemon gone."""
-    work.mkdir(mode=0o700, exist_ok=True)
-    src, img = work / "src", work / "home.sqfs"
-    src.mkdir(mode=0o755)
-    (src / ".chos").write_text(chos + "\n")
-    subprocess.run(["mksquashfs", str(src), str(img), "-force-uid", str(pw.pw_uid), "-force-gid", str(pw.pw_gid),
-                    "-noappend", "-quiet", "-no-progress"], check=True, stdout=subprocess.DEVNULL)
-    daemon = subprocess.Popen(["squashfuse", "-f", "-o", "allow_other,entry_timeout=0,attr_timeout=0,negative_timeout=0",
-                               str(img), pw.pw_dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while not any(f" {pw.pw_dir} " in line and "fuse" in line for line in mount_table()):
-            assert daemon.poll() is None and time.monotonic() < deadline, "squashfuse did not mount"
-            time.sleep(0.05)
-        yield lambda: daemon.send_signal(signal.SIGSTOP)
-    finally:
-        daemon.send_signal(signal.SIGCONT)
-        for _ in range(50):
-            if subprocess.run(["fusermount", "-u", pw.pw_dir], stderr=subprocess.DEVNULL).returncode == 0:
-                break
-            time.sleep(0.1)
-        else:
-            subprocess.run(["umount", "-l", pw.pw_dir], stderr=subprocess.DEVNULL)
-        let_go()
-        try:
-            daemon.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def test_a_hung_home_file_system(sshd, site_dir, pam_user, pam_home, fault_report):

@@ -21,7 +21,6 @@ devices, FUSE mounts, PID namespace inits of this session).
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import shutil
@@ -36,7 +35,7 @@ import pytest
 
 import installed
 from spanksite import policy_text
-from testlib import USER_SUFFIX, mount_table, namespace_inits, real_user, unmount_below
+from testlib import USER_SUFFIX, hung_home, mount_table, namespace_inits, real_user, unmount_below
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("views_released")]
 
@@ -308,45 +307,6 @@ def _own_site(site, name: str, text: str, *, validate: bool = True, run_dir=None
 
 
 # ---- a hung home file system ----------------------------------------------------------------
-
-@contextlib.contextmanager
-def hung_home(pw, work: Path, chos: str, let_go=lambda: None):
-    """The user's home directory a FUSE mount (squashfuse of a squashfs holding their ~/.chos,
-    entry and attribute caches off), served until `stop()` SIGSTOPs its daemon: from then on every
-    lookup, stat and open below it waits for an answer that never comes. Afterwards (a failed test
-    too) the daemon is let go on (SIGCONT), the mount taken down, `let_go()` run (a view built
-    meanwhile holds its own copy of the mount) and the daemon gone."""
-    work.mkdir(mode=0o700, exist_ok=True)
-    src, img = work / "src", work / "home.sqfs"
-    shutil.rmtree(src, ignore_errors=True)
-    src.mkdir(mode=0o755)
-    (src / ".chos").write_text(chos + "\n")
-    subprocess.run(["mksquashfs", str(src), str(img), "-force-uid", str(pw.pw_uid), "-force-gid", str(pw.pw_gid),
-                    "-noappend", "-quiet", "-no-progress"], check=True, stdout=subprocess.DEVNULL)
-    daemon = subprocess.Popen(["squashfuse", "-f", "-o", "allow_other,entry_timeout=0,attr_timeout=0,negative_timeout=0",
-                               str(img), pw.pw_dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while not any(f" {pw.pw_dir} " in line and "fuse" in line for line in mount_table()):
-            assert daemon.poll() is None and time.monotonic() < deadline, "squashfuse did not mount"
-            time.sleep(0.05)
-        yield lambda: daemon.send_signal(signal.SIGSTOP)
-    finally:
-        daemon.send_signal(signal.SIGCONT)
-        for _ in range(50):
-            if subprocess.run(["fusermount", "-u", pw.pw_dir], stderr=subprocess.DEVNULL).returncode == 0:
-                break
-            time.sleep(0.1)
-        else:
-            subprocess.run(["umount", "-l", pw.pw_dir], stderr=subprocess.DEVNULL)
-        let_go()
-        try:
-            daemon.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
-        shutil.rmtree(work, ignore_errors=True)
-
 
 USER_FILE_TIMEOUT = 2       # site.user_file_timeout of the case's policy (seconds)
 

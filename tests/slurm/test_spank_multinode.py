@@ -21,7 +21,7 @@ import time
 import pytest
 
 import installed
-from testlib import mount_table
+from testlib import mount_table, wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("views_released")]
 
@@ -44,14 +44,7 @@ def _wrong(rows, env, pretty):
 
 
 def _wait(what, cond, timeout=60.0, every=0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out ({timeout}s) waiting for {what}")
-        time.sleep(every)
+    return wait_for(cond, lambda: f"timed out ({timeout}s) waiting for {what}", timeout, every)
 
 
 def _gc(vsite, node):

@@ -68,7 +68,8 @@ from pathlib import Path
 
 import pytest
 
-from testlib import SESSION_TAG, USER_SUFFIX, build_mini_trees, real_user, run_script, throwaway_cluster, unmount_below
+from testlib import (SESSION_TAG, USER_SUFFIX, build_mini_trees, real_user, run_script, throwaway_cluster,
+                     two_tree_policy, unmount_below)
 from ugecluster import REPO, UgeCluster
 from ugesite import JsvSite, _time_qsubs, envsched_cmd, install_site
 
@@ -109,23 +110,11 @@ def uge_site(uge_user):
         baseline = _time_qsubs(c, 5, user=uge_user.pw_name)
         trees = build_mini_trees(root / "os")
         run_dir = Path(f"/run/envsched-ugetest-{SESSION_TAG}")
-        policy = root / "policy.toml"
-        policy.write_text(f"""
-[site]
-default = "deb12"
-run_dir = "{run_dir}"
-log_file = "{root}/envsched.log"
-view_hold = 0
-
-[environments.deb12]
-path = "{trees['deb12']}"
-[environments.deb13]
-path = "{trees['deb13']}"
-[environments.sl5]
+        policy = two_tree_policy(root, run_dir, trees, site_extra="view_hold = 0\n",
+                                 environments_extra=f"""[environments.sl5]
 path = "{trees['deb12']}"
 allow_users = ["root"]
 """)
-        policy.chmod(0o644)
         jdir = root / "jsv"
         jdir.mkdir(mode=0o755)
         log = jdir / "protocol.log"
@@ -170,20 +159,7 @@ def uge_vsite(uge_user):
         c = VUgeCluster.started_in(root, ready)
         trees = build_mini_trees(root / "os")
         run_dir = Path(f"/run/envsched-ugetest-{SESSION_TAG}-vcell")    # inside each node: its own /run
-        policy = root / "policy.toml"
-        policy.write_text(f"""
-[site]
-default = "deb12"
-run_dir = "{run_dir}"
-log_file = "{root}/envsched.log"
-view_hold = 0
-
-[environments.deb12]
-path = "{trees['deb12']}"
-[environments.deb13]
-path = "{trees['deb13']}"
-""")
-        policy.chmod(0o644)
+        policy = two_tree_policy(root, run_dir, trees, site_extra="view_hold = 0\n")
         jdir = root / "jsv"
         jdir.mkdir(mode=0o755)
         log = jdir / "protocol.log"

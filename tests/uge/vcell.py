@@ -29,7 +29,6 @@ on its first report.
 from __future__ import annotations
 
 import os
-import pwd
 import subprocess
 import time
 import uuid
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from testlib import client_command, wait_for as _wait_for
 from ugecluster import REPO, UgeCluster, read_conf
 from ugesite import JsvSite
 from vnetlib import VNet
@@ -71,17 +71,7 @@ class VUgeCluster(UgeCluster):
     def run(self, argv: Sequence[str], user: Optional[str] = None, cwd: Optional[str] = None,
             env: Optional[Dict[str, str]] = None, timeout: float = 60,
             stdin: Optional[str] = None) -> subprocess.CompletedProcess:
-        e = dict(self.env)
-        cmd = list(argv)
-        if user is not None:
-            pw = pwd.getpwnam(user)
-            e.update(HOME=pw.pw_dir, USER=user, LOGNAME=user)
-            cmd = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--"] + cmd
-            wd = cwd or pw.pw_dir
-        else:
-            e.update(HOME="/root", USER="root", LOGNAME="root")
-            wd = cwd or str(self.dir / "work")
-        e.update(env or {})
+        cmd, e, wd = client_command(argv, self.env, str(self.dir / "work"), user, cwd, env)
         # nsenter -m starts in the node's root directory: env -C goes to the client's cwd (as root)
         return subprocess.run(self.net.argv(self.head, ["env", "-C", wd, *cmd]), env=e,
                               input=stdin if stdin is not None else "", stdout=subprocess.PIPE,
@@ -233,14 +223,8 @@ class Go:
 
 def wait_for(cond, what: str, timeout: float = 30, site=None):
     """cond()'s first true value, polled every 0.1 s; AssertionError (with the cell's logs) after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}" + (f"\n{site.cluster.logs()}" if site else ""))
-        time.sleep(0.1)
+    return _wait_for(cond, lambda: f"timed out waiting for {what}" + (f"\n{site.cluster.logs()}" if site else ""),
+                     timeout, 0.1)
 
 
 def tasks_seen(out: str):

@@ -32,6 +32,7 @@ mkdir -p "$1"
 DIR=$(cd "$1" && pwd -P)
 HERE=$(cd "$(dirname "$0")" && pwd -P)
 READY_TIMEOUT=${UGE_READY_TIMEOUT:-60}
+PROG=start.sh
 . "$HERE/common.sh"
 ADMIN=sgeadmin
 
@@ -46,11 +47,7 @@ for pid in $(sge_procs sge_qmaster sge_execd sge_shepherd); do
          "$MARK (stop.sh $DIR first)" >&2
     exit 1
 done
-for f in "$SGE_LIB/sge_qmaster" "$SGE_LIB/sge_execd" "$SGE_LIB/spoolinit" /usr/sbin/sge_qmaster \
-         /usr/share/gridengine/default-configuration /var/lib/gridengine/bin; do
-    [ -e "$f" ] || { echo "start.sh: $f missing (run install.sh)" >&2; exit 1; }
-done
-id "$ADMIN" >/dev/null 2>&1 || { echo "start.sh: no user $ADMIN (run install.sh)" >&2; exit 1; }
+check_installed
 
 t0=$(date +%s.%N)
 HOST=$(hostname)
@@ -65,101 +62,19 @@ fail() {
 }
 
 # ---------------------------------------------------------------- layout
-rm -rf "$ROOT" "$DIR/spool"
-mkdir -p "$COMMON" "$DIR/spool/qmaster" "$DIR/spool/execd" "$DIR/log" "$DIR/conf" "$DIR/tmp"
-chmod 0755 "$DIR" "$ROOT" "$ROOT/$CELL" "$COMMON" "$DIR/spool" "$DIR/log" "$DIR/conf"
-chmod 1777 "$DIR/tmp"
-for x in bin lib utilbin; do ln -s "/var/lib/gridengine/$x" "$ROOT/$x"; done
-ln -s /usr/share/gridengine/util "$ROOT/util"
-: > "$DIR/pids"
+make_layout
 
 # ---------------------------------------------------------------- ports and gid range
-# Serialise port choice + bind between concurrent start.sh runs on this host.
-exec 9>/var/lock/envsched-uge-ports.lock
-flock -w 60 9 || { echo "start.sh: could not take the port lock" >&2; exit 1; }
-listening=" $(ss -Htln | awk '{print $4}' | sed 's/.*://' | sort -un | tr '\n' ' ') "
-reserved=" $(cat /var/lock/envsched-uge-ports.d/* 2>/dev/null | tr '\n' ' ' || true) "
-port_free() { case "$listening$reserved" in *" $1 "*) return 1 ;; esac; return 0; }
-QPORT=${UGE_BASE_PORT:-16444}
-while ! { port_free "$QPORT" && port_free $((QPORT + 1)); }; do
-    QPORT=$((QPORT + 2))
-    [ "$QPORT" -lt 30000 ] || { echo "start.sh: no free ports" >&2; exit 1; }
-done
-EPORT=$((QPORT + 1))
-mkdir -p /var/lock/envsched-uge-ports.d
-printf '%s\n%s\n' "$QPORT" "$EPORT" > "/var/lock/envsched-uge-ports.d/$(echo "$DIR" | tr / _)"
-# Every job gets a supplementary gid from gid_range, and execd kills by it (ENABLE_ADDGRP_KILL is on
-# by default): the ranges of concurrent clusters must never overlap. Derived from the unique port.
-GID_LO=$((200000 + QPORT * 32))
-GID_HI=$((GID_LO + 31))
-
-cat > "$DIR/cluster.conf" <<EOF
-# written by start.sh; read by stop.sh and the tests
-QPORT=$QPORT
-EPORT=$EPORT
-HOST=$HOST
-GID_LO=$GID_LO
-GID_HI=$GID_HI
-EOF
+reserve_ports      # holds the port lock until the qmaster has bound its port
+write_cluster_conf "# written by start.sh; read by stop.sh and the tests"
 
 # ---------------------------------------------------------------- the cell
-cat > "$COMMON/bootstrap" <<EOF
-# Version: 8.1.9
-admin_user              $ADMIN
-default_domain          none
-ignore_fqdn             true
-spooling_method         classic
-spooling_lib            libspoolc
-spooling_params         $COMMON;$DIR/spool/qmaster
-binary_path             /usr/sbin
-qmaster_spool_dir       $DIR/spool/qmaster
-security_mode           none
-listener_threads        2
-worker_threads          2
-scheduler_threads       1
-EOF
-echo "$HOST" > "$COMMON/act_qmaster"
+write_cell_files
 # The hostname resolves to 127.0.0.1, which reverse-resolves to "localhost": without this alias clients get
 # 'access denied (client IP resolved to host name "localhost")'.
 if [ "$HOST" != localhost ]; then echo "$HOST localhost" > "$COMMON/host_aliases"; fi
-cat > "$COMMON/settings.sh" <<EOF
-SGE_ROOT=$ROOT; export SGE_ROOT
-SGE_CELL=$CELL; export SGE_CELL
-SGE_QMASTER_PORT=$QPORT; export SGE_QMASTER_PORT
-SGE_EXECD_PORT=$EPORT; export SGE_EXECD_PORT
-EOF
-
-# Global configuration: Debian's default, made fit for tests. Builtin qlogin/rlogin/rsh (already the
-# Debian default) make qrsh work without rsh/ssh.
-sed -e "s|^execd_spool_dir .*|execd_spool_dir        $DIR/spool/execd|" \
-    -e 's|^mailer .*|mailer                 /bin/true|' \
-    -e 's|^min_uid .*|min_uid                0|' \
-    -e 's|^min_gid .*|min_gid                0|' \
-    -e 's|^load_report_time .*|load_report_time       00:00:10|' \
-    -e 's|^loglevel .*|loglevel               log_info|' \
-    -e 's|^administrator_mail .*|administrator_mail     none|' \
-    -e 's|^reporting_params .*|reporting_params       accounting=true reporting=false flush_time=00:00:01 joblog=false sharelog=00:00:00 accounting_flush_time=00:00:00|' \
-    -e "s|^gid_range .*|gid_range              $GID_LO-$GID_HI|" \
-    /usr/share/gridengine/default-configuration > "$DIR/conf/global"
-for k in qlogin_command qlogin_daemon rlogin_command rlogin_daemon rsh_command rsh_daemon; do
-    grep -Eq "^$k[[:space:]]+builtin\$" "$DIR/conf/global" || echo "$k builtin" >> "$DIR/conf/global"
-done
-chmod 0644 "$DIR/conf/global"
-
-chown -R "$ADMIN:$ADMIN" "$COMMON" "$DIR/spool/qmaster" "$DIR/spool/execd"
-
-as_admin() {
-    env -i PATH=$CLEAN_PATH LANG=C SGE_ROOT="$ROOT" SGE_CELL=$CELL \
-        setpriv --reuid="$ADMIN" --regid="$ADMIN" --clear-groups -- "$@"
-}
-(
-    cd "$COMMON"
-    as_admin "$SGE_LIB/spoolinit" classic libspoolc "$COMMON;$DIR/spool/qmaster" init
-    as_admin "$SGE_LIB/spooldefaults" configuration "$DIR/conf/global"
-    as_admin "$SGE_LIB/spooldefaults" complexes /usr/share/gridengine/util/resources/centry
-    as_admin "$SGE_LIB/spooldefaults" usersets /usr/share/gridengine/util/resources/usersets
-    as_admin "$SGE_LIB/spooldefaults" managers "$ADMIN" root
-) > "$DIR/log/init.out" 2>&1 || { cat "$DIR/log/init.out" >&2; fail "initialising the spool failed"; }
+write_global_conf 00:00:10
+init_spool
 
 # ---------------------------------------------------------------- daemons
 # launch NAME PIDFILE DAEMON: start a daemonizing sge daemon with a clean environment, wait for its pid
@@ -198,40 +113,12 @@ until sge qconf -sh >/dev/null 2>&1; do
 done
 flock -u 9   # the qmaster port is bound now; execd's port is still reserved in ports.d
 
-# scheduler: 1 s interval, queues by seq_no (all.q first), no load adjustments
-sge qconf -ssconf | sed -e 's/^schedule_interval .*/schedule_interval                 0:0:1/' \
-    -e 's/^queue_sort_method .*/queue_sort_method                 seqno/' \
-    -e 's/^job_load_adjustments .*/job_load_adjustments              NONE/' \
-    -e 's/^load_adjustment_decay_time .*/load_adjustment_decay_time        0:0:0/' > "$DIR/conf/sched_configuration"
-sge qconf -Msconf "$DIR/conf/sched_configuration" >> "$DIR/log/qconf.out" 2>&1 || fail "qconf -Msconf failed"
-sge qconf -as "$HOST" >> "$DIR/log/qconf.out" 2>&1 || fail "qconf -as $HOST failed"
-
-# queues: the template without pe_list (make smp mpi: no such PEs here) and np_load_avg threshold
-sge qconf -sq > "$DIR/conf/queue.template"
-queue() {   # NAME SEQ_NO
-    sed -e "s|^qname .*|qname                 $1|" \
-        -e "s|^hostlist .*|hostlist              $HOST|" \
-        -e "s|^seq_no .*|seq_no                $2|" \
-        -e 's|^load_thresholds .*|load_thresholds       NONE|' \
-        -e 's|^pe_list .*|pe_list               NONE|' \
-        -e 's|^slots .*|slots                 2|' \
-        -e "s|^tmpdir .*|tmpdir                $DIR/tmp|" \
-        "$DIR/conf/queue.template" > "$DIR/conf/$1"
-    sge qconf -Aq "$DIR/conf/$1" >> "$DIR/log/qconf.out" 2>&1 || fail "qconf -Aq $1 failed"
-}
-queue all.q 0
-queue legacy.q 10
+configure_sched sge
+add_queues sge "$HOST"
 
 launch sge_execd "$DIR/spool/execd/*/execd.pid" /usr/sbin/sge_execd
 
-cat > "$DIR/env.sh" <<EOF
-# source me: the clients need this cluster's SGE_ROOT, cell and ports
-export SGE_ROOT=$ROOT
-export SGE_CELL=$CELL
-export SGE_QMASTER_PORT=$QPORT
-export SGE_EXECD_PORT=$EPORT
-EOF
-chmod 0644 "$DIR/env.sh" "$DIR/cluster.conf"
+write_env_sh "source me: the clients need this cluster's SGE_ROOT, cell and ports"
 
 # ---------------------------------------------------------------- wait for ready
 # qhost reports load values for the host, and both queue instances are there without a state

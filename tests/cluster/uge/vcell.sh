@@ -43,6 +43,7 @@ HERE=$(cd "$(dirname "$0")" && pwd -P)
 VNET=$HERE/../vnet/vnet.sh
 READY_TIMEOUT=${UGE_READY_TIMEOUT:-60}
 QPORT="" EPORT="" HOST="" GID_LO="" GID_HI="" EXECS=""
+PROG=vcell.sh
 . "$HERE/common.sh"
 ADMIN=sgeadmin
 # shellcheck disable=SC1091
@@ -103,102 +104,22 @@ start)
         echo "vcell.sh: a cell may be running in $DIR (vcell.sh stop $DIR first)" >&2
         exit 1
     fi
-    for f in "$SGE_LIB/sge_qmaster" "$SGE_LIB/sge_execd" "$SGE_LIB/spoolinit" /usr/sbin/sge_qmaster \
-             /usr/share/gridengine/default-configuration /var/lib/gridengine/bin; do
-        [ -e "$f" ] || { echo "vcell.sh: $f missing (run install.sh)" >&2; exit 1; }
-    done
-    id "$ADMIN" >/dev/null 2>&1 || { echo "vcell.sh: no user $ADMIN (run install.sh)" >&2; exit 1; }
+    check_installed
     t0=$(date +%s.%N)
 
-    rm -rf "$ROOT" "$DIR/spool"
-    mkdir -p "$COMMON" "$DIR/spool/qmaster" "$DIR/spool/execd" "$DIR/log" "$DIR/conf" "$DIR/tmp"
-    chmod 0755 "$DIR" "$ROOT" "$ROOT/$CELL" "$COMMON" "$DIR/spool" "$DIR/log" "$DIR/conf"
-    chmod 1777 "$DIR/tmp"
-    for x in bin lib utilbin; do ln -s "/var/lib/gridengine/$x" "$ROOT/$x"; done
-    ln -s /usr/share/gridengine/util "$ROOT/util"
-    : > "$DIR/pids"
-
-    # ports (and from them the gid range), reserved as start.sh does
-    exec 9>/var/lock/envsched-uge-ports.lock
-    flock -w 60 9 || { echo "vcell.sh: could not take the port lock" >&2; exit 1; }
-    listening=" $(ss -Htln | awk '{print $4}' | sed 's/.*://' | sort -un | tr '\n' ' ') "
-    reserved=" $(cat /var/lock/envsched-uge-ports.d/* 2>/dev/null | tr '\n' ' ' || true) "
-    port_free() { case "$listening$reserved" in *" $1 "*) return 1 ;; esac; return 0; }
-    QPORT=${UGE_BASE_PORT:-16444}
-    while ! { port_free "$QPORT" && port_free $((QPORT + 1)); }; do
-        QPORT=$((QPORT + 2))
-        [ "$QPORT" -lt 30000 ] || { echo "vcell.sh: no free ports" >&2; exit 1; }
-    done
-    EPORT=$((QPORT + 1))
-    mkdir -p /var/lock/envsched-uge-ports.d
-    printf '%s\n%s\n' "$QPORT" "$EPORT" > "/var/lock/envsched-uge-ports.d/$(echo "$DIR" | tr / _)"
+    make_layout
+    reserve_ports      # (and from them the gid range)
     flock -u 9
-    GID_LO=$((200000 + QPORT * 32))
-    GID_HI=$((GID_LO + 31))
-    cat > "$DIR/cluster.conf" <<EOF
-# written by vcell.sh; read by vcell.sh and the tests
-QPORT=$QPORT
-EPORT=$EPORT
-HOST=$HOST
-EXECS="$EXECS"
-GID_LO=$GID_LO
-GID_HI=$GID_HI
-EOF
+    write_cluster_conf "# written by vcell.sh; read by vcell.sh and the tests" "EXECS=\"$EXECS\""
 
     bash "$VNET" up "$DIR" "$HOST" $EXECS || fail "vnet.sh up failed"
 
-    cat > "$COMMON/bootstrap" <<EOF
-# Version: 8.1.9
-admin_user              $ADMIN
-default_domain          none
-ignore_fqdn             true
-spooling_method         classic
-spooling_lib            libspoolc
-spooling_params         $COMMON;$DIR/spool/qmaster
-binary_path             /usr/sbin
-qmaster_spool_dir       $DIR/spool/qmaster
-security_mode           none
-listener_threads        2
-worker_threads          2
-scheduler_threads       1
-EOF
-    echo "$HOST" > "$COMMON/act_qmaster"
-    cat > "$COMMON/settings.sh" <<EOF
-SGE_ROOT=$ROOT; export SGE_ROOT
-SGE_CELL=$CELL; export SGE_CELL
-SGE_QMASTER_PORT=$QPORT; export SGE_QMASTER_PORT
-SGE_EXECD_PORT=$EPORT; export SGE_EXECD_PORT
-EOF
+    write_cell_files
     # start.sh's global configuration; execd reports load every 5 s (a failed host is noticed sooner)
-    sed -e "s|^execd_spool_dir .*|execd_spool_dir        $DIR/spool/execd|" \
-        -e 's|^mailer .*|mailer                 /bin/true|' \
-        -e 's|^min_uid .*|min_uid                0|' \
-        -e 's|^min_gid .*|min_gid                0|' \
-        -e 's|^load_report_time .*|load_report_time       00:00:05|' \
+    write_global_conf 00:00:05 \
         -e 's|^max_unheard .*|max_unheard            00:00:20|' \
-        -e 's|^reschedule_unknown .*|reschedule_unknown     00:00:00|' \
-        -e 's|^loglevel .*|loglevel               log_info|' \
-        -e 's|^administrator_mail .*|administrator_mail     none|' \
-        -e 's|^reporting_params .*|reporting_params       accounting=true reporting=false flush_time=00:00:01 joblog=false sharelog=00:00:00 accounting_flush_time=00:00:00|' \
-        -e "s|^gid_range .*|gid_range              $GID_LO-$GID_HI|" \
-        /usr/share/gridengine/default-configuration > "$DIR/conf/global"
-    for k in qlogin_command qlogin_daemon rlogin_command rlogin_daemon rsh_command rsh_daemon; do
-        grep -Eq "^$k[[:space:]]+builtin\$" "$DIR/conf/global" || echo "$k builtin" >> "$DIR/conf/global"
-    done
-    chmod 0644 "$DIR/conf/global"
-    chown -R "$ADMIN:$ADMIN" "$COMMON" "$DIR/spool/qmaster" "$DIR/spool/execd"
-    as_admin() {
-        env -i PATH=$CLEAN_PATH LANG=C SGE_ROOT="$ROOT" SGE_CELL=$CELL \
-            setpriv --reuid="$ADMIN" --regid="$ADMIN" --clear-groups -- "$@"
-    }
-    (
-        cd "$COMMON"
-        as_admin "$SGE_LIB/spoolinit" classic libspoolc "$COMMON;$DIR/spool/qmaster" init
-        as_admin "$SGE_LIB/spooldefaults" configuration "$DIR/conf/global"
-        as_admin "$SGE_LIB/spooldefaults" complexes /usr/share/gridengine/util/resources/centry
-        as_admin "$SGE_LIB/spooldefaults" usersets /usr/share/gridengine/util/resources/usersets
-        as_admin "$SGE_LIB/spooldefaults" managers "$ADMIN" root
-    ) > "$DIR/log/init.out" 2>&1 || { cat "$DIR/log/init.out" >&2; fail "initialising the spool failed"; }
+        -e 's|^reschedule_unknown .*|reschedule_unknown     00:00:00|'
+    init_spool
 
     deadline=$(( $(date +%s) + READY_TIMEOUT ))
     launch "$HOST" sge_qmaster /usr/sbin/sge_qmaster
@@ -207,12 +128,7 @@ EOF
         [ "$(date +%s)" -lt "$deadline" ] || fail "sge_qmaster not answering after ${READY_TIMEOUT}s"
         sleep 0.05
     done
-    qsh qconf -ssconf | sed -e 's/^schedule_interval .*/schedule_interval                 0:0:1/' \
-        -e 's/^queue_sort_method .*/queue_sort_method                 seqno/' \
-        -e 's/^job_load_adjustments .*/job_load_adjustments              NONE/' \
-        -e 's/^load_adjustment_decay_time .*/load_adjustment_decay_time        0:0:0/' > "$DIR/conf/sched_configuration"
-    qsh qconf -Msconf "$DIR/conf/sched_configuration" >> "$DIR/log/qconf.out" 2>&1 || fail "qconf -Msconf failed"
-    qsh qconf -as "$HOST" >> "$DIR/log/qconf.out" 2>&1 || fail "qconf -as $HOST failed"
+    configure_sched qsh
     for h in $EXECS; do
         qsh qconf -ah "$h" >> "$DIR/log/qconf.out" 2>&1 || fail "qconf -ah $h failed"
     done
@@ -222,29 +138,8 @@ EOF
         sleep 0.1
     done
 
-    qsh qconf -sq > "$DIR/conf/queue.template"
-    queue() {   # NAME SEQ_NO
-        sed -e "s|^qname .*|qname                 $1|" \
-            -e "s|^hostlist .*|hostlist              $EXECS|" \
-            -e "s|^seq_no .*|seq_no                $2|" \
-            -e 's|^load_thresholds .*|load_thresholds       NONE|' \
-            -e 's|^pe_list .*|pe_list               NONE|' \
-            -e 's|^slots .*|slots                 2|' \
-            -e "s|^tmpdir .*|tmpdir                $DIR/tmp|" \
-            "$DIR/conf/queue.template" > "$DIR/conf/$1"
-        qsh qconf -Aq "$DIR/conf/$1" >> "$DIR/log/qconf.out" 2>&1 || fail "qconf -Aq $1 failed"
-    }
-    queue all.q 0
-    queue legacy.q 10
-
-    cat > "$DIR/env.sh" <<EOF
-# source me on the head node ($HOST): the clients need this cell's SGE_ROOT, cell and ports
-export SGE_ROOT=$ROOT
-export SGE_CELL=$CELL
-export SGE_QMASTER_PORT=$QPORT
-export SGE_EXECD_PORT=$EPORT
-EOF
-    chmod 0644 "$DIR/env.sh" "$DIR/cluster.conf"
+    add_queues qsh "$EXECS"
+    write_env_sh "source me on the head node ($HOST): the clients need this cell's SGE_ROOT, cell and ports"
 
     # ready: every execution host reports load, every queue instance is there without a state
     want=$(( 2 * $(echo $EXECS | wc -w) ))
@@ -287,7 +182,7 @@ stop)
         left=$(alive $left)
         [ -z "$left" ] || { echo "vcell.sh: still alive: $(echo $left)" >&2; exit 1; }
     fi
-    rm -f "/var/lock/envsched-uge-ports.d/$(echo "$DIR" | tr / _)"
+    rm -f "$PORTS_D/$(echo "$DIR" | tr / _)"
     [ -f "$DIR/pids" ] && mv -f "$DIR/pids" "$DIR/pids.stopped"
     echo "vcell.sh: cell in $DIR stopped"
     ;;
