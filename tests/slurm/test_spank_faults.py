@@ -608,13 +608,27 @@ def test_slurmstepd_killed(site, slurm_user, home, fault_report):
             site.settle(timeout=40)
         finally:
             # with its slurmstepd gone nothing tracks the batch script (proctrack/linuxproc): the
-            # test kills what it orphaned, by pid
+            # test kills what it orphaned, by pid: the script and every process below it
             script = f"/job{int(job):05d}/slurm_script"
+            parents = {}
             for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
                 try:
+                    with open(f"/proc/{pid}/stat") as f:
+                        parents[pid] = int(f.read().rsplit(")", 1)[1].split()[1])
                     with open(f"/proc/{pid}/cmdline", "rb") as f:
                         if script.encode() in f.read():
-                            os.kill(pid, signal.SIGKILL)
+                            parents[pid] = -1           # a root of what to kill
+                except (OSError, ValueError, IndexError):
+                    pass
+            doomed = {pid for pid, ppid in parents.items() if ppid == -1}
+            while True:
+                more = {pid for pid, ppid in parents.items() if ppid in doomed} - doomed
+                if not more:
+                    break
+                doomed |= more
+            for pid in doomed:
+                try:
+                    os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
         r = c.srun("--chos=deb12", "sh", "-c", PAYLOAD, user=slurm_user.pw_name, cwd=str(home))
