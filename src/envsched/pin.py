@@ -100,13 +100,17 @@ class PinMeta:
 
 
 def process_start(pid: int) -> Optional[int]:
-    """Start time (clock ticks since boot) of a live process, None if it is gone."""
+    """Start time (clock ticks since boot) of a live process, None if it is gone: exited, or a
+    zombie its parent has not reaped yet (dead all the same; es_join.c es_start_time agrees). A
+    pin whose owner is a zombie is stale: a Grid Engine shepherd whose execd is slow to reap it
+    kept its job's pin past `gc` (seen in CI, tests/uge/test_uge_faults.py)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
     except OSError:
         return None
-    return int(data[data.rindex(b")") + 2:].split()[19])
+    fields = data[data.rindex(b")") + 2:].split()
+    return None if fields[0] in (b"Z", b"X") else int(fields[19])
 
 
 def run_dir_problem(run_dir: str) -> Optional[str]:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import time
 
 import pytest
 
@@ -237,3 +239,39 @@ allow_partitions = ["old"]
     r = chos_cmd("--policy", str(policy), "run", "--partition", "old", "legacy", "--", "sh", "-c", "echo $CHOS",
                  user=TEST_USER, cwd=str(home))
     assert (r.returncode, r.stdout.strip()) == (0, "legacy"), r.stderr
+
+
+def test_gc_releases_a_pin_whose_owner_is_a_zombie(site_dir, envsched_cmd, home):
+    """A pin's owner that has exited but is not reaped yet (a zombie: a Grid Engine shepherd whose
+    execd is slow to wait for it) is gone for gc, as for the C runtime (es_join.c es_start_time);
+    a live owner's pin stays."""
+    policy = site_dir.policy(name="zombie.toml")
+    child = os.fork()
+    if child == 0:
+        os._exit(0)                                     # exits; not reaped until the end of the test
+    try:
+        deadline = time.monotonic() + 5
+        while open(f"/proc/{child}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        for key, owner in (("zombie-owned", child), ("live-owned", os.getpid())):
+            r = envsched_cmd("--policy", str(policy), "prepare", "--key", key, "--user", TEST_USER,
+                             "--owner-pid", str(owner))
+            assert (r.returncode == 0) == (owner == os.getpid()), r.stderr   # a zombie is no owner
+        # made while the child still ran: a pin of a process that then became a zombie
+        live = subprocess.Popen(["sleep", "30"])
+        r = envsched_cmd("--policy", str(policy), "prepare", "--key", "zombie-later", "--user", TEST_USER,
+                         "--owner-pid", str(live.pid))
+        assert r.returncode == 0, r.stderr
+        live.kill()
+        deadline = time.monotonic() + 5
+        while open(f"/proc/{live.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        r = envsched_cmd("--policy", str(policy), "gc")
+        assert r.returncode == 0, r.stderr
+        assert "released zombie-later" in r.stdout and "live-owned" not in r.stdout, r.stdout
+        live.wait()
+    finally:
+        os.waitpid(child, 0)
+        envsched_cmd("--policy", str(policy), "release", "--key", "live-owned")
