@@ -198,10 +198,11 @@ configure_sched() {
     "$1" qconf -as "$HOST" >> "$DIR/log/qconf.out" 2>&1 || fail "qconf -as $HOST failed"
 }
 
-# add_queues CLIENT HOSTLIST: all.q (seq_no 0) and legacy.q (10) on HOSTLIST, 2 slots each, tmpdir
-# DIR/tmp: the template without pe_list (make smp mpi: no such PEs here) and np_load_avg threshold
+# add_queues CLIENT HOSTLIST [TMPDIR]: all.q (seq_no 0) and legacy.q (10) on HOSTLIST, 2 slots each,
+# tmpdir TMPDIR (default DIR/tmp): the template without pe_list (make smp mpi: no such PEs here) and
+# np_load_avg threshold
 add_queues() {
-    local client=$1 hostlist=$2 q
+    local client=$1 hostlist=$2 tmpdir=${3:-$DIR/tmp} q
     "$client" qconf -sq > "$DIR/conf/queue.template"
     for q in "all.q 0" "legacy.q 10"; do
         set -- $q
@@ -211,7 +212,7 @@ add_queues() {
             -e 's|^load_thresholds .*|load_thresholds       NONE|' \
             -e 's|^pe_list .*|pe_list               NONE|' \
             -e 's|^slots .*|slots                 2|' \
-            -e "s|^tmpdir .*|tmpdir                $DIR/tmp|" \
+            -e "s|^tmpdir .*|tmpdir                $tmpdir|" \
             "$DIR/conf/queue.template" > "$DIR/conf/$1"
         "$client" qconf -Aq "$DIR/conf/$1" >> "$DIR/log/qconf.out" 2>&1 || fail "qconf -Aq $1 failed"
     done

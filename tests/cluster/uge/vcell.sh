@@ -18,7 +18,8 @@
 # The layout is start.sh's (DIR/root: the private SGE_ROOT, DIR/spool, DIR/tmp, DIR/log, DIR/conf,
 # DIR/env.sh, DIR/cluster.conf) plus DIR/vnet (the nodes). The file system is the host's in every
 # node: the cell, the spool (execd spools under spool/execd/<host>), home directories and the test's
-# trees are shared as on a cluster with NFS; /run is each node's own.
+# trees are shared as on a cluster with NFS; /run is each node's own, and so the queues' tmpdir
+# (/run/uge-tmp: a job's TMPDIR is local to each host, as on real hosts).
 #
 # Host names: inside the nodes every name resolves through the generated /etc/hosts, both ways, to the
 # node's bridge address (not 127.0.0.1), so no host_aliases are needed; act_qmaster is HEAD. The host
@@ -46,6 +47,7 @@ QPORT="" EPORT="" HOST="" GID_LO="" GID_HI="" EXECS=""
 PROG=vcell.sh
 . "$HERE/common.sh"
 ADMIN=sgeadmin
+NODE_TMP=/run/uge-tmp           # the queues' tmpdir, on each execution node's own /run
 # shellcheck disable=SC1091
 [ -f "$DIR/cluster.conf" ] && . "$DIR/cluster.conf"
 
@@ -83,6 +85,10 @@ fail() {
 # launch NODE NAME DAEMON: start a daemonizing sge daemon on NODE; appends "NAME PID NODE" to DIR/pids
 launch() {
     local node=$1 name=$2 daemon=$3 pid=""
+    # the queues' tmpdir is node-local, as on real hosts: execd makes a job's TMPDIR there and
+    # removes it when its own part of the job ends (a shared one: a PE job's task on one host lost
+    # its TMPDIR when the other host's part ended first)
+    [ "$name" != sge_execd ] || on "$node" mkdir -p -m 1777 "$NODE_TMP" || fail "mkdir $NODE_TMP on $node"
     on "$node" setsid "$daemon" </dev/null >>"$DIR/log/$name-$node.out" 2>&1 9>&- \
         || fail "$name on $node exited with status $? at start"
     for _ in $(seq 200); do
@@ -138,7 +144,7 @@ start)
         sleep 0.1
     done
 
-    add_queues qsh "$EXECS"
+    add_queues qsh "$EXECS" "$NODE_TMP"
     write_env_sh "source me on the head node ($HOST): the clients need this cell's SGE_ROOT, cell and ports"
 
     # ready: every execution host reports load, every queue instance is there without a state
