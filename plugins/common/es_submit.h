@@ -18,6 +18,8 @@
 #include "es_run.h"
 
 #define ES_SUBMIT_HEADER "envsched-submit 1"
+/* a user's own answers, below their home (submitcache.py DIR) */
+#define ES_SUBMIT_DIR ".cache/envsched/submit"
 
 struct es_submit_lookup {
     const char *path;           /* the entry's file: DIR/<es_cache_name(inputs)>             */

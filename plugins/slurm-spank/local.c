@@ -110,7 +110,7 @@ static int cached_answer(const char *chos, struct es_run *r)
     snprintf(inputs, sizeof inputs, "uid=%u\toption=%s\tchos=%s\tpolicy=%s", (unsigned)getuid(),
              es_option_set ? es_option : "", chos ? chos : "", es_cfg.policy);
     es_cache_name(inputs, name);
-    snprintf(path, sizeof path, "%s/.cache/envsched/submit/%s", u.home, name);
+    snprintf(path, sizeof path, "%s/" ES_SUBMIT_DIR "/%s", u.home, name);
     struct es_submit_lookup l = {path, getuid(), inputs, &u, !(es_option_set || (chos && chos[0])), 0};
     return es_submit_cached(&l, r, why, sizeof why) == ES_CACHE_HIT;
 }

@@ -50,6 +50,8 @@ import os
 import stat
 import time
 
+from .errors import DISK_FULL
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import List, Optional, Sequence
@@ -249,7 +251,7 @@ class DecisionCache:
         try:
             write_whole(self.path(inputs), lines, os.path.dirname(self.dir))
         except OSError as e:                            # run_dir full: no entry (write_whole left
-            if e.errno not in (28, 122):                # no part of one); the job goes on
+            if e.errno not in DISK_FULL:                # no part of one); the job goes on
                 raise
 
     def forget(self, inputs: str) -> None:

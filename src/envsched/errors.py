@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from .exitcodes import ExitCode
 
+#: ENOSPC, EDQUOT: the node's disk (run_dir) is full: the host's state, never a bug of ours (#15)
+DISK_FULL = (28, 122)
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Optional

@@ -24,7 +24,7 @@ import stat
 import time
 
 from . import faults, linux
-from .errors import EnvschedError, NotPermitted, PolicyError, SetupError, UsageError
+from .errors import DISK_FULL, EnvschedError, NotPermitted, PolicyError, SetupError, UsageError
 from .exitcodes import ExitCode
 from .names import NAME_RULE, is_valid_name
 from .records import asdict, dataclass     # dataclasses, without their import cost (#13)
@@ -663,9 +663,6 @@ def mount_points() -> set:
         return set()
 
 
-FULL = (28, 122)          # ENOSPC, EDQUOT: the node's run_dir is full (#15), not a bug of ours
-
-
 def _write_file(path: str, text: str) -> None:
     """A new file, whole or not at all: a write that fails (run_dir full) leaves no part of it
     behind, and says which file in one line (SetupError, exit 71)."""
@@ -678,7 +675,7 @@ def _write_file(path: str, text: str) -> None:
             os.unlink(path)
         except OSError:
             pass
-        if e.errno in FULL:
+        if e.errno in DISK_FULL:
             raise SetupError(f"cannot write {path}: {e.strerror} (the node's run_dir is full)") from None
         raise
 

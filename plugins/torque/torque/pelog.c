@@ -45,8 +45,6 @@
 #include "../../common/es_jobrec.h"
 #include "../../common/es_release.h"
 
-#define STAMP "#ENVSCHED chos="
-#define PIN_STAMP "#ENVSCHED pin="
 #define PIN_SELECTOR "@sha256:"
 #define HEAD_MAX 65536
 #define HEAD_LINES 50

@@ -47,10 +47,7 @@
 #include "torque_starter.h"
 #include "../../common/es_submit.h"
 
-#define STAMP "#ENVSCHED chos="
-#define PIN_STAMP "#ENVSCHED pin="
 #define VALUE_MAX 1024
-#define CACHE_DIR ".cache/envsched/submit"
 
 static char **py_argv;
 static int script_fd = -1;
@@ -352,7 +349,7 @@ int es_torque_submit_filter(char **argv, int argc)
                          policy) >= sizeof inputs)
         return to_python("inputs too long");
     es_cache_name(inputs, name);
-    if ((size_t)snprintf(path, sizeof path, "%s/" CACHE_DIR "/%s", u.home, name) >= sizeof path)
+    if ((size_t)snprintf(path, sizeof path, "%s/" ES_SUBMIT_DIR "/%s", u.home, name) >= sizeof path)
         return to_python("home too long");
     struct es_submit_lookup l = {path, u.uid, inputs, &u, c.value[0] == '\0', 0};
     if (es_submit_cached(&l, &a, why, sizeof why) != ES_CACHE_HIT)

@@ -49,6 +49,11 @@ struct es_tpin {
 int es_tpin_open(const struct es_conf *c, const struct es_tjob *j, const char *chos, struct es_tpin *p,
                  int *ran_resolver, char *err, size_t errlen);
 
+/* the submit filter's stamps in a job script (envsched_torque.py STAMP, PIN_STAMP): written by
+ * qsubfilter.c, read by pelog.c's prologue */
+#define STAMP "#ENVSCHED chos="
+#define PIN_STAMP "#ENVSCHED pin="
+
 /* pelog.c: envsched_torque.py's carried() (the prologue's and the submit filter's) */
 const char *es_torque_carried(const char *request, const char *pinned);
 /* qsubfilter.c: `torque-pelog submit-filter PYTHON-FILTER... -- QSUB-ARGS...` (as the user); its exit code */

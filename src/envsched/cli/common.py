@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ..errors import EnvschedError, NotPermitted
+from ..errors import DISK_FULL, EnvschedError, NotPermitted
 from ..exitcodes import ExitCode
 
 TYPE_CHECKING = False
@@ -127,7 +127,7 @@ def run_parsed(handler: Callable[[argparse.Namespace], int], args: Any) -> int:
     except BrokenPipeError:
         return int(ExitCode.OK)
     except OSError as e:
-        if e.errno not in (28, 122):                    # ENOSPC, EDQUOT: the host's state, not a bug
+        if e.errno not in DISK_FULL:                    # the host's state, not a bug
             return _internal(e)
         say(f"cannot write {e.filename or 'to the node'}: {e.strerror} (the node's disk is full)")
         return int(ExitCode.SETUP_FAILED)

@@ -140,7 +140,8 @@ class logged_failure:
         return None
 
     def __exit__(self, kind: Any, e: Any, tb: Any) -> bool:
-        if isinstance(e, OSError) and e.errno in (28, 122):     # run_dir full: one line, exit 71
+        from ..errors import DISK_FULL
+        if isinstance(e, OSError) and e.errno in DISK_FULL:     # run_dir full: one line, exit 71
             from ..errors import SetupError
             full = SetupError(f"cannot write {e.filename or 'to run_dir'}: {e.strerror} (the node's run_dir is full)")
             self.__exit__(type(full), full, None)
